@@ -1,0 +1,382 @@
+"""Load and validate the store config (one TOML file) into one typed, immutable object.
+
+Every error is reported at once with its key path and a hint, because store IT fixes a config by reading
+the message, not the source. Unknown keys are errors: a typo must never silently fall back to a default.
+Secrets may come from the environment: INSTORE_EDGE_<SECTION>_<KEY> (e.g. INSTORE_EDGE_MQTT_PASSWORD,
+INSTORE_EDGE_HTTP_TOKENS_ADMIN, INSTORE_EDGE_QR_SECRET, INSTORE_EDGE_CENTRAL_TOKEN).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+ENV_PREFIX = "INSTORE_EDGE_"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSection(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}; use an IANA name such as 'Europe/Rome'") from exc
+        return value
+
+
+class MqttSection(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None
+    topic_prefix: str = Field(default="instore", pattern=r"^[^#+/][^#+]*$")
+    # "embedded" starts the demo's Python broker in-process: for `instore-edge demo` only.
+    embedded: bool = False
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # How long the broker keeps our session (and queues events for us) while the edge is down.
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
+
+
+class DbSection(_Model):
+    path: str = "instore-edge.db"
+
+
+class HttpTokens(_Model):
+    admin: str | None = Field(default=None, min_length=16)
+    kiosk: str | None = Field(default=None, min_length=16)
+    signage: str | None = Field(default=None, min_length=16)
+
+
+class HttpSection(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    tokens: HttpTokens = HttpTokens()
+
+
+class CentralSection(_Model):
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    token: str | None = None
+    pull_interval_s: float = Field(default=30.0, gt=0)
+    push_batch: int = Field(default=500, ge=1, le=10000)
+    fetch_timeout_ms: int = Field(default=300, ge=10, le=60000)
+
+
+class QrSection(_Model):
+    secret: str | None = Field(default=None, min_length=16)
+    base_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://")
+    ttl_s: int = Field(default=30 * 24 * 3600, ge=10)
+
+
+class ZoneConfig(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    # Seconds without a sighting after which a subject has left the zone (gateways say nothing on exit).
+    exit_after_s: float = Field(default=30.0, gt=0)
+    dwell_s: list[float] = Field(default_factory=lambda: [60.0])
+
+
+class GatewayConfig(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    zone: str
+    format: Literal["native", "espresense", "theengs"] = "native"
+    topic: str | None = None
+
+
+class BeaconConfig(_Model):
+    key: str = Field(min_length=3)
+    owner: str = ""
+    kind: Literal["staff", "asset"] = "staff"
+    track: bool = False
+
+
+class ScreenConfig(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    zone: str
+    playlist: list[str] = Field(default_factory=list)
+
+
+class KioskConfig(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    zone: str
+
+
+class ContentConfig(_Model):
+    """An item screens can show: from a playlist or a rule."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    template: str = "message"
+    title: str = ""
+    body: str = ""
+    image: str | None = None
+    duration_s: float = Field(default=8.0, gt=0)
+
+
+class RuleWhen(_Model):
+    zone: str | list[str] | None = None
+    event: str | list[str] | None = None
+
+
+class RuleShow(_Model):
+    content_id: str = Field(pattern=ID_PATTERN)
+    template: str = "message"
+    data: dict[str, Any] = Field(default_factory=dict)
+    # Screens that show it; empty means every screen in the zone where the event happened.
+    screens: list[str] = Field(default_factory=list)
+
+
+class RuleConfig(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    priority: int = 0
+    ttl_s: float = Field(default=30.0, gt=0)
+    when: RuleWhen = RuleWhen()
+    show: RuleShow
+
+
+class PrivacySection(_Model):
+    retention_days: int = Field(default=30, ge=1)
+    require_consent: bool = True
+
+
+class LimitsSection(_Model):
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
+    ingest_batch: int = Field(default=1000, ge=1, le=10000)
+
+
+class Config(_Model):
+    store: StoreSection
+    mqtt: MqttSection = MqttSection()
+    db: DbSection = DbSection()
+    http: HttpSection = HttpSection()
+    central: CentralSection = CentralSection()
+    qr: QrSection = QrSection()
+    privacy: PrivacySection = PrivacySection()
+    limits: LimitsSection = LimitsSection()
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    gateways: list[GatewayConfig] = Field(default_factory=list)
+    beacons: list[BeaconConfig] = Field(default_factory=list)
+    screens: list[ScreenConfig] = Field(default_factory=list)
+    kiosks: list[KioskConfig] = Field(default_factory=list)
+    content: list[ContentConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        """Topic prefix P = {topic_prefix}/{store_id}."""
+        return f"{self.mqtt.topic_prefix}/{self.store.id}"
+
+    def zone(self, zone_id: str) -> ZoneConfig | None:
+        return next((z for z in self.zones if z.id == zone_id), None)
+
+    def gateway(self, gateway_id: str) -> GatewayConfig | None:
+        return next((g for g in self.gateways if g.id == gateway_id), None)
+
+    def screens_in_zone(self, zone_id: str) -> list[ScreenConfig]:
+        return [s for s in self.screens if s.zone == zone_id]
+
+    def content_item(self, content_id: str) -> ContentConfig | None:
+        return next((c for c in self.content if c.id == content_id), None)
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config file: where it is, what is wrong, how to fix it."""
+
+    path: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; `issues` lists every problem found."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        lines = "\n".join(f"  - {issue}" for issue in issues)
+        super().__init__(f"{source}: {len(issues)} problem(s) in the config:\n{lines}")
+
+
+_HINTS = {
+    "extra_forbidden": "unknown key: check its spelling against config/store.example.toml",
+    "missing": "this key is required",
+    "int_parsing": "write a whole number without quotes",
+    "int_type": "write a whole number without quotes",
+    "float_parsing": "write a number without quotes",
+    "bool_parsing": "write true or false without quotes",
+    "bool_type": "write true or false without quotes",
+    "string_type": "write a quoted string",
+    "string_pattern_mismatch": "ids use letters, digits, '-', '_' and '.'; URLs start with http:// or https://",
+    "literal_error": "use one of the listed values",
+    "string_too_short": "use a longer random value, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`",
+    "list_type": "write a list, e.g. [\"a\", \"b\"]",
+    "model_type": "write a table ([section]) here",
+}
+
+
+_SECRET_KEYS = {"password", "tokens", "token", "secret"}
+
+
+def _loc_to_path(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    """Turn pydantic's location into a key path a person can find in the file: zones[2].id."""
+    parts: list[str] = []
+    node: Any = data
+    for item in loc:
+        if isinstance(item, int):
+            label = ""
+            if isinstance(node, list) and 0 <= item < len(node) and isinstance(node[item], dict):
+                ident = node[item].get("id") or node[item].get("key")
+                label = f" (id {ident!r})" if isinstance(ident, str) else ""
+            parts[-1] = f"{parts[-1]}[{item}]{label}" if parts else f"[{item}]"
+            node = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
+        else:
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts) or "(top level)"
+
+
+def _issues_from_validation(exc: ValidationError, data: dict[str, Any]) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors():
+        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        # Pydantic reports str|list unions twice; keep the error's first wording only.
+        loc = tuple(x for x in loc if x not in ("str", "list[str]"))
+        message = err["msg"].removeprefix("Value error, ")
+        secret = any(isinstance(x, str) and x in _SECRET_KEYS for x in loc)
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict | list) \
+                and not secret:
+            message = f"{message} (got {err['input']!r})"
+        issues.append(ConfigIssue(_loc_to_path(loc, data), message, _HINTS.get(err["type"], "")))
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for issue in issues:
+        if (issue.path, issue.message) not in seen:
+            seen.add((issue.path, issue.message))
+            unique.append(issue)
+    return unique
+
+
+def _cross_check(cfg: Config) -> list[ConfigIssue]:
+    """Checks between sections that one field's schema cannot make."""
+    issues: list[ConfigIssue] = []
+    zone_ids = [z.id for z in cfg.zones]
+    known_zones = ", ".join(zone_ids) or "none defined"
+
+    def dupes(name: str, ids: list[str]) -> None:
+        seen: set[str] = set()
+        for i, ident in enumerate(ids):
+            if ident in seen:
+                issues.append(ConfigIssue(f"{name}[{i}].id", f"duplicate id {ident!r}", "every id must be unique"))
+            seen.add(ident)
+
+    dupes("zones", zone_ids)
+    dupes("gateways", [g.id for g in cfg.gateways])
+    dupes("screens", [s.id for s in cfg.screens])
+    dupes("kiosks", [k.id for k in cfg.kiosks])
+    dupes("content", [c.id for c in cfg.content])
+    dupes("rules", [r.id for r in cfg.rules])
+    for section, items in (("gateways", cfg.gateways), ("screens", cfg.screens), ("kiosks", cfg.kiosks)):
+        for i, item in enumerate(items):
+            if item.zone not in zone_ids:
+                issues.append(ConfigIssue(
+                    f"{section}[{i}] (id {item.id!r}).zone", f"unknown zone {item.zone!r}",
+                    f"use a zone defined in [[zones]] ({known_zones})"))
+    screen_ids = {s.id for s in cfg.screens}
+    for i, rule in enumerate(cfg.rules):
+        zones = rule.when.zone if isinstance(rule.when.zone, list) else [rule.when.zone] if rule.when.zone else []
+        for zone in zones:
+            if zone not in zone_ids:
+                issues.append(ConfigIssue(f"rules[{i}] (id {rule.id!r}).when.zone", f"unknown zone {zone!r}",
+                                          f"use a zone defined in [[zones]] ({known_zones})"))
+        for screen in rule.show.screens:
+            if screen not in screen_ids:
+                issues.append(ConfigIssue(f"rules[{i}] (id {rule.id!r}).show.screens", f"unknown screen {screen!r}",
+                                          "use a screen defined in [[screens]]"))
+        if not rule.show.screens and not zones:
+            issues.append(ConfigIssue(f"rules[{i}] (id {rule.id!r}).show.screens", "no screen to show on",
+                                      "name screens in show.screens, or restrict when.zone so the zone's screens are used"))
+    for i, screen in enumerate(cfg.screens):
+        if not screen.playlist:
+            issues.append(ConfigIssue(f"screens[{i}] (id {screen.id!r}).playlist", "empty playlist",
+                                      "list at least one content id: the screen shows it when no rule matches"))
+    return issues
+
+
+def _apply_env(data: dict[str, Any], model: type[BaseModel], env: dict[str, str], path: list[str]) -> None:
+    """Overlay INSTORE_EDGE_<SECTION>_<KEY> environment values on scalar keys of table sections."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        key_path = [*path, name]
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            sub = data.get(name)
+            if sub is None:
+                sub = {}
+            if isinstance(sub, dict):
+                _apply_env(sub, annotation, env, key_path)
+                if sub:
+                    data[name] = sub
+            continue
+        var = ENV_PREFIX + "_".join(key_path).upper()
+        if var in env:
+            data[name] = env[var]
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>", env: dict[str, str] | None = None) -> Config:
+    """Validate a config mapping; raise ConfigError listing every problem."""
+    data = dict(data)
+    _apply_env(data, Config, dict(os.environ) if env is None else env, [])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _issues_from_validation(exc, data)) from None
+    issues = _cross_check(cfg)
+    if issues:
+        raise ConfigError(source, issues)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file; relative db paths are taken from the config's folder."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(str(p), [ConfigIssue("(file)", "file not found",
+                                               "copy config/store.example.toml and edit it")]) from None
+    except OSError as exc:
+        raise ConfigError(str(p), [ConfigIssue("(file)", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), [ConfigIssue("(file)", "not UTF-8 text", "save the file as UTF-8")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), [ConfigIssue("(syntax)", str(exc),
+                                               "check quotes, brackets and '=' on that line")]) from None
+    db = data.get("db")
+    if isinstance(db, dict) and isinstance(db.get("path"), str) and not os.path.isabs(db["path"]):
+        data = {**data, "db": {**db, "path": str((p.parent / db["path"]).resolve())}}
+    return parse_config(data, str(p), env)
