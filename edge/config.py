@@ -8,17 +8,22 @@ INSTORE_EDGE_HTTP_TOKENS_ADMIN, INSTORE_EDGE_QR_SECRET, INSTORE_EDGE_CENTRAL_TOK
 
 from __future__ import annotations
 
+import copy
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 ENV_PREFIX = "INSTORE_EDGE_"
+# What rules can match on: a kind, "kind.type", or a presence event.
+EVENT_KINDS = ("beacon", "qr", "window", "kiosk", "pos")
+PRESENCE_EVENTS = ("zone_enter", "zone_exit", "zone_dwell")
 
 
 class _Model(BaseModel):
@@ -91,7 +96,7 @@ class ZoneConfig(_Model):
     name: str = ""
     # Seconds without a sighting after which a subject has left the zone (gateways say nothing on exit).
     exit_after_s: float = Field(default=30.0, gt=0)
-    dwell_s: list[float] = Field(default_factory=lambda: [60.0])
+    dwell_s: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [60.0])
 
 
 class GatewayConfig(_Model):
@@ -220,7 +225,7 @@ class ConfigError(Exception):
 
 
 _HINTS = {
-    "extra_forbidden": "unknown key: check its spelling against config/store.example.toml",
+    "extra_forbidden": "check its spelling against config/store.example.toml",
     "missing": "this key is required",
     "int_parsing": "write a whole number without quotes",
     "int_type": "write a whole number without quotes",
@@ -257,20 +262,53 @@ def _loc_to_path(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _issues_from_validation(exc: ValidationError, data: dict[str, Any]) -> list[ConfigIssue]:
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the schema allows in the table that holds loc[-1]."""
+    model: Any = Config
+    for item in loc[:-1]:
+        if isinstance(item, int):
+            continue
+        field = model.model_fields.get(item) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = field.annotation
+        if get_origin(model) is list:
+            model = get_args(model)[0]
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _issues_from_validation(exc: ValidationError, data: dict[str, Any],
+                            from_env: dict[tuple[str, ...], str] | None = None) -> list[ConfigIssue]:
     issues = []
+    unions_seen: set[tuple[Any, ...]] = set()
     for err in exc.errors():
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-        # Pydantic reports str|list unions twice; keep the error's first wording only.
+        union = any(x in ("str", "list[str]") for x in loc)
         loc = tuple(x for x in loc if x not in ("str", "list[str]"))
         message = err["msg"].removeprefix("Value error, ")
+        hint = _HINTS.get(err["type"], "")
         secret = any(isinstance(x, str) and x in _SECRET_KEYS for x in loc)
+        if union:
+            # Pydantic reports a str|list[str] mismatch once per member: report it once.
+            if loc in unions_seen:
+                continue
+            unions_seen.add(loc)
+            if err["type"] in ("string_type", "list_type"):
+                message, hint = "should be a string or a list of strings", 'e.g. "entrance" or ["entrance", "fitting"]'
         if err["type"] == "extra_forbidden":
             message = "unknown key"
-        elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict | list) \
-                and not secret:
+            known = _known_keys(loc)
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = (f"did you mean {close[0]!r}? " if close else "") + \
+                (f"keys allowed here: {', '.join(known)}" if known else hint)
+        elif "input" in err and err["type"] not in ("missing", "value_error") \
+                and not isinstance(err["input"], dict | list) and not secret:
+            # (value_error messages come from our validators, which already name the value.)
             message = f"{message} (got {err['input']!r})"
-        issues.append(ConfigIssue(_loc_to_path(loc, data), message, _HINTS.get(err["type"], "")))
+        env_var = (from_env or {}).get(tuple(x for x in loc if isinstance(x, str)))
+        if env_var:
+            message = f"{message} (value from the environment variable {env_var})"
+        issues.append(ConfigIssue(_loc_to_path(loc, data), message, hint))
     seen: set[tuple[str, str]] = set()
     unique = []
     for issue in issues:
@@ -280,54 +318,99 @@ def _issues_from_validation(exc: ValidationError, data: dict[str, Any]) -> list[
     return unique
 
 
-def _cross_check(cfg: Config) -> list[ConfigIssue]:
-    """Checks between sections that one field's schema cannot make."""
+def _tables(data: dict[str, Any], name: str) -> list[tuple[int, dict[str, Any]]]:
+    items = data.get(name)
+    return [(i, t) for i, t in enumerate(items) if isinstance(t, dict)] if isinstance(items, list) else []
+
+
+def _where(section: str, i: int, table: dict[str, Any]) -> str:
+    ident = table.get("id")
+    return f"{section}[{i}] (id {ident!r})" if isinstance(ident, str) else f"{section}[{i}]"
+
+
+def _str_list(value: Any) -> list[str]:
+    """A str | list[str] key as a list; values of the wrong type are the schema's to report."""
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _known_event(name: str) -> bool:
+    kind, dot, type_ = name.partition(".")
+    return name in PRESENCE_EVENTS or (kind in EVENT_KINDS and (not dot or bool(type_)))
+
+
+def _cross_check(data: dict[str, Any]) -> list[ConfigIssue]:
+    """Checks between sections that one field's schema cannot make.
+
+    They read the raw data, not the validated model, so they run (and report) even when some keys have
+    schema errors: every problem comes out in one run.
+    """
     issues: list[ConfigIssue] = []
-    zone_ids = [z.id for z in cfg.zones]
-    known_zones = ", ".join(zone_ids) or "none defined"
-
-    def dupes(name: str, ids: list[str]) -> None:
+    ids: dict[str, set[str]] = {}
+    for section in ("zones", "gateways", "screens", "kiosks", "content", "rules"):
         seen: set[str] = set()
-        for i, ident in enumerate(ids):
+        for i, table in _tables(data, section):
+            ident = table.get("id")
+            if not isinstance(ident, str):
+                continue
             if ident in seen:
-                issues.append(ConfigIssue(f"{name}[{i}].id", f"duplicate id {ident!r}", "every id must be unique"))
+                issues.append(ConfigIssue(f"{_where(section, i, table)}.id", f"duplicate id {ident!r}",
+                                          "every id must be unique"))
             seen.add(ident)
-
-    dupes("zones", zone_ids)
-    dupes("gateways", [g.id for g in cfg.gateways])
-    dupes("screens", [s.id for s in cfg.screens])
-    dupes("kiosks", [k.id for k in cfg.kiosks])
-    dupes("content", [c.id for c in cfg.content])
-    dupes("rules", [r.id for r in cfg.rules])
-    for section, items in (("gateways", cfg.gateways), ("screens", cfg.screens), ("kiosks", cfg.kiosks)):
-        for i, item in enumerate(items):
-            if item.zone not in zone_ids:
-                issues.append(ConfigIssue(
-                    f"{section}[{i}] (id {item.id!r}).zone", f"unknown zone {item.zone!r}",
-                    f"use a zone defined in [[zones]] ({known_zones})"))
-    screen_ids = {s.id for s in cfg.screens}
-    for i, rule in enumerate(cfg.rules):
-        zones = rule.when.zone if isinstance(rule.when.zone, list) else [rule.when.zone] if rule.when.zone else []
+        ids[section] = seen
+    zone_ids = ids["zones"]
+    known_zones = ", ".join(t["id"] for _, t in _tables(data, "zones") if isinstance(t.get("id"), str)) \
+        or "none defined"
+    for section in ("gateways", "screens", "kiosks"):
+        for i, table in _tables(data, section):
+            zone = table.get("zone")
+            if isinstance(zone, str) and zone not in zone_ids:
+                issues.append(ConfigIssue(f"{_where(section, i, table)}.zone", f"unknown zone {zone!r}",
+                                          f"use a zone defined in [[zones]] ({known_zones})"))
+    for i, table in _tables(data, "gateways"):
+        if table.get("format") in ("espresense", "theengs") and not table.get("topic"):
+            issues.append(ConfigIssue(f"{_where('gateways', i, table)}.topic",
+                                      f"{table['format']!r} gateways need a topic to subscribe to",
+                                      "e.g. espresense/devices/+/<room> or home/<gateway>/BTtoMQTT/#"))
+    for i, table in _tables(data, "screens"):
+        playlist = table.get("playlist", [])
+        if playlist == []:
+            issues.append(ConfigIssue(f"{_where('screens', i, table)}.playlist", "empty playlist",
+                                      "list at least one content id: the screen shows it when no rule matches"))
+    for i, table in _tables(data, "rules"):
+        where = _where("rules", i, table)
+        when = table.get("when") if isinstance(table.get("when"), dict) else {}
+        show = table.get("show") if isinstance(table.get("show"), dict) else {}
+        zones = _str_list(when.get("zone"))
         for zone in zones:
             if zone not in zone_ids:
-                issues.append(ConfigIssue(f"rules[{i}] (id {rule.id!r}).when.zone", f"unknown zone {zone!r}",
+                issues.append(ConfigIssue(f"{where}.when.zone", f"unknown zone {zone!r}",
                                           f"use a zone defined in [[zones]] ({known_zones})"))
-        for screen in rule.show.screens:
-            if screen not in screen_ids:
-                issues.append(ConfigIssue(f"rules[{i}] (id {rule.id!r}).show.screens", f"unknown screen {screen!r}",
+        for event in _str_list(when.get("event")):
+            if not _known_event(event):
+                issues.append(ConfigIssue(
+                    f"{where}.when.event", f"unknown event {event!r}",
+                    f"use {', '.join(EVENT_KINDS)}, 'kind.type' such as 'kiosk.identify', "
+                    f"or {', '.join(PRESENCE_EVENTS)}"))
+        screens = _str_list(show.get("screens"))
+        for screen in screens:
+            if screen not in ids["screens"]:
+                issues.append(ConfigIssue(f"{where}.show.screens", f"unknown screen {screen!r}",
                                           "use a screen defined in [[screens]]"))
-        if not rule.show.screens and not zones:
-            issues.append(ConfigIssue(f"rules[{i}] (id {rule.id!r}).show.screens", "no screen to show on",
+        if isinstance(table.get("show"), dict) and show.get("screens", []) == [] and when.get("zone") in (None, []):
+            issues.append(ConfigIssue(f"{where}.show.screens", "no screen to show on",
                                       "name screens in show.screens, or restrict when.zone so the zone's screens are used"))
-    for i, screen in enumerate(cfg.screens):
-        if not screen.playlist:
-            issues.append(ConfigIssue(f"screens[{i}] (id {screen.id!r}).playlist", "empty playlist",
-                                      "list at least one content id: the screen shows it when no rule matches"))
     return issues
 
 
-def _apply_env(data: dict[str, Any], model: type[BaseModel], env: dict[str, str], path: list[str]) -> None:
-    """Overlay INSTORE_EDGE_<SECTION>_<KEY> environment values on scalar keys of table sections."""
+def _apply_env(data: dict[str, Any], model: type[BaseModel], env: dict[str, str], path: list[str],
+               applied: dict[tuple[str, ...], str] | None = None) -> dict[tuple[str, ...], str]:
+    """Overlay INSTORE_EDGE_<SECTION>_<KEY> environment values on scalar keys of table sections.
+
+    Returns {key path: variable} for the values taken from the environment. An empty variable is unset.
+    """
+    applied = {} if applied is None else applied
     for name, field in model.model_fields.items():
         annotation = field.annotation
         key_path = [*path, name]
@@ -336,24 +419,27 @@ def _apply_env(data: dict[str, Any], model: type[BaseModel], env: dict[str, str]
             if sub is None:
                 sub = {}
             if isinstance(sub, dict):
-                _apply_env(sub, annotation, env, key_path)
+                _apply_env(sub, annotation, env, key_path, applied)
                 if sub:
                     data[name] = sub
             continue
         var = ENV_PREFIX + "_".join(key_path).upper()
-        if var in env:
+        if env.get(var):
             data[name] = env[var]
+            applied[tuple(key_path)] = var
+    return applied
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>", env: dict[str, str] | None = None) -> Config:
     """Validate a config mapping; raise ConfigError listing every problem."""
-    data = dict(data)
-    _apply_env(data, Config, dict(os.environ) if env is None else env, [])
+    data = copy.deepcopy(data)  # the environment overlay must not write into the caller's tables
+    from_env = _apply_env(data, Config, dict(os.environ) if env is None else env, [])
+    issues: list[ConfigIssue] = []
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _issues_from_validation(exc, data)) from None
-    issues = _cross_check(cfg)
+        issues = _issues_from_validation(exc, data, from_env)
+    issues += _cross_check(data)
     if issues:
         raise ConfigError(source, issues)
     return cfg
@@ -377,6 +463,7 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
         raise ConfigError(str(p), [ConfigIssue("(syntax)", str(exc),
                                                "check quotes, brackets and '=' on that line")]) from None
     db = data.get("db")
-    if isinstance(db, dict) and isinstance(db.get("path"), str) and not os.path.isabs(db["path"]):
+    if isinstance(db, dict) and isinstance(db.get("path"), str) and not os.path.isabs(db["path"]) \
+            and db["path"] != ":memory:" and not db["path"].startswith("file:"):
         data = {**data, "db": {**db, "path": str((p.parent / db["path"]).resolve())}}
     return parse_config(data, str(p), env)

@@ -1,0 +1,119 @@
+"""The `instore-edge` command: run the service, validate a config, start the demo, simulate shoppers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge.config import ConfigError, load_config
+
+log = logging.getLogger("instore_edge")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{args.config}: OK (store {cfg.store.id!r}: {len(cfg.zones)} zones, {len(cfg.gateways)} gateways, "
+          f"{len(cfg.screens)} screens, {len(cfg.rules)} rules)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        print("instore-edge: not starting: fix the config above (check it with `instore-edge check-config`).",
+              file=sys.stderr)
+        return 1
+    from edge.service import Service
+    from edge.store import StoreError
+
+    try:
+        service = Service(cfg)
+    except StoreError as exc:
+        print(f"instore-edge: not starting: {exc}", file=sys.stderr)
+        return 1
+    return service.run_forever()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    from edge.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    from edge.simulate import run_simulator
+
+    return run_simulator(cfg, shoppers=args.shoppers, rate=args.rate, duration_s=args.duration, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="instore-edge",
+        description="Edge service for an omnichannel store: hears the store over MQTT, keeps shoppers' "
+                    "context in SQLite, syncs with the central profile store, drives kiosks and signage.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the edge service")
+    p.add_argument("-c", "--config", required=True, help="store config file (TOML)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a store config: exit 0, or every error with its key path")
+    p.add_argument("config", help="store config file (TOML)")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("demo", help="run broker, edge and shopper simulator on this machine; prints URLs")
+    p.add_argument("--http-port", type=int, default=8080, help="edge HTTP port (default 8080)")
+    p.add_argument("--mqtt-port", type=int, default=0, help="MQTT port (default: a free one)")
+    p.add_argument("--data-dir", default=None, help="where the demo keeps its files (default: a temp folder)")
+    p.add_argument("--embedded-broker", action="store_true", help="use the embedded Python broker even if "
+                   "Mosquitto is installed")
+    p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: Ctrl-C)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="publish realistic shopper journeys to the store's broker")
+    p.add_argument("-c", "--config", required=True, help="store config file (TOML)")
+    p.add_argument("--shoppers", type=int, default=20, help="shoppers in the store at once")
+    p.add_argument("--rate", type=float, default=5.0, help="sightings per second per shopper (about)")
+    p.add_argument("--duration", type=float, default=0, help="seconds to run (default: until Ctrl-C)")
+    p.add_argument("--seed", type=int, default=None, help="random seed, for repeatable journeys")
+    p.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

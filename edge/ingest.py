@@ -1,0 +1,151 @@
+"""The MQTT link: a persistent QoS 1 session whose messages are acknowledged only after their commit.
+
+`on_message` never blocks and never decides: it stamps the receive time and hands the message to the
+pipeline's queue. The pipeline calls `ack` once the message's events (or its dead letter) are committed,
+so a crash at any moment leaves every unacknowledged message with the broker, which redelivers it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edge.config import Config
+
+log = logging.getLogger("instore_edge.mqtt")
+
+
+@dataclass(slots=True)
+class Message:
+    """A received message, stamped with the connection it came on (acks are only valid on that one)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    received_at: float
+    generation: int = 0
+    done: Callable[[], None] | None = None  # for HTTP-submitted events: called after commit
+
+
+class MqttLink:
+    def __init__(self, cfg: Config, sink: Callable[[Message], None], *,
+                 on_connected: Callable[[], None] | None = None) -> None:
+        self.cfg = cfg
+        self.sink = sink
+        self.on_connected = on_connected
+        self.connected = threading.Event()
+        self.generation = 0
+        self.connects = 0
+        self.last_error: str | None = None
+        m = cfg.mqtt
+        self.v5 = m.protocol == "5"
+        client_id = m.client_id or f"instore-edge-{cfg.store.id}"
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if self.v5 else False, manual_ack=True,
+        )
+        self.client.reconnect_delay_set(min_delay=1, max_delay=15)
+        # Our own outputs may be published faster than the broker acks them during bursts: let paho keep more
+        # in flight than its default of 20, bounded well below the 65,535 message ids.
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        if m.username:
+            self.client.username_pw_set(m.username, m.password)
+        if m.tls_ca:
+            self.client.tls_set(ca_certs=m.tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+        self.status_topic = f"{cfg.prefix}/edge/status"
+        self.client.will_set(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.extra_topics: list[str] = [g.topic for g in cfg.gateways if g.format != "native" and g.topic]
+
+    # --- paho callbacks (network thread) ---
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason_code,
+                    properties: Properties | None) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused the connection: {reason_code}"
+            hint = ""
+            if "not authorized" in str(reason_code).lower() or "bad user" in str(reason_code).lower():
+                hint = " (check mqtt.username / mqtt.password and the broker's password file)"
+            log.error("MQTT %s:%s refused the connection: %s%s", self.cfg.mqtt.host, self.cfg.mqtt.port,
+                      reason_code, hint)
+            return
+        self.generation += 1
+        self.connects += 1
+        self.last_error = None
+        topics = [f"{self.cfg.prefix}/#", *self.extra_topics]
+        if self.v5:
+            # no_local: do not hear our own retained display/status messages.
+            client.subscribe([(t, SubscribeOptions(qos=1, noLocal=True)) for t in topics])
+        else:
+            client.subscribe([(t, 1) for t in topics])
+        client.publish(self.status_topic, json.dumps({"state": "online", "since": int(time.time() * 1000)}),
+                       qos=1, retain=True)
+        log.info("MQTT connected to %s:%s (session %s)", self.cfg.mqtt.host, self.cfg.mqtt.port,
+                 "resumed" if flags.session_present else "new")
+        self.connected.set()
+        if self.on_connected:
+            try:
+                self.on_connected()
+            except Exception:
+                log.exception("after-connect step failed")
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags, reason_code,
+                       properties: Properties | None) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        if was:
+            log.warning("MQTT disconnected (%s); reconnecting, events wait in the broker meanwhile", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.sink(Message(msg.topic, msg.payload, msg.qos, msg.mid, time.time(), self.generation))
+
+    # --- used by the service ---
+    def start(self) -> None:
+        m = self.cfg.mqtt
+        props = None
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = m.session_expiry_s
+        log.info("MQTT connecting to %s:%s as %s", m.host, m.port, self.client._client_id.decode())
+        self.client.connect_async(m.host, m.port, keepalive=m.keepalive_s,
+                                  clean_start=False if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                                  properties=props)
+        self.client.loop_start()
+
+    def ack(self, messages: Iterable[Message]) -> None:
+        """Acknowledge committed messages received on the current connection (older ones are redelivered)."""
+        gen = self.generation
+        for msg in messages:
+            if msg.qos > 0 and msg.mid and msg.generation == gen:
+                self.client.ack(msg.mid, msg.qos)
+
+    def publish(self, topic: str, payload: dict | str, *, retain: bool = False, qos: int = 1) -> None:
+        """Queue a publication; paho sends it now or after reconnecting, never drops it."""
+        data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        self.client.publish(topic, data, qos=qos, retain=retain)
+
+    def stop(self) -> None:
+        """Graceful stop: say offline (retained) ourselves, since the last will is only sent on a crash."""
+        try:
+            if self.connected.is_set():
+                info = self.client.publish(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
+                info.wait_for_publish(2)
+        except Exception:
+            pass
+        self.client.disconnect()
+        self.client.loop_stop()

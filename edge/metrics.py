@@ -1,0 +1,81 @@
+"""Counters and gauges rendered as Prometheus text (names start with `instore_edge_`).
+
+A few dozen lines rather than a client library: the edge has one process, a handful of series, and
+tests build several services in one interpreter, which a global registry would make awkward.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+
+HELP = {
+    "instore_edge_events_total": ("counter", "Events recorded, by kind."),
+    "instore_edge_deadletters_total": ("counter", "Messages refused into the dead-letter table, by reason."),
+    "instore_edge_duplicates_total": ("counter", "Redelivered messages recognised and recorded once."),
+    "instore_edge_unknown_devices_total": ("counter", "Events from devices not in the config, by kind."),
+    "instore_edge_decisions_total": ("counter", "Content decisions, by rule."),
+    "instore_edge_mqtt_connects_total": ("counter", "Successful connections to the MQTT broker."),
+    "instore_edge_ingest_lag_seconds": ("gauge", "Age of the oldest received message not yet committed."),
+    "instore_edge_ingest_queue": ("gauge", "Messages received and waiting for the writer."),
+    "instore_edge_mqtt_connected": ("gauge", "1 when connected to the MQTT broker."),
+    "instore_edge_outbox_pending": ("gauge", "Events recorded and not yet accepted by the central store."),
+    "instore_edge_presence_subjects": ("gauge", "Subjects currently present in a zone."),
+    "instore_edge_commit_batch_size": ("gauge", "Events in the last group commit."),
+}
+
+
+def _labels(labels: tuple[tuple[str, str], ...]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+                     for k, v in labels)
+    return "{" + inner + "}"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+        self._gauges: dict[str, Callable[[], float | dict[tuple[tuple[str, str], ...], float]]] = {}
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            series = self._counters[name]
+            series[key] = series.get(key, 0.0) + amount
+
+    def add_many(self, name: str, label: str, counts: dict[str, int]) -> None:
+        with self._lock:
+            series = self._counters[name]
+            for value, n in counts.items():
+                key = ((label, value),)
+                series[key] = series.get(key, 0.0) + n
+
+    def get(self, name: str, **labels: str) -> float:
+        with self._lock:
+            return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+    def gauge(self, name: str, fn: Callable[[], float]) -> None:
+        self._gauges[name] = fn
+
+    def render(self) -> str:
+        lines: list[str] = []
+        with self._lock:
+            counters = {k: dict(v) for k, v in self._counters.items()}
+        names = sorted(set(counters) | set(self._gauges))
+        for name in names:
+            kind, text = HELP.get(name, ("gauge" if name in self._gauges else "counter", name))
+            lines.append(f"# HELP {name} {text}")
+            lines.append(f"# TYPE {name} {kind}")
+            if name in counters:
+                for labels, value in sorted(counters[name].items()):
+                    lines.append(f"{name}{_labels(labels)} {value:g}")
+            else:
+                try:
+                    value = self._gauges[name]()
+                except Exception:
+                    continue
+                lines.append(f"{name} {float(value):g}")
+        return "\n".join(lines) + "\n"

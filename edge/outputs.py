@@ -1,0 +1,103 @@
+"""What each screen shows now: rule content until it expires, else the screen's fallback playlist.
+
+Screens are driven by state, not by messages: the current content of every screen is kept in the
+`displays` table and published retained on `P/display/{screen}/content`, so a screen that (re)connects,
+an edge that restarts, or a broker that comes back always converges on the right content.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edge.config import Config
+from edge.rules import Decision
+
+PLAYLIST_CONTENT_ID = "playlist"
+
+
+@dataclass(slots=True)
+class Showing:
+    payload: dict[str, Any]
+    priority: int
+    expires_at: float | None
+
+
+def _iso_ms(ts: float | None) -> int | None:
+    return None if ts is None else int(ts * 1000)
+
+
+class Displays:
+    """Current content per screen. Mutated only by the pipeline thread; read by HTTP/SSE under a lock."""
+
+    def __init__(self, cfg: Config, rows: list[dict] | None = None) -> None:
+        self.cfg = cfg
+        self.lock = threading.Lock()
+        self.current: dict[str, Showing] = {}
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        known = {s.id for s in cfg.screens}
+        for r in rows or []:
+            if r["screen"] in known:
+                self.current[r["screen"]] = Showing(json.loads(r["payload"]), r["priority"], r["expires_at"])
+        for s in cfg.screens:
+            self.current.setdefault(s.id, Showing(self.fallback(s.id), -(10**9), None))
+
+    def fallback(self, screen: str) -> dict[str, Any]:
+        """The screen's playlist, as the content to show when no rule is active."""
+        conf = next(s for s in self.cfg.screens if s.id == screen)
+        items = []
+        for cid in conf.playlist:
+            item = self.cfg.content_item(cid)
+            if item is None:
+                items.append({"content_id": cid, "template": "message", "title": cid, "body": "", "image": None,
+                              "duration_s": 8.0})
+            else:
+                items.append({"content_id": item.id, "template": item.template, "title": item.title,
+                              "body": item.body, "image": item.image, "duration_s": item.duration_s})
+        return {"content_id": PLAYLIST_CONTENT_ID, "template": "playlist", "data": {"items": items},
+                "reason": "fallback playlist: no rule is active on this screen", "expires_at": None,
+                "screen": screen}
+
+    def apply(self, d: Decision) -> dict[str, Any] | None:
+        """Show a decision unless a higher-priority, unexpired content holds the screen; returns the payload."""
+        cur = self.current.get(d.screen)
+        if cur is not None and cur.expires_at is not None and cur.expires_at > d.ts and cur.priority > d.priority:
+            return None
+        payload: dict[str, Any] = {"content_id": d.content_id, "template": d.template, "data": d.data,
+                                   "reason": d.reason, "rule": d.rule_id, "expires_at": _iso_ms(d.expires_at),
+                                   "screen": d.screen, "ts": _iso_ms(d.ts)}
+        if d.customer:
+            payload["customer"] = d.customer
+        with self.lock:
+            self.current[d.screen] = Showing(payload, d.priority, d.expires_at)
+        return payload
+
+    def expire(self, now: float) -> list[tuple[str, dict[str, Any]]]:
+        """Screens whose content ran out return to their playlist."""
+        out = []
+        for screen, cur in list(self.current.items()):
+            if cur.expires_at is not None and cur.expires_at <= now:
+                payload = self.fallback(screen)
+                with self.lock:
+                    self.current[screen] = Showing(payload, -(10**9), None)
+                out.append((screen, payload))
+        return out
+
+    def snapshot(self, screen: str) -> dict[str, Any] | None:
+        with self.lock:
+            cur = self.current.get(screen)
+            return dict(cur.payload) if cur else None
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return {k: dict(v.payload) for k, v in self.current.items()}
+
+    def notify(self, screen: str, payload: dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(screen, payload)
+            except Exception:  # a broken page stream must not stop the pipeline
+                pass

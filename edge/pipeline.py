@@ -1,0 +1,264 @@
+"""The single writer: received messages → events/dead letters → presence → rules → one commit → acks → outputs.
+
+One thread owns the write connection. It takes whatever is queued (up to `limits.ingest_batch`), does
+all the work for the batch in one transaction, commits (synchronous=FULL), and only then acknowledges
+the MQTT messages and publishes what screens should show. A kill -9 before the commit loses nothing:
+the broker still holds the unacknowledged messages and redelivers them; a redelivered message has the
+same event id and is recorded once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge import events as ev
+from edge.config import Config
+from edge.events import Event, Rejected
+from edge.ingest import Message
+from edge.outputs import Displays
+from edge.presence import PresenceTracker
+from edge.rules import Decision, RuleEngine
+from edge.metrics import Metrics
+from edge.store import Writer
+
+log = logging.getLogger("instore_edge.pipeline")
+
+EXCERPT_BYTES = 256
+TICK_S = 0.25
+
+
+@dataclass
+class BatchResult:
+    """What one committed batch produced, for the after-commit steps."""
+
+    messages: list[Message] = field(default_factory=list)
+    recorded: Counter = field(default_factory=Counter)
+    deadletters: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    displays: dict[str, dict[str, Any]] = field(default_factory=dict)
+    duplicates: int = 0
+    unknown_devices: Counter = field(default_factory=Counter)
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, writer: Writer, presence: PresenceTracker, rules: RuleEngine,
+                 displays: Displays, metrics: Metrics, *,
+                 ack: Callable[[list[Message]], None] = lambda msgs: None,
+                 publish: Callable[..., None] = lambda *a, **k: None) -> None:
+        self.cfg = cfg
+        self.writer = writer
+        self.presence = presence
+        self.rules = rules
+        self.displays = displays
+        self.metrics = metrics
+        self.ack = ack
+        self.publish = publish
+        self.queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
+        self.batch_max = cfg.limits.ingest_batch
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.decision_listeners: list[Callable[[Decision], None]] = []
+        self.commit_listeners: list[Callable[[BatchResult], None]] = []
+        self.oldest_pending: float | None = None
+        self.last_commit_at: float | None = None
+        self.healthy = True
+        self.last_error: str | None = None
+        self.committed_batches = 0
+        metrics.gauge("instore_edge_ingest_queue", self.queue.qsize)
+        metrics.gauge("instore_edge_ingest_lag_seconds", self.lag)
+        metrics.gauge("instore_edge_presence_subjects", lambda: len(self.presence.state))
+
+    def submit(self, msg: Message) -> None:
+        """Called from the MQTT thread (or HTTP): never blocks."""
+        self.queue.put(msg)
+
+    def lag(self) -> float:
+        oldest = self.oldest_pending
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pipeline-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, then stop."""
+        self._stop.set()
+        self.queue.put(None)
+        if self._thread:
+            self._thread.join(timeout)
+
+    # --- the writer thread ---
+    def _take_batch(self) -> list[Message]:
+        try:
+            first = self.queue.get(timeout=TICK_S)
+        except queue.Empty:
+            return []
+        batch = [] if first is None else [first]
+        while len(batch) < self.batch_max:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                batch.append(item)
+        return batch
+
+    def _run(self) -> None:
+        log.info("pipeline writer started")
+        pending: list[Message] = []
+        while True:
+            if not pending:
+                if self._stop.is_set() and self.queue.empty():
+                    break
+                pending = self._take_batch()
+            if pending:
+                self.oldest_pending = min(m.received_at for m in pending)
+            try:
+                result = self.process(pending, time.time())
+            except sqlite3.Error as exc:
+                # Disk full, I/O error...: keep the batch, unacked, and retry; never drop it.
+                self.healthy = False
+                self.last_error = f"database write failed: {exc}"
+                log.error("database write failed (%s); retrying the batch of %d in 1s", exc, len(pending))
+                self.writer.rollback()
+                self._reload_state()
+                time.sleep(1.0)
+                continue
+            self.healthy = True
+            self.last_error = None
+            pending = []
+            self.oldest_pending = None
+            self._after_commit(result)
+        log.info("pipeline writer stopped")
+
+    def _reload_state(self) -> None:
+        """After a failed transaction the in-memory presence may be ahead of the file: rebuild it from the file."""
+        try:
+            cur = self.writer.conn.execute(
+                "SELECT subject, zone, gateway, entered_at, last_seen, customer FROM presence")
+            cols = [c[0] for c in cur.description]
+            self.presence = PresenceTracker(self.cfg, [dict(zip(cols, r)) for r in cur])
+        except sqlite3.Error as exc:
+            log.error("cannot reload presence from the database: %s", exc)
+
+    def process(self, batch: list[Message], now: float) -> BatchResult:
+        """Do the whole batch in one transaction; raise sqlite3.Error to have it retried."""
+        res = BatchResult(messages=batch)
+        w = self.writer
+        w.begin()
+        try:
+            for msg in batch:
+                self._process_message(msg, res)
+            for derived in self.presence.expire(now):
+                self._record(derived, res, now)
+            for screen, payload in self.displays.expire(now):
+                res.displays[screen] = payload
+                w.upsert_display(screen, json.dumps(payload), -(10**9), None, now)
+            rows, gone = self.presence.take_changes()
+            if rows:
+                w.upsert_presence(rows)
+            if gone:
+                w.delete_presence(gone)
+            if res.deadletters:
+                w.insert_deadletters((d["topic"], d["reason"], d["detail"], d["payload_excerpt"], d["received_at"])
+                                     for d in res.deadletters)
+            w.commit()
+        except BaseException:
+            w.rollback()
+            raise
+        self.committed_batches += 1
+        self.last_commit_at = time.time()
+        return res
+
+    def _process_message(self, msg: Message, res: BatchResult) -> None:
+        try:
+            events = ev.normalize(msg.topic, msg.payload, msg.received_at, self.cfg, msg.qos)
+        except Rejected as exc:
+            self._deadletter(msg, exc.reason, exc.detail, res)
+            return
+        except Exception as exc:  # a bug in a normalizer must not stop ingest: keep the message
+            log.exception("normalizer failed on topic %s", msg.topic)
+            self._deadletter(msg, "internal_error", f"{type(exc).__name__} while normalizing", res)
+            return
+        for e in events:
+            self._record(e, res, msg.received_at)
+
+    def _record(self, e: Event, res: BatchResult, now: float) -> None:
+        seq = self.writer.insert_event(e)
+        if seq is None:
+            res.duplicates += 1
+            return
+        res.recorded[e.kind] += 1
+        if not e.known_device:
+            res.unknown_devices[e.kind] += 1
+        try:
+            derived = self.presence.observe(e) if e.kind == "beacon" else []
+        except Exception:
+            log.exception("presence failed for a %s event", e.kind)
+            derived = []
+        for d in derived:
+            self._record(d, res, now)
+        try:
+            decisions = self.rules.decide(e, now)
+        except Exception:
+            log.exception("rules failed for a %s event", e.kind)
+            decisions = []
+        for d in decisions:
+            payload = self.displays.apply(d)
+            if payload is None:
+                continue
+            res.decisions.append(d)
+            res.displays[d.screen] = payload
+            encoded = json.dumps(payload, separators=(",", ":"))
+            self.writer.insert_decision({
+                "ts": d.ts, "screen": d.screen, "content_id": d.content_id, "rule_id": d.rule_id,
+                "reason": d.reason, "event_id": d.event_id, "customer": d.customer, "expires_at": d.expires_at,
+                "payload": encoded})
+            self.writer.upsert_display(d.screen, encoded, d.priority, d.expires_at, now)
+
+    def _deadletter(self, msg: Message, reason: str, detail: str, res: BatchResult) -> None:
+        excerpt = msg.payload[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+        res.deadletters.append({"topic": msg.topic, "reason": reason, "detail": detail,
+                                "payload_excerpt": excerpt, "received_at": msg.received_at})
+
+    def _after_commit(self, res: BatchResult) -> None:
+        self.ack([m for m in res.messages if m.done is None])
+        for m in res.messages:
+            if m.done is not None:
+                m.done()
+        if res.recorded:
+            self.metrics.add_many("instore_edge_events_total", "kind", dict(res.recorded))
+        if res.unknown_devices:
+            self.metrics.add_many("instore_edge_unknown_devices_total", "kind", dict(res.unknown_devices))
+        if res.duplicates:
+            self.metrics.inc("instore_edge_duplicates_total", res.duplicates)
+        prefix = self.cfg.prefix
+        for d in res.deadletters:
+            self.metrics.inc("instore_edge_deadletters_total", reason=d["reason"])
+            # Topic and reason only: payloads may carry personal data and never go to the logs.
+            log.warning("dead letter: %s on topic %s", d["reason"], d["topic"])
+            self.publish(f"{prefix}/deadletter", {**d, "received_at": int(d["received_at"] * 1000)})
+        for screen, payload in res.displays.items():
+            self.publish(f"{prefix}/display/{screen}/content", payload, retain=True)
+            self.displays.notify(screen, payload)
+        for d in res.decisions:
+            self.metrics.inc("instore_edge_decisions_total", rule=d.rule_id)
+            for listener in self.decision_listeners:
+                try:
+                    listener(d)
+                except Exception:
+                    log.exception("decision listener failed")
+        for listener in self.commit_listeners:
+            try:
+                listener(res)
+            except Exception:
+                log.exception("commit listener failed")

@@ -1,0 +1,143 @@
+"""The running service: one process, a handful of threads (paho loop, pipeline writer, HTTP server)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from edge.config import Config
+from edge.ingest import MqttLink
+from edge.metrics import Metrics
+from edge.outputs import Displays
+from edge.pipeline import Pipeline
+from edge.presence import PresenceTracker
+from edge.rules import RuleEngine
+from edge.store import Writer, open_writer
+
+log = logging.getLogger("instore_edge")
+
+
+def _rows(conn: sqlite3.Connection, sql: str) -> list[dict[str, Any]]:
+    cur = conn.execute(sql)
+    cols = [c[0] for c in cur.description]
+    return [dict(zip(cols, r)) for r in cur]
+
+
+class Service:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.conn = open_writer(cfg.db.path)
+        self.writer = Writer(self.conn)
+        self.presence = PresenceTracker(cfg, _rows(self.conn, "SELECT * FROM presence"))
+        self.rules = RuleEngine(cfg)
+        self.displays = Displays(cfg, _rows(self.conn, "SELECT * FROM displays"))
+        self.pipeline = Pipeline(cfg, self.writer, self.presence, self.rules, self.displays, self.metrics)
+        self.mqtt = MqttLink(cfg, self.pipeline.submit, on_connected=self._publish_all_displays)
+        self.pipeline.ack = self.mqtt.ack
+        self.pipeline.publish = self.mqtt.publish
+        self.http_hooks: list[Callable[[Flask], None]] = []
+        self._register_ui()
+        self.http_server = None
+        self._http_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self.metrics.gauge("instore_edge_mqtt_connected", lambda: 1.0 if self.mqtt.connected.is_set() else 0.0)
+        self.metrics.gauge("instore_edge_outbox_pending", self._outbox_pending)
+
+    def _register_ui(self) -> None:
+        try:
+            from kiosk_ui import register
+        except ImportError:
+            return
+        self.http_hooks.append(lambda app: register(app, self))
+
+    def _outbox_pending(self) -> float:
+        with sqlite3.connect(self.cfg.db.path, timeout=5) as conn:
+            return float(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def _publish_all_displays(self) -> None:
+        """After every (re)connect: make the retained content of every screen match our state."""
+        for screen, payload in self.displays.all().items():
+            self.mqtt.publish(f"{self.cfg.prefix}/display/{screen}/content", payload, retain=True)
+
+    def create_app(self) -> Flask:
+        from edge.http import create_app
+
+        return create_app(self)
+
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        checks: dict[str, dict[str, Any]] = {}
+        connected = self.mqtt.connected.is_set()
+        checks["broker"] = {"ok": connected, "detail": "connected" if connected else
+                            (self.mqtt.last_error or f"not connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")}
+        checks["db"] = {"ok": self.pipeline.healthy, "detail": self.pipeline.last_error or "writable"}
+        lag = self.pipeline.lag()
+        checks["ingest"] = {"ok": lag < 30, "lag_s": round(lag, 3)}
+        return checks
+
+    def start(self, *, http: bool = True) -> Service:
+        log.info("starting store %s: db %s, broker %s:%s", self.cfg.store.id, self.cfg.db.path,
+                 self.cfg.mqtt.host, self.cfg.mqtt.port)
+        self.pipeline.start()
+        self.mqtt.start()
+        if http:
+            self._start_http()
+        return self
+
+    def _start_http(self) -> None:
+        from waitress import create_server
+
+        app = self.create_app()
+        self.http_server = create_server(app, host=self.cfg.http.host, port=self.cfg.http.port, threads=8,
+                                         ident="instore-edge", channel_timeout=30, connection_limit=200)
+        self.http_port = self.http_server.effective_port  # type: ignore[attr-defined]
+        self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
+        self._http_thread.start()
+        log.info("HTTP on http://%s:%s/", self.cfg.http.host, self.http_port)
+
+    def _serve_http(self) -> None:
+        try:
+            self.http_server.run()
+        except OSError:
+            if not self._stopped.is_set():  # closing the listener on stop ends the loop this way
+                log.exception("HTTP server failed")
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("stopping")
+        if self.http_server is not None:
+            self.http_server.close()
+        self.mqtt.client.on_message = None  # stop taking new messages; unacked ones stay with the broker
+        self.pipeline.stop()
+        self.mqtt.stop()
+        self.conn.close()
+        log.info("stopped")
+
+    def run_forever(self) -> int:
+        """Run until SIGTERM/SIGINT (systemd stop, Ctrl-C)."""
+        done = threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            log.info("received signal %s", signal.Signals(signum).name)
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            self.start()
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        while not done.wait(1.0):
+            pass
+        self.stop()
+        return 0
+

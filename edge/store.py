@@ -1,0 +1,167 @@
+"""The SQLite file: schema migrations, the single writer's operations, and read queries.
+
+One thread (the pipeline) owns the write connection and commits in groups; readers (HTTP) open their
+own connections, which WAL lets run beside the writer. The writer uses synchronous=FULL because its
+commit gates the MQTT acknowledgement: an acked event must survive a power cut, and with group commit
+the extra fsync costs nothing measurable.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edge.events import Event
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    """The first schema: event log, outbox, dead letters, presence, decisions, displays."""
+    db["events"].create({
+        "seq": int, "event_id": str, "kind": str, "type": str, "source": str, "zone": str, "subject": str,
+        "customer": str, "ts": float, "received_at": float, "data": str,
+    }, pk="seq", not_null={"event_id", "kind", "source", "ts", "received_at"})
+    db.execute("CREATE UNIQUE INDEX idx_events_event_id ON events(event_id)")
+    db["events"].create_index(["kind", "seq"])
+    db["events"].create_index(["ts"])
+    db["outbox"].create({"event_seq": int}, pk="event_seq")
+    db["deadletters"].create({
+        "id": int, "topic": str, "reason": str, "detail": str, "payload_excerpt": str, "received_at": float,
+    }, pk="id")
+    db["presence"].create({
+        "subject": str, "zone": str, "gateway": str, "entered_at": float, "last_seen": float, "customer": str,
+    }, pk="subject")
+    db["decisions"].create({
+        "id": int, "ts": float, "screen": str, "content_id": str, "rule_id": str, "reason": str,
+        "event_id": str, "customer": str, "expires_at": float, "payload": str,
+    }, pk="id")
+    db["decisions"].create_index(["screen", "id"])
+    db["displays"].create({"screen": str, "payload": str, "priority": int, "expires_at": float, "updated_at": float},
+                          pk="screen")
+    db["kv"].create({"key": str, "value": str}, pk="key")
+
+
+# Append only: a newer binary upgrades an older file by running the steps it has not seen.
+MIGRATIONS: list[Migration] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The database file cannot be used."""
+
+
+def connect(path: str | Path, *, writer: bool = False) -> sqlite3.Connection:
+    """Open a connection in autocommit mode (transactions are explicit) with WAL."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA synchronous={'FULL' if writer else 'NORMAL'}")
+    return conn
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    if "schema_version" not in db.table_names():
+        return 0
+    row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the file to SCHEMA_VERSION; returns the version it had. Refuses files from a newer binary."""
+    db = sqlite_utils.Database(conn)
+    if "schema_version" not in db.table_names():
+        db["schema_version"].create({"version": int, "applied_at": str}, pk="version")
+    before = schema_version(db)
+    if before > SCHEMA_VERSION:
+        raise StoreError(f"the database has schema version {before}, newer than this instore-edge "
+                         f"understands ({SCHEMA_VERSION}): upgrade instore-edge or restore a backup")
+    for version in range(before + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version - 1](db)
+            conn.execute("INSERT INTO schema_version(version, applied_at) VALUES (?, datetime('now'))", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return before
+
+
+def open_writer(path: str | Path) -> sqlite3.Connection:
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(p, writer=True)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open the database {p}: {exc}; check db.path and that the folder is "
+                         "writable by the service user") from exc
+    migrate(conn)
+    return conn
+
+
+class Writer:
+    """The write operations of the pipeline thread, on its own connection; call inside begin()/commit()."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def insert_event(self, e: Event, *, outbox: bool = True) -> int | None:
+        """Record an event once; returns its seq, or None when the event_id was already recorded."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO events(event_id, kind, type, source, zone, subject, customer, ts, received_at, "
+            "data) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (e.event_id, e.kind, e.type, e.source, e.zone, e.subject, e.customer, e.ts, e.received_at,
+             json.dumps(e.data, separators=(",", ":")) if e.data else None))
+        if cur.rowcount == 0:
+            return None
+        seq = cur.lastrowid
+        if outbox:
+            self.conn.execute("INSERT INTO outbox(event_seq) VALUES (?)", (seq,))
+        return seq
+
+    def insert_deadletters(self, rows: Iterable[tuple[str, str, str, str, float]]) -> None:
+        self.conn.executemany(
+            "INSERT INTO deadletters(topic, reason, detail, payload_excerpt, received_at) VALUES (?,?,?,?,?)", rows)
+
+    def upsert_presence(self, rows: Iterable[tuple[str, str | None, str | None, float, float, str | None]]) -> None:
+        self.conn.executemany(
+            "INSERT INTO presence(subject, zone, gateway, entered_at, last_seen, customer) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT(subject) DO UPDATE SET zone=excluded.zone, gateway=excluded.gateway, "
+            "entered_at=excluded.entered_at, last_seen=excluded.last_seen, customer=excluded.customer", rows)
+
+    def delete_presence(self, subjects: Iterable[str]) -> None:
+        self.conn.executemany("DELETE FROM presence WHERE subject = ?", ((s,) for s in subjects))
+
+    def insert_decision(self, row: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT INTO decisions(ts, screen, content_id, rule_id, reason, event_id, customer, expires_at, payload) "
+            "VALUES (:ts, :screen, :content_id, :rule_id, :reason, :event_id, :customer, :expires_at, :payload)", row)
+
+    def upsert_display(self, screen: str, payload: str, priority: int, expires_at: float | None, now: float) -> None:
+        self.conn.execute(
+            "INSERT INTO displays(screen, payload, priority, expires_at, updated_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(screen) DO UPDATE SET payload=excluded.payload, priority=excluded.priority, "
+            "expires_at=excluded.expires_at, updated_at=excluded.updated_at", (screen, payload, priority, expires_at, now))
+
+
+def row_to_event_dict(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    if out.get("data"):
+        out["data"] = json.loads(out["data"])
+    return out
