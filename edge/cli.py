@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: Ctrl-C)")
     p.set_defaults(func=cmd_demo)
 
+    from sync.central import cli as central_cli
+
+    central_cli.add_parser(sub)
+
     p = sub.add_parser("simulate", help="publish realistic shopper journeys to the store's broker")
     p.add_argument("-c", "--config", required=True, help="store config file (TOML)")
     p.add_argument("--shoppers", type=int, default=20, help="shoppers in the store at once")

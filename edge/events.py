@@ -1,8 +1,11 @@
 """Event schemas and the normalizers that turn each wire format into one Event shape.
 
 Everything that reaches the store from MQTT or HTTP passes through `normalize`: it either returns
-events (possibly none, for topics the edge itself publishes) or raises `Rejected` with a reason code
-that the dead-letter table, the `P/deadletter` topic and the metrics all use.
+events (possibly none, for topics the edge itself publishes), raises `Rejected` with a reason code
+that the dead-letter table, the `P/deadletter` topic and the metrics all use, or raises `Ignored` for
+a well-formed message that is deliberately not stored (a phone's rotating address heard by an
+ESPresense node): acknowledged and counted, never dead-lettered. Foreign gateway formats (ESPresense,
+Theengs/OpenMQTTGateway) arrive outside P and are normalized in `edge.gateways`.
 
 This is the ingest hot path (>10k msgs/s on two cores), so payloads are checked by hand after one
 `json.loads` instead of through a schema library, and the config is indexed once per Config object.
@@ -21,10 +24,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from zoneinfo import ZoneInfo
 
 from edge.config import ID_PATTERN, Config
+
+if TYPE_CHECKING:
+    from edge.gateways import Foreign
 
 # Reason codes for dead letters (metric label values: keep them short and stable).
 NOT_UTF8 = "not_utf8"
@@ -37,7 +43,14 @@ OVERSIZED = "oversized"
 UNKNOWN_TOPIC = "unknown_topic"
 UNKNOWN_GATEWAY = "unknown_gateway"
 
+# Reason codes for ignored messages (instore_edge_ignored_total{reason}).
+ANONYMOUS_DEVICE = "anonymous_device"  # no stable identity: rotating MAC, ESPresense fingerprint, phone
+UNSUPPORTED_FRAME = "unsupported_frame"  # a beacon format the edge does not store (Eddystone-URL/TLM, AltBeacon)
+UNDECODABLE_FRAME = "undecodable_frame"  # raw advertising data that is garbled or cut short
+UNKNOWN_GATEWAY_STATUS = "unknown_gateway_status"  # a status topic of a node that is not in the config
+
 KINDS = ("beacon", "qr", "window", "kiosk", "pos")
+GATEWAY_STATUS = "gateway_status"  # a foreign gateway node went online/offline (from its status topic)
 BEACON_TYPES = ("ibeacon", "eddystone-uid", "device")
 WINDOW_TYPES = ("touch", "browse", "select", "handoff")
 
@@ -68,6 +81,15 @@ class Rejected(Exception):
         self.detail = detail
 
 
+class Ignored(Exception):
+    """A valid message that is deliberately not stored; `reason` is a short code for the metrics."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
 @dataclass(slots=True)
 class Event:
     """One thing that happened in the store, normalized from any wire format."""
@@ -94,12 +116,16 @@ class Event:
 # Public entry points
 
 
-def normalize(topic: str, payload: bytes, received_at: float, cfg: Config, qos: int = 1) -> list[Event]:
-    """Turn one MQTT message into events, [] for the edge's own output topics, or raise Rejected.
+def normalize(topic: str, payload: bytes, received_at: float, cfg: Config, qos: int = 1,
+              dup: bool = False) -> list[Event]:
+    """Turn one MQTT message into events, [] for the edge's own output topics, or raise Rejected/Ignored.
 
     Checks run cheapest first: topic, size (before decoding anything), UTF-8, JSON, then fields.
+    `dup` is the MQTT DUP flag (a broker redelivery): it lets messages without a device timestamp dedupe.
     """
     site = _site(cfg)
+    if not topic.startswith(site.prefix):
+        return site.foreign.normalize(topic, payload, received_at, qos, dup, site)
     route = _route(topic, site)
     if route is None:
         return []
@@ -160,6 +186,7 @@ class _Site:
     gateways: dict[str, str]  # gateway id -> zone
     kiosks: dict[str, str]  # kiosk id -> zone
     screens: dict[str, str]  # screen id -> zone (an interactive window may be a configured screen)
+    foreign: Foreign  # the ESPresense / Theengs gateways, by room / gateway name
 
 
 _sites: dict[int, _Site] = {}
@@ -170,6 +197,8 @@ def _site(cfg: Config) -> _Site:
     site = _sites.get(id(cfg))
     if site is not None and site.cfg is cfg:
         return site
+    from edge import gateways  # it builds on this module: imported on first use, not at import time
+
     site = _Site(
         cfg=cfg,
         prefix=cfg.prefix + "/",
@@ -178,6 +207,7 @@ def _site(cfg: Config) -> _Site:
         gateways={g.id: g.zone for g in cfg.gateways},
         kiosks={k.id: k.zone for k in cfg.kiosks},
         screens={s.id: s.zone for s in cfg.screens},
+        foreign=gateways.Foreign(cfg),
     )
     if len(_sites) >= 8:  # tests build many configs; a service has one (two during a reload)
         _sites.clear()
@@ -188,10 +218,10 @@ def _site(cfg: Config) -> _Site:
 class _Message:
     """One message being normalized: what every payload handler needs, in one argument."""
 
-    __slots__ = ("topic", "payload", "source", "received_at", "qos", "site", "obj")
+    __slots__ = ("topic", "payload", "source", "received_at", "qos", "site", "obj", "dup")
 
     def __init__(self, topic: str, payload: bytes, source: str, received_at: float, qos: int,
-                 site: _Site, obj: dict[str, Any]) -> None:
+                 site: _Site, obj: dict[str, Any], dup: bool = False) -> None:
         self.topic = topic
         self.payload = payload
         self.source = source
@@ -199,15 +229,14 @@ class _Message:
         self.qos = qos
         self.site = site
         self.obj = obj
+        self.dup = dup
 
 
 Handler = Callable[[_Message], list[Event]]
 
 
 def _route(topic: str, site: _Site) -> tuple[Handler, str] | None:
-    """Pick the payload handler and the device id from the topic; None for our own output topics."""
-    if not topic.startswith(site.prefix):
-        raise Rejected(UNKNOWN_TOPIC, f"topic {_show(topic, 120)}: not under {site.prefix}")
+    """Pick the payload handler and the device id from a topic under P; None for our own output topics."""
     parts = topic[len(site.prefix):].split("/")
     root = parts[0]
     if root in _OWN_ROOTS or (root == "deadletter" and len(parts) == 1):
@@ -381,6 +410,36 @@ def _hash_id(msg: _Message) -> str:
     if msg.qos == 0:
         digest.update(b"\0%r:%d" % (msg.received_at, next(_qos0_counter)))
     return "h:" + digest.hexdigest()[:24]
+
+
+# (topic, payload) digest -> the id given at its latest receipt, for messages without a device timestamp
+# that came at QoS 1: a broker redelivery (DUP flag) of one of them gets the same id again. Bounded: a
+# redelivery follows a reconnect, and the broker redelivers at most its in-flight window per client.
+_recent_ids: dict[bytes, str] = {}
+RECENT_IDS_MAX = 8192
+
+
+def _receipt_id(msg: _Message) -> str:
+    """An id for a message that carries neither a timestamp nor a message id (foreign gateways).
+
+    Identical bytes received twice are two real sightings (a beacon that did not move), so the receive
+    time is part of the id at any QoS. A QoS 1 redelivery, which the broker flags DUP, takes back the
+    id its first receipt got, if this process saw it; after a crash between commit and ack it is
+    recorded a second time (a repeated sighting, harmless to presence).
+    """
+    digest = hashlib.sha1(msg.topic.encode() + b"\0" + msg.payload, usedforsecurity=False)
+    key = digest.digest() if msg.qos else b""
+    if key and msg.dup:
+        known = _recent_ids.get(key)
+        if known is not None:
+            return known
+    digest.update(b"\0%r:%d" % (msg.received_at, next(_qos0_counter)))
+    event_id = "h:" + digest.hexdigest()[:24]
+    if key:
+        if _recent_ids.pop(key, None) is None and len(_recent_ids) >= RECENT_IDS_MAX:
+            del _recent_ids[next(iter(_recent_ids))]  # the oldest: dicts keep insertion order
+        _recent_ids[key] = event_id
+    return event_id
 
 
 def _device_id(kind: str, msg: _Message, obj: dict[str, Any], where: str) -> str | None:

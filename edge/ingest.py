@@ -22,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.config import Config
+from edge.gateways import subscriptions
 
 log = logging.getLogger("instore_edge.mqtt")
 
@@ -36,6 +37,7 @@ class Message:
     mid: int
     received_at: float
     generation: int = 0
+    dup: bool = False
     done: Callable[[], None] | None = None  # for HTTP-submitted events: called after commit
 
 
@@ -71,7 +73,7 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.extra_topics: list[str] = [g.topic for g in cfg.gateways if g.format != "native" and g.topic]
+        self.extra_topics: list[str] = subscriptions(cfg)  # foreign gateways: sightings and status
 
     # --- paho callbacks (network thread) ---
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason_code,
@@ -112,7 +114,7 @@ class MqttLink:
             log.warning("MQTT disconnected (%s); reconnecting, events wait in the broker meanwhile", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self.sink(Message(msg.topic, msg.payload, msg.qos, msg.mid, time.time(), self.generation))
+        self.sink(Message(msg.topic, msg.payload, msg.qos, msg.mid, time.time(), self.generation, bool(msg.dup)))
 
     # --- used by the service ---
     def start(self) -> None:

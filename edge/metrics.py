@@ -13,6 +13,7 @@ from collections.abc import Callable
 HELP = {
     "instore_edge_events_total": ("counter", "Events recorded, by kind."),
     "instore_edge_deadletters_total": ("counter", "Messages refused into the dead-letter table, by reason."),
+    "instore_edge_ignored_total": ("counter", "Messages deliberately not stored (e.g. anonymous random MACs), by reason."),
     "instore_edge_duplicates_total": ("counter", "Redelivered messages recognised and recorded once."),
     "instore_edge_unknown_devices_total": ("counter", "Events from devices not in the config, by kind."),
     "instore_edge_decisions_total": ("counter", "Content decisions, by rule."),

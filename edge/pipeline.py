@@ -46,6 +46,7 @@ class BatchResult:
     decisions: list[Decision] = field(default_factory=list)
     displays: dict[str, dict[str, Any]] = field(default_factory=dict)
     duplicates: int = 0
+    ignored: Counter = field(default_factory=Counter)
     unknown_devices: Counter = field(default_factory=Counter)
 
 
@@ -181,9 +182,12 @@ class Pipeline:
 
     def _process_message(self, msg: Message, res: BatchResult) -> None:
         try:
-            events = ev.normalize(msg.topic, msg.payload, msg.received_at, self.cfg, msg.qos)
+            events = ev.normalize(msg.topic, msg.payload, msg.received_at, self.cfg, msg.qos, msg.dup)
         except Rejected as exc:
             self._deadletter(msg, exc.reason, exc.detail, res)
+            return
+        except ev.Ignored as exc:  # e.g. a random MAC with no identity: never stored, only counted
+            res.ignored[exc.reason] += 1
             return
         except Exception as exc:  # a bug in a normalizer must not stop ingest: keep the message
             log.exception("normalizer failed on topic %s", msg.topic)
@@ -239,6 +243,8 @@ class Pipeline:
             self.metrics.add_many("instore_edge_events_total", "kind", dict(res.recorded))
         if res.unknown_devices:
             self.metrics.add_many("instore_edge_unknown_devices_total", "kind", dict(res.unknown_devices))
+        if res.ignored:
+            self.metrics.add_many("instore_edge_ignored_total", "reason", dict(res.ignored))
         if res.duplicates:
             self.metrics.inc("instore_edge_duplicates_total", res.duplicates)
         prefix = self.cfg.prefix

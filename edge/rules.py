@@ -80,6 +80,8 @@ class RuleEngine:
 
     def decide(self, event: Event, now: float) -> list[Decision]:
         """The decisions this event causes: at most one per screen, the best rule's."""
+        if event.kind == "gateway_status" or (event.data and (event.data.get("staff") or event.data.get("asset"))):
+            return []  # infrastructure and staff never drive content
         taken: set[str] = set()
         out: list[Decision] = []
         for c in self.candidates(event):

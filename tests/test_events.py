@@ -163,7 +163,7 @@ def test_own_output_topics_are_ignored(cfg, topic):
 
 @pytest.mark.parametrize("topic", [f"{P}/beacon", f"{P}/kiosk/k1", f"{P}/kiosk/k1/status", f"{P}/qr/a/b",
                                    f"{P}/thermostat/t1", f"{P}/deadletter/x", "instore/other/beacon/gw1",
-                                   "espresense/devices/x/y", f"{P}/window/bad id", f"{P}/qr/"])
+                                   "espresense/devices/x", "home/gw/SYStoMQTT", f"{P}/window/bad id", f"{P}/qr/"])
 def test_unknown_or_malformed_topics_are_rejected(cfg, topic):
     with pytest.raises(Rejected) as info:
         normalize(topic, json.dumps(sighting()).encode(), 0.0, cfg)
@@ -174,6 +174,13 @@ def test_gateway_not_in_config_is_rejected(cfg):
     err = rejected(cfg, "beacon/gw-x", sighting())
     assert err.reason == ev.UNKNOWN_GATEWAY
     assert "'gw-x'" in err.detail and "[[gateways]]" in err.detail
+
+
+def test_foreign_gateway_topic_of_an_unconfigured_room_is_an_unknown_gateway(cfg):
+    # (edge.gateways normalizes the foreign formats; tests/test_gateways.py covers them)
+    with pytest.raises(Rejected) as info:
+        normalize("espresense/devices/x/y", json.dumps(sighting()).encode(), 0.0, cfg)
+    assert info.value.reason == ev.UNKNOWN_GATEWAY and "'y'" in info.value.detail
 
 
 # --- rejections, one per reason, each with a specific detail --------------------------------------

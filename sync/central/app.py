@@ -1,0 +1,295 @@
+"""The reference central profile store's HTTP API (Flask app factory).
+
+Store tokens authenticate one store each: a store pushes only its own events, and reads profiles, the
+change feed and identity look-ups. The admin token does everything, including the /v1/admin API.
+Every error is JSON `{"error": {"code", "message"}}` with the right status; nothing a client sends
+makes the server answer with an HTML page or a stack trace.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from sync import protocol as p
+from sync.central.db import CentralError, CentralStore, body_hash
+from sync.central.demo_data import CATALOGUE
+
+log = logging.getLogger("instore_central")
+
+ADMIN = "admin"
+
+
+def api_error(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+class BadRequest(CentralError):
+    """A request the API cannot use (bad JSON, bad parameter)."""
+
+
+class TooLarge(CentralError):
+    """A request over a size limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_body() -> tuple[Any, bytes]:
+    """The parsed JSON body and its raw bytes; BadRequest for anything that is not strict JSON."""
+    raw = request.get_data(cache=True)  # raises 413 beyond MAX_CONTENT_LENGTH
+    if not raw:
+        raise BadRequest("empty body: send a JSON object with Content-Type: application/json")
+    try:
+        return json.loads(raw, parse_constant=_no_constants), raw
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON ({str(exc)[:80]})") from None
+
+
+def int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be a whole number, got {raw[:20]!r}") from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"query parameter {name!r} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _check_tokens(admin_token: str, store_tokens: Mapping[str, str]) -> None:
+    if not admin_token:
+        raise ValueError("the admin token is empty: pass --admin-token or set INSTORE_CENTRAL_ADMIN_TOKEN")
+    seen: dict[str, str] = {}
+    for store, token in store_tokens.items():
+        if not p.STORE_ID_RE.fullmatch(store):
+            raise ValueError(f"store id {store!r}: expected 1 to 64 letters, digits, '_', '.', '-' (the edge's "
+                             "store.id)")
+        if not token:
+            raise ValueError(f"store {store!r}: the token is empty")
+        if token == admin_token:
+            raise ValueError(f"store {store!r}: its token is the admin token; give each store its own token")
+        if token in seen:
+            raise ValueError(f"stores {seen[token]!r} and {store!r} share a token; give each store its own")
+        seen[token] = store
+
+
+def create_app(db_path: str | Path, admin_token: str, store_tokens: Mapping[str, str], *,
+               max_body_bytes: int = p.MAX_BODY_BYTES) -> Flask:
+    """The central store's app on the SQLite file `db_path` (created when absent).
+
+    `store_tokens` maps store id → bearer token. The CentralStore is in app.extensions["central_store"].
+    Raises ValueError for unusable tokens and db.DatabaseError for an unusable file.
+    """
+    _check_tokens(admin_token, store_tokens)
+    central = CentralStore(db_path)
+    app = Flask("instore_central")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["central_store"] = central
+    tokens = [(ADMIN, admin_token.encode())] + [(s, t.encode()) for s, t in store_tokens.items()]
+
+    def principal(token: str) -> str | None:
+        """ADMIN, a store id, or None; compares against every token in constant time."""
+        found = None
+        raw = token.encode()
+        for who, expected in tokens:
+            if hmac.compare_digest(expected, raw):
+                found = who
+        return found
+
+    def require(scope: str) -> Callable:
+        """scope: "admin" (admin token), "any" (any valid token), "own_store" (the path's store or admin)."""
+
+        def wrap(fn: Callable) -> Callable:
+            @wraps(fn)
+            def inner(*args: Any, **kwargs: Any) -> Any:
+                header = request.headers.get("Authorization", "")
+                token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+                needs = {"admin": "the admin token", "any": "a store token or the admin token",
+                         "own_store": f"the token of store {kwargs.get('store')!r} or the admin token"}[scope]
+                if not token:
+                    return api_error(401, "unauthorized", f"missing bearer token: send 'Authorization: Bearer "
+                                     f"<token>' with {needs}")
+                who = principal(token)
+                if who is None:
+                    return api_error(401, "unauthorized", f"unknown token: this endpoint needs {needs}")
+                if who != ADMIN:
+                    if scope == "admin":
+                        return api_error(403, "forbidden", f"this endpoint needs the admin token, not the token "
+                                         f"of store {who!r}")
+                    if scope == "own_store" and who != kwargs.get("store"):
+                        return api_error(403, "forbidden", f"this token belongs to store {who!r}; it cannot act "
+                                         f"for store {kwargs.get('store')!r}")
+                g.principal = who
+                return fn(*args, **kwargs)
+
+            return inner
+
+        return wrap
+
+    def db() -> sqlite3.Connection:
+        if "db" not in g:
+            g.db = central.reader()
+        return g.db
+
+    @app.teardown_appcontext
+    def _close(exc: BaseException | None) -> None:
+        conn = g.pop("db", None)
+        if conn is not None:
+            conn.close()
+
+    @app.errorhandler(CentralError)
+    def _central_error(exc: CentralError):
+        return api_error(exc.status, exc.code, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        message = exc.description or exc.name
+        if exc.code == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        elif exc.code == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        elif exc.code == 413:
+            message = (f"request body larger than {max_body_bytes} bytes: send smaller batches "
+                       f"(at most {p.MAX_BATCH_EVENTS} events)")
+        return api_error(exc.code or 500, codes.get(exc.code or 500, "error"), message)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return api_error(500, "internal_error", f"unexpected error ({type(exc).__name__}); the server log has "
+                         "the details")
+
+    # --- health -----------------------------------------------------------------------------------------
+
+    @app.get("/healthz")
+    def healthz():
+        db().execute("SELECT 1 FROM meta LIMIT 1").fetchone()
+        return jsonify({"status": "ok", "service": "instore-central"})
+
+    # --- sync protocol ----------------------------------------------------------------------------------
+
+    @app.post("/v1/stores/<store>/events")
+    @require("own_store")
+    def push_events(store: str):
+        if not p.STORE_ID_RE.fullmatch(store):
+            raise BadRequest(f"store id {store[:40]!r}: expected 1 to 64 letters, digits, '_', '.', '-'")
+        body, raw = json_body()
+        events = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(events, list):
+            raise BadRequest('expected {"events": [ {event}, ... ]}')
+        if len(events) > p.MAX_BATCH_EVENTS:
+            raise TooLarge(f"{len(events)} events in one batch; the limit is {p.MAX_BATCH_EVENTS}: split it")
+        key = request.headers.get(p.IDEMPOTENCY_HEADER)
+        if key is not None and not (0 < len(key) <= p.MAX_IDEMPOTENCY_KEY_LEN and key.isprintable()):
+            raise BadRequest(f"{p.IDEMPOTENCY_HEADER}: expected 1 to {p.MAX_IDEMPOTENCY_KEY_LEN} printable characters")
+        answer, replayed = central.push_events(store, events, key, body_hash(raw) if key is not None else None)
+        response = jsonify(answer)
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        if answer["accepted"] or answer["rejected"]:
+            log.debug("store %s: %d accepted, %d duplicates, %d rejected", store, len(answer["accepted"]),
+                      len(answer["duplicates"]), len(answer["rejected"]))
+        return response
+
+    @app.get("/v1/profiles/changes")
+    @require("any")
+    def changes():
+        limit = int_arg("limit", p.DEFAULT_CHANGES_LIMIT, 1, p.MAX_CHANGES_LIMIT)
+        return jsonify(central.changes(db(), request.args.get("since"), limit))
+
+    @app.get("/v1/profiles/<customer_id>")
+    @require("any")
+    def get_profile(customer_id: str):
+        profile = central.get_profile(db(), customer_id)
+        if profile is None:
+            return api_error(404, "not_found", f"no profile {customer_id[:p.MAX_ID_LEN]!r}")
+        return jsonify(profile)
+
+    @app.post("/v1/identities/resolve")
+    @require("any")
+    def resolve():
+        body, _ = json_body()
+        keys = body.get("keys") if isinstance(body, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise BadRequest('expected {"keys": ["device:app-7", "loyalty:1234", ...]}')
+        if len(keys) > p.MAX_RESOLVE_KEYS:
+            raise TooLarge(f"{len(keys)} keys; the limit is {p.MAX_RESOLVE_KEYS} per request")
+        return jsonify({"matches": central.resolve(db(), list(dict.fromkeys(keys)))})
+
+    @app.get("/v1/catalogue")
+    @require("any")
+    def catalogue():
+        return jsonify({"products": [prod.to_dict() for prod in CATALOGUE]})
+
+    # --- admin ------------------------------------------------------------------------------------------
+
+    @app.post("/v1/admin/profiles")
+    @require("admin")
+    def upsert_profiles():
+        body, _ = json_body()
+        many = isinstance(body, dict) and "profiles" in body and "customer_id" not in body
+        items = body["profiles"] if many else [body]
+        if not isinstance(items, list) or not items:
+            raise BadRequest('expected a profile object, or {"profiles": [ {profile}, ... ]} with at least one')
+        errors: list[str] = []
+        fields: list[dict[str, Any]] = []
+        for i, item in enumerate(items):
+            try:
+                fields.append(p.validate_profile(item, path=f"profiles[{i}]." if many else ""))
+            except p.InvalidProfile as exc:
+                errors += exc.errors
+        ids = [f["customer_id"] for f in fields]
+        if len(set(ids)) != len(ids):
+            errors.append("profiles: the same customer_id appears twice; send one entry per customer")
+        if errors:
+            return jsonify({"error": {"code": "invalid_profile", "message": "; ".join(errors[:20]),
+                                      "errors": errors[:200]}}), 400
+        saved = central.upsert_profiles(fields)
+        return jsonify({"profiles": saved} if many else saved[0]), 200
+
+    @app.post("/v1/admin/profiles/merge")
+    @require("admin")
+    def merge():
+        body, _ = json_body()
+        src = body.get("from") if isinstance(body, dict) else None
+        dst = body.get("into") if isinstance(body, dict) else None
+        if not isinstance(src, str) or not isinstance(dst, str) or not src or not dst:
+            raise BadRequest('expected {"from": "<customer_id to fold and erase>", "into": "<customer_id to keep>"}')
+        return jsonify(central.merge(src, dst))
+
+    @app.delete("/v1/admin/profiles/<customer_id>")
+    @require("admin")
+    def erase(customer_id: str):
+        return jsonify(central.erase(customer_id))
+
+    @app.get("/v1/admin/events")
+    @require("admin")
+    def list_events():
+        limit = int_arg("limit", 100, 1, 5000)
+        after = int_arg("after", 0, 0, 2**62)
+        return jsonify(central.list_events(db(), request.args.get("store") or None, after, limit))
+
+    @app.get("/v1/admin/stats")
+    @require("admin")
+    def stats():
+        return jsonify(central.stats(db()))
+
+    return app

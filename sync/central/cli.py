@@ -1,0 +1,155 @@
+"""`instore-edge central`: run the reference central profile store.
+
+    instore-edge central --db central.db --port 8600 --admin-token T --store-token demo=TOKEN [--demo-data]
+
+Tokens may come from the environment instead of the command line (where `ps` would show them):
+INSTORE_CENTRAL_ADMIN_TOKEN, and INSTORE_CENTRAL_STORE_TOKENS="store1=token1,store2=token2". A
+--store-token for a store replaces that store's token from the environment.
+Standalone: `python -m sync.central.cli ...` takes the same options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+ENV_ADMIN = "INSTORE_CENTRAL_ADMIN_TOKEN"
+ENV_STORES = "INSTORE_CENTRAL_STORE_TOKENS"
+DEFAULT_PORT = 8600
+
+log = logging.getLogger("instore_central")
+
+
+class TokenError(ValueError):
+    """Tokens given on the command line or in the environment that cannot be used."""
+
+
+def _store_token(text: str) -> tuple[str, str]:
+    store, sep, token = text.partition("=")
+    store, token = store.strip(), token.strip()
+    if not sep or not store or not token:
+        # Never echo the text: it may be a bare token.
+        raise TokenError("a store token must be given as STORE=TOKEN (e.g. --store-token demo=s3cret), with a "
+                         "store id and a non-empty token")
+    return store, token
+
+
+def resolve_tokens(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """(admin token, {store: token}) from the arguments, else the environment; raises TokenError."""
+    admin = (args.admin_token or environ.get(ENV_ADMIN, "")).strip()
+    if not admin:
+        raise TokenError(f"no admin token: pass --admin-token TOKEN or set {ENV_ADMIN}")
+    stores: dict[str, str] = {}
+    for item in (environ.get(ENV_STORES) or "").split(","):
+        if item.strip():
+            try:
+                store, token = _store_token(item)
+            except TokenError as exc:
+                raise TokenError(f"{ENV_STORES}: {exc}") from None
+            stores[store] = token
+    for item in args.store_token or []:
+        store, token = _store_token(item)
+        stores[store] = token
+    return admin, stores
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default="central.db", help="SQLite file (created when absent; default central.db)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--admin-token", default=None, metavar="TOKEN",
+                   help=f"bearer token of the admin API (or set {ENV_ADMIN})")
+    p.add_argument("--store-token", action="append", metavar="STORE=TOKEN",
+                   help=f"a store's bearer token, repeatable (or set {ENV_STORES}=\"s1=tok1,s2=tok2\")")
+    p.add_argument("--demo-data", action="store_true",
+                   help="load the demo shoppers (C-0001.., device:app-<n>) when the database is empty")
+    p.add_argument("--threads", type=int, default=8, help="HTTP worker threads (default 8)")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `central` subcommand to an `instore-edge` subparsers object; it runs `run(args)`."""
+    p = subparsers.add_parser(
+        "central", help="run the reference central profile store (pilots, demo, tests)",
+        description="The reference central profile store: the edge pushes events to it and pulls profile "
+                    "changes from it. SQLite file, bearer token per store, admin API under /v1/admin.",
+        epilog=f"Tokens may come from the environment: {ENV_ADMIN}, {ENV_STORES}=\"s1=tok1,s2=tok2\".")
+    _add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="instore-edge central",
+        description="Run the reference central profile store: the edge pushes events to it and pulls profile "
+                    "changes from it.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code (2: bad tokens, 1: cannot start)."""
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        admin, stores = resolve_tokens(args, os.environ)
+    except TokenError as exc:
+        print(f"instore-edge central: {exc}", file=sys.stderr)
+        return 2
+    from sync.central.db import DatabaseError
+    from sync.central.server import CentralServer
+
+    try:
+        server = CentralServer(args.db, admin, stores, host=args.host, port=args.port,
+                               demo_data=args.demo_data, threads=args.threads).start()
+    except ValueError as exc:
+        print(f"instore-edge central: not starting: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseError as exc:
+        print(f"instore-edge central: not starting: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"instore-edge central: not starting: cannot listen on {args.host}:{args.port}: {exc}; pick "
+              "another --port", file=sys.stderr)
+        return 1
+    if not stores:
+        log.warning("no store tokens: only the admin token can push events (add --store-token STORE=TOKEN)")
+    conn = server.store.reader()
+    try:
+        profiles = conn.execute("SELECT count(*) FROM profiles").fetchone()[0]
+    finally:
+        conn.close()
+    print(f"central profile store on {server.url}/ (db {args.db}: {profiles} profiles; stores: "
+          f"{', '.join(sorted(stores)) or 'none'})", flush=True)
+    done = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: done.set())
+    try:
+        while not done.wait(1):
+            pass
+    except KeyboardInterrupt:
+        pass
+    log.info("stopping the central store")
+    server.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

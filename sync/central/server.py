@@ -1,0 +1,73 @@
+"""The central store served by waitress on a thread: what the CLI, the demo and test fixtures start."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from sync.central.app import create_app
+from sync.protocol import MAX_BODY_BYTES
+from sync.central.db import CentralStore
+from sync.central.demo_data import load_demo_data
+
+log = logging.getLogger("instore_central")
+
+
+class CentralServer:
+    """create_app() behind waitress on `host:port` (port 0 picks a free one; see `.port` after start())."""
+
+    def __init__(self, db_path: str | Path, admin_token: str, store_tokens: Mapping[str, str], *,
+                 host: str = "127.0.0.1", port: int = 8600, demo_data: bool = False, threads: int = 8) -> None:
+        self.app = create_app(db_path, admin_token, store_tokens)
+        self.store: CentralStore = self.app.extensions["central_store"]
+        self.host = host
+        self.requested_port = port
+        self.demo_data = demo_data
+        self.threads = threads
+        self.port = 0
+        self.demo_loaded = 0
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> CentralServer:
+        from waitress import create_server
+
+        if self.demo_data:
+            self.demo_loaded = load_demo_data(self.store)
+            if self.demo_loaded:
+                log.info("loaded the demo data set: %d profiles", self.demo_loaded)
+        self._server = create_server(self.app, host=self.host, port=self.requested_port, threads=self.threads,
+                                     ident="instore-central", channel_timeout=30, connection_limit=200,
+                                     # Flask answers oversized bodies with a JSON 413; this only stops
+                                     # waitress from buffering absurd ones before Flask sees them.
+                                     max_request_body_size=4 * MAX_BODY_BYTES)
+        self.port = self._server.effective_port  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._serve, name="central-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        assert self._server is not None
+        try:
+            self._server.run()
+        except OSError:
+            if not self._stopped.is_set():  # closing the listener on stop ends the loop this way
+                log.exception("central HTTP server failed")
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._server is not None:
+            self._server.close()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.store.close()

@@ -1,0 +1,458 @@
+"""The edge ⇄ central wire types, shared by the edge's sync client and the reference central store.
+
+Everything here is plain JSON over HTTP with a bearer token per store (see ARCHITECTURE.md, "Sync
+protocol"). Both sides validate with the same code: the edge can check an event before it queues it,
+and the central store rejects exactly what this module rejects, with the same reason codes.
+
+Parsing is tolerant of what it does not know (unknown fields in an event or a response are ignored, so
+either side can add one without breaking the other) and strict about what it does know (a field of the
+wrong type is an error, never silently coerced).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal, NotRequired, TypedDict
+
+# --- Endpoints --------------------------------------------------------------------------------------
+
+EVENTS_PATH = "/v1/stores/{store}/events"
+CHANGES_PATH = "/v1/profiles/changes"
+PROFILE_PATH = "/v1/profiles/{customer_id}"
+RESOLVE_PATH = "/v1/identities/resolve"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+# --- Limits -----------------------------------------------------------------------------------------
+
+MAX_BODY_BYTES = 8 * 1024 * 1024  # per request, so per batch of events
+MAX_BATCH_EVENTS = 5000
+MAX_EVENT_DATA_BYTES = 16 * 1024  # an event's `data`, serialized
+DEFAULT_CHANGES_LIMIT = 500
+MAX_CHANGES_LIMIT = 5000
+MAX_RESOLVE_KEYS = 1000
+MAX_ID_LEN = 128  # customer, store, source ids (the edge accepts ids up to this length)
+MAX_EVENT_ID_LEN = 256
+MAX_STR_LEN = 256  # zone, subject, type, kind
+MAX_IDEMPOTENCY_KEY_LEN = 200
+
+# Timestamps outside 2000..2100 are a clock or unit bug, not an event (same range as the edge).
+TS_MIN_S = 946_684_800.0
+TS_MAX_S = 4_102_444_800.0
+
+CONSENT_PURPOSES = ("personalization", "marketing")
+TIERS = ("bronze", "silver", "gold", "vip")
+
+# Event kinds/types the central store applies to profiles (everything else is recorded only).
+CONSENT_KIND, CONSENT_TYPE = "kiosk", "consent"
+IDENTITY_LINK_KIND = "identity_link"
+# Keys that only live for a visit or a kiosk session: recorded, never added to a profile's identities.
+EPHEMERAL_KEY_PREFIXES = ("session:", "visit:")
+
+# --- Reason codes (stable: clients and dashboards match on them) -----------------------------------
+
+MISSING_FIELD = "missing_field"
+WRONG_TYPE = "wrong_type"
+INVALID_VALUE = "invalid_value"
+OVERSIZED = "oversized"
+NOT_OBJECT = "not_object"
+
+IDENTITY_KEY_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}:\S{1,224}")
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}")
+STORE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # the edge's config id pattern
+
+_SHOW_MAX = 40
+
+
+def _show(value: Any) -> str:
+    """An offending value for an error message, cut short (messages are logged and shown)."""
+    text = json.dumps(value, default=repr) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= _SHOW_MAX else text[:_SHOW_MAX] + "…"
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def is_identity_key(value: Any) -> bool:
+    """`prefix:value` with a short lowercase prefix: device:app-7, loyalty:1234, ibeacon:<uuid>:1:2."""
+    return type(value) is str and IDENTITY_KEY_RE.fullmatch(value) is not None
+
+
+def parse_ts(value: Any, path: str = "ts") -> float:
+    """Epoch seconds from epoch seconds (a number) or an ISO 8601 string; raises InvalidEvent."""
+    kind = type(value)
+    if kind is int or kind is float:
+        if math.isfinite(value) and TS_MIN_S <= value <= TS_MAX_S:
+            return float(value)
+        hint = "; it looks like milliseconds, send seconds" if 1000 * TS_MIN_S <= value <= 1000 * TS_MAX_S else ""
+        raise InvalidEvent(INVALID_VALUE, f"{path}: expected epoch seconds between 2000 and 2100, "
+                                          f"got {_show(value)}{hint}")
+    if kind is str:
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEvent(INVALID_VALUE, f"{path}: expected an ISO 8601 time, got {_show(value)}") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return parse_ts(dt.timestamp(), path)
+    raise InvalidEvent(WRONG_TYPE, f"{path}: expected epoch seconds (a number) or an ISO 8601 string, "
+                                   f"got {_type_name(value)}")
+
+
+# --- Events (edge → central) ------------------------------------------------------------------------
+
+
+class InvalidEvent(ValueError):
+    """An event the central store will not record; `reason` is a code, `detail` says what to fix."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _opt_str(obj: dict[str, Any], key: str, max_len: int) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise InvalidEvent(WRONG_TYPE, f"{key}: expected a string, got {_type_name(value)}")
+    if not 0 < len(value) <= max_len:
+        raise InvalidEvent(INVALID_VALUE, f"{key}: expected 1 to {max_len} characters, got {len(value)}")
+    return value
+
+
+def _req_str(obj: dict[str, Any], key: str, max_len: int) -> str:
+    if obj.get(key) is None:
+        raise InvalidEvent(MISSING_FIELD, f"{key}: missing; every event needs event_id, kind and ts")
+    value = _opt_str(obj, key, max_len)
+    assert value is not None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    """One edge event as it travels to the central store (POST /v1/stores/{store}/events).
+
+    `ts` is epoch seconds (float); on the wire it may also be an ISO 8601 string. `seq` is the edge's own
+    log order (the edge sends batches in seq order); `received_at` is when the edge recorded it.
+    A kiosk `consent` event carries `data.consent` = {purpose: bool}; an `identity_link` event carries
+    `customer` and `data.key` (the identity key that turned out to be that customer).
+    """
+
+    event_id: str
+    kind: str
+    ts: float
+    seq: int | None = None
+    source: str | None = None
+    zone: str | None = None
+    subject: str | None = None
+    customer: str | None = None
+    type: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    received_at: float | None = None
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> WireEvent:
+        """Validate one wire event; raises InvalidEvent. Unknown fields are ignored."""
+        if type(obj) is not dict:
+            raise InvalidEvent(NOT_OBJECT, f"expected an event object, got {_type_name(obj)}")
+        event_id = _req_str(obj, "event_id", MAX_EVENT_ID_LEN)
+        kind = _req_str(obj, "kind", MAX_STR_LEN)
+        if obj.get("ts") is None:
+            raise InvalidEvent(MISSING_FIELD, "ts: missing; every event needs event_id, kind and ts")
+        ts = parse_ts(obj["ts"])
+        seq = obj.get("seq")
+        if seq is not None and (type(seq) is not int or seq < 0):
+            raise InvalidEvent(WRONG_TYPE if type(seq) is not int else INVALID_VALUE,
+                               f"seq: expected a whole number >= 0, got {_show(seq)}")
+        received_at = obj.get("received_at")
+        if received_at is not None:
+            received_at = parse_ts(received_at, "received_at")
+        data = obj.get("data")
+        if data is None:
+            data = {}
+        elif type(data) is not dict:
+            raise InvalidEvent(WRONG_TYPE, f"data: expected an object, got {_type_name(data)}")
+        elif data:
+            try:
+                size = len(json.dumps(data, separators=(",", ":"), allow_nan=False))
+            except ValueError:
+                raise InvalidEvent(INVALID_VALUE, "data: NaN and Infinity are not JSON") from None
+            if size > MAX_EVENT_DATA_BYTES:
+                raise InvalidEvent(OVERSIZED, f"data: {size} bytes serialized, the limit is {MAX_EVENT_DATA_BYTES}")
+        event = cls(event_id=event_id, kind=kind, ts=ts, seq=seq,
+                    source=_opt_str(obj, "source", MAX_ID_LEN), zone=_opt_str(obj, "zone", MAX_STR_LEN),
+                    subject=_opt_str(obj, "subject", MAX_STR_LEN), customer=_opt_str(obj, "customer", MAX_ID_LEN),
+                    type=_opt_str(obj, "type", MAX_STR_LEN), data=data, received_at=received_at)
+        event._check_semantics()
+        return event
+
+    def _check_semantics(self) -> None:
+        """Events the central applies must be complete: a half-applied consent is worse than none."""
+        if self.is_consent:
+            consent = self.data.get("consent")
+            expected = 'data.consent: expected {"personalization": true|false, "marketing": true|false}'
+            if type(consent) is not dict or not consent:
+                raise InvalidEvent(MISSING_FIELD if consent is None else INVALID_VALUE,
+                                   f"{expected}, got {_show(consent) if consent is not None else 'nothing'}")
+            for purpose, granted in consent.items():
+                if type(granted) is not bool:
+                    raise InvalidEvent(WRONG_TYPE, f"data.consent.{purpose[:_SHOW_MAX]}: expected true or false, "
+                                                   f"got {_show(granted)}")
+        elif self.kind == IDENTITY_LINK_KIND:
+            if self.customer is None:
+                raise InvalidEvent(MISSING_FIELD, "customer: missing; an identity_link event names the customer")
+            key = self.data.get("key")
+            if not is_identity_key(key):
+                raise InvalidEvent(MISSING_FIELD if key is None else INVALID_VALUE,
+                                   "data.key: expected an identity key like 'device:app-7' or 'loyalty:1234', "
+                                   f"got {_show(key) if key is not None else 'nothing'}")
+
+    @property
+    def is_consent(self) -> bool:
+        return self.kind == CONSENT_KIND and self.type == CONSENT_TYPE
+
+    @property
+    def consent(self) -> dict[str, bool] | None:
+        """The purposes this consent event grants or withdraws, or None for other events."""
+        return dict(self.data["consent"]) if self.is_consent else None
+
+    @property
+    def link_key(self) -> str | None:
+        return self.data.get("key") if self.kind == IDENTITY_LINK_KIND else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: unset optional fields are left out."""
+        out: dict[str, Any] = {"event_id": self.event_id, "kind": self.kind, "ts": self.ts}
+        for name in ("seq", "source", "zone", "subject", "customer", "type", "received_at"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.data:
+            out["data"] = self.data
+        return out
+
+
+class Rejection(TypedDict):
+    """An event the central store refused: `reason` is a code, `detail` says what to fix.
+
+    `id` is the event_id when the event had a readable one, else null; `index` is its position in the batch.
+    """
+
+    id: str | None
+    index: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """The answer to a batch: every event is in exactly one list. Accepted and duplicates are both
+    delivered (the edge may drop them from its outbox); rejected ones will never be accepted as they are."""
+
+    accepted: list[str]
+    duplicates: list[str]
+    rejected: list[Rejection]
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> PushResult:
+        return cls(accepted=list(obj.get("accepted") or []), duplicates=list(obj.get("duplicates") or []),
+                   rejected=[Rejection(id=r.get("id"), index=int(r.get("index", -1)), reason=str(r.get("reason")),
+                                       detail=str(r.get("detail", ""))) for r in obj.get("rejected") or []])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+    @property
+    def delivered(self) -> set[str]:
+        """Event ids the central store holds now (accepted in this batch or before)."""
+        return set(self.accepted) | set(self.duplicates)
+
+
+# --- Profiles (central → edge) ----------------------------------------------------------------------
+
+
+class Consents(TypedDict):
+    personalization: bool
+    marketing: bool
+
+
+class OrderReady(TypedDict):
+    order_id: str
+    items: list[Any]
+    ready_at: str
+    pickup_bay: NotRequired[str]
+
+
+class Profile(TypedDict):
+    customer_id: str
+    first_name: str | None
+    segments: list[str]
+    tier: str | None
+    consents: Consents
+    preferences: dict[str, Any]
+    wishlist: list[str]
+    cart: list[str]
+    orders_ready: list[OrderReady]
+    identities: list[str]
+    version: int
+
+
+PROFILE_FIELDS = ("customer_id", "first_name", "segments", "tier", "consents", "preferences", "wishlist",
+                  "cart", "orders_ready", "identities", "version")
+
+
+class Change(TypedDict):
+    """One entry of the change feed: `profile` is present for upserts, absent for erasures."""
+
+    customer_id: str
+    version: int
+    op: Literal["upsert", "erase"]
+    profile: NotRequired[Profile]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangesPage:
+    """GET /v1/profiles/changes: pass `next` as `since` to continue; `more` says another page is ready.
+
+    `reset` is true when the cursor came from another central database (restored or rebuilt): the page
+    then starts from the beginning, and the client should treat it as a full resync.
+    """
+
+    changes: list[Change]
+    next: str
+    more: bool
+    reset: bool = False
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> ChangesPage:
+        return cls(changes=list(obj.get("changes") or []), next=str(obj.get("next") or ""),
+                   more=bool(obj.get("more")), reset=bool(obj.get("reset")))
+
+
+def empty_profile(customer_id: str) -> Profile:
+    return Profile(customer_id=customer_id, first_name=None, segments=[], tier=None,
+                   consents=Consents(personalization=False, marketing=False), preferences={}, wishlist=[],
+                   cart=[], orders_ready=[], identities=[], version=0)
+
+
+class InvalidProfile(ValueError):
+    """A profile that does not have the contract's shape; `errors` lists every problem with its path."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def _str_list(value: Any, path: str, errors: list[str], *, max_items: int = 500, key: bool = False) -> None:
+    if type(value) is not list:
+        errors.append(f"{path}: expected a list of strings, got {_type_name(value)}")
+        return
+    if len(value) > max_items:
+        errors.append(f"{path}: at most {max_items} entries, got {len(value)}")
+    for i, item in enumerate(value):
+        if key and not is_identity_key(item):
+            errors.append(f"{path}[{i}]: expected an identity key like 'device:app-7' or 'loyalty:1234', "
+                          f"got {_show(item)}")
+        elif type(item) is not str or not 0 < len(item) <= MAX_STR_LEN:
+            errors.append(f"{path}[{i}]: expected a string of 1 to {MAX_STR_LEN} characters, got {_show(item)}")
+
+
+def validate_profile(obj: Any, *, partial: bool = True, path: str = "") -> dict[str, Any]:
+    """Check a profile (or, with partial, the fields of one to change); returns the fields given.
+
+    `customer_id` is always required; `version` is accepted and ignored (the central store assigns it).
+    Unknown fields are errors: a typo must not silently drop data. Raises InvalidProfile.
+    """
+    errors: list[str] = []
+    if type(obj) is not dict:
+        raise InvalidProfile([f"{path or 'profile'}: expected an object, got {_type_name(obj)}"])
+    out: dict[str, Any] = {}
+    for key in obj:
+        if key not in PROFILE_FIELDS:
+            errors.append(f"{path}{key}: unknown field; a profile has {', '.join(PROFILE_FIELDS)}")
+    cid = obj.get("customer_id")
+    if type(cid) is not str or ID_RE.fullmatch(cid) is None:
+        errors.append(f"{path}customer_id: expected an id of 1 to {MAX_ID_LEN} letters, digits or ._:@- "
+                      f"(starting with a letter or digit), got {_show(cid) if cid is not None else 'nothing'}")
+    else:
+        out["customer_id"] = cid
+    if not partial:
+        missing = [k for k in PROFILE_FIELDS if k not in obj and k not in ("customer_id", "version")]
+        if missing:
+            errors.append(f"{path}: missing {', '.join(missing)}")
+    for key in ("first_name", "tier"):
+        if key in obj:
+            value = obj[key]
+            if value is not None and (type(value) is not str or not 0 < len(value) <= 100):
+                errors.append(f"{path}{key}: expected a string of 1 to 100 characters or null, got {_show(value)}")
+            elif key == "tier" and value is not None and value not in TIERS:
+                errors.append(f"{path}tier: expected one of {', '.join(TIERS)} or null, got {_show(value)}")
+            else:
+                out[key] = value
+    for key in ("segments", "wishlist", "cart", "identities"):
+        if key in obj:
+            before = len(errors)
+            _str_list(obj[key], f"{path}{key}", errors, key=key == "identities")
+            if len(errors) == before:
+                out[key] = list(dict.fromkeys(obj[key]))  # de-duplicated, order kept
+    if "consents" in obj:
+        consents = obj["consents"]
+        if type(consents) is not dict:
+            errors.append(f"{path}consents: expected {{\"personalization\": bool, \"marketing\": bool}}, "
+                          f"got {_type_name(consents)}")
+        else:
+            for purpose, granted in consents.items():
+                if purpose not in CONSENT_PURPOSES:
+                    errors.append(f"{path}consents.{purpose[:_SHOW_MAX]}: unknown purpose; expected "
+                                  f"{' or '.join(CONSENT_PURPOSES)}")
+                elif type(granted) is not bool:
+                    errors.append(f"{path}consents.{purpose}: expected true or false, got {_show(granted)}")
+            out["consents"] = consents
+    if "preferences" in obj:
+        prefs = obj["preferences"]
+        if type(prefs) is not dict:
+            errors.append(f"{path}preferences: expected an object, got {_type_name(prefs)}")
+        elif len(json.dumps(prefs, default=repr)) > MAX_EVENT_DATA_BYTES:
+            errors.append(f"{path}preferences: larger than {MAX_EVENT_DATA_BYTES} bytes serialized")
+        else:
+            out["preferences"] = prefs
+    if "orders_ready" in obj:
+        orders = obj["orders_ready"]
+        if type(orders) is not list:
+            errors.append(f"{path}orders_ready: expected a list of orders, got {_type_name(orders)}")
+        else:
+            for i, order in enumerate(orders):
+                p = f"{path}orders_ready[{i}]"
+                if type(order) is not dict:
+                    errors.append(f"{p}: expected an object, got {_type_name(order)}")
+                    continue
+                unknown = set(order) - {"order_id", "items", "ready_at", "pickup_bay"}
+                if unknown:
+                    errors.append(f"{p}: unknown field(s) {', '.join(sorted(unknown))}; an order has order_id, "
+                                  "items, ready_at, pickup_bay")
+                if type(order.get("order_id")) is not str or not order["order_id"]:
+                    errors.append(f"{p}.order_id: expected a non-empty string")
+                if type(order.get("items")) is not list:
+                    errors.append(f"{p}.items: expected a list")
+                if type(order.get("ready_at")) is not str:
+                    errors.append(f"{p}.ready_at: expected an ISO 8601 string")
+                else:
+                    try:
+                        datetime.fromisoformat(order["ready_at"])
+                    except ValueError:
+                        errors.append(f"{p}.ready_at: expected an ISO 8601 time, got {_show(order['ready_at'])}")
+                if "pickup_bay" in order and type(order["pickup_bay"]) is not str:
+                    errors.append(f"{p}.pickup_bay: expected a string")
+            out["orders_ready"] = orders
+    if "version" in obj and (type(obj["version"]) is not int or obj["version"] < 0):
+        errors.append(f"{path}version: expected a whole number >= 0 (it is ignored: the central store assigns it)")
+    if errors:
+        raise InvalidProfile(errors)
+    return out
