@@ -67,7 +67,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 1
     from edge.simulate import run_simulator
 
-    return run_simulator(cfg, shoppers=args.shoppers, rate=args.rate, duration_s=args.duration, seed=args.seed)
+    return run_simulator(cfg, shoppers=args.shoppers, rate=args.rate, duration_s=args.duration, seed=args.seed,
+                         speed=args.speed, journeys=args.journeys)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=5.0, help="sightings per second per shopper (about)")
     p.add_argument("--duration", type=float, default=0, help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--seed", type=int, default=None, help="random seed, for repeatable journeys")
+    p.add_argument("--speed", type=float, default=1.0, help="time compression: 10 = ten times faster than life")
+    p.add_argument("--journeys", type=int, default=None, help="stop after this many shoppers' journeys")
     p.set_defaults(func=cmd_simulate)
     return parser
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
+import string
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 ENV_PREFIX = "INSTORE_EDGE_"
 # What rules can match on: a kind, "kind.type", or a presence event.
 EVENT_KINDS = ("beacon", "qr", "window", "kiosk", "pos")
-PRESENCE_EVENTS = ("zone_enter", "zone_exit", "zone_dwell")
+PRESENCE_EVENTS = ("zone_enter", "zone_exit", "zone_dwell", "visit_start", "visit_end")
 
 
 class _Model(BaseModel):
@@ -98,10 +100,12 @@ class ZoneConfig(_Model):
     exit_after_s: float = Field(default=30.0, gt=0)
     dwell_s: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [60.0])
     # Hysteresis (edge/presence.py), so a shopper standing between two zones does not flap: another
-    # zone takes a subject from this one only when its gateway's smoothed RSSI beats this zone's best by
-    # hysteresis_db (dB), on switch_readings consecutive sightings spanning switch_after_s seconds.
-    hysteresis_db: float = Field(default=6.0, ge=0)
-    switch_after_s: float = Field(default=2.0, ge=0)
+    # zone takes a subject from this one only while its gateway's smoothed RSSI beats this zone's best
+    # by more than hysteresis_db (dB), and only after switch_after_s seconds of a lead of twice that
+    # (a bigger lead moves them sooner, down to a quarter of it; a smaller one later) and at least
+    # switch_readings sightings. hysteresis_db = 0 and switch_after_s = 0: the best gateway wins at once.
+    hysteresis_db: float = Field(default=8.0, ge=0)
+    switch_after_s: float = Field(default=3.0, ge=0)
     switch_readings: int = Field(default=3, ge=1, le=20)
     # Sightings by this zone's gateways weaker than min_rssi (dBm) are ignored: too far away to mean "here".
     min_rssi: float = Field(default=-100.0, ge=-130, le=20)
@@ -198,17 +202,159 @@ class ContentConfig(_Model):
     duration_s: float = Field(default=8.0, gt=0)
 
 
+# --- Rules (edge/rules.py) --------------------------------------------------------------------------
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+TIERS = ("bronze", "silver", "gold", "vip")  # the loyalty tiers profiles carry (sync.protocol.TIERS)
+_HOURS_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-(?:([01]\d|2[0-3]):([0-5]\d)|(24):(00))")
+# Placeholders rule data may use. Personal ones come from the shopper's profile: a rule using one shows
+# only to an identified shopper whose cached profile has the personalization consent (privacy.require_consent).
+PERSONAL_PLACEHOLDERS = ("first_name", "tier", "wishlist_item", "wishlist_image", "cart_item", "cart_count",
+                         "order_id", "pickup_bay")
+# Anonymous-safe ones come from the event itself: its zone, and the product it is about (or the last one
+# the same device/session touched).
+EVENT_PLACEHOLDERS = ("zone", "zone_id", "item", "item_image")
+PLACEHOLDERS = PERSONAL_PLACEHOLDERS + EVENT_PLACEHOLDERS
+# Target tokens in show.screens / show.kiosks: the event's zone's devices, or the device that sent it.
+TARGET_TOKENS = ("@zone", "@source")
+
+
+def parse_hours(value: str) -> tuple[int, int]:
+    """'09:00-12:30' -> (540, 750), minutes since local midnight, end exclusive; may wrap past midnight."""
+    match = _HOURS_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"hours {value!r}: expected \"HH:MM-HH:MM\" in 24-hour time, e.g. \"09:00-12:30\"")
+    h1, m1, h2, m2, h24, m24 = match.groups()
+    start = int(h1) * 60 + int(m1)
+    end = 24 * 60 if h24 else int(h2) * 60 + int(m2)
+    if start == end:
+        raise ValueError(f"hours {value!r}: the range is empty; use \"00:00-24:00\" for all day")
+    return start, end
+
+
+def template_fields(text: str) -> list[tuple[str, str | None]]:
+    """Split a data string into (literal, placeholder or None) parts; '{{' and '}}' are literal braces.
+
+    Raises ValueError naming the problem: an unknown placeholder, a format spec, an unbalanced brace.
+    """
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(f"{text[:40]!r}: {exc}; write {{{{ and }}}} for literal braces") from None
+    out: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None:
+            if name not in PLACEHOLDERS:
+                raise ValueError(f"unknown placeholder {{{name}}}; use one of "
+                                 + ", ".join("{" + p + "}" for p in PLACEHOLDERS))
+            if spec or conversion:
+                raise ValueError(f"placeholder {{{name}}} has a format spec or conversion; write just {{{name}}}")
+        out.append((literal, name))
+    return out
+
+
+def data_placeholders(data: Any) -> set[str]:
+    """Every placeholder used in the string values of a rule's data (nested tables and lists included)."""
+    found: set[str] = set()
+    if isinstance(data, str):
+        found.update(name for _, name in template_fields(data) if name)
+    elif isinstance(data, dict):
+        for value in data.values():
+            found |= data_placeholders(value)
+    elif isinstance(data, list):
+        for value in data:
+            found |= data_placeholders(value)
+    return found
+
+
+def _str_or_list(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+class ProductConfig(_Model):
+    """A catalogue entry: names the SKUs of wishlists, carts and touched items, and says where they hang."""
+
+    sku: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=100)
+    zone: str | None = None
+    price: float | None = Field(default=None, ge=0)
+    image: str | None = None
+
+
+class RuleCap(_Model):
+    """At most `count` showings within `within_s` seconds (a sliding window)."""
+
+    count: int = Field(ge=1)
+    within_s: float = Field(gt=0)
+
+
+class RuleVariant(_Model):
+    """One arm of an A/B test: shoppers are split by a stable hash, in proportion to `weight`."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    weight: float = Field(default=1.0, ge=0)
+    content_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    template: str | None = None
+    # Merged over the rule's show.data (this variant's keys win).
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
 class RuleWhen(_Model):
     zone: str | list[str] | None = None
     event: str | list[str] | None = None
+    # zone_dwell (and zone_exit) events carry data["dwell_s"], the seconds spent in the zone so far.
+    dwell_min_s: float | None = Field(default=None, ge=0)
+    # Local time in [store].timezone: "HH:MM-HH:MM" ranges (end exclusive, may wrap past midnight) and days.
+    hours: str | list[str] | None = None
+    days: str | list[str] | None = None
+    # Customer conditions (personal: need the personalization consent when privacy.require_consent).
+    segments: str | list[str] | None = None
+    tier: str | list[str] | None = None
+    known: bool | None = None
+    wishlist_in_zone: bool | None = None
+    cart_not_empty: bool | None = None
+    orders_ready: bool | None = None
+    # An earlier event of the same shopper, e.g. "window.touch", at most recent_within_s seconds ago.
+    recent_event: str | list[str] | None = None
+    recent_within_s: float = Field(default=600.0, gt=0)
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_hours(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for item in _str_or_list(value):
+            parse_hours(item)
+        if value == []:
+            raise ValueError("empty list of hours; leave hours out to match at any time")
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _valid_days(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for item in _str_or_list(value):
+            if item not in WEEKDAYS:
+                raise ValueError(f"unknown day {item!r}; use {', '.join(WEEKDAYS)}")
+        if value == []:
+            raise ValueError("empty list of days; leave days out to match on any day")
+        return value
+
+    @field_validator("tier")
+    @classmethod
+    def _valid_tier(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for item in _str_or_list(value):
+            if item not in TIERS:
+                raise ValueError(f"unknown tier {item!r}; use {', '.join(TIERS)}")
+        return value
 
 
 class RuleShow(_Model):
     content_id: str = Field(pattern=ID_PATTERN)
     template: str = "message"
     data: dict[str, Any] = Field(default_factory=dict)
-    # Screens that show it; empty means every screen in the zone where the event happened.
+    # Screens that show it; with kiosks also empty, every screen in the zone where the event happened.
+    # "@zone": the event zone's screens; "@source": the screen that sent the event (a shop window).
     screens: list[str] = Field(default_factory=list)
+    # Kiosks that show it; "@zone": the event zone's kiosks; "@source": the kiosk that sent the event.
+    kiosks: list[str] = Field(default_factory=list)
 
 
 class RuleConfig(_Model):
@@ -217,6 +363,10 @@ class RuleConfig(_Model):
     ttl_s: float = Field(default=30.0, gt=0)
     when: RuleWhen = RuleWhen()
     show: RuleShow
+    variants: list[RuleVariant] = Field(default_factory=list)
+    # Frequency caps: per shopper (customer id, else device/session) and per screen, for this rule.
+    cap_per_shopper: RuleCap | None = None
+    cap_per_screen: RuleCap | None = None
 
 
 class PrivacySection(_Model):
@@ -244,6 +394,7 @@ class Config(_Model):
     screens: list[ScreenConfig] = Field(default_factory=list)
     kiosks: list[KioskConfig] = Field(default_factory=list)
     content: list[ContentConfig] = Field(default_factory=list)
+    products: list[ProductConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
 
     @property
@@ -436,6 +587,49 @@ def _cross_check(data: dict[str, Any]) -> list[ConfigIssue]:
         if playlist == []:
             issues.append(ConfigIssue(f"{_where('screens', i, table)}.playlist", "empty playlist",
                                       "list at least one content id: the screen shows it when no rule matches"))
+    issues += _check_products(data, zone_ids, known_zones)
+    issues += _check_rules(data, ids, zone_ids, known_zones)
+    return issues
+
+
+def _check_products(data: dict[str, Any], zone_ids: set[str], known_zones: str) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    skus: set[str] = set()
+    for i, table in _tables(data, "products"):
+        sku = table.get("sku")
+        where = f"products[{i}] (sku {sku!r})" if isinstance(sku, str) else f"products[{i}]"
+        if isinstance(sku, str):
+            if sku in skus:
+                issues.append(ConfigIssue(f"{where}.sku", f"duplicate sku {sku!r}", "every sku must be unique"))
+            skus.add(sku)
+        zone = table.get("zone")
+        if isinstance(zone, str) and zone not in zone_ids:
+            issues.append(ConfigIssue(f"{where}.zone", f"unknown zone {zone!r}",
+                                      f"use a zone defined in [[zones]] ({known_zones}), or leave zone out"))
+    return issues
+
+
+def _check_rule_data(value: Any, path: str) -> list[ConfigIssue]:
+    """Placeholders in a rule's (or variant's) data: known names, no format specs, balanced braces."""
+    issues: list[ConfigIssue] = []
+    if isinstance(value, str):
+        try:
+            template_fields(value)
+        except ValueError as exc:
+            issues.append(ConfigIssue(path, str(exc), "placeholders are filled from the shopper's context"))
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            issues += _check_rule_data(inner, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            issues += _check_rule_data(inner, f"{path}[{index}]")
+    return issues
+
+
+def _check_rules(data: dict[str, Any], ids: dict[str, set[str]], zone_ids: set[str],
+                 known_zones: str) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    products_with_zone = any(isinstance(t.get("zone"), str) for _, t in _tables(data, "products"))
     for i, table in _tables(data, "rules"):
         where = _where("rules", i, table)
         when = table.get("when") if isinstance(table.get("when"), dict) else {}
@@ -445,20 +639,64 @@ def _cross_check(data: dict[str, Any]) -> list[ConfigIssue]:
             if zone not in zone_ids:
                 issues.append(ConfigIssue(f"{where}.when.zone", f"unknown zone {zone!r}",
                                           f"use a zone defined in [[zones]] ({known_zones})"))
-        for event in _str_list(when.get("event")):
-            if not _known_event(event):
-                issues.append(ConfigIssue(
-                    f"{where}.when.event", f"unknown event {event!r}",
-                    f"use {', '.join(EVENT_KINDS)}, 'kind.type' such as 'kiosk.identify', "
-                    f"or {', '.join(PRESENCE_EVENTS)}"))
-        screens = _str_list(show.get("screens"))
-        for screen in screens:
-            if screen not in ids["screens"]:
-                issues.append(ConfigIssue(f"{where}.show.screens", f"unknown screen {screen!r}",
-                                          "use a screen defined in [[screens]]"))
-        if isinstance(table.get("show"), dict) and show.get("screens", []) == [] and when.get("zone") in (None, []):
+        for key in ("event", "recent_event"):
+            for event in _str_list(when.get(key)):
+                if not _known_event(event):
+                    issues.append(ConfigIssue(
+                        f"{where}.when.{key}", f"unknown event {event!r}",
+                        f"use {', '.join(EVENT_KINDS)}, 'kind.type' such as 'kiosk.identify', "
+                        f"or {', '.join(PRESENCE_EVENTS)}"))
+        if when.get("wishlist_in_zone") is not None and not products_with_zone:
+            issues.append(ConfigIssue(f"{where}.when.wishlist_in_zone", "no product has a zone",
+                                      "list the products with their zone in [[products]] (sku, name, zone): "
+                                      "profiles carry only SKUs"))
+        if "recent_within_s" in when and when.get("recent_event") in (None, []):
+            issues.append(ConfigIssue(f"{where}.when.recent_within_s", "recent_within_s without recent_event",
+                                      "set recent_event, e.g. \"window.touch\", or remove recent_within_s"))
+        for key, known, kind in (("screens", ids["screens"], "screen"), ("kiosks", ids["kiosks"], "kiosk")):
+            for target in _str_list(show.get(key)):
+                if target not in known and target not in TARGET_TOKENS:
+                    section = "[[screens]]" if kind == "screen" else "[[kiosks]]"
+                    issues.append(ConfigIssue(f"{where}.show.{key}", f"unknown {kind} {target!r}",
+                                              f"use a {kind} defined in {section}, \"@zone\" or \"@source\""))
+        if isinstance(table.get("show"), dict) and show.get("screens", []) == [] and show.get("kiosks", []) == [] \
+                and when.get("zone") in (None, []):
             issues.append(ConfigIssue(f"{where}.show.screens", "no screen to show on",
-                                      "name screens in show.screens, or restrict when.zone so the zone's screens are used"))
+                                      "name screens in show.screens (or kiosks in show.kiosks), or restrict "
+                                      "when.zone so the zone's screens are used"))
+        issues += _check_rule_data(show.get("data"), f"{where}.show.data")
+        if when.get("known") is False:
+            personal = [k for k in ("segments", "tier", "wishlist_in_zone", "cart_not_empty", "orders_ready")
+                        if when.get(k) is not None]
+            try:
+                personal += sorted(data_placeholders([show.get("data")] + [v.get("data") for v in
+                                   table.get("variants") or [] if isinstance(v, dict)]) & set(PERSONAL_PLACEHOLDERS))
+            except ValueError:
+                pass  # reported above
+            if personal:
+                issues.append(ConfigIssue(f"{where}.when.known", "known = false never matches a rule that uses "
+                                          f"the customer's profile ({', '.join(personal)})",
+                                          "remove known = false, or the customer conditions and placeholders"))
+        variants = table.get("variants")
+        if isinstance(variants, list) and variants:
+            seen: set[str] = set()
+            total = 0.0
+            for j, variant in enumerate(variants):
+                if not isinstance(variant, dict):
+                    continue
+                vid = variant.get("id")
+                if isinstance(vid, str):
+                    if vid in seen:
+                        issues.append(ConfigIssue(f"{where}.variants[{j}].id", f"duplicate variant id {vid!r}",
+                                                  "every variant of a rule needs its own id"))
+                    seen.add(vid)
+                weight = variant.get("weight", 1.0)
+                if isinstance(weight, int | float) and not isinstance(weight, bool):
+                    total += max(0.0, float(weight))
+                issues += _check_rule_data(variant.get("data"), f"{where}.variants[{j}].data")
+            if total <= 0:
+                issues.append(ConfigIssue(f"{where}.variants", "every variant has weight 0",
+                                          "give at least one variant a weight above 0"))
     return issues
 
 

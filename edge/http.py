@@ -192,14 +192,18 @@ def create_app(service: Service) -> Flask:
     def list_decisions():
         limit = _int_arg("limit", 100, 1, 1000)
         screen = request.args.get("screen") or None
-        sql = "SELECT id, ts, screen, content_id, rule_id, reason, event_id, customer, expires_at FROM decisions"
+        sql = ("SELECT id, ts, screen, content_id, rule_id, reason, event_id, customer, expires_at, extra "
+               "FROM decisions")
         params: list[Any] = []
         if screen:
             sql += " WHERE screen = ?"
             params.append(screen)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return jsonify({"decisions": [dict(r) for r in db().execute(sql, params)]})
+        rows = [dict(r) for r in db().execute(sql, params)]
+        for row in rows:
+            row["extra"] = json.loads(row["extra"]) if row.get("extra") else None
+        return jsonify({"decisions": rows})
 
     @app.get("/api/v1/presence")
     @require_role("admin")

@@ -38,6 +38,7 @@ class Message:
     received_at: float
     generation: int = 0
     dup: bool = False
+    task: Callable[..., None] | None = None  # a write task run by the pipeline (see Pipeline.submit_task)
     done: Callable[[], None] | None = None  # for HTTP-submitted events: called after commit
 
 
@@ -48,6 +49,7 @@ class MqttLink:
         self.sink = sink
         self.on_connected = on_connected
         self.connected = threading.Event()
+        self.stopping = False
         self.generation = 0
         self.connects = 0
         self.last_error: str | None = None
@@ -110,7 +112,7 @@ class MqttLink:
                        properties: Properties | None) -> None:
         was = self.connected.is_set()
         self.connected.clear()
-        if was:
+        if was and not self.stopping:
             log.warning("MQTT disconnected (%s); reconnecting, events wait in the broker meanwhile", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
@@ -143,6 +145,7 @@ class MqttLink:
 
     def stop(self) -> None:
         """Graceful stop: say offline (retained) ourselves, since the last will is only sent on a crash."""
+        self.stopping = True
         try:
             if self.connected.is_set():
                 info = self.client.publish(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)

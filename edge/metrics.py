@@ -23,6 +23,13 @@ HELP = {
     "instore_edge_mqtt_connected": ("gauge", "1 when connected to the MQTT broker."),
     "instore_edge_outbox_pending": ("gauge", "Events recorded and not yet accepted by the central store."),
     "instore_edge_presence_subjects": ("gauge", "Subjects currently present in a zone."),
+    "instore_edge_sync_last_success_timestamp": ("gauge", "Unix time of the last push the central store accepted."),
+    "instore_edge_sync_last_pull_timestamp": ("gauge", "Unix time of the last profile change-feed pull."),
+    "instore_edge_sync_outbox_oldest_age_seconds": ("gauge", "Age of the oldest event not yet accepted centrally."),
+    "instore_edge_sync_breaker_open": ("gauge", "1 while the on-demand fetch circuit breaker is open."),
+    "instore_edge_sync_events_total": ("counter", "Events pushed to the central store, by result."),
+    "instore_edge_sync_errors_total": ("counter", "Failed sync requests, by operation."),
+    "instore_edge_sync_profile_changes_total": ("counter", "Profile changes applied from the central store."),
     "instore_edge_commit_batch_size": ("gauge", "Events in the last group commit."),
 }
 

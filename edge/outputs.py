@@ -17,6 +17,7 @@ from edge.config import Config
 from edge.rules import Decision
 
 PLAYLIST_CONTENT_ID = "playlist"
+KIOSK_IDLE_CONTENT_ID = "kiosk-idle"
 
 
 @dataclass(slots=True)
@@ -38,16 +39,21 @@ class Displays:
         self.lock = threading.Lock()
         self.current: dict[str, Showing] = {}
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
-        known = {s.id for s in cfg.screens}
+        self.screen_ids = {s.id for s in cfg.screens}
+        known = self.screen_ids | {k.id for k in cfg.kiosks}
         for r in rows or []:
             if r["screen"] in known:
                 self.current[r["screen"]] = Showing(json.loads(r["payload"]), r["priority"], r["expires_at"])
-        for s in cfg.screens:
-            self.current.setdefault(s.id, Showing(self.fallback(s.id), -(10**9), None))
+        for ident in known:
+            self.current.setdefault(ident, Showing(self.fallback(ident), -(10**9), None))
 
     def fallback(self, screen: str) -> dict[str, Any]:
-        """The screen's playlist, as the content to show when no rule is active."""
-        conf = next(s for s in self.cfg.screens if s.id == screen)
+        """The screen's playlist, as the content to show when no rule is active (a kiosk: its own UI)."""
+        conf = next((s for s in self.cfg.screens if s.id == screen), None)
+        if conf is None:
+            return {"content_id": KIOSK_IDLE_CONTENT_ID, "template": "kiosk-idle", "data": {},
+                    "reason": "no rule is active on this kiosk", "expires_at": None, "screen": screen,
+                    "target": "kiosk"}
         items = []
         for cid in conf.playlist:
             item = self.cfg.content_item(cid)
@@ -71,6 +77,8 @@ class Displays:
                                    "screen": d.screen, "ts": _iso_ms(d.ts)}
         if d.customer:
             payload["customer"] = d.customer
+        if d.target != "screen":
+            payload["target"] = d.target
         with self.lock:
             self.current[d.screen] = Showing(payload, d.priority, d.expires_at)
         return payload

@@ -23,6 +23,7 @@ from typing import Any
 from edge import events as ev
 from edge.config import Config
 from edge.events import Event, Rejected
+from edge.identity import Identity
 from edge.ingest import Message
 from edge.outputs import Displays
 from edge.presence import PresenceTracker
@@ -63,8 +64,13 @@ class Pipeline:
         self.metrics = metrics
         self.ack = ack
         self.publish = publish
+        self.identity: Identity | None = None
         self.queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self.batch_max = cfg.limits.ingest_batch
+        p = cfg.prefix
+        # Our own outputs: never normalized, never dead-lettered (an MQTT 3.1.1 broker without no_local
+        # echoes them back to us, and a dead letter about a dead letter would loop).
+        self.own_topics = (f"{p}/display/", f"{p}/edge/", f"{p}/staff/", f"{p}/deadletter")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.decision_listeners: list[Callable[[Decision], None]] = []
@@ -81,6 +87,11 @@ class Pipeline:
     def submit(self, msg: Message) -> None:
         """Called from the MQTT thread (or HTTP): never blocks."""
         self.queue.put(msg)
+
+    def submit_task(self, fn: Callable[[Writer], None], done: Callable[[], None] | None = None) -> None:
+        """Run `fn(writer)` inside the writer's next transaction (sync, erasure, profile updates): the one
+        write connection stays the only one. `done` is called after the commit."""
+        self.queue.put(Message("$task", b"", 0, 0, time.time(), done=done, task=fn))
 
     def lag(self) -> float:
         oldest = self.oldest_pending
@@ -144,8 +155,7 @@ class Pipeline:
     def _reload_state(self) -> None:
         """After a failed transaction the in-memory presence may be ahead of the file: rebuild it from the file."""
         try:
-            cur = self.writer.conn.execute(
-                "SELECT subject, zone, gateway, entered_at, last_seen, customer FROM presence")
+            cur = self.writer.conn.execute("SELECT * FROM presence")
             cols = [c[0] for c in cur.description]
             self.presence = PresenceTracker(self.cfg, [dict(zip(cols, r)) for r in cur])
         except sqlite3.Error as exc:
@@ -164,9 +174,9 @@ class Pipeline:
             for screen, payload in self.displays.expire(now):
                 res.displays[screen] = payload
                 w.upsert_display(screen, json.dumps(payload), -(10**9), None, now)
-            rows, gone = self.presence.take_changes()
+            rows, gone = self.presence.take_changes_v2()
             if rows:
-                w.upsert_presence(rows)
+                w.upsert_presence_v2(rows)
             if gone:
                 w.delete_presence(gone)
             if res.deadletters:
@@ -181,6 +191,20 @@ class Pipeline:
         return res
 
     def _process_message(self, msg: Message, res: BatchResult) -> None:
+        if msg.task is not None:
+            conn = self.writer.conn
+            conn.execute("SAVEPOINT task")
+            try:
+                msg.task(self.writer)
+            except sqlite3.OperationalError:
+                raise  # disk full, locked...: retry the whole batch
+            except Exception:
+                conn.execute("ROLLBACK TO task")  # a task fails whole, never half-applied
+                log.exception("writer task failed")
+            conn.execute("RELEASE task")
+            return
+        if msg.topic.startswith(self.own_topics):
+            return
         try:
             events = ev.normalize(msg.topic, msg.payload, msg.received_at, self.cfg, msg.qos, msg.dup)
         except Rejected as exc:
@@ -197,10 +221,15 @@ class Pipeline:
             self._record(e, res, msg.received_at)
 
     def _record(self, e: Event, res: BatchResult, now: float) -> None:
+        identity = self.identity
+        if identity is not None and e.customer is None and e.subject is not None:
+            e.customer = identity.resolve(e.subject)
         seq = self.writer.insert_event(e)
         if seq is None:
             res.duplicates += 1
             return
+        if identity is not None and e.type == "identify":
+            self._link(e, res, now)
         res.recorded[e.kind] += 1
         if not e.known_device:
             res.unknown_devices[e.kind] += 1
@@ -226,8 +255,26 @@ class Pipeline:
             self.writer.insert_decision({
                 "ts": d.ts, "screen": d.screen, "content_id": d.content_id, "rule_id": d.rule_id,
                 "reason": d.reason, "event_id": d.event_id, "customer": d.customer, "expires_at": d.expires_at,
-                "payload": encoded})
+                "payload": encoded, "extra": json.dumps(d.extra, separators=(",", ":")) if d.extra else None})
             self.writer.upsert_display(d.screen, encoded, d.priority, d.expires_at, now)
+
+    def _link(self, e: Event, res: BatchResult, now: float) -> None:
+        """A shopper identified (kiosk, QR): link their anonymous visit/session and tell the central store."""
+        assert self.identity is not None
+        try:
+            links = self.identity.on_identify(self.writer.conn, e, self.presence.visit_of)
+        except Exception:
+            log.exception("identity linking failed for a %s event", e.kind)
+            return
+        for link in links:
+            st = self.presence.state.get(link.subject)
+            if st is not None:
+                st.customer = link.customer
+            self._record(Event(
+                event_id=f"l:{link.subject}:{link.customer}:{e.event_id}", kind="identity_link", source=e.source,
+                ts=e.ts, received_at=e.received_at, zone=e.zone, subject=link.subject, customer=link.customer,
+                data={"key": link.subject, "via": link.via, **({"visit_id": link.visit_id} if link.visit_id else {})},
+            ), res, now)
 
     def _deadletter(self, msg: Message, reason: str, detail: str, res: BatchResult) -> None:
         excerpt = msg.payload[:EXCERPT_BYTES].decode("utf-8", errors="replace")

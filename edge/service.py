@@ -12,6 +12,8 @@ from typing import Any
 from flask import Flask
 
 from edge.config import Config
+from edge.context import CustomerContext
+from edge.identity import Identity
 from edge.ingest import MqttLink
 from edge.metrics import Metrics
 from edge.outputs import Displays
@@ -19,6 +21,7 @@ from edge.pipeline import Pipeline
 from edge.presence import PresenceTracker
 from edge.rules import RuleEngine
 from edge.store import Writer, open_writer
+from sync.client import SyncClient
 
 log = logging.getLogger("instore_edge")
 
@@ -36,9 +39,19 @@ class Service:
         self.conn = open_writer(cfg.db.path)
         self.writer = Writer(self.conn)
         self.presence = PresenceTracker(cfg, _rows(self.conn, "SELECT * FROM presence"))
-        self.rules = RuleEngine(cfg)
+        # Decisions run in the writer thread: the context reads profiles through the writer's connection.
+        self.context = CustomerContext(cfg, self.conn)
+        self.rules = RuleEngine(cfg, self.context, kiosk_output=True)
         self.displays = Displays(cfg, _rows(self.conn, "SELECT * FROM displays"))
         self.pipeline = Pipeline(cfg, self.writer, self.presence, self.rules, self.displays, self.metrics)
+        self.identity = Identity(cfg, self.conn)
+        self.pipeline.identity = self.identity
+        self.sync = SyncClient(cfg, cfg.db.path, self.pipeline.submit_task, self.metrics)
+        self.identity.remote = self.sync.request_resolution if self.sync.enabled else None
+        self.sync.identity_hooks.append(lambda conn, key, customer, via: self.identity.remember(key, customer))
+        self.sync.profile_hooks.append(lambda conn, ids: self.context.invalidate(ids))
+        self.sync.erase_hooks.append(self._forget_customer)
+        self.pipeline.commit_listeners.append(lambda res: self.sync.wake() if res.recorded else None)
         self.mqtt = MqttLink(cfg, self.pipeline.submit, on_connected=self._publish_all_displays)
         self.pipeline.ack = self.mqtt.ack
         self.pipeline.publish = self.mqtt.publish
@@ -49,6 +62,15 @@ class Service:
         self._stopped = threading.Event()
         self.metrics.gauge("instore_edge_mqtt_connected", lambda: 1.0 if self.mqtt.connected.is_set() else 0.0)
         self.metrics.gauge("instore_edge_outbox_pending", self._outbox_pending)
+
+    def _forget_customer(self, conn: sqlite3.Connection, customer: str) -> None:
+        """Erasure (from the central store or `DELETE /api/v1/customers/<id>`): drop every in-memory trace too."""
+        self.identity.forget_customer(conn, customer)
+        for st in self.presence.state.values():
+            if st.customer == customer:
+                st.customer = None
+        self.rules.forget(customer)
+        self.context.forget(customer)
 
     def _register_ui(self) -> None:
         try:
@@ -79,12 +101,20 @@ class Service:
         checks["db"] = {"ok": self.pipeline.healthy, "detail": self.pipeline.last_error or "writable"}
         lag = self.pipeline.lag()
         checks["ingest"] = {"ok": lag < 30, "lag_s": round(lag, 3)}
+        if self.sync.enabled:
+            st = self.sync.status()
+            age = st["outbox_oldest_age_s"] or 0.0
+            # Offline is normal for a while (the outbox holds days): not ready only once it is long or refused.
+            checks["sync"] = {"ok": st["auth_ok"] is not False and age < 3600,
+                              "outbox_pending": st["outbox_pending"], "oldest_pending_s": round(age, 1),
+                              "breaker": st["breaker"], "detail": st["last_error"] or "ok"}
         return checks
 
     def start(self, *, http: bool = True) -> Service:
         log.info("starting store %s: db %s, broker %s:%s", self.cfg.store.id, self.cfg.db.path,
                  self.cfg.mqtt.host, self.cfg.mqtt.port)
         self.pipeline.start()
+        self.sync.start()
         self.mqtt.start()
         if http:
             self._start_http()
@@ -116,6 +146,7 @@ class Service:
         if self.http_server is not None:
             self.http_server.close()
         self.mqtt.client.on_message = None  # stop taking new messages; unacked ones stay with the broker
+        self.sync.stop()
         self.pipeline.stop()
         self.mqtt.stop()
         self.conn.close()

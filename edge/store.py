@@ -47,8 +47,63 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["kv"].create({"key": str, "value": str}, pk="key")
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Presence survives a restart with its visit: visit id and start, and the engine's state (JSON)."""
+    db["presence"].add_column("visit_id", str)
+    db["presence"].add_column("visit_started_at", float)
+    db["presence"].add_column("state", str)
+
+
+def _v3(db: sqlite_utils.Database) -> None:
+    """Decisions keep their explanation as data (rule, matched inputs, variant, target): JSON in `extra`."""
+    db["decisions"].add_column("extra", str)
+
+
+_V4_SQL = """
+CREATE TABLE IF NOT EXISTS profiles (
+    customer_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    profile TEXT NOT NULL,
+    first_name TEXT,
+    consent_personalization INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    last_seen REAL
+);
+CREATE INDEX IF NOT EXISTS idx_profiles_last_seen ON profiles(last_seen);
+CREATE TABLE IF NOT EXISTS identities (
+    key TEXT PRIMARY KEY,
+    customer_id TEXT,
+    via TEXT,
+    learned_at REAL
+);
+CREATE INDEX IF NOT EXISTS idx_identities_customer_id ON identities(customer_id);
+CREATE TABLE IF NOT EXISTS sync_state (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS sync_rejects (
+    event_seq INTEGER PRIMARY KEY,
+    event_id TEXT,
+    reason TEXT NOT NULL,
+    detail TEXT,
+    rejected_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sync_tombstones (
+    customer_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    erased_at REAL NOT NULL
+);
+"""
+
+
+def _v4(db: sqlite_utils.Database) -> None:
+    """Sync and identity: the profile context cache, identities, sync cursor, rejects and tombstones.
+
+    A frozen copy of sync.client's schema at this version (later changes get their own migration)."""
+    for stmt in _V4_SQL.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
 # Append only: a newer binary upgrades an older file by running the steps it has not seen.
-MIGRATIONS: list[Migration] = [_v1]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -145,13 +200,23 @@ class Writer:
             "ON CONFLICT(subject) DO UPDATE SET zone=excluded.zone, gateway=excluded.gateway, "
             "entered_at=excluded.entered_at, last_seen=excluded.last_seen, customer=excluded.customer", rows)
 
+    def upsert_presence_v2(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Presence rows from PresenceTracker.take_changes_v2: the six columns + visit_id, visit_started_at, state."""
+        self.conn.executemany(
+            "INSERT INTO presence(subject, zone, gateway, entered_at, last_seen, customer, visit_id, "
+            "visit_started_at, state) VALUES (?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(subject) DO UPDATE SET zone=excluded.zone, gateway=excluded.gateway, "
+            "entered_at=excluded.entered_at, last_seen=excluded.last_seen, customer=excluded.customer, "
+            "visit_id=excluded.visit_id, visit_started_at=excluded.visit_started_at, state=excluded.state", rows)
+
     def delete_presence(self, subjects: Iterable[str]) -> None:
         self.conn.executemany("DELETE FROM presence WHERE subject = ?", ((s,) for s in subjects))
 
     def insert_decision(self, row: dict[str, Any]) -> None:
         self.conn.execute(
-            "INSERT INTO decisions(ts, screen, content_id, rule_id, reason, event_id, customer, expires_at, payload) "
-            "VALUES (:ts, :screen, :content_id, :rule_id, :reason, :event_id, :customer, :expires_at, :payload)", row)
+            "INSERT INTO decisions(ts, screen, content_id, rule_id, reason, event_id, customer, expires_at, payload, "
+            "extra) VALUES (:ts, :screen, :content_id, :rule_id, :reason, :event_id, :customer, :expires_at, "
+            ":payload, :extra)", {"extra": None, **row})
 
     def upsert_display(self, screen: str, payload: str, priority: int, expires_at: float | None, now: float) -> None:
         self.conn.execute(

@@ -1,0 +1,432 @@
+"""The presence engine: noisy RSSI in, trustworthy zone and visit events out.
+
+Unit tests drive PresenceTracker directly with synthetic sightings whose receive times are chosen by the
+test (no clock, no sleeps), calling expire() every 0.25 s of that time as the pipeline does. The last
+test goes through MQTT and the real pipeline.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from edge.config import Config, parse_config
+from edge.events import Event
+from edge.presence import COLUMNS, COLUMNS_V2, PresenceTracker
+from edge.store import Writer, open_writer
+
+T0 = 1_760_000_000.0
+TICK = 0.25
+SUBJECT = "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:100:1"
+STAFF = "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:100:7"
+TROLLEY = "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:100:8"
+BADGE = "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:100:9"
+
+
+def config(zones: list[dict[str, Any]] | None = None, beacons: list[dict[str, Any]] | None = None) -> Config:
+    zones = zones or [{"id": "entrance", "exit_after_s": 10.0, "dwell_s": [20.0, 60.0]},
+                      {"id": "shoes", "exit_after_s": 10.0, "dwell_s": [20.0, 60.0]}]
+    gateways = [{"id": f"gw-{z['id']}", "zone": z["id"]} for z in zones]
+    return parse_config({"store": {"id": "teststore"}, "zones": zones, "gateways": gateways,
+                         "beacons": beacons or []}, env={})
+
+
+def sighting(cfg: Config, gateway: str, rssi: float, t: float, subject: str = SUBJECT) -> Event:
+    """A beacon event as the normalizer makes it; the gateway's own clock is an hour off on purpose."""
+    zone = next(g.zone for g in cfg.gateways if g.id == gateway)
+    return Event(event_id=f"b:{gateway}:{subject}:{t}", kind="beacon", source=gateway, ts=t - 3600.0,
+                 received_at=t, zone=zone, subject=subject, data={"rssi": int(round(rssi)), "beacon_type": "ibeacon"})
+
+
+class Clock:
+    """Feeds sightings in receive order and calls expire() every TICK in between, like the pipeline."""
+
+    def __init__(self, tracker: PresenceTracker, start: float = T0) -> None:
+        self.tracker = tracker
+        self.next_tick = start
+        self.events: list[Event] = []
+
+    def until(self, t: float) -> list[Event]:
+        out = []
+        while self.next_tick <= t:
+            out += self.tracker.expire(self.next_tick)
+            self.next_tick += TICK
+        self.events += out
+        return out
+
+    def feed(self, sightings: Iterable[Event]) -> list[Event]:
+        out = []
+        for e in sorted(sightings, key=lambda e: e.received_at):
+            out += self.until(e.received_at)
+            derived = self.tracker.observe(e)
+            self.events += derived
+            out += derived
+        return out
+
+
+def noisy(rng: random.Random, mean: float) -> float:
+    """BLE-like RSSI: Gaussian noise, with the odd deep fade and strong reflection."""
+    r = mean + rng.gauss(0, 4.0)
+    u = rng.random()
+    if u < 0.10:
+        r -= rng.uniform(8, 20)
+    elif u < 0.12:
+        r += rng.uniform(6, 12)
+    return r
+
+
+def walk(cfg: Config, rng: random.Random, start: float, seconds: float, means: dict[str, float],
+         subject: str = SUBJECT) -> list[Event]:
+    """Each gateway reports the subject about once a second (jittered, 5% lost) around its mean RSSI."""
+    out = []
+    for i, (gw, mean) in enumerate(means.items()):
+        t = start + 0.37 * i
+        while t < start + seconds:
+            if rng.random() >= 0.05:
+                out.append(sighting(cfg, gw, noisy(rng, mean), t + rng.uniform(0, 0.1), subject))
+            t += 1.0
+    return out
+
+
+def kinds(events: list[Event]) -> list[tuple[str, str | None]]:
+    return [(e.kind, e.zone) for e in events]
+
+
+def test_first_sighting_starts_a_visit_and_enters_the_zone():
+    cfg = config()
+    tracker = PresenceTracker(cfg)
+    out = tracker.observe(sighting(cfg, "gw-entrance", -65, T0))
+    assert kinds(out) == [("visit_start", "entrance"), ("zone_enter", "entrance")]
+    visit_id = out[0].data["visit_id"]
+    assert visit_id.startswith("v-") and all(e.data["visit_id"] == visit_id for e in out)
+    assert all(e.ts == T0 and e.source == "gw-entrance" and e.subject == SUBJECT for e in out)  # receive time
+    assert out[1].data["dwell_s"] == 0.0 and "staff" not in out[1].data
+    assert tracker.zone_of(SUBJECT) == "entrance" and tracker.visit_of(SUBJECT) == (visit_id, T0)
+    assert tracker.state[SUBJECT].zone == "entrance"
+    assert out[1].event_id == f"p:zone_enter:{SUBJECT}:entrance:{round(T0 * 1000)}"
+    # More sightings in the same zone say nothing new.
+    assert tracker.observe(sighting(cfg, "gw-entrance", -66, T0 + 1)) == []
+    assert tracker.zone_of("ibeacon:someone-else") is None
+    assert tracker.visit_of("ibeacon:someone-else") == (None, None)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_shopper_standing_between_two_zones_does_not_flap(seed):
+    cfg = config([{"id": "entrance", "exit_after_s": 10.0, "dwell_s": [600.0]},
+                  {"id": "shoes", "exit_after_s": 10.0, "dwell_s": [600.0]}])
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    rng = random.Random(seed)
+    # Ten minutes halfway between the two gateways: both hear -70 dBm on average.
+    out = clock.feed(walk(cfg, rng, T0, 600.0, {"gw-entrance": -70.0, "gw-shoes": -70.0}))
+    assert kinds(out)[:1] == [("visit_start", "entrance")] or kinds(out)[:1] == [("visit_start", "shoes")]
+    assert [e.kind for e in out] == ["visit_start", "zone_enter"], kinds(out)
+
+
+def test_a_clear_move_exits_one_zone_and_enters_the_other():
+    cfg = config()
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    rng = random.Random(4)
+    clock.feed(walk(cfg, rng, T0, 30.0, {"gw-entrance": -60.0, "gw-shoes": -82.0}))
+    assert tracker.zone_of(SUBJECT) == "entrance"
+    visit_id, _ = tracker.visit_of(SUBJECT)
+    before = len(clock.events)
+    # The shopper walks over to the shoes: now that gateway hears them well, the entrance one hardly.
+    clock.feed(walk(cfg, rng, T0 + 30.0, 30.0, {"gw-entrance": -84.0, "gw-shoes": -58.0}))
+    moved = [e for e in clock.events[before:] if e.kind in ("zone_exit", "zone_enter")]
+    assert kinds(moved) == [("zone_exit", "entrance"), ("zone_enter", "shoes")]
+    exit_, enter = moved
+    assert exit_.ts == enter.ts and T0 + 30.0 < enter.ts < T0 + 30.0 + 8.0  # within seconds of the move
+    assert exit_.source == "gw-entrance" and enter.source == "gw-shoes"
+    assert exit_.data["dwell_s"] == pytest.approx(enter.ts - T0, abs=0.2)
+    assert tracker.zone_of(SUBJECT) == "shoes" and tracker.visit_of(SUBJECT)[0] == visit_id  # same visit
+    assert {e.data["visit_id"] for e in moved} == {visit_id}
+
+
+def test_a_move_to_a_zone_no_longer_heard_from_is_made_too():
+    cfg = config()
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    clock.feed(sighting(cfg, "gw-entrance", -60, T0 + i) for i in range(5))
+    # The entrance gateway goes quiet (the shopper is out of its range); only the shoes one hears, weakly.
+    out = clock.feed(sighting(cfg, "gw-shoes", -88, T0 + 5 + i) for i in range(8))
+    assert kinds(out) == [("zone_exit", "entrance"), ("zone_enter", "shoes")]
+
+
+def test_silence_exits_the_zone_and_ends_the_visit():
+    cfg = config()
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    clock.feed(walk(cfg, random.Random(5), T0, 30.0, {"gw-entrance": -60.0, "gw-shoes": -82.0}))
+    clock.feed(walk(cfg, random.Random(6), T0 + 30.0, 30.0, {"gw-entrance": -84.0, "gw-shoes": -58.0}))
+    last_seen = tracker.state[SUBJECT].last_seen
+    visit_id, _ = tracker.visit_of(SUBJECT)
+    assert clock.until(last_seen + 9.9) == []  # exit_after_s is 10
+    out = clock.until(last_seen + 10.3)
+    assert kinds(out) == [("zone_exit", "shoes"), ("visit_end", "shoes")]
+    exit_, end = out
+    assert exit_.ts == end.ts == last_seen  # they were last seen then
+    assert end.data["visit_id"] == visit_id and end.data["zones"] == ["entrance", "shoes"]
+    assert end.data["duration_s"] == pytest.approx(last_seen - T0, abs=0.2)
+    assert tracker.state == {} and tracker.zone_of(SUBJECT) is None
+    rows, gone = tracker.take_changes()
+    assert gone == [SUBJECT] and SUBJECT not in [r[0] for r in rows]
+    # Coming back later is a new visit.
+    back = tracker.observe(sighting(cfg, "gw-entrance", -60, last_seen + 120))
+    assert kinds(back) == [("visit_start", "entrance"), ("zone_enter", "entrance")]
+    assert back[0].data["visit_id"] != visit_id
+
+
+def test_a_gateway_hearing_a_subject_from_another_zone_keeps_it_in_the_store():
+    cfg = config()
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    clock.feed([sighting(cfg, "gw-entrance", -60, T0)])
+    # The shopper stays near the entrance and is only heard, weakly, by the shoes gateway for a while:
+    # no silence, so no exit (and the lead over a gateway gone quiet moves them, which is right).
+    out = clock.feed(sighting(cfg, "gw-shoes", -92, T0 + 1 + i) for i in range(30))
+    assert "visit_end" not in [e.kind for e in out]
+
+
+def test_moving_to_a_zone_with_a_shorter_exit_after_s_expires_on_time():
+    cfg = config([{"id": "entrance", "exit_after_s": 60.0}, {"id": "shoes", "exit_after_s": 5.0}])
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    clock.feed(sighting(cfg, "gw-entrance", -60, T0 + i) for i in range(3))
+    clock.feed(sighting(cfg, "gw-shoes", -50, T0 + 3 + i * 0.5) for i in range(12))
+    assert tracker.zone_of(SUBJECT) == "shoes"
+    last = tracker.state[SUBJECT].last_seen
+    assert kinds(clock.until(last + 5.3)) == [("zone_exit", "shoes"), ("visit_end", "shoes")]
+
+
+def test_dwell_thresholds_fire_once_each_per_stay():
+    cfg = config()  # dwell_s = [20, 60]
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    clock.feed(walk(cfg, random.Random(7), T0, 90.0, {"gw-entrance": -60.0, "gw-shoes": -85.0}))
+    dwell = [e for e in clock.events if e.kind == "zone_dwell"]
+    assert [(e.zone, e.data["dwell_s"]) for e in dwell] == [("entrance", 20.0), ("entrance", 60.0)]
+    entered = tracker.state[SUBJECT].entered_at
+    assert [e.ts for e in dwell] == [entered + 20.0, entered + 60.0]
+    assert len({e.event_id for e in dwell}) == 2
+    # A new stay (moved to shoes) counts again from its own enter.
+    clock.feed(walk(cfg, random.Random(8), T0 + 90.0, 30.0, {"gw-entrance": -85.0, "gw-shoes": -58.0}))
+    dwell = [(e.zone, e.data["dwell_s"]) for e in clock.events if e.kind == "zone_dwell"]
+    assert dwell == [("entrance", 20.0), ("entrance", 60.0), ("shoes", 20.0)]
+
+
+def test_dwell_needs_the_subject_to_be_heard_past_the_threshold():
+    cfg = config()
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    clock.feed(sighting(cfg, "gw-entrance", -60, T0 + i) for i in range(15))
+    # Last heard at 14 s; the 20 s threshold passes in silence, then the exit comes: no dwell.
+    clock.until(T0 + 40)
+    assert [e.kind for e in clock.events] == ["visit_start", "zone_enter", "zone_exit", "visit_end"]
+
+
+def test_outliers_do_not_move_the_subject():
+    cfg = config()
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    rng = random.Random(9)
+    steady = {"gw-entrance": -62.0, "gw-shoes": -76.0}
+    clock.feed(walk(cfg, rng, T0, 20.0, steady))
+    n = len(clock.events)
+    # A deep fade at the entrance gateway, then a strong reflection at the shoes gateway, twice over.
+    clock.feed([sighting(cfg, "gw-entrance", -99, T0 + 20.2), sighting(cfg, "gw-shoes", -45, T0 + 20.4),
+                sighting(cfg, "gw-entrance", -97, T0 + 21.2), sighting(cfg, "gw-shoes", -46, T0 + 23.4)])
+    clock.feed(walk(cfg, rng, T0 + 24.0, 20.0, steady))
+    assert kinds(clock.events[n:]) == [("zone_dwell", "entrance")] and tracker.zone_of(SUBJECT) == "entrance"
+
+
+def test_sightings_below_the_zone_min_rssi_are_ignored():
+    cfg = config([{"id": "entrance", "min_rssi": -85.0}, {"id": "shoes"}])
+    tracker = PresenceTracker(cfg)
+    assert tracker.observe(sighting(cfg, "gw-entrance", -91, T0)) == []  # a passer-by outside
+    assert tracker.state == {} and tracker.take_changes() == ([], [])
+    assert kinds(tracker.observe(sighting(cfg, "gw-entrance", -80, T0 + 1)))[1] == ("zone_enter", "entrance")
+
+
+def test_hysteresis_can_be_turned_off():
+    cfg = config([{"id": "entrance", "hysteresis_db": 0, "switch_after_s": 0, "switch_readings": 1},
+                  {"id": "shoes", "hysteresis_db": 0, "switch_after_s": 0, "switch_readings": 1}])
+    tracker = PresenceTracker(cfg)
+    tracker.observe(sighting(cfg, "gw-entrance", -60, T0))
+    out = tracker.observe(sighting(cfg, "gw-shoes", -60, T0 + 0.5))
+    assert kinds(out) == [("zone_exit", "entrance"), ("zone_enter", "shoes")]
+
+
+def test_an_untracked_staff_beacon_leaves_no_trace():
+    cfg = config(beacons=[{"key": STAFF, "kind": "staff", "track": False}])
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    clock.feed(walk(cfg, random.Random(10), T0, 60.0, {"gw-entrance": -60.0, "gw-shoes": -70.0}, subject=STAFF))
+    clock.until(T0 + 120)
+    assert clock.events == [] and tracker.state == {} and tracker.take_changes() == ([], [])
+
+
+def test_tracked_staff_and_asset_beacons_are_marked_so_rules_never_personalize_them():
+    cfg = config(beacons=[{"key": STAFF, "kind": "staff", "track": True},
+                          {"key": TROLLEY, "kind": "asset", "track": True},
+                          {"key": BADGE, "kind": "staff", "track": False}])
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    for subject in (STAFF, TROLLEY, BADGE, SUBJECT):
+        clock.feed(walk(cfg, random.Random(11), T0, 30.0, {"gw-entrance": -60.0, "gw-shoes": -80.0}, subject))
+    clock.until(T0 + 60)
+    by_subject: dict[str, list[Event]] = {}
+    for e in clock.events:
+        by_subject.setdefault(e.subject, []).append(e)
+    assert BADGE not in by_subject
+    expected = ["visit_start", "zone_enter", "zone_dwell", "zone_exit", "visit_end"]
+    for subject, mark in ((STAFF, "staff"), (TROLLEY, "asset")):
+        assert [e.kind for e in by_subject[subject]] == expected
+        assert all(e.data.get(mark) is True for e in by_subject[subject])
+    assert not any("staff" in e.data or "asset" in e.data for e in by_subject[SUBJECT])
+
+
+def _rows_as_dicts(rows: list[tuple], columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [dict(zip(columns, r)) for r in rows]
+
+
+def test_presence_survives_a_restart():
+    cfg = config()
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    clock.feed(walk(cfg, random.Random(12), T0, 30.0, {"gw-entrance": -60.0, "gw-shoes": -82.0}))
+    clock.feed(walk(cfg, random.Random(13), T0 + 30.0, 30.0, {"gw-entrance": -84.0, "gw-shoes": -58.0}))
+    before = tracker.state[SUBJECT]
+    assert before.zone == "shoes" and before.dwell_done == 1  # the 20 s threshold in shoes fired
+    rows, gone = tracker.take_changes_v2()
+    assert [len(r) for r in rows] == [len(COLUMNS_V2)] and gone == []
+
+    # The edge restarts a few seconds later and rebuilds presence from the rows.
+    restarted = PresenceTracker(cfg, _rows_as_dicts(rows, COLUMNS_V2))
+    assert restarted.zone_of(SUBJECT) == "shoes"
+    assert restarted.visit_of(SUBJECT) == (before.visit_id, before.visit_started_at)
+    after = restarted.state[SUBJECT]
+    assert (after.entered_at, after.gateway, after.zones) == (before.entered_at, before.gateway, ["entrance", "shoes"])
+    clock2 = Clock(restarted, T0 + 62.0)
+    clock2.feed(walk(cfg, random.Random(14), T0 + 62.0, 40.0, {"gw-entrance": -84.0, "gw-shoes": -58.0}))
+    # No new visit, no new enter, the 20 s dwell not again; the 60 s one in its time.
+    assert [(e.kind, e.data["dwell_s"]) for e in clock2.events] == [("zone_dwell", 60.0)]
+    last = restarted.state[SUBJECT].last_seen
+    end = clock2.until(last + 11)
+    assert kinds(end) == [("zone_exit", "shoes"), ("visit_end", "shoes")]
+    assert end[1].data["visit_id"] == before.visit_id and end[1].data["zones"] == ["entrance", "shoes"]
+
+
+def test_a_restart_after_a_long_outage_ends_the_visits_at_their_last_sighting():
+    cfg = config()
+    tracker = PresenceTracker(cfg)
+    tracker.observe(sighting(cfg, "gw-entrance", -60, T0))
+    tracker.observe(sighting(cfg, "gw-entrance", -60, T0 + 3))
+    rows, _ = tracker.take_changes_v2()
+    restarted = PresenceTracker(cfg, _rows_as_dicts(rows, COLUMNS_V2))
+    out = restarted.expire(T0 + 3600)
+    assert kinds(out) == [("zone_exit", "entrance"), ("visit_end", "entrance")]
+    assert out[0].ts == T0 + 3 and out[1].data["duration_s"] == 3.0
+
+
+def test_presence_round_trips_through_the_presence_table(tmp_path):
+    cfg = config()
+    conn = open_writer(tmp_path / "edge.db")
+    writer = Writer(conn)
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    clock.feed(walk(cfg, random.Random(15), T0, 30.0, {"gw-entrance": -60.0, "gw-shoes": -82.0}))
+    rows, gone = tracker.take_changes_v2()
+    writer.begin()
+    writer.upsert_presence_v2(rows)
+    writer.commit()
+    # The HTTP API's six columns keep their meaning.
+    api = conn.execute("SELECT subject, zone, gateway, entered_at, last_seen, customer FROM presence").fetchall()
+    st = tracker.state[SUBJECT]
+    assert api == [(SUBJECT, "entrance", st.gateway, st.entered_at, st.last_seen, None)]
+    cur = conn.execute("SELECT * FROM presence")  # what the service reads at start
+    cols = [c[0] for c in cur.description]
+    restarted = PresenceTracker(cfg, [dict(zip(cols, r)) for r in cur])
+    assert restarted.visit_of(SUBJECT) == (st.visit_id, st.visit_started_at)
+    assert restarted.state[SUBJECT].dwell_done == st.dwell_done
+    # A silence exit deletes the row.
+    restarted.expire(T0 + 3600)
+    rows, gone = restarted.take_changes_v2()
+    writer.begin()
+    writer.delete_presence(gone)
+    writer.commit()
+    assert conn.execute("SELECT count(*) FROM presence").fetchone() == (0,)
+
+
+def test_six_column_rows_still_restore_without_repeating_events(tmp_path):
+    """Rows written by upsert_presence alone (no visit columns) restore with a derived visit id."""
+    cfg = config()
+    conn = open_writer(tmp_path / "edge.db")
+    writer = Writer(conn)
+    tracker = PresenceTracker(cfg)
+    clock = Clock(tracker)
+    clock.feed(sighting(cfg, "gw-entrance", -60, T0 + i) for i in range(25))  # past the 20 s dwell
+    rows, _ = tracker.take_changes()
+    assert [len(r) for r in rows] == [len(COLUMNS)]
+    writer.begin()
+    writer.upsert_presence(rows)
+    writer.commit()
+    cur = conn.execute("SELECT * FROM presence")
+    cols = [c[0] for c in cur.description]
+    restarted = PresenceTracker(cfg, [dict(zip(cols, r)) for r in cur])
+    again = PresenceTracker(cfg, [dict(zip(cols, r)) for r in conn.execute("SELECT * FROM presence")])
+    assert restarted.visit_of(SUBJECT) == again.visit_of(SUBJECT)  # stable across restarts
+    out = Clock(restarted, T0 + 25).feed(sighting(cfg, "gw-entrance", -60, T0 + 25 + i) for i in range(5))
+    assert out == []
+
+
+def test_replayed_sightings_give_the_same_event_ids():
+    cfg = config()
+    sightings = walk(cfg, random.Random(16), T0, 30.0, {"gw-entrance": -60.0, "gw-shoes": -82.0}) + \
+        walk(cfg, random.Random(17), T0 + 30.0, 30.0, {"gw-entrance": -84.0, "gw-shoes": -58.0})
+    runs = []
+    for _ in range(2):
+        clock = Clock(PresenceTracker(cfg))
+        clock.feed(sightings)
+        clock.until(T0 + 120)
+        runs.append([e.event_id for e in clock.events])
+    assert runs[0] == runs[1] and len(set(runs[0])) == len(runs[0])
+    assert [i.split(":")[1] for i in runs[0]] == [
+        "visit_start", "zone_enter", "zone_dwell", "zone_exit", "zone_enter", "zone_dwell", "zone_exit", "visit_end"]
+
+
+def test_persisting_last_seen_alone_is_throttled():
+    cfg = config()
+    tracker = PresenceTracker(cfg)
+    tracker.observe(sighting(cfg, "gw-entrance", -60, T0))
+    assert len(tracker.take_changes()[0]) == 1
+    tracker.observe(sighting(cfg, "gw-entrance", -60, T0 + 0.3))
+    assert tracker.take_changes() == ([], [])  # only last_seen moved, by less than a second
+    tracker.observe(sighting(cfg, "gw-entrance", -60, T0 + 1.2))
+    assert tracker.take_changes()[0][0][4] == T0 + 1.2
+
+
+# --- through MQTT and the pipeline ----------------------------------------------------------------
+
+
+def test_a_shopper_walking_to_another_zone_over_mqtt(edge, mqtt_client):
+    """The shape of test_ingest's move test under hysteresis: the new zone must clearly win for a moment."""
+    from conftest import now_ms, sighting as payload, wait_until
+
+    p = "instore/teststore"
+    pub = mqtt_client()
+    pub.publish(f"{p}/beacon/gw-entrance", payload(now_ms(), minor=31, rssi=-70))
+    wait_until(lambda: edge.events(kind="zone_enter"), what="enter at the entrance")
+
+    def walked_over() -> bool:
+        pub.publish(f"{p}/beacon/gw-shoes", payload(now_ms(), minor=31, rssi=-45))
+        return len(edge.events(kind="zone_enter")) == 2
+
+    wait_until(walked_over, interval=0.3, what="enter in shoes")
+    assert [e["zone"] for e in edge.events(kind="zone_exit")] == ["entrance"]
+    assert [e["zone"] for e in edge.events(kind="visit_start")] == ["entrance"]
+    assert [p["zone"] for p in edge.get("/api/v1/presence").json()["presence"]] == ["shoes"]

@@ -1,0 +1,423 @@
+"""Edge ⇄ central sync against the real reference central store and a real edge pipeline.
+
+The central store runs in-process (CentralServer on a free port); failures are real too: a port with
+nothing listening (central down), a flaky HTTP proxy in front of the central store (500s, answers that
+come after the client gave up, connections closed before the answer), and a socket server that accepts
+and never answers (central hangs).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from edge.broker import free_port
+from edge.config import Config
+from sync.central import CentralServer
+from sync.client import SyncClient, ensure_schema_task
+from tests.conftest import wait_until
+
+CENTRAL_ADMIN = "central-admin-token-0123456789"
+STORE_TOKEN = "teststore-token-0123456789"
+STORE = "teststore"
+FAST = dict(backoff_base_s=0.01, backoff_cap_s=0.05, push_idle_s=0.05, push_timeout_s=2.0)
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+
+def start_central(tmp_path: Path, port: int = 0) -> CentralServer:
+    return CentralServer(tmp_path / "central.db", CENTRAL_ADMIN, {STORE: STORE_TOKEN}, port=port).start()
+
+
+def admin(central_url: str, method: str, path: str, **kw: Any) -> requests.Response:
+    r = requests.request(method, central_url + path, headers={"Authorization": f"Bearer {CENTRAL_ADMIN}"},
+                         timeout=30, **kw)
+    r.raise_for_status()
+    return r
+
+
+def central_events(central_url: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = admin(central_url, "GET", "/v1/admin/events",
+                     params={"store": STORE, "limit": 5000, "after": after}).json()
+        out += page["events"]
+        after = page["next_after"]
+        if not page["more"]:
+            return out
+
+
+def produce(service: Any, n: int, start: int = 0, **fields: Any) -> None:
+    """n events straight into events + outbox through the writer (as the pipeline records them)."""
+    done = threading.Event()
+    now = time.time()
+
+    def task(writer: Any) -> None:
+        conn = writer.conn
+        for i in range(start, start + n):
+            cur = conn.execute(
+                "INSERT INTO events(event_id, kind, type, source, zone, subject, customer, ts, received_at, data) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (f"ev-{i:06d}", fields.get("kind", "window"), "touch", "window-1", "entrance",
+                 fields.get("subject"), fields.get("customer"), fields.get("ts", now), now,
+                 json.dumps({"i": i, "session": f"s{i % 7}"})))
+            conn.execute("INSERT INTO outbox(event_seq) VALUES (?)", (cur.lastrowid,))
+
+    service.pipeline.submit_task(task, done.set)
+    assert done.wait(30)
+
+
+def query(cfg: Config, sql: str, params: tuple = ()) -> list[tuple]:
+    import sqlite3
+
+    with sqlite3.connect(cfg.db.path, timeout=10) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def assert_all_arrived_in_order(central_url: str, n: int) -> None:
+    events = central_events(central_url)
+    ids = [e["event_id"] for e in events]
+    assert len(ids) == n, f"{len(ids)} events at the central store, expected {n}"
+    assert ids == [f"ev-{i:06d}" for i in range(n)], "events arrived out of order or twice"
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == n
+
+
+@pytest.fixture
+def service(make_config: Callable[..., Config]) -> Iterator[Callable[..., Any]]:
+    """An edge Service with its pipeline writer running (no MQTT/HTTP needed for sync)."""
+    from edge.service import Service
+
+    made: list[Any] = []
+
+    def make(url: str, token: str = STORE_TOKEN, **central: Any) -> Any:
+        cfg = make_config(central={"url": url, "token": token, "push_batch": 500, "pull_interval_s": 3600,
+                                   **central})
+        svc = Service(cfg)
+        svc.pipeline.start()
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        svc.pipeline.stop()
+        svc.conn.close()
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., SyncClient]]:
+    made: list[SyncClient] = []
+
+    def make(svc: Any, *, start: bool = True, **kw: Any) -> SyncClient:
+        c = SyncClient(svc.cfg, svc.cfg.db.path, svc.pipeline.submit_task, svc.metrics, **{**FAST, **kw})
+        made.append(c)
+        if start:
+            c.start()
+        else:
+            assert c.run_task(ensure_schema_task)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[CentralServer]:
+    c = start_central(tmp_path)
+    yield c
+    c.stop()
+
+
+class FlakyProxy:
+    """Forwards to the central store, failing every other request: a 500 (not forwarded), an answer later
+    than the client waits (forwarded: the central store has the batch), a connection closed before the
+    answer (forwarded too)."""
+
+    MODES = ("500", "late", "close")
+
+    def __init__(self, target: str, late_s: float) -> None:
+        self.target = target
+        self.late_s = late_s
+        self.count = 0
+        self.failures: dict[str, int] = {m: 0 for m in self.MODES}
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with proxy.lock:
+                    n = proxy.count
+                    proxy.count += 1
+                mode = None if n % 2 == 0 else proxy.MODES[(n // 2) % 3]
+                if mode == "500":
+                    proxy.failures[mode] += 1
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(b'{"error": {"code": "internal_error", "message": "flaky"}}')
+                    return
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("authorization", "content-type", "idempotency-key")}
+                r = requests.request(self.command, proxy.target + self.path, headers=headers, data=body or None,
+                                     timeout=30)
+                if mode is not None:
+                    proxy.failures[mode] += 1
+                    if mode == "late":
+                        time.sleep(proxy.late_s)
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", r.headers.get("Content-Type", "application/json"))
+                if "Idempotent-Replayed" in r.headers:
+                    self.send_header("Idempotent-Replayed", r.headers["Idempotent-Replayed"])
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            do_GET = do_POST = _handle
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HangingServer:
+    """Accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns: list[socket.socket] = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def stop(self) -> None:
+        self._stop = True
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def profile(cid: str, **fields: Any) -> dict[str, Any]:
+    return {"customer_id": cid, "first_name": "Anna", "consents": {"personalization": True, "marketing": False},
+            "identities": [f"device:app-{cid}"], **fields}
+
+
+# --- push -----------------------------------------------------------------------------------------------
+
+
+def test_backlog_built_while_central_is_down_arrives_once_and_in_order(tmp_path: Path, service, clients) -> None:
+    port = free_port()
+    svc = service(f"http://127.0.0.1:{port}")
+    client = clients(svc)
+    produce(svc, 10_000)
+    wait_until(lambda: client.status()["errors"]["push"], what="a failed push while the central store is down")
+    st = client.status()
+    assert st["outbox_pending"] == 10_000 and st["last_push_success"] is None
+    assert "cannot reach the central store" in st["last_error"]
+    central = start_central(tmp_path, port)
+    try:
+        wait_until(lambda: client.status()["outbox_pending"] == 0, timeout=30, what="the outbox to drain")
+        assert_all_arrived_in_order(central.url, 10_000)
+        st = client.status()
+        assert st["last_push_success"] is not None and st["outbox_oldest_age_s"] is None
+        assert "instore_edge_sync_last_success_timestamp" in svc.metrics.render()
+    finally:
+        client.stop()  # its keep-alive connections would hold the central server's stop
+        central.stop()
+
+
+def test_flaky_central_every_other_request_fails_still_exactly_once_in_order(central, service, clients) -> None:
+    proxy = FlakyProxy(central.url, late_s=0.6)
+    try:
+        svc = service(proxy.url)
+        client = clients(svc, push_timeout_s=0.3)
+        produce(svc, 10_000)
+        wait_until(lambda: client.status()["outbox_pending"] == 0, timeout=40, what="the outbox to drain")
+        assert_all_arrived_in_order(central.url, 10_000)
+        assert all(proxy.failures[m] > 0 for m in proxy.MODES), proxy.failures
+        # Batches the central store recorded but whose answer was lost were sent again with the same
+        # Idempotency-Key: the central store replayed its first answer instead of recording them twice.
+        assert client.status()["replayed_batches"] > 0
+    finally:
+        proxy.stop()
+
+
+def test_rejected_events_are_recorded_never_dropped_silently(central, service, clients) -> None:
+    svc = service(central.url)
+    client = clients(svc)
+    produce(svc, 3)
+    produce(svc, 1, start=3, ts=time.time() * 1000)  # milliseconds: the central store refuses it
+    produce(svc, 2, start=4)
+    wait_until(lambda: client.status()["outbox_pending"] == 0, what="the outbox to drain")
+    rows = query(svc.cfg, "SELECT event_id, reason, detail FROM sync_rejects")
+    assert len(rows) == 1 and rows[0][0] == "ev-000003" and rows[0][1] == "invalid_value"
+    assert "milliseconds" in rows[0][2]
+    assert [e["event_id"] for e in central_events(central.url)] == [f"ev-{i:06d}" for i in (0, 1, 2, 4, 5)]
+    assert client.status()["rejected_total"] == 1
+
+
+def test_wrong_token_is_refused_with_a_clear_error(central, service, clients) -> None:
+    svc = service(central.url, token="not-the-store-token-000")
+    client = clients(svc)
+    produce(svc, 5)
+    wait_until(lambda: client.status()["auth_ok"] is False, what="the central store to refuse the token")
+    st = client.status()
+    assert "central refused the store token" in st["last_error"] and "[central].token" in st["last_error"]
+    assert st["outbox_pending"] == 5 and st["last_push_success"] is None
+    assert central_events(central.url) == []
+
+
+# --- pull -----------------------------------------------------------------------------------------------
+
+
+def test_erase_and_consent_revocation_propagate_within_one_pull(central, service, clients) -> None:
+    admin(central.url, "POST", "/v1/admin/profiles", json={"profiles": [profile("c-1"), profile("c-2")]})
+    svc = service(central.url)
+    client = clients(svc, start=False)
+    assert client.pull_once() == 2
+    assert query(svc.cfg, "SELECT customer_id, consent_personalization, first_name FROM profiles ORDER BY 1") == \
+        [("c-1", 1, "Anna"), ("c-2", 1, "Anna")]
+    assert query(svc.cfg, "SELECT key, customer_id, via FROM identities ORDER BY 1") == \
+        [("device:app-c-1", "c-1", "central"), ("device:app-c-2", "c-2", "central")]
+
+    done = threading.Event()
+
+    def local_traces(writer: Any) -> None:  # what the edge holds about c-1 from its visit
+        c = writer.conn
+        c.execute("INSERT INTO presence(subject, zone, gateway, entered_at, last_seen, customer) "
+                  "VALUES ('device:app-c-1', 'entrance', 'gw-entrance', 1, 2, 'c-1')")
+        c.execute("INSERT INTO events(event_id, kind, source, subject, customer, ts, received_at, data) "
+                  "VALUES ('k1', 'kiosk', 'kiosk-1', 'device:app-c-1', 'c-1', 1e9, 1e9, '{\"item\": \"x\"}')")
+        c.execute("INSERT INTO events(event_id, kind, source, subject, customer, ts, received_at, data) "
+                  "VALUES ('b1', 'beacon', 'gw-entrance', 'device:app-c-1', NULL, 1e9, 1e9, '{\"rssi\": -60}')")
+        c.execute("INSERT INTO decisions(ts, screen, content_id, rule_id, reason, customer, payload) "
+                  "VALUES (1, 'entrance-1', 'welcome', 'r', 'x', 'c-1', '{}')")
+
+    svc.pipeline.submit_task(local_traces, done.set)
+    assert done.wait(10)
+
+    admin(central.url, "DELETE", "/v1/admin/profiles/c-1")
+    admin(central.url, "POST", "/v1/admin/profiles", json={"customer_id": "c-2",
+                                                           "consents": {"personalization": False}})
+    assert client.pull_once() == 2
+    assert query(svc.cfg, "SELECT customer_id FROM profiles") == [("c-2",)]
+    assert query(svc.cfg, "SELECT consent_personalization FROM profiles") == [(0,)]
+    assert json.loads(query(svc.cfg, "SELECT profile FROM profiles")[0][0])["consents"]["personalization"] is False
+    assert query(svc.cfg, "SELECT key FROM identities") == [("device:app-c-2",)]
+    assert query(svc.cfg, "SELECT subject, customer FROM presence") == [("device:app-c-1", None)] or \
+        query(svc.cfg, "SELECT count(*) FROM presence WHERE customer = 'c-1'") == [(0,)]
+    assert query(svc.cfg, "SELECT event_id, subject, customer, data FROM events ORDER BY event_id") == \
+        [("b1", None, None, None), ("k1", None, None, None)]
+    assert query(svc.cfg, "SELECT count(*) FROM decisions WHERE customer IS NOT NULL") == [(0,)]
+    # A stale copy of the erased profile (an on-demand fetch that raced the erasure) is not resurrected.
+    stale = {"customer_id": "c-1", "version": 1, "op": "upsert", "profile": profile("c-1", version=1)}
+    assert client.run_task(lambda conn: client._apply_changes(conn, [stale]) and None)
+    assert query(svc.cfg, "SELECT count(*) FROM profiles WHERE customer_id = 'c-1'") == [(0,)]
+    assert client.pull_once() == 0
+    assert client.status()["cursor"]
+
+
+def test_feed_reset_resyncs_and_cache_is_bounded_keeping_present_shoppers(central, service, clients) -> None:
+    admin(central.url, "POST", "/v1/admin/profiles", json={"profiles": [profile(f"c-{i}") for i in range(6)]})
+    svc = service(central.url)
+    client = clients(svc, start=False, max_profiles=3)
+    done = threading.Event()
+    svc.pipeline.submit_task(lambda w: w.conn.execute(
+        "INSERT INTO presence(subject, zone, gateway, entered_at, last_seen, customer) "
+        "VALUES ('device:app-c-0', 'entrance', 'gw-entrance', 1, 2, 'c-0')"), done.set)
+    assert done.wait(10)
+    client.pull_once()
+    cached = {r[0] for r in query(svc.cfg, "SELECT customer_id FROM profiles")}
+    assert len(cached) == 3 and "c-0" in cached  # present: never evicted, though seen long ago
+    assert {r[0] for r in query(svc.cfg, "SELECT customer_id FROM identities")} == cached
+
+    # A cursor from another central database: the feed restarts with reset, the edge resyncs fully.
+    assert client.run_task(lambda conn: conn.execute("UPDATE sync_state SET value = 'feedfeed.999' "
+                                                     "WHERE key = 'cursor'"))
+    assert client.pull_once() >= 6
+    assert client.status()["cursor"].split(".")[0] != "feedfeed"
+    assert len(query(svc.cfg, "SELECT customer_id FROM profiles")) == 3
+
+
+# --- on-demand fetch ----------------------------------------------------------------------------------------
+
+
+def test_fetch_and_resolve_cache_what_they_find(central, service, clients) -> None:
+    admin(central.url, "POST", "/v1/admin/profiles", json=profile("c-9", identities=["loyalty:999"]))
+    svc = service(central.url)
+    client = clients(svc)
+    prof = client.fetch_profile("c-9")
+    assert prof is not None and prof["first_name"] == "Anna"
+    assert client.fetch_profile("nobody") is None
+    wait_until(lambda: client.cached_profile("c-9"), what="the fetched profile to be cached")
+    assert client.resolve(["loyalty:999", "loyalty:000"]) == {"loyalty:999": "c-9"}
+    admin(central.url, "POST", "/v1/admin/profiles", json=profile("c-10", identities=["loyalty:1010"]))
+    client.request_resolution(["loyalty:1010"])
+    wait_until(lambda: query(svc.cfg, "SELECT customer_id FROM identities WHERE key = 'loyalty:1010'") == [("c-10",)],
+               what="the resolved identity to be stored")
+    assert client.breaker.state == "closed"
+
+
+def test_fetch_times_out_cleanly_when_central_hangs_and_the_breaker_opens(service, clients) -> None:
+    hang = HangingServer()
+    try:
+        svc = service(hang.url, fetch_timeout_ms=200)
+        client = clients(svc, start=False, breaker_threshold=3, breaker_cooldown_s=0.5)
+        for _ in range(3):
+            t0 = time.monotonic()
+            assert client.fetch_profile("c-1") is None
+            assert 0.15 <= time.monotonic() - t0 < 0.6
+        assert client.breaker.state == "open"
+        assert client.status()["breaker"] == "open"
+        t0 = time.monotonic()
+        assert client.fetch_profile("c-1") is None and client.resolve(["loyalty:1"]) is None
+        client.request_resolution(["loyalty:1"])
+        assert time.monotonic() - t0 < 0.05  # open: no request at all
+        time.sleep(0.55)
+        assert client.breaker.state == "half_open"
+        t0 = time.monotonic()
+        assert client.fetch_profile("c-1") is None  # the one trial request, which fails again
+        assert time.monotonic() - t0 < 0.6
+        assert client.breaker.state == "open"
+        assert "did not answer" in client.status()["errors"]["fetch"]
+    finally:
+        hang.stop()
