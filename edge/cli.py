@@ -71,6 +71,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                          speed=args.speed, journeys=args.journeys)
 
 
+def cmd_sync_status(args: argparse.Namespace) -> int:
+    import json
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    from pathlib import Path
+
+    from sync.client import SyncClient
+
+    if not Path(cfg.db.path).exists():
+        print(f"no database at {cfg.db.path}: has the edge run with this config?", file=sys.stderr)
+        return 1
+    status = SyncClient(cfg, cfg.db.path, submit_task=lambda *a: None).status()
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    print(f"central        {cfg.central.url or '(not configured: events stay in the outbox)'}")
+    for key, value in status.items():
+        print(f"{key:<14} {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instore-edge",
@@ -96,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "Mosquitto is installed")
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: Ctrl-C)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sync", help="sync with the central profile store: status")
+    sync_sub = p.add_subparsers(dest="sync_command", required=True, metavar="SUBCOMMAND")
+    q = sync_sub.add_parser("status", help="outbox backlog, last push/pull, cursor, circuit breaker, last error")
+    q.add_argument("-c", "--config", required=True, help="store config file (TOML)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_sync_status)
 
     from sync.central import cli as central_cli
 

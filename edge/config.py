@@ -85,6 +85,12 @@ class CentralSection(_Model):
     pull_interval_s: float = Field(default=30.0, gt=0)
     push_batch: int = Field(default=500, ge=1, le=10000)
     fetch_timeout_ms: int = Field(default=300, ge=10, le=60000)
+    # The local profile cache: at most this many shoppers, each kept this long after last seen.
+    cache_max_profiles: int = Field(default=5000, ge=10)
+    cache_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # The outbox keeps events while the central store is unreachable; near this bound /readyz degrades.
+    # Default: about a week of a busy store's presence and touchpoint events.
+    outbox_max_events: int = Field(default=20_000_000, ge=1000)
 
 
 class QrSection(_Model):

@@ -154,6 +154,7 @@ class CustomerContext:
         self.activity_len = activity_len
         self.activity_keys_max = activity_keys_max
         self.clock = clock
+        self.on_miss: Callable[[str], None] | None = None
         self.products: dict[str, ProductConfig] = {p.sku: p for p in getattr(cfg, "products", [])}
         self._profiles: OrderedDict[str, tuple[Shopper | None, float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -189,6 +190,8 @@ class CustomerContext:
         found, shopper = self._load(customer_id)
         if not found:
             return shopper  # a read error: not cached, the next event tries again
+        if shopper is None and self.on_miss is not None:
+            self.on_miss(customer_id)  # e.g. an on-demand fetch from the central store; must not block
         with self._lock:
             self._profiles[customer_id] = (shopper, now)
             self._profiles.move_to_end(customer_id)

@@ -47,7 +47,8 @@ def find_demo_config() -> Path:
                     "run the demo from a source checkout (scripts/demo)")
 
 
-def demo_config(path: Path, *, mqtt_port: int, http_port: int, db_path: Path, mqtt_v311: bool) -> Config:
+def demo_config(path: Path, *, mqtt_port: int, http_port: int, db_path: Path, mqtt_v311: bool,
+                central_url: str | None = None) -> Config:
     """config/demo.toml with this run's broker, HTTP port and files."""
     data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     data["mqtt"] = {**data.get("mqtt", {}), "host": "127.0.0.1", "port": mqtt_port, "embedded": mqtt_v311}
@@ -56,6 +57,8 @@ def demo_config(path: Path, *, mqtt_port: int, http_port: int, db_path: Path, mq
     data["http"] = {**data.get("http", {}), "host": "127.0.0.1", "port": http_port}
     data["db"] = {**data.get("db", {}), "path": str(db_path)}
     data["qr"] = {**data.get("qr", {}), "base_url": f"http://127.0.0.1:{http_port}"}
+    if central_url:
+        data["central"] = {**data.get("central", {}), "url": central_url}
     return parse_config(data, source=str(path), env={})
 
 
@@ -173,6 +176,18 @@ class Demo:
         stack.callback(broker.stop)
         return broker
 
+    def start_central(self, stack: ExitStack, data_dir: Path, config_path: Path) -> Any:
+        """The reference central profile store with the demo shoppers (C-0001..., app beacons device:app-N)."""
+        from sync.central import CentralServer
+
+        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        store_id = raw["store"]["id"]
+        token = raw.get("central", {}).get("token") or "demo-central-token-0000"
+        central = CentralServer(data_dir / "central.db", "demo-central-admin-token-0000", {store_id: token},
+                                port=0, demo_data=True).start()
+        stack.callback(central.stop)
+        return central
+
     def start_edge(self, stack: ExitStack, cfg: Config) -> Any:
         from edge.service import Service
         from edge.store import StoreError
@@ -220,14 +235,16 @@ class Demo:
         tokens = cfg.http.tokens
         kind = "Mosquitto" if isinstance(broker, MosquittoBroker) else "embedded amqtt"
         self.say(f"instore-edge demo: store {cfg.store.id!r} ({cfg.store.name}), files in {data_dir}")
-        self.say(f"  dashboard   {base}/")
+        self.say(f"  dashboard   {base}/?token={tokens.admin}")
         for screen in cfg.screens:
             self.say(f"  signage     {base}/signage/{screen.id}?token={tokens.signage}")
         for kiosk in cfg.kiosks:
-            self.say(f"  kiosk       {base}/kiosk/{kiosk.id}")
+            self.say(f"  kiosk       {base}/kiosk/{kiosk.id}?token={tokens.kiosk}")
         self.say(f"  metrics     {base}/metrics")
         self.say(f"  readiness   {base}/readyz")
         self.say(f"  MQTT        mqtt://127.0.0.1:{broker.port} ({kind}; topics {cfg.prefix}/#)")
+        self.say(f"  central     {self.central.url}/v1/admin/stats (reference profile store with the demo "
+                 f"shoppers; admin token demo-central-admin-token-0000)")
         self.say(f"  admin token {tokens.admin}   e.g. curl -H 'Authorization: Bearer {tokens.admin}' "
                  f"{base}/api/v1/decisions")
         self.say(f"  kiosk token {tokens.kiosk}")
@@ -246,9 +263,11 @@ class Demo:
                     config_path = find_demo_config()
                     http_port = self.args.http_port or free_port()
                     self.broker = self.start_broker(stack, data_dir)
+                    self.central = self.start_central(stack, data_dir, config_path)
                     mqtt_v311 = isinstance(self.broker, EmbeddedBroker)
                     self.cfg = demo_config(config_path, mqtt_port=self.broker.port, http_port=http_port,
-                                           db_path=data_dir / "demo.db", mqtt_v311=mqtt_v311)
+                                           db_path=data_dir / "demo.db", mqtt_v311=mqtt_v311,
+                                           central_url=self.central.url)
                     self.service = self.start_edge(stack, self.cfg)
                     self.start_decision_printer(stack, self.service)
                     self.print_banner(self.cfg, self.broker, data_dir)

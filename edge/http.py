@@ -210,11 +210,14 @@ def create_app(service: Service) -> Flask:
     def presence():
         now = time.time()
         rows = []
-        for r in db().execute("SELECT subject, zone, gateway, entered_at, last_seen, customer FROM presence "
-                              "ORDER BY zone, entered_at"):
+        for r in db().execute("SELECT subject, zone, gateway, entered_at, last_seen, customer, visit_id, "
+                              "visit_started_at FROM presence ORDER BY zone, entered_at"):
             d = dict(r)
             d["for_s"] = round(now - d["entered_at"], 1)
+            d["in_store_s"] = round(now - (d.pop("visit_started_at") or d["entered_at"]), 1)
             d["known"] = d["customer"] is not None
+            # Anonymous shoppers are known only by their visit id, which lasts one visit.
+            d["visitor"] = d["customer"] or d["visit_id"]
             rows.append(d)
         return jsonify({"presence": rows})
 
@@ -224,6 +227,15 @@ def create_app(service: Service) -> Flask:
         limit = _int_arg("limit", 100, 1, 1000)
         rows = db().execute("SELECT * FROM deadletters ORDER BY id DESC LIMIT ?", (limit,))
         return jsonify({"deadletters": [dict(r) for r in rows]})
+
+    @app.delete("/api/v1/customers/<customer_id>")
+    @require_role("admin")
+    def erase_customer(customer_id: str):
+        if not customer_id or len(customer_id) > 128:
+            return api_error(400, ev.INVALID_VALUE, "customer id must be 1 to 128 characters")
+        if not service.erase(customer_id):
+            return api_error(503, "not_committed", "the erasure is queued but not yet committed; retry")
+        return jsonify({"erased": customer_id})
 
     @app.get("/api/v1/displays")
     @require_role("signage", "kiosk", "admin")

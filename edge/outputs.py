@@ -94,6 +94,17 @@ class Displays:
                 out.append((screen, payload))
         return out
 
+    def clear_customer(self, customer: str) -> list[tuple[str, dict[str, Any]]]:
+        """Erasure: screens showing this customer's content return to their playlist at once."""
+        out = []
+        for screen, cur in list(self.current.items()):
+            if cur.payload.get("customer") == customer:
+                payload = self.fallback(screen)
+                with self.lock:
+                    self.current[screen] = Showing(payload, -(10**9), None)
+                out.append((screen, payload))
+        return out
+
     def snapshot(self, screen: str) -> dict[str, Any] | None:
         with self.lock:
             cur = self.current.get(screen)

@@ -9,6 +9,7 @@ same event id and is recorded once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -267,11 +268,11 @@ class Pipeline:
             log.exception("identity linking failed for a %s event", e.kind)
             return
         for link in links:
-            st = self.presence.state.get(link.subject)
-            if st is not None:
-                st.customer = link.customer
+            self.presence.set_customer(link.subject, link.customer)
             self._record(Event(
-                event_id=f"l:{link.subject}:{link.customer}:{e.event_id}", kind="identity_link", source=e.source,
+                # A hash, not the ids: erasure must leave no trace of the shopper in the event log.
+                event_id="l:" + hashlib.sha1(f"{link.subject}|{link.customer}|{e.event_id}".encode()).hexdigest()[:24],
+                kind="identity_link", source=e.source,
                 ts=e.ts, received_at=e.received_at, zone=e.zone, subject=link.subject, customer=link.customer,
                 data={"key": link.subject, "via": link.via, **({"visit_id": link.visit_id} if link.visit_id else {})},
             ), res, now)

@@ -332,6 +332,13 @@ class PresenceTracker:
         cur = self.state.get(subject)
         return cur.zone if cur else None
 
+    def set_customer(self, subject: str, customer: str | None) -> None:
+        """A subject turned out to be a customer (identification) or was erased: persisted with the next commit."""
+        st = self.state.get(subject)
+        if st is not None and st.customer != customer:
+            st.customer = customer
+            self.dirty.add(subject)
+
     def visit_of(self, subject: str) -> tuple[str | None, float | None]:
         """(visit id, visit start) of a subject in the store, else (None, None): what Identity.on_identify takes.
 
@@ -448,7 +455,8 @@ class PresenceTracker:
         if st.tag is not None:
             data[st.tag] = True
         return Event(
-            event_id=f"p:{kind}:{st.subject}:{st.zone}:{round(ts * 1000)}",
+            # Hashed: an erased shopper's subject key must not survive inside event ids.
+            event_id=f"p:{kind}:" + hashlib.sha1(f"{st.subject}|{st.zone}|{round(ts * 1000)}".encode()).hexdigest()[:24],
             kind=kind, source=st.gateway, ts=ts, received_at=ts, zone=st.zone, subject=st.subject,
             customer=st.customer, data=data,
         )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask
@@ -20,7 +23,7 @@ from edge.outputs import Displays
 from edge.pipeline import Pipeline
 from edge.presence import PresenceTracker
 from edge.rules import RuleEngine
-from edge.store import Writer, open_writer
+from edge.store import Writer, connect, open_writer, outbox_stats
 from sync.client import SyncClient
 
 log = logging.getLogger("instore_edge")
@@ -46,31 +49,85 @@ class Service:
         self.pipeline = Pipeline(cfg, self.writer, self.presence, self.rules, self.displays, self.metrics)
         self.identity = Identity(cfg, self.conn)
         self.pipeline.identity = self.identity
-        self.sync = SyncClient(cfg, cfg.db.path, self.pipeline.submit_task, self.metrics)
+        self.sync = SyncClient(cfg, cfg.db.path, self.pipeline.submit_task, self.metrics,
+                               max_profiles=cfg.central.cache_max_profiles, profile_ttl_s=cfg.central.cache_ttl_s)
         self.identity.remote = self.sync.request_resolution if self.sync.enabled else None
         self.sync.identity_hooks.append(lambda conn, key, customer, via: self.identity.remember(key, customer))
-        self.sync.profile_hooks.append(lambda conn, ids: self.context.invalidate(ids))
+        self.sync.profile_hooks.append(self._profiles_changed)
         self.sync.erase_hooks.append(self._forget_customer)
         self.pipeline.commit_listeners.append(lambda res: self.sync.wake() if res.recorded else None)
+        self._fetching: set[str] = set()
+        self._fetch_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="profile-fetch")
+        if self.sync.enabled:
+            self.context.on_miss = self._fetch_in_background
         self.mqtt = MqttLink(cfg, self.pipeline.submit, on_connected=self._publish_all_displays)
         self.pipeline.ack = self.mqtt.ack
         self.pipeline.publish = self.mqtt.publish
         self.http_hooks: list[Callable[[Flask], None]] = []
+        # Run first on stop, while HTTP still serves (kiosk_ui ends its page streams there).
+        self.stop_hooks: list[Callable[[], None]] = []
         self._register_ui()
         self.http_server = None
         self._http_thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.metrics.gauge("instore_edge_mqtt_connected", lambda: 1.0 if self.mqtt.connected.is_set() else 0.0)
         self.metrics.gauge("instore_edge_outbox_pending", self._outbox_pending)
+        self.metrics.gauge("instore_edge_outbox_capacity_ratio",
+                           lambda: self._outbox_pending() / self.cfg.central.outbox_max_events)
+
+    def _fetch_in_background(self, customer: str) -> None:
+        """A cache miss for an identified shopper: ask the central store without blocking the writer; until
+        the profile arrives (or if the store is offline) the shopper gets what is cached, or zone content."""
+        if customer in self._fetching or len(self._fetching) > 100:
+            return
+        self._fetching.add(customer)
+
+        def fetch() -> None:
+            try:
+                self.sync.fetch_profile(customer)
+            finally:
+                self._fetching.discard(customer)
+
+        self._fetch_pool.submit(fetch)
 
     def _forget_customer(self, conn: sqlite3.Connection, customer: str) -> None:
         """Erasure (from the central store or `DELETE /api/v1/customers/<id>`): drop every in-memory trace too."""
         self.identity.forget_customer(conn, customer)
-        for st in self.presence.state.values():
+        for subject, st in list(self.presence.state.items()):
             if st.customer == customer:
-                st.customer = None
+                self.presence.set_customer(subject, None)
         self.rules.forget(customer)
         self.context.forget(customer)
+        self._clear_screens_of(customer)
+
+    def _profiles_changed(self, conn: sqlite3.Connection, customers: list[str]) -> None:
+        """Profile upserts from the central store: re-read them; a revoked consent clears the screens now."""
+        self.context.invalidate(customers)
+        for customer in customers:
+            shopper = self.context.profile(customer)
+            if shopper is None or not shopper.personalization:
+                self._clear_screens_of(customer)
+
+    def _clear_screens_of(self, customer: str) -> None:
+        """Screens showing this customer's personal content return to their playlist (writer thread)."""
+        now = time.time()
+        for screen, payload in self.displays.clear_customer(customer):
+            self.writer.upsert_display(screen, json.dumps(payload), -(10**9), None, now)
+            self.mqtt.publish(f"{self.cfg.prefix}/display/{screen}/content", payload, retain=True)
+            self.displays.notify(screen, payload)
+
+    def erase(self, customer: str, timeout: float = 30.0) -> bool:
+        """Remove a shopper from every table and every in-memory state on this device; True once committed."""
+        from sync.client import erase_customers
+
+        def task(writer: Writer) -> None:
+            row = writer.conn.execute("SELECT version FROM profiles WHERE customer_id = ?", (customer,)).fetchone()
+            erase_customers(writer.conn, [(customer, row[0] if row else 0)], time.time(),
+                            hooks=[self._forget_customer])
+
+        done = threading.Event()
+        self.pipeline.submit_task(task, done.set)
+        return done.wait(timeout)
 
     def _register_ui(self) -> None:
         try:
@@ -80,8 +137,28 @@ class Service:
         self.http_hooks.append(lambda app: register(app, self))
 
     def _outbox_pending(self) -> float:
-        with sqlite3.connect(self.cfg.db.path, timeout=5) as conn:
-            return float(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        conn = connect(self.cfg.db.path)
+        try:
+            return float(outbox_stats(conn, time.time())[0])
+        finally:
+            conn.close()
+
+    def _housekeeping(self) -> None:
+        """Every 30 s: say loudly when the outbox nears its bound (the central store has been away long)."""
+        while not self._stopped.wait(30.0):
+            try:
+                conn = connect(self.cfg.db.path)
+                try:
+                    pending, age = outbox_stats(conn, time.time())
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                continue
+            bound = self.cfg.central.outbox_max_events
+            if pending >= 0.9 * bound:
+                log.warning("outbox nearly full: %d of %d events not yet accepted by the central store, the oldest "
+                            "%.0f h old; check the uplink and [central] (nothing is dropped: raise "
+                            "central.outbox_max_events if the disk allows)", pending, bound, (age or 0) / 3600)
 
     def _publish_all_displays(self) -> None:
         """After every (re)connect: make the retained content of every screen match our state."""
@@ -105,7 +182,9 @@ class Service:
             st = self.sync.status()
             age = st["outbox_oldest_age_s"] or 0.0
             # Offline is normal for a while (the outbox holds days): not ready only once it is long or refused.
-            checks["sync"] = {"ok": st["auth_ok"] is not False and age < 3600,
+            full = st["outbox_pending"] >= 0.9 * self.cfg.central.outbox_max_events
+            checks["sync"] = {"ok": st["auth_ok"] is not False and age < 3600 and not full,
+                              "outbox_full": full,
                               "outbox_pending": st["outbox_pending"], "oldest_pending_s": round(age, 1),
                               "breaker": st["breaker"], "detail": st["last_error"] or "ok"}
         return checks
@@ -115,6 +194,7 @@ class Service:
                  self.cfg.mqtt.host, self.cfg.mqtt.port)
         self.pipeline.start()
         self.sync.start()
+        threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
         self.mqtt.start()
         if http:
             self._start_http()
@@ -124,8 +204,12 @@ class Service:
         from waitress import create_server
 
         app = self.create_app()
-        self.http_server = create_server(app, host=self.cfg.http.host, port=self.cfg.http.port, threads=8,
-                                         ident="instore-edge", channel_timeout=30, connection_limit=200)
+        # Each open page stream (SSE) holds a thread: one per screen and kiosk on top of the 8 for the rest.
+        # channel_request_lookahead lets waitress notice a page that went away (and free its thread).
+        threads = 8 + len(self.cfg.screens) + len(self.cfg.kiosks)
+        self.http_server = create_server(app, host=self.cfg.http.host, port=self.cfg.http.port, threads=threads,
+                                         ident="instore-edge", channel_timeout=30, connection_limit=200,
+                                         channel_request_lookahead=1)
         self.http_port = self.http_server.effective_port  # type: ignore[attr-defined]
         self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
         self._http_thread.start()
@@ -143,10 +227,20 @@ class Service:
             return
         self._stopped.set()
         log.info("stopping")
+        for hook in self.stop_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("stop hook failed")
         if self.http_server is not None:
             self.http_server.close()
+            # close() only stops accepting: have the server's loop close the connections still open (idle
+            # keep-alive ones too), or a browser reuses them and talks to a service that has stopped.
+            for channel in list(self.http_server._map.values()):  # type: ignore[attr-defined]
+                channel.will_close = True
         self.mqtt.client.on_message = None  # stop taking new messages; unacked ones stay with the broker
         self.sync.stop()
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
         self.pipeline.stop()
         self.mqtt.stop()
         self.conn.close()

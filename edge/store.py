@@ -225,6 +225,16 @@ class Writer:
             "expires_at=excluded.expires_at, updated_at=excluded.updated_at", (screen, payload, priority, expires_at, now))
 
 
+def outbox_stats(conn: sqlite3.Connection, now: float) -> tuple[int, float | None]:
+    """(pending events, age of the oldest in seconds), in O(log n): events enter the outbox in seq order
+    and leave it from the front, so its seqs are contiguous and a count(*) over millions is not needed."""
+    lo, hi = conn.execute("SELECT min(event_seq), max(event_seq) FROM outbox").fetchone()
+    if lo is None:
+        return 0, None
+    row = conn.execute("SELECT received_at FROM events WHERE seq = ?", (lo,)).fetchone()
+    return hi - lo + 1, (max(0.0, now - row[0]) if row and row[0] is not None else None)
+
+
 def row_to_event_dict(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     if out.get("data"):

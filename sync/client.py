@@ -698,8 +698,9 @@ class SyncClient:
             marks = ",".join("?" * len(chunk))
             cached.update(conn.execute(f"SELECT customer_id, version FROM profiles WHERE customer_id IN ({marks})",
                                        chunk))
-            erased_before.update(conn.execute(
-                f"SELECT customer_id, version FROM sync_tombstones WHERE customer_id IN ({marks})", chunk))
+            hashed = {tombstone_key(cid): cid for cid in chunk}
+            erased_before.update((hashed[k], v) for k, v in conn.execute(
+                f"SELECT customer_id, version FROM sync_tombstones WHERE customer_id IN ({marks})", list(hashed)))
         upserts: list[dict[str, Any]] = []
         erases: list[tuple[str, int]] = []
         for cid, ch in latest.items():
@@ -886,15 +887,12 @@ class SyncClient:
     # --- status ---------------------------------------------------------------------------------------------
 
     def _outbox_stats(self) -> tuple[int, float | None]:
-        conn = self._reader()
+        from edge.store import outbox_stats
+
         try:
-            pending = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
-            row = conn.execute("SELECT e.received_at FROM outbox o JOIN events e ON e.seq = o.event_seq "
-                               "ORDER BY o.event_seq LIMIT 1").fetchone()
+            return outbox_stats(self._reader(), time.time())
         except sqlite3.Error:
             return 0, None
-        age = max(0.0, time.time() - row[0]) if row and row[0] is not None else None
-        return int(pending), age
 
     def status(self) -> dict[str, Any]:
         """For `instore-edge sync status`, /readyz and the dashboard."""
@@ -939,6 +937,12 @@ def ensure_schema_task(conn: sqlite3.Connection) -> None:
     ensure_schema(conn)
 
 
+def tombstone_key(customer_id: str) -> str:
+    """Tombstones keep a hash, not the id: after an erasure the device holds no trace of the shopper,
+    yet still recognises a stale copy of the erased profile."""
+    return hashlib.sha256(f"instore-edge-erased:{customer_id}".encode()).hexdigest()[:32]
+
+
 def erase_customers(conn: sqlite3.Connection, erases: list[tuple[str, int]], now: float,
                     hooks: Iterable[EraseHook] = ()) -> None:
     """Remove customers from every edge table: profile, identity keys, presence link, event content
@@ -955,13 +959,14 @@ def erase_customers(conn: sqlite3.Connection, erases: list[tuple[str, int]], now
         conn.execute(f"UPDATE presence SET customer = NULL WHERE customer IN ({marks})", chunk)
         conn.execute(f"UPDATE events SET customer = NULL, subject = NULL, data = NULL WHERE customer IN ({marks})",
                      chunk)
-        conn.execute(f"UPDATE decisions SET customer = NULL, extra = NULL WHERE customer IN ({marks})", chunk)
+        conn.execute(f"UPDATE decisions SET customer = NULL, extra = NULL, payload = NULL "
+                     f"WHERE customer IN ({marks})", chunk)
     for chunk in _chunks(keys):
         marks = ",".join("?" * len(chunk))
         conn.execute(f"UPDATE events SET subject = NULL, data = NULL WHERE subject IN ({marks})", chunk)
     conn.executemany("INSERT INTO sync_tombstones(customer_id, version, erased_at) VALUES (?,?,?) "
                      "ON CONFLICT(customer_id) DO UPDATE SET version=max(version, excluded.version), "
-                     "erased_at=excluded.erased_at", ((cid, v, now) for cid, v in erases))
+                     "erased_at=excluded.erased_at", ((tombstone_key(cid), v, now) for cid, v in erases))
     for hook in hooks:
         for cid in ids:
             hook(conn, cid)
