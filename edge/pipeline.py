@@ -49,6 +49,7 @@ class BatchResult:
     displays: dict[str, dict[str, Any]] = field(default_factory=dict)
     duplicates: int = 0
     ignored: Counter = field(default_factory=Counter)
+    publications: list[tuple[str, dict, bool]] = field(default_factory=list)
     unknown_devices: Counter = field(default_factory=Counter)
 
 
@@ -66,6 +67,9 @@ class Pipeline:
         self.ack = ack
         self.publish = publish
         self.identity: Identity | None = None
+        # Called for each newly recorded event inside the transaction (e.g. QR journeys: a pickup marked
+        # collected); each returns (topic, payload, retain) publications to send after the commit.
+        self.event_hooks: list[Callable[[Event, Writer], list[tuple[str, dict, bool]]]] = []
         self.queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self.batch_max = cfg.limits.ingest_batch
         p = cfg.prefix
@@ -231,6 +235,13 @@ class Pipeline:
             return
         if identity is not None and e.type == "identify":
             self._link(e, res, now)
+        for hook in self.event_hooks:
+            try:
+                res.publications.extend(hook(e, self.writer))
+            except sqlite3.OperationalError:
+                raise
+            except Exception:
+                log.exception("event hook failed for a %s event", e.kind)
         res.recorded[e.kind] += 1
         if not e.known_device:
             res.unknown_devices[e.kind] += 1
@@ -301,6 +312,8 @@ class Pipeline:
             # Topic and reason only: payloads may carry personal data and never go to the logs.
             log.warning("dead letter: %s on topic %s", d["reason"], d["topic"])
             self.publish(f"{prefix}/deadletter", {**d, "received_at": int(d["received_at"] * 1000)})
+        for topic, payload, retain in res.publications:
+            self.publish(topic, payload, retain=retain)
         for screen, payload in res.displays.items():
             self.publish(f"{prefix}/display/{screen}/content", payload, retain=True)
             self.displays.notify(screen, payload)
