@@ -400,6 +400,27 @@ def _parse_iso(value: str, tz: tzinfo | str, path: str) -> float:
 _qos0_counter = itertools.count()
 
 
+def _time_key(msg: _Message) -> str:
+    """A hex millisecond prefix for hashed ids, from the payload's own "ts" (the same bytes give the same
+    prefix): ids then grow with time, so the unique index on events.event_id is appended to, not written
+    at a random leaf per insert (which made each commit rewrite ~1 page per event once the log is large)."""
+    ts = msg.obj.get("ts")
+    if ts is None:  # a {"sightings": [...]} batch: its first sighting's time
+        batch = msg.obj.get("sightings")
+        ts = batch[0].get("ts") if type(batch) is list and batch and type(batch[0]) is dict else None
+    kind = type(ts)
+    if kind is int or kind is float:
+        ms = ts
+    elif kind is str:
+        try:
+            ms = parse_ts(ts, msg.site.tz) * 1000
+        except Rejected:
+            return ""
+    else:
+        return ""
+    return f"{int(ms):011x}:" if 0 <= ms < 1 << 44 else ""
+
+
 def _hash_id(msg: _Message) -> str:
     """An id from the message bytes: an MQTT redelivery (same topic, same bytes) gets the same id.
 
@@ -409,7 +430,7 @@ def _hash_id(msg: _Message) -> str:
     digest = hashlib.sha1(msg.topic.encode() + b"\0" + msg.payload, usedforsecurity=False)
     if msg.qos == 0:
         digest.update(b"\0%r:%d" % (msg.received_at, next(_qos0_counter)))
-    return "h:" + digest.hexdigest()[:24]
+    return "h:" + _time_key(msg) + digest.hexdigest()[:20]
 
 
 # (topic, payload) digest -> the id given at its latest receipt, for messages without a device timestamp
@@ -434,7 +455,7 @@ def _receipt_id(msg: _Message) -> str:
         if known is not None:
             return known
     digest.update(b"\0%r:%d" % (msg.received_at, next(_qos0_counter)))
-    event_id = "h:" + digest.hexdigest()[:24]
+    event_id = f"h:{int(msg.received_at * 1000):011x}:" + digest.hexdigest()[:20]  # time first: see _time_key
     if key:
         if _recent_ids.pop(key, None) is None and len(_recent_ids) >= RECENT_IDS_MAX:
             del _recent_ids[next(iter(_recent_ids))]  # the oldest: dicts keep insertion order

@@ -25,6 +25,7 @@ from edge.config import Config
 from edge.gateways import subscriptions
 
 log = logging.getLogger("instore_edge.mqtt")
+_PUBACK_HEAD = bytes((0x40, 2))
 
 
 @dataclass(slots=True)
@@ -50,6 +51,8 @@ class MqttLink:
         self.on_connected = on_connected
         self.connected = threading.Event()
         self.stopping = False
+        self.backlog: Callable[[], int] | None = None  # messages received and not yet committed
+        self.high_water = 2 * cfg.limits.ingest_batch
         self.generation = 0
         self.connects = 0
         self.last_error: str | None = None
@@ -117,6 +120,19 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.sink(Message(msg.topic, msg.payload, msg.qos, msg.mid, time.time(), self.generation, bool(msg.dup)))
+        backlog = self.backlog
+        if backlog is not None and backlog() > self.high_water:
+            self._pause(backlog)
+
+    def _pause(self, backlog: Callable[[], int]) -> None:
+        """Stop reading while the writer is far behind: the rest stays with the broker (persisted), not in
+        our RAM, and the writer gets the GIL. Mosquitto 2.0.11 streams a resumed session's whole backlog
+        once the first PUBACK arrives, ignoring max_inflight_messages and Receive Maximum, so the broker
+        does not do this for us. Never for long: this thread also sends the keepalive pings."""
+        deadline = time.monotonic() + 1.0
+        low = self.high_water // 2
+        while backlog() > low and time.monotonic() < deadline and not self.stopping:
+            time.sleep(0.002)
 
     # --- used by the service ---
     def start(self) -> None:
@@ -134,9 +150,18 @@ class MqttLink:
     def ack(self, messages: Iterable[Message]) -> None:
         """Acknowledge committed messages received on the current connection (older ones are redelivered)."""
         gen = self.generation
+        acks = bytearray()
         for msg in messages:
-            if msg.qos > 0 and msg.mid and msg.generation == gen:
-                self.client.ack(msg.mid, msg.qos)
+            if msg.mid and msg.generation == gen:
+                if msg.qos == 1:
+                    acks += _PUBACK_HEAD + msg.mid.to_bytes(2, "big")
+                elif msg.qos == 2:
+                    self.client.ack(msg.mid, msg.qos)
+        if acks:
+            # One write for the batch's PUBACKs (0x40, 2, mid: "success" in MQTT 3.1.1 and 5) instead of one
+            # paho packet, loop wake-up and send() per message. paho has no public batch ack: _packet_queue
+            # is what Client.ack -> _send_puback uses.
+            self.client._packet_queue(mqtt.PUBACK, bytes(acks), 0, 0)
 
     def publish(self, topic: str, payload: dict | str, *, retain: bool = False, qos: int = 1) -> None:
         """Queue a publication; paho sends it now or after reconnecting, never drops it."""

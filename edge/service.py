@@ -61,6 +61,7 @@ class Service:
         if self.sync.enabled:
             self.context.on_miss = self._fetch_in_background
         self.mqtt = MqttLink(cfg, self.pipeline.submit, on_connected=self._publish_all_displays)
+        self.mqtt.backlog = self.pipeline.queue.qsize
         self.pipeline.ack = self.mqtt.ack
         self.pipeline.publish = self.mqtt.publish
         self.http_hooks: list[Callable[[Flask], None]] = []

@@ -102,8 +102,30 @@ def _v4(db: sqlite_utils.Database) -> None:
             db.execute(stmt)
 
 
+_V5_SQL = """
+CREATE TABLE IF NOT EXISTS qr_uses (token_id TEXT PRIMARY KEY, kind TEXT NOT NULL, used_at REAL NOT NULL, by TEXT);
+CREATE TABLE IF NOT EXISTS qr_handoffs (
+    token_id TEXT PRIMARY KEY, kiosk TEXT NOT NULL, session TEXT NOT NULL, customer TEXT, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pickups (
+    order_id TEXT PRIMARY KEY, customer_id TEXT, state TEXT NOT NULL, collected_at REAL NOT NULL, bay TEXT,
+    by TEXT, token_id TEXT
+);
+CREATE TABLE IF NOT EXISTS returns (
+    rma_id TEXT PRIMARY KEY, state TEXT NOT NULL, completed_at REAL NOT NULL, by TEXT, token_id TEXT
+);
+"""
+
+
+def _v5(db: sqlite_utils.Database) -> None:
+    """QR journeys (edge/journeys.py): single-use token uses, kiosk handoffs, pickups collected, returns."""
+    for stmt in _V5_SQL.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
 # Append only: a newer binary upgrades an older file by running the steps it has not seen.
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -160,34 +182,46 @@ def open_writer(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per call like dumps(separators=)
+_INSERT_EVENT = ("INSERT OR IGNORE INTO events(event_id, kind, type, source, zone, subject, customer, ts, received_at, "
+                 "data) VALUES (?,?,?,?,?,?,?,?,?,?)")
+
+
 class Writer:
     """The write operations of the pipeline thread, on its own connection; call inside begin()/commit()."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.cur = conn.cursor()  # one cursor for the per-event statements, not a new one per row
+        self._outbox: list[int] = []
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
+        if self._outbox:
+            # the batch's outbox rows in one statement (one sqlite3_step: one GIL release, not one per row)
+            self.cur.execute("INSERT INTO outbox(event_seq) SELECT value FROM json_each(?)",
+                             ("[" + ",".join(map(str, self._outbox)) + "]",))
+            self._outbox.clear()
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
+        self._outbox.clear()
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
     def insert_event(self, e: Event, *, outbox: bool = True) -> int | None:
-        """Record an event once; returns its seq, or None when the event_id was already recorded."""
-        cur = self.conn.execute(
-            "INSERT OR IGNORE INTO events(event_id, kind, type, source, zone, subject, customer, ts, received_at, "
-            "data) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (e.event_id, e.kind, e.type, e.source, e.zone, e.subject, e.customer, e.ts, e.received_at,
-             json.dumps(e.data, separators=(",", ":")) if e.data else None))
+        """Record an event once; returns its seq, or None when the event_id was already recorded.
+        Its outbox row is written at commit, in the same transaction."""
+        cur = self.cur
+        cur.execute(_INSERT_EVENT, (e.event_id, e.kind, e.type, e.source, e.zone, e.subject, e.customer, e.ts,
+                                    e.received_at, _compact(e.data) if e.data else None))
         if cur.rowcount == 0:
             return None
         seq = cur.lastrowid
         if outbox:
-            self.conn.execute("INSERT INTO outbox(event_seq) VALUES (?)", (seq,))
+            self._outbox.append(seq)
         return seq
 
     def insert_deadletters(self, rows: Iterable[tuple[str, str, str, str, float]]) -> None:

@@ -1,0 +1,433 @@
+"""Shared pieces of the benchmarks: the store config, payloads, MQTT roles run in their own processes,
+and small helpers (/proc RSS, percentiles).
+
+Each MQTT role (publisher, raw subscriber, display watcher) is a plain function meant to run in a
+separate process (multiprocessing "spawn"), so the process under test never shares a GIL with the
+load generator or the measuring client.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+STORE = "benchstore"
+PREFIX = f"instore/{STORE}"
+GW_ENTRANCE = "gw-entrance"
+GW_SHOES = "gw-shoes"
+RULE_ID = "entrance-welcome"
+UUID_POOL = "f7826da6-4fa2-4e98-8024-bc5b71e0893e"  # regulars walking around (always present)
+UUID_NEW = "b9407f30-f5f8-466e-aff9-25556b57fe6d"  # subjects entering the store, one per sighting
+POOL_SIZE = 500
+ADMIN = "bench-admin-token-0123456789"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Config (the same shape as tests/conftest.py's store_config, kept here so bench/ owns its copy)
+
+
+def store_config(tmp: Path, broker_port: int, client_id: str = "bench-edge", protocol: str = "5") -> dict[str, Any]:
+    return {
+        "store": {"id": STORE, "name": "Bench store", "timezone": "Europe/Rome"},
+        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": client_id, "protocol": protocol},
+        "db": {"path": str(tmp / "edge.db")},
+        "http": {"host": "127.0.0.1", "port": 0, "tokens": {"admin": ADMIN}},
+        "zones": [{"id": "entrance", "name": "Entrance", "exit_after_s": 30.0},
+                  {"id": "shoes", "name": "Shoes", "exit_after_s": 30.0}],
+        "gateways": [{"id": GW_ENTRANCE, "zone": "entrance"}, {"id": GW_SHOES, "zone": "shoes"}],
+        "screens": [{"id": "entrance-1", "zone": "entrance", "playlist": ["autumn", "news"]},
+                    {"id": "shoes-1", "zone": "shoes", "playlist": ["autumn"]}],
+        "content": [{"id": "autumn", "title": "Autumn collection"}, {"id": "news", "title": "New arrivals"},
+                    {"id": "welcome", "title": "Welcome!"}],
+        "rules": [{"id": RULE_ID, "priority": 10, "ttl_s": 2.0,
+                   "when": {"zone": "entrance", "event": "zone_enter"},
+                   "show": {"content_id": "welcome", "template": "message", "data": {"title": "Welcome!"}}}],
+    }
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> Path:
+    """A tiny TOML writer (tables, arrays of tables, scalars, lists, inline dicts)."""
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{json.dumps(k)} = {scalar(x)}" for k, x in v.items()) + "}"
+        raise TypeError(type(v))
+
+    lines: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            for k, v in value.items():
+                if isinstance(v, dict):
+                    continue
+                lines.append(f"{k} = {scalar(v)}")
+            for k, v in value.items():
+                if isinstance(v, dict):
+                    lines.append(f"[{key}.{k}]")
+                    lines += [f"{kk} = {scalar(vv)}" for kk, vv in v.items()]
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for item in value:
+                lines.append(f"[[{key}]]")
+                lines += [f"{k} = {scalar(v)}" for k, v in item.items()]
+        else:
+            lines.insert(0, f"{key} = {scalar(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# The load: native single-sighting payloads (ARCHITECTURE.md, "P/beacon/{gateway}")
+
+
+def sighting(ts_ms: int, uuid: str, major: int, minor: int, rssi: int) -> bytes:
+    return json.dumps({"ts": ts_ms, "beacon": {"type": "ibeacon", "uuid": uuid, "major": major, "minor": minor},
+                       "rssi": rssi}, separators=(",", ":")).encode()
+
+
+def mixed_message(i: int, ts_ms: int, new_every: int, new_major_base: int) -> tuple[str, bytes, int | None]:
+    """Message i of the mix: every `new_every`-th is a NEW subject at the entrance (→ zone_enter → rule →
+    retained display message), the rest are repeat sightings of POOL_SIZE regulars, each always heard by
+    the same gateway (so they stay in one zone: no enter/exit churn). Returns (topic, payload, new index)."""
+    if new_every and i % new_every == 0:
+        k = i // new_every
+        major, minor = new_major_base + k // 65536, k % 65536
+        # a strong reading: well above any zone's min_rssi, so the first sighting places the subject
+        return f"{PREFIX}/beacon/{GW_ENTRANCE}", sighting(ts_ms, UUID_NEW, major, minor, -50 - k % 10), k
+    rssi = -45 - (i % 40)
+    j = (i - (i // new_every if new_every else 0) - 1) % POOL_SIZE  # the regulars in turn
+    gw = GW_SHOES if j % 2 else GW_ENTRANCE
+    return f"{PREFIX}/beacon/{gw}", sighting(ts_ms, UUID_POOL, 1, j, rssi), None
+
+
+def seed_history(cfg_data: dict[str, Any], n: int, days: float = 30.0) -> float:
+    """Give the edge's database the event log of a store that has been running: n past beacon sightings
+    (spread over `days`, ids made by the edge's own normalizer, already synced: no outbox rows).
+    Inserting into a big log is what the indexes on `events` make slow or not. Returns seconds taken."""
+    from edge.config import parse_config
+    from edge.events import normalize
+    from edge.store import open_writer
+
+    t0 = time.time()
+    cfg = parse_config(cfg_data, env={})
+    conn = open_writer(cfg.db.path)
+    start_ms = int((time.time() - days * 86400) * 1000)
+    step_ms = days * 86400 * 1000 / max(n, 1)
+
+    def rows():
+        for i in range(n):
+            ts_ms = start_ms + int(i * step_ms)
+            topic, payload, _ = mixed_message(i, ts_ms, 10, 50000)
+            for e in normalize(topic, payload, ts_ms / 1000 + 0.05, cfg, 1):
+                yield (e.event_id, e.kind, e.type, e.source, e.zone, e.subject, e.customer, e.ts, e.received_at,
+                       json.dumps(e.data, separators=(",", ":")) if e.data else None)
+
+    conn.execute("BEGIN")
+    conn.executemany("INSERT OR IGNORE INTO events(event_id, kind, type, source, zone, subject, customer, ts, "
+                     "received_at, data) VALUES (?,?,?,?,?,?,?,?,?,?)", rows())
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return time.time() - t0
+
+
+# ---------------------------------------------------------------------------------------------------
+# MQTT roles (each runs in its own process)
+
+
+def _client(client_id: str = "", *, v5: bool = True, clean: bool = True):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    if v5:
+        return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                           protocol=MQTTProtocolVersion.MQTTv5)
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                       protocol=MQTTProtocolVersion.MQTTv311, clean_session=clean)
+
+
+def _connect_props(expiry_s: int):
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = expiry_s
+    return props
+
+
+def create_session(port: int, client_id: str, topics: list[str], *, no_local: bool = True,
+                   expiry_s: int = 3600, timeout: float = 10.0, v5: bool = True) -> None:
+    """Create a persistent session (MQTT v5 with an expiry, or 3.1.1 clean_session=False) with QoS 1
+    subscriptions, then go offline: the broker queues everything published on those topics for that
+    client id until it comes back."""
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    c = _client(client_id, v5=v5, clean=False)
+    done = threading.Event()
+    if v5:
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(
+            [(t, SubscribeOptions(qos=1, noLocal=no_local)) for t in topics])
+    else:
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([(t, 1) for t in topics])
+    c.on_subscribe = lambda cl, u, mid, rcs, p: done.set()
+    if v5:
+        c.connect("127.0.0.1", port, clean_start=True, properties=_connect_props(expiry_s))
+    else:
+        c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        if not done.wait(timeout):
+            raise RuntimeError(f"could not create the session {client_id!r}")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+class _Window:
+    """At most `size` QoS 1 publications unacknowledged (paho's message ids wrap at 65,535)."""
+
+    def __init__(self, size: int) -> None:
+        self.sem = threading.BoundedSemaphore(size)
+        self.acked = 0
+
+    def on_publish(self, client, userdata, mid, rc, props) -> None:
+        self.acked += 1
+        self.sem.release()
+
+
+def publisher(port: int, mode: str, n: int, rate: float, new_every: int, new_major_base: int,
+              window: int, conn) -> None:
+    """Publish n mixed sightings at QoS 1. mode "flood": as fast as the broker acks within the window;
+    mode "paced": message i at t0 + i/rate, each carrying its publish time (ms) as "ts". Sends back
+    {"elapsed", "sent", "new": {k: publish time (s)}}."""
+    try:
+        c = _client(f"bench-pub-{os.getpid()}")
+        c.max_inflight_messages_set(window)
+        win = _Window(window)
+        c.on_publish = win.on_publish
+        connected = threading.Event()
+        c.on_connect = lambda cl, u, f, rc, p: connected.set()
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        if not connected.wait(10):
+            raise RuntimeError("publisher could not connect")
+        new_times: dict[int, float] = {}
+        t0 = time.time()
+        last_ms = 0
+        for i in range(n):
+            if mode == "paced":
+                due = t0 + i / rate
+                delay = due - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+            now = time.time()
+            ts_ms = int(now * 1000)
+            if ts_ms <= last_ms and mode == "paced":
+                ts_ms = last_ms + 1  # unique bytes per message; redelivery dedupe hashes the payload
+            last_ms = ts_ms
+            topic, payload, k = mixed_message(i, ts_ms, new_every, new_major_base)
+            win.sem.acquire()
+            if k is not None:
+                new_times[k] = time.time()
+            c.publish(topic, payload, qos=1)
+        deadline = time.time() + 60
+        while win.acked < n and time.time() < deadline:
+            time.sleep(0.002)
+        elapsed = time.time() - t0
+        c.disconnect()
+        c.loop_stop()
+        if win.acked < n:
+            raise RuntimeError(f"broker acknowledged only {win.acked} of {n} publications")
+        conn.send({"ok": True, "elapsed": elapsed, "sent": n, "new": new_times})
+    except BaseException as exc:  # reported to the parent, which fails the run
+        conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def raw_subscriber(port: int, n: int, topic: str, ctl, v5: bool = True) -> None:
+    """A bare subscriber: persistent session (MQTT v5 like the edge's default, or 3.1.1), QoS 1 (paho
+    acks each message as it is delivered), json.loads only.
+
+    Protocol with the parent over `ctl` (a Pipe): sends "ready" once its session exists and it is
+    offline; waits for "go"; reconnects, drains, sends the figures; removes its subscription (so the
+    broker stops queueing for it) and exits."""
+    try:
+        client_id = "bench-raw-sub"
+        create_session(port, client_id, [topic], no_local=False, v5=v5)
+        ctl.send({"ok": True, "state": "ready"})
+        if ctl.recv() != "go":
+            return
+        loads = json.loads
+        state = {"count": 0, "first": 0.0, "last": 0.0, "bad": 0}
+        done = threading.Event()
+
+        def on_message(cl, u, msg) -> None:
+            now = time.time()
+            try:
+                loads(msg.payload)
+            except ValueError:
+                state["bad"] += 1
+            if state["count"] == 0:
+                state["first"] = now
+            state["count"] += 1
+            state["last"] = now
+            if state["count"] >= n:
+                done.set()
+
+        c = _client(client_id, v5=v5, clean=False)
+        c.on_message = on_message
+        if v5:
+            c.connect("127.0.0.1", port, clean_start=False, properties=_connect_props(3600))
+        else:
+            c.connect("127.0.0.1", port)
+        t_connect = time.time()
+        c.loop_start()
+        finished = done.wait(120)
+        c.unsubscribe(topic)
+        time.sleep(0.2)
+        c.disconnect()
+        c.loop_stop()
+        ctl.send({"ok": finished, "count": state["count"], "first": state["first"], "last": state["last"],
+                  "connect": t_connect, "bad": state["bad"],
+                  **({} if finished else {"error": f"received {state['count']} of {n} in 120 s"})})
+    except BaseException as exc:
+        ctl.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def display_watcher(port: int, topic: str, ctl) -> None:
+    """Record every message on the display topics with its receive time, until told "stop"."""
+    try:
+        got: list[tuple[float, str, bytes]] = []
+        c = _client(f"bench-watch-{os.getpid()}")
+        subscribed = threading.Event()
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
+        c.on_subscribe = lambda cl, u, mid, rcs, p: subscribed.set()
+        c.on_message = lambda cl, u, m: got.append((time.time(), m.topic, m.payload))
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("display watcher could not subscribe")
+        ctl.send({"ok": True, "state": "ready"})
+        ctl.recv()
+        c.disconnect()
+        c.loop_stop()
+        ctl.send({"ok": True, "messages": [(t, tp, p.decode()) for t, tp, p in got]})
+    except BaseException as exc:
+        ctl.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def proc_status_kb(pid: int, key: str) -> int | None:
+    """A kB field of /proc/<pid>/status (VmHWM = peak RSS, VmRSS = current)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _system_busy() -> int:
+    """Busy jiffies of the whole machine (all CPUs) from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - (v[4] if len(v) > 4 else 0)  # minus idle and iowait
+
+
+def _tree_cpu(root: int) -> dict[int, int]:
+    """utime+stime jiffies of `root` and all its descendants, by pid."""
+    stats: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            out[pid] = stats[pid][1]
+        todo += children.get(pid, [])
+    return out
+
+
+class Noise:
+    """CPU used on this machine by processes outside the benchmark's own tree during a phase, in cores:
+    other developers' tests or builds on a shared 2-core box make the figures unreliable."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.busy0 = _system_busy()
+        self.tree0 = _tree_cpu(os.getpid())
+
+    def cores(self) -> float:
+        elapsed = time.monotonic() - self.t0
+        busy = _system_busy() - self.busy0
+        tree = _tree_cpu(os.getpid())
+        ours = sum(v - self.tree0.get(pid, 0) for pid, v in tree.items())
+        return max(0.0, (busy - ours) / _TCK / elapsed) if elapsed > 0 else 0.0
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user+sys) per thread of a process, keyed "main" or "<comm>/<tid>"."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        key = "main" if tid == str(pid) else f"{name}/{tid}"  # Python does not name OS threads before 3.14
+        out[key] = (int(fields[11]) + int(fields[12])) / _TCK
+    return out
+
+
+def loadavg() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(s)))
+    return s[rank - 1]
