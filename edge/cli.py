@@ -96,6 +96,36 @@ def cmd_sync_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    from edge.maintenance import backup
+
+    try:
+        info = backup(cfg.db.path, args.dest)
+    except Exception as exc:  # any failure is reported, never a traceback for store IT
+        print(f"instore-edge: backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"backup {info['path']}: {info['bytes']} bytes, {info['events']} events, integrity {info['integrity']}")
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    from edge.maintenance import erase_via_http, http_base
+
+    ok, message = erase_via_http(http_base(cfg.http.host, cfg.http.port), cfg.http.tokens.admin, args.customer)
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instore-edge",
@@ -122,12 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: Ctrl-C)")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("backup", help="online backup of the edge database to a file (safe while running)")
+    p.add_argument("-c", "--config", required=True, help="store config file (TOML)")
+    p.add_argument("dest", help="backup file to write")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("erase", help="erase a customer from the running edge (DELETE /api/v1/customers/<id>)")
+    p.add_argument("customer", help="customer id")
+    p.add_argument("-c", "--config", required=True, help="store config file (TOML)")
+    p.set_defaults(func=cmd_erase)
+
     p = sub.add_parser("sync", help="sync with the central profile store: status")
     sync_sub = p.add_subparsers(dest="sync_command", required=True, metavar="SUBCOMMAND")
     q = sync_sub.add_parser("status", help="outbox backlog, last push/pull, cursor, circuit breaker, last error")
     q.add_argument("-c", "--config", required=True, help="store config file (TOML)")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_sync_status)
+
+    from edge import qr as qr_cmd
+
+    qr_cmd.add_parser(sub)
 
     from sync.central import cli as central_cli
 

@@ -78,18 +78,20 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._on_connect_fail
+        self._last_diagnosis = 0.0
         self.extra_topics: list[str] = subscriptions(cfg)  # foreign gateways: sightings and status
 
     # --- paho callbacks (network thread) ---
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason_code,
                     properties: Properties | None) -> None:
         if reason_code.is_failure:
-            self.last_error = f"broker refused the connection: {reason_code}"
-            hint = ""
-            if "not authorized" in str(reason_code).lower() or "bad user" in str(reason_code).lower():
-                hint = " (check mqtt.username / mqtt.password and the broker's password file)"
+            from edge.maintenance import refusal_hint
+
+            hint = refusal_hint(str(reason_code))
+            self.last_error = f"broker refused the connection: {reason_code}" + (f" ({hint})" if hint else "")
             log.error("MQTT %s:%s refused the connection: %s%s", self.cfg.mqtt.host, self.cfg.mqtt.port,
-                      reason_code, hint)
+                      reason_code, f" ({hint})" if hint else "")
             return
         self.generation += 1
         self.connects += 1
@@ -110,6 +112,19 @@ class MqttLink:
                 self.on_connected()
             except Exception:
                 log.exception("after-connect step failed")
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        """TCP/TLS failure: paho drops the exception, so probe once a minute and say why in words."""
+        if time.monotonic() - self._last_diagnosis < 60 and self.last_error:
+            return
+        self._last_diagnosis = time.monotonic()
+        from edge.maintenance import diagnose_mqtt
+
+        m = self.cfg.mqtt
+        why = diagnose_mqtt(m.host, m.port, m.tls_ca)
+        self.last_error = f"cannot connect to the broker {m.host}:{m.port}: " + \
+            (why if why != "ok" else "the connection failed (see the log)")
+        log.error("MQTT %s", self.last_error)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags, reason_code,
                        properties: Properties | None) -> None:

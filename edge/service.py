@@ -67,6 +67,10 @@ class Service:
         self.http_hooks: list[Callable[[Flask], None]] = []
         # Run first on stop, while HTTP still serves (kiosk_ui ends its page streams there).
         self.stop_hooks: list[Callable[[], None]] = []
+        from edge import journeys
+
+        self.pipeline.event_hooks.append(journeys.event_hook(self))
+        self.http_hooks.append(lambda app: journeys.register(app, self))
         self._register_ui()
         self.http_server = None
         self._http_thread: threading.Thread | None = None
@@ -100,6 +104,9 @@ class Service:
         self.rules.forget(customer)
         self.context.forget(customer)
         self._clear_screens_of(customer)
+        from edge import journeys
+
+        journeys.forget_customer(conn, customer)  # keeps the pickup record, drops who collected it
 
     def _profiles_changed(self, conn: sqlite3.Connection, customers: list[str]) -> None:
         """Profile upserts from the central store: re-read them; a revoked consent clears the screens now."""
@@ -144,9 +151,32 @@ class Service:
         finally:
             conn.close()
 
+    def _purge_expired(self) -> None:
+        """Retention, in the writer thread, in batches so ingest never waits long behind it."""
+        from edge.maintenance import purge_expired
+
+        days, total = self.cfg.privacy.retention_days, 0
+        while not self._stopped.is_set():
+            box: list[int] = []
+            done = threading.Event()
+            self.pipeline.submit_task(lambda w: box.append(purge_expired(w.conn, days, time.time(), limit=20000)),
+                                      done.set)
+            if not done.wait(120) or not box:
+                break
+            total += box[0]
+            if box[0] < 20000:
+                break
+        if total:
+            log.info("retention: purged %d rows older than %d days", total, days)
+
     def _housekeeping(self) -> None:
-        """Every 30 s: say loudly when the outbox nears its bound (the central store has been away long)."""
+        """Every 30 s: say loudly when the outbox nears its bound (the central store has been away long);
+        every hour: retention (synced events older than privacy.retention_days)."""
+        last_purge = time.monotonic()
         while not self._stopped.wait(30.0):
+            if time.monotonic() - last_purge >= 3600:
+                last_purge = time.monotonic()
+                self._purge_expired()
             try:
                 conn = connect(self.cfg.db.path)
                 try:

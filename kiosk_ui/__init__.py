@@ -17,10 +17,17 @@ if TYPE_CHECKING:
 def handoff_token(service: Service, kiosk: str, session: str, customer: str | None) -> str:
     """The token a kiosk's "continue on your phone" QR carries, as `{qr.base_url}/q/<token>`.
 
-    Placeholder seam: an opaque random token that nothing resolves yet. The signed QR token (its own
-    issue) replaces this function's body; callers and the page stay as they are.
+    A signed, single-use, short-lived handoff token (edge.journeys.mint_handoff); the kiosk session and
+    the shopper stay server-side. Without `[qr] secret` the code is an opaque random token, which the
+    landing page refuses with "QR codes are not set up".
     """
-    return secrets.token_urlsafe(18)
+    from edge.journeys import mint_handoff
+    from edge.qr import QrError
+
+    try:
+        return mint_handoff(service, kiosk, session, customer)
+    except QrError:
+        return secrets.token_urlsafe(18)
 
 
 def register(app: Flask, service: Service) -> None:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, jsonify, render_template, request
 
 import kiosk_ui
 from edge.http import api_error, bearer_token, require_role, token_role
@@ -227,34 +227,9 @@ def create_blueprint(service: Service) -> tuple[Blueprint, Hub]:
         resp.headers["Cache-Control"] = "no-store"
         return resp, 201
 
-    # --- store-IT status page --------------------------------------------------------------------------
-    @bp.get("/")
-    def dashboard():
-        auth = page_auth(service, "admin")
-        if not auth.ok:
-            return error_page(auth.status, "Store IT sign-in", auth.message, token_form=True)
-        if auth.source == "query":  # keep the token out of the address bar and the history
-            return remember(redirect("/", code=303), auth)
-        now = time.time()
-        current = service.displays.all()
-        rows = []
-        for s in cfg.screens:
-            p = current.get(s.id) or {}
-            expires = p.get("expires_at")
-            rows.append({"id": s.id, "zone": s.zone, "content_id": p.get("content_id", ""),
-                         "template": p.get("template", ""), "reason": p.get("reason", ""), "rule": p.get("rule"),
-                         "expires_in": None if expires is None else max(0.0, round(expires / 1000 - now, 1)),
-                         "viewers": hub.viewers(("signage", s.id))})
-        kiosk_rows = []
-        for k in cfg.kiosks:
-            p = current.get(k.id) or {}
-            kiosk_rows.append({"id": k.id, "zone": k.zone, "content_id": p.get("content_id", ""),
-                               "reason": p.get("reason", ""), "viewers": hub.viewers(("kiosk", k.id))})
-        checks = service.readiness()
-        resp = Response(render_template(
-            "dashboard.html", store=store_name, store_id=cfg.store.id, screens=rows, kiosks=kiosk_rows,
-            checks=checks, ready=all(c["ok"] for c in checks.values()), streams=hub.count(),
-            max_streams=max_streams(), zones=zones), mimetype="text/html")
-        return remember(resp, auth)
+    # --- store dashboard (/, admin) and its KPIs (/api/v1/kpis): kiosk_ui/dashboard.py ----------------
+    from kiosk_ui.dashboard import add_routes
+
+    add_routes(bp, service, hub, max_streams)
 
     return bp, hub

@@ -1,0 +1,456 @@
+"""Signed QR tokens, QR images (PNG/SVG), the printable A4 sheet of a zone's touchpoints, `instore-edge qr`.
+
+Token layout (then base64url without padding), 23 bytes + the target:
+
+    kid(2) kind(1) expiry(4, unix s, 0 = never) nonce(4) store_tag(2) target(utf-8) mac(10)
+
+- kid: the first 2 bytes of sha256(secret), so a printed code names the key that signed it. `[qr] secret`
+  is the current key; older keys still honoured while their codes hang in the store come from the
+  environment variable INSTORE_EDGE_QR_OLD_SECRETS (comma-separated). Rotation: put the old secret there,
+  set the new one in `[qr] secret`, reprint at leisure.
+- mac: HMAC-SHA256 truncated to 10 bytes over kid|kind|expiry|nonce|store id (the full id)|target.
+- store_tag: 2 bytes of sha256(store id), only to tell a "wrong store" refusal from a forged code.
+- the token id (single-use bookkeeping) is the hex of the mac: unique per minted token.
+
+A typical URL (`https://shop.example.com/q/<token>`, target up to ~24 characters) stays QR version <= 5
+at error correction M (tests/test_qr.py checks version <= 6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import html
+import os
+import secrets
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import re
+import zlib
+
+import qrcode
+from qrcode.constants import ERROR_CORRECT_M
+
+from kiosk_ui.qrpng import _chunk
+
+if TYPE_CHECKING:
+    from edge.config import Config
+
+KINDS = {"touchpoint": 1, "handoff": 2, "pickup": 3, "return": 4, "phone": 5}
+KIND_NAMES = {v: k for k, v in KINDS.items()}
+MINTABLE = ("touchpoint", "handoff", "pickup", "return")
+SINGLE_USE = frozenset({"handoff", "pickup", "return"})
+MAC_LEN = 10
+HEADER = struct.Struct(">2sBII2s")  # kid, kind, expiry, nonce, store tag
+MAX_TARGET = 64
+OLD_SECRETS_ENV = "INSTORE_EDGE_QR_OLD_SECRETS"
+HANDOFF_TTL_S = 10 * 60
+
+# Refusal reasons (metric label instore_edge_qr_refused_total{reason}) → (HTTP status, title, what to do)
+REFUSALS: dict[str, tuple[int, str, str]] = {
+    "not_configured": (503, "QR codes are not set up",
+                       "This store has not configured its QR codes yet ([qr] secret). Please ask a member of staff."),
+    "malformed": (400, "This code cannot be read",
+                  "The link is incomplete or damaged. Scan the code again, or ask a member of staff."),
+    "forged": (403, "This code is not valid",
+               "The code was not issued by this store or has been altered. Please ask a member of staff."),
+    "wrong_store": (404, "This code belongs to another store",
+                    "The code was issued by a different store. Use it there, or ask a member of staff."),
+    "expired": (410, "This code has expired",
+                "Ask a member of staff or the kiosk for a new code."),
+    "used": (409, "This code has already been used",
+             "Each code of this kind works once. Ask the kiosk or a member of staff for a new one."),
+    "unknown_order": (404, "Order not found",
+                      "We could not find this order ready for pickup here. Please ask a member of staff."),
+    "wrong_kind": (400, "This code cannot be used here",
+                   "This code is meant for another purpose. Please ask a member of staff."),
+}
+
+
+class QrError(Exception):
+    """A token refused or a QR that cannot be minted; `reason` is a key of REFUSALS."""
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(message or REFUSALS.get(reason, (400, reason, reason))[2])
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str
+    target: str
+    expiry: int
+    kid: bytes
+    token_id: str  # hex of the mac
+
+    @property
+    def single_use(self) -> bool:
+        return self.kind in SINGLE_USE
+
+
+def _b64e(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def key_id(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()[:2]
+
+
+def _store_tag(store: str) -> bytes:
+    return hashlib.sha256(store.encode()).digest()[:2]
+
+
+class Signer:
+    """Mints and checks tokens for one store with the current key (+ old keys for validation)."""
+
+    def __init__(self, secret: str | None, store: str, base_url: str, ttl_s: int,
+                 old_secrets: list[str] | None = None) -> None:
+        self.secret = secret
+        self.store = store
+        self.base_url = base_url.rstrip("/")
+        self.ttl_s = ttl_s
+        if old_secrets is None:
+            old_secrets = [s.strip() for s in os.environ.get(OLD_SECRETS_ENV, "").split(",") if s.strip()]
+        self.keys: dict[bytes, bytes] = {}
+        for s in [*old_secrets, *([secret] if secret else [])]:
+            self.keys[key_id(s)] = s.encode()  # the current key wins a (2-byte) id collision
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Signer:
+        return cls(cfg.qr.secret, cfg.store.id, cfg.qr.base_url, cfg.qr.ttl_s)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.secret)
+
+    def _mac(self, key: bytes, header: bytes, target: bytes) -> bytes:
+        kid, kind, expiry, nonce, _tag = HEADER.unpack(header)
+        msg = b"|".join([kid, bytes([kind]), struct.pack(">II", expiry, nonce), self.store.encode(), target])
+        return hmac.new(key, msg, hashlib.sha256).digest()[:MAC_LEN]
+
+    def mint(self, kind: str, target: str, ttl_s: int | None = None, *, now: float | None = None) -> str:
+        if not self.secret:
+            raise QrError("not_configured", "QR codes need a signing key: set [qr] secret (16+ characters) in the "
+                                            "store config or INSTORE_EDGE_QR_SECRET in the environment")
+        if kind not in KINDS:
+            raise QrError("wrong_kind", f"kind must be one of {', '.join(MINTABLE)}")
+        raw_target = target.encode()
+        if not target or len(raw_target) > MAX_TARGET:
+            raise QrError("malformed", f"target must be 1 to {MAX_TARGET} bytes (a product, content, screen, "
+                                       "order or return id)")
+        now = time.time() if now is None else now
+        ttl = self.ttl_s if ttl_s is None else int(ttl_s)
+        expiry = 0 if ttl <= 0 else int(now) + ttl
+        header = HEADER.pack(key_id(self.secret), KINDS[kind], expiry, secrets.randbits(32),
+                             _store_tag(self.store))
+        return _b64e(header + raw_target + self._mac(self.secret.encode(), header, raw_target))
+
+    def url(self, token: str) -> str:
+        return f"{self.base_url}/q/{token}"
+
+    def verify(self, token: str, *, now: float | None = None) -> Token:
+        """The token's content, or QrError(reason): not_configured, malformed, forged, wrong_store, expired."""
+        if not self.keys:
+            raise QrError("not_configured")
+        if not token or len(token) > 200:
+            raise QrError("malformed")
+        try:
+            raw = _b64d(token)
+        except (ValueError, TypeError):
+            raise QrError("malformed") from None
+        if len(raw) < HEADER.size + 1 + MAC_LEN:
+            raise QrError("malformed")
+        header, target, mac = raw[:HEADER.size], raw[HEADER.size:-MAC_LEN], raw[-MAC_LEN:]
+        kid, kind, expiry, _nonce, tag = HEADER.unpack(header)
+        if tag != _store_tag(self.store):
+            raise QrError("wrong_store")
+        key = self.keys.get(kid)
+        if key is None or not hmac.compare_digest(self._mac(key, header, target), mac):
+            raise QrError("forged")
+        if kind not in KIND_NAMES:
+            raise QrError("forged")
+        now = time.time() if now is None else now
+        if expiry and now > expiry:
+            raise QrError("expired")
+        try:
+            text = target.decode()
+        except UnicodeDecodeError:
+            raise QrError("malformed") from None
+        return Token(KIND_NAMES[kind], text, expiry, kid, mac.hex())
+
+
+def token_from_code(code: str) -> str | None:
+    """The token inside a scanned text: `.../q/<token>` (query/fragment ignored), or None."""
+    idx = code.rfind("/q/")
+    if idx < 0:
+        return None
+    tok = code[idx + 3:].split("?", 1)[0].split("#", 1)[0].strip().rstrip("/")
+    return tok or None
+
+
+# --- images ---------------------------------------------------------------------------------------------
+# qrcode picks the mask with the ISO 18004 penalty rules written module by module in Python (about a third
+# of a code's time); the same four rules on row/column strings and bit masks make minting ~1.5x faster.
+
+_RUN = re.compile(r"0{5,}|1{5,}")
+_FINDER = re.compile(r"(?=10111010000|00001011101)")
+
+
+def penalty(modules: list[list[bool]]) -> int:
+    """ISO/IEC 18004 mask penalty: runs (N1), 2x2 blocks (N2), finder-like patterns (N3), balance (N4)."""
+    n = len(modules)
+    rows = ["".join("1" if m else "0" for m in row) for row in modules]
+    cols = ["".join(col) for col in zip(*rows)]
+    score = 0
+    for line in rows + cols:
+        for m in _RUN.finditer(line):
+            score += m.end() - m.start() - 2  # 3 + (length - 5)
+        score += 40 * len(_FINDER.findall(line))
+    full = (1 << n) - 1
+    ints = [int(r, 2) for r in rows]
+    for a, b in zip(ints, ints[1:]):
+        dark = a & b & (a >> 1) & (b >> 1)
+        la, lb = ~a & full, ~b & full
+        light = la & lb & (la >> 1) & (lb >> 1)
+        score += 3 * (bin(dark & (full >> 1)).count("1") + bin(light & (full >> 1)).count("1"))
+    dark_count = sum(r.count("1") for r in rows)
+    score += 10 * (abs(dark_count * 100 // (n * n) - 50) // 5)
+    return score
+
+
+_COORDS: dict[int, list[tuple[int, int]]] = {}
+_MASKS: dict[tuple[int, int], int] = {}
+
+
+def _data_coords(modules: list[list[Any]]) -> list[tuple[int, int]]:
+    """The data modules (still None after the function patterns) in qrcode's zigzag placement order."""
+    n = len(modules)
+    out = []
+    row, inc = n - 1, -1
+    for col in range(n - 1, 0, -2):
+        if col <= 6:
+            col -= 1
+        while True:
+            for c in (col, col - 1):
+                if modules[row][c] is None:
+                    out.append((row, c))
+            row += inc
+            if row < 0 or row >= n:
+                row -= inc
+                inc = -inc
+                break
+    return out
+
+
+class _FastQR(qrcode.QRCode):
+    def map_data(self, data: bytes, mask_pattern: int) -> None:
+        """qrcode's placement, with the zigzag order and the mask bits cached per version (same result)."""
+        coords = _COORDS.get(self.version)
+        if coords is None:
+            coords = _COORDS[self.version] = _data_coords(self.modules)
+        total = len(coords)
+        mask = _MASKS.get((self.version, mask_pattern))
+        if mask is None:
+            from qrcode import util
+
+            f = util.mask_func(mask_pattern)
+            mask = _MASKS[(self.version, mask_pattern)] = int("".join("1" if f(r, c) else "0" for r, c in coords), 2)
+        raw = bytes(data)[: (total + 7) // 8]
+        bits = int.from_bytes(raw, "big") << (total - 8 * len(raw)) if 8 * len(raw) <= total \
+            else int.from_bytes(raw, "big") >> (8 * len(raw) - total)
+        modules = self.modules
+        for (r, c), ch in zip(coords, format(bits ^ mask, f"0{total}b")):
+            modules[r][c] = ch == "1"
+
+    def best_mask_pattern(self) -> int:
+        best, pattern = None, 0
+        for i in range(8):
+            self.makeImpl(True, i)
+            p = penalty(self.modules)
+            if best is None or p < best:
+                best, pattern = p, i
+        return pattern
+
+
+def qr_matrix(text: str, border: int = 4) -> list[list[bool]]:
+    """The modules of a QR code for `text` at error correction M (True = dark), quiet zone included."""
+    qr = _FastQR(error_correction=ERROR_CORRECT_M, border=border)
+    qr.add_data(text)
+    qr.make(fit=True)
+    return qr.get_matrix()
+
+
+def matrix_png(matrix: list[list[bool]], box: int = 10) -> bytes:
+    """A black-on-white 1-bit greyscale PNG of a module matrix (the format kiosk_ui.qrpng writes)."""
+    size = len(matrix) * box
+    rows = []
+    for modules in matrix:
+        bits = "".join(("0" if dark else "1") * box for dark in modules)
+        bits += "0" * (-len(bits) % 8)
+        row = b"\x00" + int(bits, 2).to_bytes(len(bits) // 8, "big")
+        rows.extend([row] * box)
+    header = struct.pack(">IIBBBBB", size, size, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"".join(rows), 6))
+            + _chunk(b"IEND", b""))
+
+
+def qr_png(text: str, box: int = 10, border: int = 4) -> bytes:
+    return matrix_png(qr_matrix(text, border), box)
+
+
+def qr_version(text: str) -> int:
+    """QR version (1..40) of `text` at error correction M, as qrpng draws it."""
+    return (len(qr_matrix(text, border=0)) - 17) // 4
+
+
+def qr_svg(text: str, module: int = 10, border: int = 4, *, title: str | None = None) -> str:
+    """A black-on-white SVG of the same matrix qrpng draws: one path, crisp edges, scalable."""
+    matrix = qr_matrix(text, border)
+    n = len(matrix)
+    parts = []
+    for y, row in enumerate(matrix):
+        x = 0
+        while x < n:
+            if row[x]:
+                start = x
+                while x < n and row[x]:
+                    x += 1
+                parts.append(f"M{start} {y}h{x - start}v1h-{x - start}z")
+            else:
+                x += 1
+    label = f"<title>{html.escape(title)}</title>" if title else ""
+    size = n * module
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {n} {n}" width="{size}" height="{size}" '
+            f'shape-rendering="crispEdges" role="img">{label}<rect width="{n}" height="{n}" fill="#fff"/>'
+            f'<path fill="#000" d="{"".join(parts)}"/></svg>')
+
+
+def svg_matrix(svg: str) -> list[list[bool]]:
+    """The module matrix an SVG from qr_svg draws (tests compare it with the PNG's)."""
+    n = int(re.search(r'viewBox="0 0 (\d+) \d+"', svg).group(1))  # type: ignore[union-attr]
+    m = [[False] * n for _ in range(n)]
+    for x, y, w in re.findall(r"M(\d+) (\d+)h(\d+)v1", svg):
+        for i in range(int(x), int(x) + int(w)):
+            m[int(y)][i] = True
+    return m
+
+
+def minted(signer: Signer, kind: str, target: str, ttl_s: int | None = None, fmt: str = "png") -> dict[str, Any]:
+    """`{"token", "url", "kind", "target", "expires_at", "png_base64"|"svg"}` (POST /api/v1/qr, CLI)."""
+    token = signer.mint(kind, target, ttl_s)
+    url = signer.url(token)
+    exp = signer.verify(token).expiry
+    out: dict[str, Any] = {"token": token, "url": url, "kind": kind, "target": target,
+                           "expires_at": exp or None}
+    if fmt == "svg":
+        out["svg"] = qr_svg(url)
+    elif fmt == "png":
+        out["png_base64"] = base64.b64encode(qr_png(url)).decode()
+    return out
+
+
+# --- printable sheet -------------------------------------------------------------------------------------
+
+def zone_touchpoints(cfg: Config, zone: str) -> list[tuple[str, str]]:
+    """(target, label) of a zone's touchpoints: its screens, the content they play, its products."""
+    out: dict[str, str] = {}
+    contents = {c.id: c for c in cfg.content}
+    for s in cfg.screens:
+        if s.zone == zone:
+            out[s.id] = f"Screen {s.id}"
+            for cid in s.playlist:
+                c = contents.get(cid)
+                out.setdefault(cid, (c.title if c and c.title else cid))
+    for p in cfg.products:
+        if p.zone == zone:
+            out.setdefault(p.sku, p.name)
+    return list(out.items())
+
+
+SHEET_CSS = """@page{size:A4;margin:12mm}*{box-sizing:border-box}body{font-family:sans-serif;margin:0;color:#000}
+h1{font-size:16pt;margin:0 0 6mm}.grid{display:grid;grid-template-columns:repeat(3,1fr);gap:6mm}
+.card{border:1px dashed #999;padding:4mm;text-align:center;break-inside:avoid;page-break-inside:avoid}
+.card svg{width:48mm;height:48mm}.label{font-size:11pt;font-weight:bold;margin:2mm 0 1mm}
+.meta{font-size:8pt;color:#444;word-break:break-all}"""
+
+
+def sheet_html(cfg: Config, signer: Signer, zone: str, ttl_s: int | None = None) -> str:
+    """Print-ready A4 HTML: one card per touchpoint of the zone (inline SVG, label, target, expiry)."""
+    zones = {z.id: z for z in cfg.zones}
+    if zone not in zones:
+        raise QrError("malformed", f"no zone {zone!r} in [[zones]]; known: {', '.join(zones) or 'none'}")
+    cards = []
+    for target, label in zone_touchpoints(cfg, zone):
+        token = signer.mint("touchpoint", target, ttl_s)
+        url = signer.url(token)
+        exp = signer.verify(token).expiry
+        until = time.strftime("%Y-%m-%d", time.gmtime(exp)) if exp else "no expiry"
+        cards.append(f'<div class="card">{qr_svg(url, title=label)}<div class="label">{html.escape(label)}</div>'
+                     f'<div class="meta">{html.escape(target)} · valid until {until}</div></div>')
+    name = zones[zone].name or zone
+    store = cfg.store.name or cfg.store.id
+    body = "".join(cards) or "<p>No touchpoints in this zone (screens, their content, products).</p>"
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>QR codes · {html.escape(store)} · '
+            f'{html.escape(name)}</title><style>{SHEET_CSS}</style></head><body><h1>{html.escape(store)} — '
+            f'{html.escape(name)}</h1><div class="grid">{body}</div></body></html>')
+
+
+# --- CLI: instore-edge qr ... ----------------------------------------------------------------------------
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("qr", help="mint QR codes (PNG/SVG) and printable sheets of a zone's touchpoints")
+    sub = p.add_subparsers(dest="qr_command", required=True, metavar="SUBCOMMAND")
+    m = sub.add_parser("mint", help="mint one code: --kind touchpoint --target X --out code.png|code.svg")
+    m.add_argument("-c", "--config", required=True)
+    m.add_argument("--kind", choices=MINTABLE, default="touchpoint")
+    m.add_argument("--target", required=True)
+    m.add_argument("--ttl", type=int, default=None, help="seconds (default [qr] ttl_s; 0 = never expires)")
+    m.add_argument("--out", required=True, help="file ending in .png or .svg")
+    s = sub.add_parser("sheet", help="printable A4 HTML of a zone's touchpoint codes")
+    s.add_argument("-c", "--config", required=True)
+    s.add_argument("--zone", required=True)
+    s.add_argument("--ttl", type=int, default=None)
+    s.add_argument("--out", required=True)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    signer = Signer.from_config(cfg)
+    out = Path(args.out)
+    try:
+        if args.qr_command == "mint":
+            if out.suffix.lower() not in (".png", ".svg"):
+                print("--out must end in .png or .svg", file=sys.stderr)
+                return 2
+            token = signer.mint(args.kind, args.target, args.ttl)
+            url = signer.url(token)
+            if out.suffix.lower() == ".png":
+                out.write_bytes(qr_png(url))
+            else:
+                out.write_text(qr_svg(url, title=args.target))
+            print(url)
+        else:
+            out.write_text(sheet_html(cfg, signer, args.zone, args.ttl))
+            print(out)
+    except QrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
