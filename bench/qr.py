@@ -103,8 +103,6 @@ def bench_landing(clients: int, duration: float, rate: float) -> dict[str, float
                         for i in range(50)]
     cfg = parse_config(data, env={})
     svc = Service(cfg)
-    svc.pipeline.event_hooks.append(journeys.event_hook(svc))
-    svc.http_hooks.append(lambda app: journeys.register(app, svc))
     svc.start()
     try:
         signer = journeys.signer_of(svc)

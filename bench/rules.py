@@ -83,8 +83,11 @@ def build_config(n_rules: int, rng: random.Random) -> dict[str, Any]:
         if rng.random() < 0.15:
             when["recent_event"] = rng.choice(["window.touch", "kiosk", "zone_enter"])
             when["recent_within_s"] = 900
-        if rng.random() < 0.3:
+        personal = any(k in when for k in ("segments", "tier", "wishlist_in_zone", "cart_not_empty", "orders_ready"))
+        if rng.random() < 0.3 and when.get("known") is not False:
             show["data"]["greeting"] = "Ciao {first_name}"
+        if when.get("known") is False and (personal or "{wishlist_item}" in str(show["data"])):
+            del when["known"]  # anonymous-only rules cannot use the profile: the config check refuses them
         if rng.random() < 0.1:
             show["data"]["where"] = "in {zone}"
         rule: dict[str, Any] = {"id": f"r{i}", "priority": rng.randint(0, 50), "ttl_s": 30.0, "when": when,

@@ -1,0 +1,39 @@
+"""Run every benchmark, one after the other, and print each one's figures (its last JSON line).
+
+    python bench/run.py            # all: ingest, presence, rules, sync, qr (a few minutes on 2 cores)
+    python bench/run.py ingest qr  # some
+
+Run it on a quiet machine: the figures are shared-CPU measurements, not timed tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ALL = ["ingest", "presence", "rules", "sync", "qr"]
+
+
+def main(names: list[str]) -> int:
+    failed = 0
+    results = {}
+    for name in names or ALL:
+        print(f"== bench/{name}.py", flush=True)
+        proc = subprocess.run([sys.executable, str(HERE / f"{name}.py")], cwd=HERE.parent, text=True,
+                              capture_output=True)
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        try:
+            results[name] = json.loads(lines[-1])
+            print(lines[-1], flush=True)
+        except (IndexError, ValueError):
+            failed += 1
+            print(f"bench/{name}.py broke (exit {proc.returncode}):\n{proc.stderr[-2000:]}", flush=True)
+    print(json.dumps(results))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
