@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from edge.config import ConfigError, load_config
+from edge.config import Config, ConfigError, load_config
 
 log = logging.getLogger("instore_edge")
 
@@ -20,11 +20,18 @@ def _setup_logging(verbose: bool = False) -> None:
     )
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace) -> Config | None:
+    """The validated config, or None after printing every problem (the command then exits 1)."""
     try:
-        cfg = load_config(args.config)
+        return load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if cfg is None:
         return 1
     print(f"{args.config}: OK (store {cfg.store.id!r}: {len(cfg.zones)} zones, {len(cfg.gateways)} gateways, "
           f"{len(cfg.screens)} screens, {len(cfg.rules)} rules)")
@@ -60,10 +67,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _config(args)
+    if cfg is None:
         return 1
     from edge.simulate import run_simulator
 
@@ -74,10 +79,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_sync_status(args: argparse.Namespace) -> int:
     import json
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _config(args)
+    if cfg is None:
         return 1
     from pathlib import Path
 
@@ -97,10 +100,8 @@ def cmd_sync_status(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _config(args)
+    if cfg is None:
         return 1
     from edge.maintenance import backup
 
@@ -114,10 +115,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    cfg = _config(args)
+    if cfg is None:
         return 1
     from edge.maintenance import erase_via_http, http_base
 
