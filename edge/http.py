@@ -237,6 +237,11 @@ def create_app(service: Service) -> Flask:
             return api_error(503, "not_committed", "the erasure is queued but not yet committed; retry")
         return jsonify({"erased": customer_id})
 
+    @app.get("/api/v1/gateways")
+    @require_role("admin")
+    def gateways():
+        return jsonify({"gateways": service.gateways()})
+
     @app.get("/api/v1/displays")
     @require_role("signage", "kiosk", "admin")
     def displays():

@@ -16,6 +16,7 @@ from flask import Flask
 
 from edge.config import Config
 from edge.context import CustomerContext
+from edge.events import Event
 from edge.identity import Identity
 from edge.ingest import MqttLink
 from edge.metrics import Metrics
@@ -69,6 +70,10 @@ class Service:
         self.stop_hooks: list[Callable[[], None]] = []
         from edge import journeys
 
+        # Gateway health: the state their status topics report and when each last heard anything.
+        self.gateway_state: dict[str, str] = {}
+        self.gateway_last_heard: dict[str, float] = {}
+        self.pipeline.event_hooks.append(self._gateway_health)
         self.pipeline.event_hooks.append(journeys.event_hook(self))
         self.http_hooks.append(lambda app: journeys.register(app, self))
         self._register_ui()
@@ -151,6 +156,28 @@ class Service:
         finally:
             conn.close()
 
+    def _gateway_health(self, event: Event, writer: Writer) -> list:
+        if event.kind == "gateway_status":
+            state = str(event.data.get("state", "unknown"))
+            if self.gateway_state.get(event.source) != state:
+                log.log(logging.WARNING if state == "offline" else logging.INFO, "gateway %s is %s",
+                        event.source, state)
+            self.gateway_state[event.source] = state
+        elif event.kind == "beacon":
+            self.gateway_last_heard[event.source] = event.received_at
+        return []
+
+    def gateways(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every configured gateway: its reported state and seconds since it last sent a sighting."""
+        now = time.time() if now is None else now
+        out = []
+        for g in self.cfg.gateways:
+            heard = self.gateway_last_heard.get(g.id)
+            out.append({"id": g.id, "zone": g.zone, "format": g.format,
+                        "state": self.gateway_state.get(g.id, "unknown"),
+                        "silent_s": None if heard is None else round(now - heard, 1)})
+        return out
+
     def _purge_expired(self) -> None:
         """Retention, in the writer thread, in batches so ingest never waits long behind it."""
         from edge.maintenance import purge_expired
@@ -209,6 +236,11 @@ class Service:
         checks["db"] = {"ok": self.pipeline.healthy, "detail": self.pipeline.last_error or "writable"}
         lag = self.pipeline.lag()
         checks["ingest"] = {"ok": lag < 30, "lag_s": round(lag, 3)}
+        gws = self.gateways()
+        offline = [g["id"] for g in gws if g["state"] == "offline"]
+        # Informational: one gateway down degrades presence in a zone, not the edge itself.
+        checks["gateways"] = {"ok": True, "offline": offline,
+                              "never_heard": [g["id"] for g in gws if g["silent_s"] is None]}
         if self.sync.enabled:
             st = self.sync.status()
             age = st["outbox_oldest_age_s"] or 0.0

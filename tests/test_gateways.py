@@ -443,3 +443,24 @@ def test_espresense_and_theengs_messages_are_recorded_as_beacon_events(edge, mqt
     assert {(e["source"], e["zone"], e["subject"]) for e in beacons} == {
         ("shoes-back", "shoes", IBEACON_KEY), ("omg-entrance", "entrance", RAW_IBEACON_KEY)}
     assert len(edge.events("zone_enter")) == 2
+
+
+def test_gateway_health_follows_status_topics_and_sightings(make_config, mqtt_client):
+    """Store IT sees an ESPresense room that went offline, and when each gateway last heard anything."""
+    from conftest import EdgeHandle, now_ms, sighting, wait_until
+
+    cfg = make_config(gateways=[{"id": "gw-entrance", "zone": "entrance"},
+                                {"id": "shoes-room", "zone": "shoes", "format": "espresense"}])
+    handle = EdgeHandle(cfg)
+    try:
+        pub = mqtt_client()
+        pub.publish("instore/teststore/beacon/gw-entrance", sighting(now_ms()))
+        pub.publish("espresense/rooms/shoes-room/status", b"offline")
+        gws = wait_until(lambda: (g := {x["id"]: x for x in handle.get("/api/v1/gateways").json()["gateways"]})
+                         and g["shoes-room"]["state"] == "offline" and g, what="gateway health")
+        assert gws["gw-entrance"]["silent_s"] is not None and gws["shoes-room"]["silent_s"] is None
+        ready = handle.get("/readyz", token=None).json()["checks"]["gateways"]
+        assert ready["offline"] == ["shoes-room"]
+        assert handle.get("/api/v1/gateways", token=None).status_code == 401
+    finally:
+        handle.stop()
