@@ -2,6 +2,7 @@
 
     python bench/run.py            # all: ingest, presence, rules, sync, qr (a few minutes on 2 cores)
     python bench/run.py ingest qr  # some
+    python bench/soak.py           # separately: 1 hour of a busy store in 6 minutes, with faults
 
 Run it on a quiet machine: the figures are shared-CPU measurements, not timed tests.
 """
