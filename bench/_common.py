@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from edge.toml_writer import write_toml  # noqa: E402  (re-exported for the benchmarks)
+
 STORE = "benchstore"
 PREFIX = f"instore/{STORE}"
 GW_ENTRANCE = "gw-entrance"
@@ -53,44 +55,6 @@ def store_config(tmp: Path, broker_port: int, client_id: str = "bench-edge", pro
                    "when": {"zone": "entrance", "event": "zone_enter"},
                    "show": {"content_id": "welcome", "template": "message", "data": {"title": "Welcome!"}}}],
     }
-
-
-def write_toml(path: Path, data: dict[str, Any]) -> Path:
-    """A tiny TOML writer (tables, arrays of tables, scalars, lists, inline dicts)."""
-
-    def scalar(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{json.dumps(k)} = {scalar(x)}" for k, x in v.items()) + "}"
-        raise TypeError(type(v))
-
-    lines: list[str] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append(f"[{key}]")
-            for k, v in value.items():
-                if isinstance(v, dict):
-                    continue
-                lines.append(f"{k} = {scalar(v)}")
-            for k, v in value.items():
-                if isinstance(v, dict):
-                    lines.append(f"[{key}.{k}]")
-                    lines += [f"{kk} = {scalar(vv)}" for kk, vv in v.items()]
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            for item in value:
-                lines.append(f"[[{key}]]")
-                lines += [f"{k} = {scalar(v)}" for k, v in item.items()]
-        else:
-            lines.insert(0, f"{key} = {scalar(value)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------

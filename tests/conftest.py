@@ -20,6 +20,7 @@ import pytest
 import requests
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.toml_writer import write_toml
 from edge.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
 from edge.config import Config, parse_config
 
@@ -68,37 +69,6 @@ def store_config(tmp_path: Path, broker_port: int, **sections: Any) -> dict[str,
         else:
             data[key] = value
     return data
-
-
-def write_toml(path: Path, data: dict[str, Any]) -> Path:
-    """A tiny TOML writer for test configs (tables, arrays of tables, scalars, lists, inline dicts)."""
-
-    def scalar(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{json.dumps(k)} = {scalar(x)}" for k, x in v.items()) + "}"
-        raise TypeError(type(v))
-
-    lines: list[str] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append(f"[{key}]")
-            lines += [f"{k} = {scalar(v)}" for k, v in value.items()]
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            for item in value:
-                lines.append(f"[[{key}]]")
-                lines += [f"{k} = {scalar(v)}" for k, v in item.items()]
-        else:
-            lines.insert(0, f"{key} = {scalar(value)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture
