@@ -296,6 +296,9 @@ class Service:
             except Exception:
                 log.exception("stop hook failed")
         if self.http_server is not None:
+            # Let requests in flight finish first: a worker finishing after close() writes to the closed
+            # trigger and waitress logs a traceback.
+            self.http_server.task_dispatcher.shutdown(timeout=5)  # type: ignore[attr-defined]
             self.http_server.close()
             # close() only stops accepting: have the server's loop close the connections still open (idle
             # keep-alive ones too), or a browser reuses them and talks to a service that has stopped.

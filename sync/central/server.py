@@ -67,6 +67,7 @@ class CentralServer:
             return
         self._stopped.set()
         if self._server is not None:
+            self._server.task_dispatcher.shutdown(timeout=5)  # type: ignore[attr-defined]
             self._server.close()
         if self._thread is not None:
             self._thread.join(5)
