@@ -99,6 +99,8 @@ def bench_landing(clients: int, duration: float, rate: float) -> dict[str, float
     broker = MosquittoBroker(tmp / "mosquitto").start() if find_mosquitto() else None
     data = C.store_config(tmp, broker.port if broker else free_port(), client_id="bench-qr")
     data["qr"] = {"secret": SECRET, "base_url": BASE_URL}
+    # Every simulated phone comes from 127.0.0.1: lift the per-client /q/ rate limit, this measures serving.
+    data["limits"] = {"public_burst": 1_000_000, "public_rate_per_s": 1_000_000.0}
     data["products"] = [{"sku": f"sku-{i:04d}", "name": f"Product {i}", "zone": "shoes", "price": 10.0 + i}
                         for i in range(50)]
     cfg = parse_config(data, env={})

@@ -77,6 +77,26 @@ class HttpSection(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     tokens: HttpTokens = HttpTokens()
+    # Reverse proxies (addresses or CIDR ranges) whose X-Forwarded-For / X-Real-IP name the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Connections open at once; past it the longest-waiting idle or unfinished one is closed.
+    connection_limit: int = Field(default=1000, ge=16, le=100_000)
+    # Connections one client address may hold (trusted proxies exempt).
+    connections_per_client: int = Field(default=64, ge=2)
+    # A request (headers and body) must arrive within this many seconds of its first byte.
+    request_timeout_s: float = Field(default=20.0, gt=0, le=3600)
+    # An idle keep-alive connection is closed after this many seconds.
+    idle_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # Open page streams (signage/kiosk SSE) per client address.
+    streams_per_client: int = Field(default=4, ge=1)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        from edge.clients import parse_networks
+
+        parse_networks(value)
+        return value
 
 
 class CentralSection(_Model):
@@ -383,6 +403,16 @@ class PrivacySection(_Model):
 class LimitsSection(_Model):
     max_payload_bytes: int = Field(default=64 * 1024, ge=1024)
     ingest_batch: int = Field(default=1000, ge=1, le=10000)
+    # Largest HTTP request body; refused with 413 before it is read. Default: max_payload_bytes + 64 KiB.
+    max_http_body_bytes: int | None = Field(default=None, ge=1024)
+    # Requests per client address to the public pages (/q/...): a burst, then a steady rate per second.
+    public_burst: int = Field(default=10, ge=1)
+    public_rate_per_s: float = Field(default=2.0, gt=0)
+
+    @property
+    def http_body_bytes(self) -> int:
+        """The HTTP body cap: large enough for POST /api/v1/events to carry a max_payload_bytes event."""
+        return self.max_http_body_bytes or self.max_payload_bytes + 64 * 1024
 
 
 class Config(_Model):

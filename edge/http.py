@@ -19,7 +19,9 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from edge import events as ev
+from edge.clients import client_address
 from edge.ingest import Message
+from edge.jsonbody import TooDeep, request_json
 from edge.store import connect, row_to_event_dict
 
 if TYPE_CHECKING:
@@ -37,6 +39,11 @@ def bearer_token() -> str | None:
     if header.lower().startswith("bearer "):
         return header[7:].strip()
     return None
+
+
+def client_ip() -> str:
+    """The requesting client's address (behind a trusted proxy: the address it forwarded)."""
+    return client_address(request.environ, g.service.trusted_proxies)
 
 
 def token_role(service: Service, token: str | None) -> str | None:
@@ -96,7 +103,8 @@ class BadArg(Exception):
 
 def create_app(service: Service) -> Flask:
     app = Flask("instore_edge")
-    app.config["MAX_CONTENT_LENGTH"] = service.cfg.limits.max_payload_bytes + 4096
+    # The server refuses bigger bodies before reading them (edge.httpserver); this covers other servers.
+    app.config["MAX_CONTENT_LENGTH"] = service.cfg.limits.http_body_bytes
     app.json.sort_keys = False
     db_path = service.cfg.db.path
 
@@ -120,12 +128,16 @@ def create_app(service: Service) -> Flask:
     def _bad_arg(exc: BadArg):
         return api_error(400, "bad_request", str(exc))
 
+    @app.errorhandler(TooDeep)
+    def _too_deep(exc: TooDeep):
+        return api_error(400, exc.code, str(exc))
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
         message = exc.description or exc.name
         if exc.code == 413:
-            message = f"request body larger than {service.cfg.limits.max_payload_bytes} bytes"
+            message = f"request body larger than {service.cfg.limits.http_body_bytes} bytes"
         return api_error(exc.code or 500, codes.get(exc.code or 500, "error"), message)
 
     @app.get("/healthz")
@@ -161,7 +173,7 @@ def create_app(service: Service) -> Flask:
     @app.post("/api/v1/events")
     @require_role("kiosk", "admin")
     def post_event():
-        body = request.get_json(silent=True)
+        body = request_json()
         if not isinstance(body, dict):
             return api_error(400, ev.NOT_JSON, "send a JSON object: {\"kind\": \"window|qr|kiosk|pos\", "
                              "\"device\": \"<id>\", \"event\": {...payload as on MQTT...}}")

@@ -27,10 +27,12 @@ import jinja2
 from flask import Flask, Response, redirect, request
 
 from edge.events import Event
-from edge.http import api_error, require_role
+from edge.http import api_error, client_ip, require_role
 from edge.ingest import Message
+from edge.jsonbody import request_json
 from edge.qr import (HANDOFF_TTL_S, MINTABLE, REFUSALS, QrError, Signer, Token, minted, qr_svg,
                      token_from_code)
+from edge.ratelimit import RateLimiter
 from edge.store import Writer, connect
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ HANDOFF_COOKIE = "instore_edge_handoff"  # a signed "phone" token: h:<handoff to
 PHONE_TTL_S = 30 * 24 * 3600
 HANDOFF_SESSION_TTL_S = 2 * 3600
 REFUSED_METRIC = "instore_edge_qr_refused_total"
+RATE_LIMITED_METRIC = "instore_edge_http_rate_limited_total"
+PUBLIC_PREFIX = "/q/"  # the shoppers' pages: rate-limited per client before anything is recorded
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
 TEMPLATES = Path(__file__).resolve().parent.parent / "kiosk_ui" / "templates"
@@ -278,6 +282,22 @@ def register(app: Flask, service: Service) -> None:
         status, title, message = REFUSALS[reason]
         return page("landing_error.html", status, title=title, message=message, reason=reason)
 
+    limiter = RateLimiter(cfg.limits.public_rate_per_s, cfg.limits.public_burst)
+
+    @app.before_request
+    def _rate_limit() -> Response | None:
+        """Scans past the client's burst get a friendly 429 page and never become events."""
+        if not request.path.startswith(PUBLIC_PREFIX):
+            return None
+        wait = limiter.wait(client_ip())
+        if wait <= 0:
+            return None
+        service.metrics.inc(RATE_LIMITED_METRIC, route=PUBLIC_PREFIX)
+        retry = RateLimiter.retry_after(wait)
+        resp = page("landing_slow_down.html", 429, retry_after=retry)
+        resp.headers["Retry-After"] = str(retry)
+        return resp
+
     def phone_customer() -> str | None:
         raw = request.cookies.get(PHONE_COOKIE)
         if not raw:
@@ -380,7 +400,7 @@ def register(app: Flask, service: Service) -> None:
     @app.post("/api/v1/qr")
     @require_role("admin")
     def mint_api():
-        body = request.get_json(silent=True)
+        body = request_json()
         if not isinstance(body, dict):
             return api_error(400, "bad_request", 'send {"kind": "touchpoint|pickup|return", "target": "<id>", '
                              '"ttl_s"?: seconds, "format"?: "png"|"svg"}')

@@ -31,6 +31,11 @@ HELP = {
     "instore_edge_sync_errors_total": ("counter", "Failed sync requests, by operation."),
     "instore_edge_sync_profile_changes_total": ("counter", "Profile changes applied from the central store."),
     "instore_edge_commit_batch_size": ("gauge", "Events in the last group commit."),
+    "instore_edge_http_connections": ("gauge", "HTTP connections open (idle keep-alive and page streams too)."),
+    "instore_edge_http_connections_dropped_total": ("counter", "HTTP connections closed or refused to protect the "
+                                                    "server, by reason (per_client, limit, slow_request)."),
+    "instore_edge_page_streams": ("gauge", "Open signage and kiosk page streams (SSE), each holding a thread."),
+    "instore_edge_http_rate_limited_total": ("counter", "Requests answered 429 by a per-client rate limit, by route."),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask
 
+from edge.clients import TrustedProxies
 from edge.config import Config
 from edge.context import CustomerContext
 from edge.events import Event
@@ -77,7 +78,8 @@ class Service:
         self.pipeline.event_hooks.append(journeys.event_hook(self))
         self.http_hooks.append(lambda app: journeys.register(app, self))
         self._register_ui()
-        self.http_server = None
+        self.http_server: Any = None
+        self.trusted_proxies = TrustedProxies(cfg.http.trusted_proxies)
         self._http_thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.metrics.gauge("instore_edge_mqtt_connected", lambda: 1.0 if self.mqtt.connected.is_set() else 0.0)
@@ -264,19 +266,25 @@ class Service:
         return self
 
     def _start_http(self) -> None:
-        from waitress import create_server
+        from edge.httpserver import ServerLimits, create_server
 
         app = self.create_app()
-        # Each open page stream (SSE) holds a thread: one per screen and kiosk on top of the 8 for the rest.
-        # channel_request_lookahead lets waitress notice a page that went away (and free its thread).
-        threads = 8 + len(self.cfg.screens) + len(self.cfg.kiosks)
-        self.http_server = create_server(app, host=self.cfg.http.host, port=self.cfg.http.port, threads=threads,
-                                         ident="instore-edge", channel_timeout=30, connection_limit=200,
-                                         channel_request_lookahead=1)
-        self.http_port = self.http_server.effective_port  # type: ignore[attr-defined]
+        http = self.cfg.http
+        # Each open page stream (SSE) holds a thread: two per screen and kiosk (a reloaded page's stream
+        # lingers until its client is noticed gone), one client's share, and 8 for pages and the API.
+        threads = 8 + http.streams_per_client + 2 * (len(self.cfg.screens) + len(self.cfg.kiosks))
+        limits = ServerLimits(max_body_bytes=self.cfg.limits.http_body_bytes,
+                              connection_limit=http.connection_limit, per_client=http.connections_per_client,
+                              request_timeout_s=http.request_timeout_s, idle_timeout_s=http.idle_timeout_s,
+                              trusted=self.trusted_proxies)
+        self.http_server = create_server(
+            app, host=http.host, port=http.port, threads=threads, limits=limits, ident="instore-edge",
+            on_drop=lambda reason: self.metrics.inc("instore_edge_http_connections_dropped_total", reason=reason))
+        self.metrics.gauge("instore_edge_http_connections", lambda: float(len(self.http_server.active_channels)))
+        self.http_port = self.http_server.effective_port
         self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
         self._http_thread.start()
-        log.info("HTTP on http://%s:%s/", self.cfg.http.host, self.http_port)
+        log.info("HTTP on http://%s:%s/", http.host, self.http_port)
 
     def _serve_http(self) -> None:
         try:

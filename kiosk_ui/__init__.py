@@ -37,3 +37,4 @@ def register(app: Flask, service: Service) -> None:
     blueprint, hub = create_blueprint(service)
     app.register_blueprint(blueprint)
     app.extensions["kiosk_ui"] = hub  # the open page streams (tests, status page)
+    service.metrics.gauge("instore_edge_page_streams", lambda: float(hub.count()))

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, jsonify, render_template, request
 
 import kiosk_ui
-from edge.http import api_error, bearer_token, require_role, token_role
+from edge.http import api_error, bearer_token, client_ip, require_role, token_role
+from edge.jsonbody import request_json
 from kiosk_ui.context import kiosk_context, products_for
 from kiosk_ui.qrpng import qr_png
-from kiosk_ui.streams import Hub, Target, closing_error, now_ms, sse_message, sse_response
+from kiosk_ui.streams import Hub, StreamsFull, Target, closing_error, now_ms, sse_message, sse_response
 from kiosk_ui.views import screen_view
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ def create_blueprint(service: Service) -> tuple[Blueprint, Hub]:
     def render(target: Target, payload: dict[str, Any]) -> dict[str, Any] | None:
         return screen_view(cfg, payload)
 
-    hub = Hub(render, max_streams=max_streams, per_target=STREAMS_PER_TARGET)
+    hub = Hub(render, max_streams=max_streams, per_target=STREAMS_PER_TARGET,
+              per_client=cfg.http.streams_per_client)
     service.displays.listeners.append(hub.on_display)
 
     def stopping() -> bool:
@@ -125,10 +127,15 @@ def create_blueprint(service: Service) -> tuple[Blueprint, Hub]:
     def stream(target: Target, snapshot: dict[str, Any] | None) -> Response | tuple[Response, int]:
         if stopping():
             return closing_error(503, "stopping", "the edge is stopping; retry in a moment")
-        s = hub.open(target)
-        if s is None:
-            resp, status = api_error(503, "too_many_streams", f"all {max_streams()} page streams are in use; "
-                                     "retry later (raise the HTTP server's threads for more screens)")
+        try:
+            s = hub.open(target, client_ip())
+        except StreamsFull as full:
+            if full.per_client:
+                resp, status = api_error(429, "too_many_streams", f"this device already has {full.limit} page "
+                                         "streams open (http.streams_per_client); close a page first")
+            else:
+                resp, status = api_error(503, "too_many_streams", f"all {full.limit} page streams are in use; "
+                                         "retry later (each screen and kiosk has its own share)")
             resp.headers["Retry-After"] = "5"
             return resp, status
         view = render(target, snapshot) if snapshot else None
@@ -213,7 +220,7 @@ def create_blueprint(service: Service) -> tuple[Blueprint, Hub]:
     def kiosk_handoff(kiosk: str):
         if kiosk not in kiosks:
             return api_error(404, "not_found", f"no kiosk {kiosk!r} in config")
-        body = request.get_json(silent=True)
+        body = request_json()
         if not isinstance(body, dict) or not isinstance(body.get("session"), str) \
                 or not SESSION_RE.match(body["session"]):
             return api_error(400, "bad_request", "send {\"session\": \"<kiosk session id>\", \"customer\"?: "

@@ -5,9 +5,11 @@ each client has a small bounded queue; `put_nowait` drops the oldest message for
 is harmless because every message carries the screen's whole state (the next one re-syncs it).
 
 Under waitress every open stream holds one worker thread, so streams are bounded: at most
-`per_target` per screen or kiosk (a newer stream evicts the oldest: a reloaded page usually leaves a
-dead connection behind), and `max_streams` overall, keeping threads free for pages and the API.
-A stream ends when the service stops, so pages reconnect to the next edge process.
+`per_target` per screen or kiosk (a newer stream evicts the oldest, the same client's first: a
+reloaded page usually leaves a dead connection behind), `per_client` per client address (so one
+device, or one abuser with a token, cannot take every slot), and `max_streams` overall, keeping
+threads free for pages and the API. A stream ends when the service stops, so pages reconnect to the
+next edge process.
 """
 
 from __future__ import annotations
@@ -39,11 +41,21 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class StreamsFull(Exception):
+    """No stream slot: `per_client` says whether this client's share (429) or every slot (503) is taken."""
+
+    def __init__(self, limit: int, *, per_client: bool) -> None:
+        super().__init__(limit)
+        self.limit = limit
+        self.per_client = per_client
+
+
 class Stream:
     """One connected page: a bounded queue of encoded messages (None = close)."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, client: str = "") -> None:
         self.target = target
+        self.client = client
         self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_SIZE)
         self.closed = threading.Event()
 
@@ -68,10 +80,11 @@ class Hub:
     """Open streams by target; `on_display` is the `Displays` listener."""
 
     def __init__(self, render: Callable[[Target, dict[str, Any]], dict[str, Any] | None], *,
-                 max_streams: Callable[[], int], per_target: int = 2) -> None:
+                 max_streams: Callable[[], int], per_target: int = 2, per_client: int | None = None) -> None:
         self.render = render
         self.max_streams = max_streams
         self.per_target = per_target
+        self.per_client = per_client
         self.lock = threading.Lock()
         self.streams: dict[Target, list[Stream]] = {}
         self.dropped_full = 0
@@ -84,22 +97,40 @@ class Hub:
         with self.lock:
             return len(self.streams.get(target, ()))
 
-    def open(self, target: Target) -> Stream | None:
-        """A new stream for target, evicting its oldest beyond `per_target`; None when all slots are taken."""
+    def open(self, target: Target, client: str = "") -> Stream:
+        """A new stream for target from client. A full target loses its oldest stream (this client's first);
+        StreamsFull when the client has `per_client` streams elsewhere or every slot is taken."""
         evicted: list[Stream] = []
         with self.lock:
             mine = self.streams.setdefault(target, [])
+            if self.per_client is not None:
+                theirs = [s for v in self.streams.values() for s in v if s.client == client]
+                if len(theirs) >= self.per_client:
+                    again = [s for s in mine if s.client == client]  # a reload replaces its own stream
+                    if not again:
+                        if not mine:
+                            self.streams.pop(target, None)
+                        raise StreamsFull(self.per_client, per_client=True)
+                    mine.remove(again[0])
+                    evicted.append(again[0])
             while len(mine) >= self.per_target:
-                evicted.append(mine.pop(0))
+                own = next((s for s in mine if s.client == client), mine[0])
+                mine.remove(own)
+                evicted.append(own)
             total = sum(len(v) for v in self.streams.values())
             if total >= self.max_streams():
                 self.dropped_full += 1
-                stream = None
+                if not mine:
+                    self.streams.pop(target, None)
+                full = StreamsFull(self.max_streams(), per_client=False)
             else:
-                stream = Stream(target)
+                full = None
+                stream = Stream(target, client)
                 mine.append(stream)
         for old in evicted:
             old.close()
+        if full is not None:
+            raise full
         return stream
 
     def release(self, stream: Stream) -> None:

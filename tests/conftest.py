@@ -149,7 +149,7 @@ def edge_process(tmp_path: Path, broker: MosquittoBroker) -> Iterator[Callable[.
 
     def make(**sections: Any) -> EdgeProcess:
         port = free_port()
-        data = store_config(tmp_path, broker.port, http={"port": port}, **sections)
+        data = store_config(tmp_path, broker.port, http={"port": port, **sections.pop("http", {})}, **sections)
         path = write_toml(tmp_path / "store.toml", data)
         p = EdgeProcess(path, tmp_path / "edge.log")
         p.port = port  # type: ignore[attr-defined]

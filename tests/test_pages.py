@@ -19,7 +19,7 @@ import requests
 from edge.broker import free_port
 from edge.config import Config
 from edge.store import connect
-from kiosk_ui.streams import Hub
+from kiosk_ui.streams import Hub, StreamsFull
 from sync.client import ensure_schema
 from conftest import ADMIN, KIOSK, SIGNAGE, EdgeHandle, now_ms, sighting, wait_until
 
@@ -256,14 +256,30 @@ def test_streams_are_bounded_per_screen_and_overall() -> None:
     hub = Hub(lambda target, payload: payload, max_streams=lambda: 3, per_target=2)
     a1, a2 = hub.open(("signage", "a")), hub.open(("signage", "a"))
     a3 = hub.open(("signage", "a"))  # evicts the oldest stream of the same screen
-    assert a1 is not None and a1.closed.is_set() and a1.queue.get_nowait() is None
-    assert a2 is not None and a3 is not None and not a2.closed.is_set()
+    assert a1.closed.is_set() and a1.queue.get_nowait() is None
+    assert not a2.closed.is_set() and not a3.closed.is_set()
     hub.release(a1)
     assert hub.open(("signage", "b")) is not None
-    assert hub.open(("signage", "c")) is None  # all slots taken
+    with pytest.raises(StreamsFull) as full:  # all slots taken
+        hub.open(("signage", "c"))
+    assert not full.value.per_client
     for _ in range(50):  # a slow client: never blocks, keeps the newest messages
         hub.on_display("a", {"n": 1})
     assert a2.queue.qsize() == a2.queue.maxsize
+
+
+def test_one_client_cannot_take_every_stream_or_evict_another_screens_stream() -> None:
+    hub = Hub(lambda target, payload: payload, max_streams=lambda: 20, per_target=2, per_client=3)
+    screen = hub.open(("signage", "a"), "10.0.0.5")  # the real screen
+    mine = [hub.open(("signage", t), "10.0.0.66") for t in ("a", "b", "c")]
+    with pytest.raises(StreamsFull) as full:
+        hub.open(("signage", "d"), "10.0.0.66")
+    assert full.value.per_client and full.value.limit == 3
+    again = hub.open(("signage", "a"), "10.0.0.66")  # a reload replaces the client's own stream...
+    assert mine[0].closed.is_set() and not again.closed.is_set()
+    assert not screen.closed.is_set()  # ...never the screen's
+    assert hub.open(("signage", "d"), "10.0.0.7") is not None  # other clients still get streams
+    assert hub.count() == 5
 
 
 def test_screens_get_no_customer_id_and_no_images_from_elsewhere(tmp_path: Path) -> None:

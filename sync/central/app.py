@@ -9,7 +9,6 @@ makes the server answer with an HTML page or a stack trace.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from edge import jsonbody
 from sync import protocol as p
 from sync.central.db import CentralError, CentralStore, body_hash
 from sync.central.demo_data import CATALOGUE
@@ -37,6 +37,12 @@ class BadRequest(CentralError):
     """A request the API cannot use (bad JSON, bad parameter)."""
 
 
+class TooDeep(CentralError):
+    """A JSON body nested deeper than any request of the API needs."""
+
+    code = "too_deep"
+
+
 class TooLarge(CentralError):
     """A request over a size limit."""
 
@@ -44,18 +50,17 @@ class TooLarge(CentralError):
     code = "payload_too_large"
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def json_body() -> tuple[Any, bytes]:
-    """The parsed JSON body and its raw bytes; BadRequest for anything that is not strict JSON."""
+    """The parsed JSON body and its raw bytes; BadRequest for anything that is not strict JSON, TooDeep
+    (checked before parsing, so json never recurses) for absurd nesting."""
     raw = request.get_data(cache=True)  # raises 413 beyond MAX_CONTENT_LENGTH
     if not raw:
         raise BadRequest("empty body: send a JSON object with Content-Type: application/json")
     try:
-        return json.loads(raw, parse_constant=_no_constants), raw
-    except (ValueError, RecursionError) as exc:
+        return jsonbody.loads(raw), raw
+    except jsonbody.TooDeep as exc:
+        raise TooDeep(str(exc)) from None
+    except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON ({str(exc)[:80]})") from None
 
 

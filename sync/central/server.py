@@ -38,17 +38,17 @@ class CentralServer:
         return f"http://{host}:{self.port}"
 
     def start(self) -> CentralServer:
-        from waitress import create_server
+        from edge.httpserver import ServerLimits, create_server
 
         if self.demo_data:
             self.demo_loaded = load_demo_data(self.store)
             if self.demo_loaded:
                 log.info("loaded the demo data set: %d profiles", self.demo_loaded)
+        # Bodies over the cap get a JSON 413 before they are read. No per-client connection cap: stores
+        # may reach the central store through one load balancer or NAT address.
+        limits = ServerLimits(max_body_bytes=MAX_BODY_BYTES, connection_limit=1000, per_client=None)
         self._server = create_server(self.app, host=self.host, port=self.requested_port, threads=self.threads,
-                                     ident="instore-central", channel_timeout=30, connection_limit=200,
-                                     # Flask answers oversized bodies with a JSON 413; this only stops
-                                     # waitress from buffering absurd ones before Flask sees them.
-                                     max_request_body_size=4 * MAX_BODY_BYTES)
+                                     limits=limits, ident="instore-central")
         self.port = self._server.effective_port  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._serve, name="central-http", daemon=True)
         self._thread.start()
