@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+from flask import request
+
 MAX_DEPTH = 32
 TOO_DEEP = "too_deep"
 
@@ -72,8 +74,6 @@ def loads(raw: bytes, limit: int = MAX_DEPTH) -> Any:
 def request_json(limit: int = MAX_DEPTH) -> Any:
     """The Flask request's body as JSON, whatever its Content-Type; None when it is empty or not JSON (the
     endpoint answers with what it expects); TooDeep past `limit` (edge.http answers 400 "too_deep")."""
-    from flask import request
-
     raw = request.get_data(cache=True)
     if not raw:
         return None
