@@ -99,8 +99,21 @@ def _b64e(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _b64d(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """The bytes of a token in its one canonical form (what `_b64e` writes): base64url without padding.
+
+    Anything else is refused, even when a lenient decoder would read the same bytes from it (padding,
+    '+' or '/' for '-' or '_', stray characters, non-zero unused bits in the last character): a token
+    has exactly one spelling, so a scanned code, a single-use record and a log line all agree on it."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not canonical base64url")
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64e(raw) != text:
+        raise ValueError("not canonical base64url: unused bits are set")
+    return raw
 
 
 def key_id(secret: str) -> bytes:

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from edge.config import Config
-from edge.qr import KINDS, Signer, qr_svg, qr_version, svg_matrix, token_from_code
+from edge.qr import KINDS, QrError, Signer, qr_svg, qr_version, svg_matrix, token_from_code
 from kiosk_ui.qrpng import qr_matrix, qr_png
 from conftest import ADMIN, KIOSK, ROOT, MqttHelper, now_ms, store_config, wait_until, write_toml
 
@@ -265,6 +265,56 @@ def test_every_refusal_is_a_page_that_says_what_to_do_and_is_counted(qedge: QrEd
     for reason in ("malformed", "forged", "wrong_store", "expired", "used"):
         assert f'reason="{reason}"' in text, text
     assert 'instore_edge_qr_refused_total{reason="forged"} 2' in text
+
+
+def _other_spellings(token: str) -> dict[str, str]:
+    """Texts a lenient base64 decoder reads as the same bytes as `token`."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(token[-1])
+    spare_bits = {2: 4, 3: 2}[len(token) % 4]  # unused low bits of the last character
+    assert last % (1 << spare_bits) == 0
+    out = {"padding": token + "==", "one_pad": token + "=", "stray": token + "!!", "inner_stray": token[:5] + "." +
+           token[5:], "trailing_bits": token[:-1] + alphabet[last + 1], "space": token[:8] + " " + token[8:]}
+    if "-" in token:
+        out["plus"] = token.replace("-", "+")
+    if "_" in token:
+        out["slash"] = token.replace("_", "/")
+    return out
+
+
+def test_a_token_has_exactly_one_spelling_and_every_other_is_refused_as_malformed(qedge: QrEdge) -> None:
+    signer = Signer(SECRET, "teststore", BASE_URL, 3600, old_secrets=[])
+    # Tokens with a '-' and a '_' (the nonce is random), and a target length with unused bits at the end.
+    tokens = {}
+    while len(tokens) < 2:
+        t = qedge.mint("touchpoint", "runner-42")["token"]
+        for ch in "-_":
+            if ch in t and ch not in tokens:
+                tokens[ch] = t
+    for token in tokens.values():
+        assert signer.verify(token).target == "runner-42"
+        assert requests.get(f"{qedge.url}/q/{token}", timeout=10).status_code == 200
+        variants = _other_spellings(token)
+        assert "plus" in variants or "slash" in variants
+        for name, text in variants.items():
+            with pytest.raises(QrError) as err:
+                signer.verify(text)
+            assert err.value.reason == "malformed", name
+            if "/" in text or " " in text:
+                continue  # not one path segment: checked through the scanner below
+            r = requests.get(f"{qedge.url}/q/{text}", timeout=10)
+            assert r.status_code == 400 and 'data-reason="malformed"' in r.text, (name, r.status_code)
+        # A scanner reading any other spelling records a refusal, never a touchpoint scan.
+        scanner = MqttHelper(qedge.cfg.mqtt.port)
+        try:
+            for i, text in enumerate(variants.values()):
+                scanner.publish(f"{P}/qr/desk-9", {"id": f"v-{token[:6]}-{i}", "ts": now_ms(),
+                                                   "code": f"{BASE_URL}/q/{text}"})
+        finally:
+            scanner.close()
+        mine = lambda: [e for e in qedge.events() if e["event_id"].startswith(f"qr:desk-9:v-{token[:6]}-")]  # noqa: E731
+        evs = wait_until(lambda: mine() if len(mine()) == len(variants) else None)
+        assert {(e["type"], e["data"]["reason"]) for e in evs} == {("refused", "malformed")}
 
 
 def test_without_a_secret_minting_and_landing_are_refused_clearly(make_config: Callable[..., Config]) -> None:
