@@ -31,7 +31,7 @@ RULE_ID = "entrance-welcome"
 UUID_POOL = "f7826da6-4fa2-4e98-8024-bc5b71e0893e"  # regulars walking around (always present)
 UUID_NEW = "b9407f30-f5f8-466e-aff9-25556b57fe6d"  # subjects entering the store, one per sighting
 POOL_SIZE = 500
-ADMIN = "bench-admin-token-0123456789"
+ADMIN = "wvsTw6pISMZiFT5zDGBwWwqh"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import _common as C  # noqa: E402
 
-SECRET = "bench-qr-secret-0123456789abcdef"
+SECRET = "kYM5STCAuxH4-M8Xy0d0dNEO"
 BASE_URL = "https://shop.example-store.com"
 
 

@@ -42,9 +42,9 @@ from edge.config import parse_config  # noqa: E402
 from edge.simulate import Simulator  # noqa: E402
 
 STORE = "soakstore"
-STORE_TOKEN = "soak-store-token-0123456789"
+STORE_TOKEN = "Z3k9-VqTq2yPe7hLwR0xBnMc"
 CENTRAL_ADMIN = "soak-central-admin-0123456789"
-EDGE_ADMIN = "soak-edge-admin-0123456789"
+EDGE_ADMIN = "h4JtQ_mv8WcXe2RzKp6Ydl0s"
 TOUCH_KINDS = ("window", "kiosk", "qr", "pos")
 T0 = time.monotonic()
 

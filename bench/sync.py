@@ -38,7 +38,7 @@ from edge.config import parse_config  # noqa: E402
 from edge.service import Service  # noqa: E402
 from sync.client import SyncClient  # noqa: E402
 
-STORE_TOKEN = "bench-store-token-0123456789"
+STORE_TOKEN = "VS5GovlIgicUA9zmAlW8qQ7Y"
 CENTRAL_ADMIN = "bench-central-admin-0123456789"
 
 

@@ -125,6 +125,19 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_gen_secret(args: argparse.Namespace) -> int:
+    """Fresh random secrets, so nobody types one: one value, or an environment file with every secret."""
+    from edge.config import ENV_PREFIX
+    from edge.secret_policy import SECRET_KEYS, generate
+
+    if not args.env:
+        print(generate())
+        return 0
+    for key in SECRET_KEYS:
+        print(f"{ENV_PREFIX}{'_'.join(key).upper()}={generate()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instore-edge",
@@ -141,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a store config: exit 0, or every error with its key path")
     p.add_argument("config", help="store config file (TOML)")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("gen-secret", help="print a fresh random secret for a token, the QR key or a password")
+    p.add_argument("--env", action="store_true", help="print a line INSTORE_EDGE_...=<fresh secret> for every "
+                   "secret of the store config (for /etc/instore-edge/env)")
+    p.set_defaults(func=cmd_gen_secret)
 
     p = sub.add_parser("demo", help="run broker, edge and shopper simulator on this machine; prints URLs")
     p.add_argument("--http-port", type=int, default=8080, help="edge HTTP port (default 8080)")

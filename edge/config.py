@@ -3,7 +3,8 @@
 Every error is reported at once with its key path and a hint, because store IT fixes a config by reading
 the message, not the source. Unknown keys are errors: a typo must never silently fall back to a default.
 Secrets may come from the environment: INSTORE_EDGE_<SECTION>_<KEY> (e.g. INSTORE_EDGE_MQTT_PASSWORD,
-INSTORE_EDGE_HTTP_TOKENS_ADMIN, INSTORE_EDGE_QR_SECRET, INSTORE_EDGE_CENTRAL_TOKEN).
+INSTORE_EDGE_HTTP_TOKENS_ADMIN, INSTORE_EDGE_QR_SECRET, INSTORE_EDGE_CENTRAL_TOKEN); from there or from the
+file, a short, placeholder, published, guessable or shared secret is an error unless `[store] demo = true`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from edge.secret_policy import GENERATE_HINT, MIN_LENGTH, SECRET_KEYS, weakness
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 ENV_PREFIX = "INSTORE_EDGE_"
 # What rules can match on: a kind, "kind.type", or a presence event.
@@ -36,6 +39,8 @@ class StoreSection(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str = ""
     timezone: str = "UTC"
+    # A demo store (config/demo.toml): example secrets are accepted, as long as it serves this machine only.
+    demo: bool = False
 
     @field_validator("timezone")
     @classmethod
@@ -68,9 +73,10 @@ class DbSection(_Model):
 
 
 class HttpTokens(_Model):
-    admin: str | None = Field(default=None, min_length=16)
-    kiosk: str | None = Field(default=None, min_length=16)
-    signage: str | None = Field(default=None, min_length=16)
+    # Length and strength: _check_secrets (edge/secret_policy.py), like every secret.
+    admin: str | None = None
+    kiosk: str | None = None
+    signage: str | None = None
 
 
 class HttpSection(_Model):
@@ -114,7 +120,7 @@ class CentralSection(_Model):
 
 
 class QrSection(_Model):
-    secret: str | None = Field(default=None, min_length=16)
+    secret: str | None = None
     base_url: str = Field(default="http://127.0.0.1:8080", pattern=r"^https?://")
     ttl_s: int = Field(default=30 * 24 * 3600, ge=10)
 
@@ -485,7 +491,6 @@ _HINTS = {
     "string_type": "write a quoted string",
     "string_pattern_mismatch": "ids use letters, digits, '-', '_' and '.'; URLs start with http:// or https://",
     "literal_error": "use one of the listed values",
-    "string_too_short": "use a longer random value, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`",
     "list_type": "write a list, e.g. [\"a\", \"b\"]",
     "model_type": "write a table ([section]) here",
 }
@@ -736,6 +741,52 @@ def _check_rules(data: dict[str, Any], ids: dict[str, set[str]], zone_ids: set[s
     return issues
 
 
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+
+
+def _check_secrets(data: dict[str, Any], from_env: dict[tuple[str, ...], str]) -> list[ConfigIssue]:
+    """Every secret long, unguessable, unpublished and its own (edge/secret_policy.py); never echoed.
+
+    A demo store (`[store] demo = true`) may keep example values, but only while it listens on this
+    machine: example tokens are printed in a public repository."""
+    store = data.get("store") if isinstance(data.get("store"), dict) else {}
+    demo = store.get("demo") is True
+    context = tuple(v for v in (store.get("id"), store.get("name")) if isinstance(v, str))
+    issues: list[ConfigIssue] = []
+    owner: dict[str, str] = {}
+    weak_in_demo: list[str] = []
+    for key in SECRET_KEYS:
+        node: Any = data
+        for part in key:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, str):
+            continue  # unset, or the wrong type (the schema reports that)
+        path = ".".join(key)
+        env_var = from_env.get(key)
+        source = f" (value from the environment variable {env_var})" if env_var else ""
+        hint = f"{GENERATE_HINT}; set it here or in {ENV_PREFIX}{'_'.join(key).upper()}"
+        if node in owner:
+            issues.append(ConfigIssue(path, f"is the same as {owner[node]}{source}",
+                                      f"each role and service needs its own secret: {hint}"))
+        owner.setdefault(node, path)
+        why = weakness(node, context)
+        if why is None:
+            continue
+        if demo and len(node) >= MIN_LENGTH:
+            weak_in_demo.append(path)
+            continue
+        issues.append(ConfigIssue(path, f"{why}{source}", hint))
+    http = data.get("http") if isinstance(data.get("http"), dict) else {}
+    host = http.get("host", HttpSection.model_fields["host"].default)
+    if weak_in_demo and isinstance(host, str) and not _is_loopback(host):
+        issues.append(ConfigIssue(
+            "http.host", f"a demo store (store.demo = true) with example secrets ({', '.join(weak_in_demo)}) "
+            "must listen on this machine only",
+            f'set http.host = "127.0.0.1", or replace those secrets and remove store.demo ({GENERATE_HINT})'))
+    return issues
+
+
 def _apply_env(data: dict[str, Any], model: type[BaseModel], env: dict[str, str], path: list[str],
                applied: dict[tuple[str, ...], str] | None = None) -> dict[tuple[str, ...], str]:
     """Overlay INSTORE_EDGE_<SECTION>_<KEY> environment values on scalar keys of table sections.
@@ -772,6 +823,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>", env: dict[str, 
     except ValidationError as exc:
         issues = _issues_from_validation(exc, data, from_env)
     issues += _cross_check(data)
+    issues += _check_secrets(data, from_env)
     if issues:
         raise ConfigError(source, issues)
     return cfg

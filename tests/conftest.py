@@ -25,9 +25,9 @@ from edge.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_por
 from edge.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN = "test-admin-token-0123456789"
-KIOSK = "test-kiosk-token-0123456789"
-SIGNAGE = "test-signage-token-012345678"
+ADMIN = "rxPccXxRXbQNLwUVDB9VF-aQ"
+KIOSK = "ZL_QHcUwurivTRmVNB5IQwkh"
+SIGNAGE = "PgrVimCyC5BODlvPrjCtO0Vg"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -27,10 +27,10 @@ name = "Test store"
 timezone = "Europe/Rome"
 
 [mqtt]
-password = "file-mqtt-password-0000"
+password = "f8Qz3LwXr9TbN2vKp7YmHc4D"
 
 [http.tokens]
-admin = "file-admin-token-0000"
+admin = "Jd6sV0nRq3XeW8uLkT1yZb5G"
 
 [[zones]]
 id = "entrance"
@@ -158,12 +158,116 @@ def write(tmp_path: Path, text: str, name: str = "store.toml") -> Path:
 
 # --- The shipped configs ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", [EXAMPLE, DEMO], ids=["store.example", "demo"])
-def test_shipped_config_passes_check_config(path: Path) -> None:
-    proc = check_config(path.relative_to(ROOT))
+SECRET_PATHS = ("http.tokens.admin", "http.tokens.kiosk", "http.tokens.signage", "qr.secret", "central.token",
+                "mqtt.password")
+
+
+def gen_secret_env() -> dict[str, str]:
+    """What `instore-edge gen-secret --env` prints, as an environment."""
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "gen-secret", "--env"], cwd=ROOT, env=clean_env(),
+                          capture_output=True, text=True, timeout=60, check=True)
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines())
+
+
+def test_demo_config_passes_check_config() -> None:
+    proc = check_config(DEMO.relative_to(ROOT))
     assert proc.returncode == 0, output(proc)
     assert "OK" in proc.stdout
     assert proc.stderr == ""
+
+
+def test_the_example_config_is_refused_until_every_placeholder_secret_is_replaced(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    shipped = tomllib.loads(text)
+    proc = check_config(EXAMPLE.relative_to(ROOT))
+    assert proc.returncode == 1 and "OK" not in proc.stdout
+    for path in SECRET_PATHS:
+        assert_issue(output(proc), path, "published with instore-edge")
+        assert_issue(output(proc), path, "instore-edge gen-secret")
+    assert len(issue_lines(output(proc))) == len(SECRET_PATHS), output(proc)
+    # `run` refuses it too, before listening on anything (the example listens on 0.0.0.0).
+    local = write(tmp_path, text.replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
+                  .replace("/var/lib/instore-edge/milano-duomo.db", (tmp_path / "edge.db").as_posix()))
+    run = subprocess.run([sys.executable, "-m", "edge.cli", "run", "-c", str(local)], cwd=ROOT, env=clean_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "not starting" in run.stderr
+    assert_issue(run.stderr, "http.tokens.admin", "published with instore-edge")
+    assert not (tmp_path / "edge.db").exists()
+    # Fresh secrets from the environment (gen-secret --env, the deploy guide's env file) make it valid.
+    env = gen_secret_env()
+    assert sorted(env) == sorted(f"INSTORE_EDGE_{p.replace('.', '_').upper()}" for p in SECRET_PATHS)
+    assert len(set(env.values())) == len(env)
+    good = check_config(EXAMPLE.relative_to(ROOT), **env)
+    assert good.returncode == 0, output(good)
+    leaked = [v for v in [*env.values(), *_secrets_of(shipped)] if v in output(proc) + output(good) + run.stderr]
+    assert not leaked
+
+
+def _secrets_of(data: dict) -> list[str]:
+    values = [data.get("mqtt", {}).get("password"), data.get("qr", {}).get("secret"),
+              data.get("central", {}).get("token"), *data.get("http", {}).get("tokens", {}).values()]
+    return [v for v in values if v is not None]
+
+
+@pytest.mark.parametrize("value, why", [
+    ("change-me-please-0123456789", "placeholder"),
+    ("CHANGEME_admin_7Qk2x9LmP4vR", "placeholder"),
+    ("your-token-here-aaaaaaaaaaa", "placeholder"),
+    ("demo-admin-token-0000", "published with instore-edge"),
+    ("aaaaaaaaaaaaaaaaaaaaaaaa", "repeats itself"),
+    ("secretsecretsecretsecret", "repeats itself"),
+    ("password1234567890", "guessable"),
+    ("test-admin-token-0123456789", "guessable"),
+    ("s1-Admin-Token-2024-05-01", "guessable"),
+    ("P4ssw0rd!-qwerty-123", "guessable"),
+    ("0123456789012345", "guessable"),
+    ("x7Qk2x9", "at least 16 characters"),
+])
+def test_weak_secrets_are_refused_from_the_file_and_the_environment_without_echo(tmp_path: Path, value: str,
+                                                                                 why: str) -> None:
+    for key, env in (("kiosk", {}), ("signage", {"INSTORE_EDGE_HTTP_TOKENS_SIGNAGE": value})):
+        text = MINIMAL.replace('[http.tokens]\n', f'[http.tokens]\n{key} = "{value}"\n' if not env else
+                               '[http.tokens]\n')
+        proc = check_config(write(tmp_path, text), **env)
+        assert proc.returncode == 1, (value, output(proc))
+        assert_issue(output(proc), f"http.tokens.{key}", why)
+        assert_issue(output(proc), f"http.tokens.{key}", "gen-secret")
+        if env:
+            assert_issue(output(proc), f"http.tokens.{key}", "INSTORE_EDGE_HTTP_TOKENS_SIGNAGE")
+        assert value not in output(proc)
+
+
+def test_each_secret_must_be_its_own(tmp_path: Path) -> None:
+    same = "Jd6sV0nRq3XeW8uLkT1yZb5G"  # MINIMAL's admin token
+    proc = check_config(write(tmp_path, MINIMAL), INSTORE_EDGE_HTTP_TOKENS_KIOSK=same, INSTORE_EDGE_QR_SECRET=same)
+    assert proc.returncode == 1
+    assert_issue(output(proc), "http.tokens.kiosk", "the same as http.tokens.admin")
+    assert_issue(output(proc), "qr.secret", "the same as http.tokens.admin")
+    assert same not in output(proc)
+
+
+def test_a_demo_store_may_keep_example_secrets_but_only_on_this_machine(tmp_path: Path) -> None:
+    text = DEMO.read_text(encoding="utf-8")
+    assert tomllib.loads(text)["store"]["demo"] is True
+    assert check_config(write(tmp_path, text)).returncode == 0
+    lan = check_config(write(tmp_path, text.replace('host = "127.0.0.1"\nport = 8080', 'host = "0.0.0.0"\nport = 8080'),
+                             "lan.toml"))
+    assert lan.returncode == 1
+    assert_issue(output(lan), "http.host", "must listen on this machine only")
+    no_demo = check_config(write(tmp_path, text.replace("demo = true", "demo = false"), "no-demo.toml"))
+    assert no_demo.returncode == 1
+    for path in ("http.tokens.admin", "qr.secret", "central.token"):
+        assert_issue(output(no_demo), path, "published with instore-edge")
+    # Even a demo needs 16 characters.
+    short = check_config(write(tmp_path, text.replace('"demo-admin-token-0000"', '"demo-admin"'), "short.toml"))
+    assert_issue(output(short), "http.tokens.admin", "at least 16 characters")
+
+
+def test_every_secret_shipped_in_the_repository_is_known_as_published() -> None:
+    from edge.secret_policy import SHIPPED
+
+    for path in (EXAMPLE, DEMO):
+        assert set(_secrets_of(tomllib.loads(path.read_text(encoding="utf-8")))) <= SHIPPED, path
 
 
 def _schema_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
@@ -201,7 +305,7 @@ def test_example_config_shows_secrets_as_placeholders_and_names_their_env_vars()
 
 
 def test_example_config_is_the_milano_duomo_store() -> None:
-    cfg = load_config(EXAMPLE, env={})
+    cfg = load_config(EXAMPLE, env=gen_secret_env())
     assert (cfg.store.id, cfg.store.timezone) == ("milano-duomo", "Europe/Rome")
     zones = {z.id for z in cfg.zones}
     assert zones == {"entrance", "womenswear", "menswear", "fitting", "checkout", "pickup"}
@@ -236,7 +340,7 @@ def test_demo_config_has_a_gateway_per_zone_screens_kiosks_and_rules() -> None:
 
 @pytest.mark.parametrize("path", [EXAMPLE, DEMO], ids=["store.example", "demo"])
 def test_shipped_playlists_and_rules_name_defined_content(path: Path) -> None:
-    cfg = load_config(path, env={})
+    cfg = load_config(path, env=gen_secret_env() if path == EXAMPLE else {})
     content = {c.id for c in cfg.content}
     for screen in cfg.screens:
         assert set(screen.playlist) <= content, screen.id
@@ -328,22 +432,22 @@ token = ["central-secret-in-a-list-5"]
 def test_environment_overrides_secrets_from_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL)
     from_file = load_config(path, env={})
-    assert from_file.mqtt.password == "file-mqtt-password-0000"
-    assert from_file.http.tokens.admin == "file-admin-token-0000"
-    cfg = load_config(path, env={"INSTORE_EDGE_MQTT_PASSWORD": "env-mqtt-password-0000",
-                                 "INSTORE_EDGE_HTTP_TOKENS_ADMIN": "env-admin-token-0000"})
-    assert cfg.mqtt.password == "env-mqtt-password-0000"
-    assert cfg.http.tokens.admin == "env-admin-token-0000"
+    assert from_file.mqtt.password == "f8Qz3LwXr9TbN2vKp7YmHc4D"
+    assert from_file.http.tokens.admin == "Jd6sV0nRq3XeW8uLkT1yZb5G"
+    cfg = load_config(path, env={"INSTORE_EDGE_MQTT_PASSWORD": "m2Hc9TqW4zLr7XvNb3KpY8sD",
+                                 "INSTORE_EDGE_HTTP_TOKENS_ADMIN": "Ue5kR1wQz8NcV3tLx6YbH0pG"})
+    assert cfg.mqtt.password == "m2Hc9TqW4zLr7XvNb3KpY8sD"
+    assert cfg.http.tokens.admin == "Ue5kR1wQz8NcV3tLx6YbH0pG"
 
 
 def test_environment_supplies_secrets_missing_from_the_file(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, '[store]\nid = "s1"\n')
-    monkeypatch.setenv("INSTORE_EDGE_MQTT_PASSWORD", "env-mqtt-password-0000")
-    monkeypatch.setenv("INSTORE_EDGE_HTTP_TOKENS_ADMIN", "env-admin-token-0000")
+    monkeypatch.setenv("INSTORE_EDGE_MQTT_PASSWORD", "m2Hc9TqW4zLr7XvNb3KpY8sD")
+    monkeypatch.setenv("INSTORE_EDGE_HTTP_TOKENS_ADMIN", "Ue5kR1wQz8NcV3tLx6YbH0pG")
     cfg = load_config(path)  # no env argument: the process environment
-    assert cfg.mqtt.password == "env-mqtt-password-0000"
-    assert cfg.http.tokens.admin == "env-admin-token-0000"
+    assert cfg.mqtt.password == "m2Hc9TqW4zLr7XvNb3KpY8sD"
+    assert cfg.http.tokens.admin == "Ue5kR1wQz8NcV3tLx6YbH0pG"
     assert cfg.http.tokens.kiosk is None
 
 
@@ -353,14 +457,14 @@ def test_check_config_validates_the_value_from_the_environment(tmp_path: Path) -
     bad = check_config(path, INSTORE_EDGE_HTTP_TOKENS_ADMIN="short")
     assert bad.returncode == 1
     assert_issue(output(bad), "http.tokens.admin", "at least 16 characters")
-    fixed = write(tmp_path, MINIMAL.replace("file-admin-token-0000", "short"), "short.toml")
+    fixed = write(tmp_path, MINIMAL.replace("Jd6sV0nRq3XeW8uLkT1yZb5G", "short"), "short.toml")
     assert check_config(fixed).returncode == 1
-    assert check_config(fixed, INSTORE_EDGE_HTTP_TOKENS_ADMIN="env-admin-token-0000").returncode == 0
+    assert check_config(fixed, INSTORE_EDGE_HTTP_TOKENS_ADMIN="Ue5kR1wQz8NcV3tLx6YbH0pG").returncode == 0
 
 
 def test_environment_values_do_not_leak_into_the_callers_data() -> None:
     data = {"store": {"id": "s1"}, "mqtt": {"host": "127.0.0.1"}}
-    parse_config(data, env={"INSTORE_EDGE_MQTT_PASSWORD": "env-mqtt-password-0000"})
+    parse_config(data, env={"INSTORE_EDGE_MQTT_PASSWORD": "m2Hc9TqW4zLr7XvNb3KpY8sD"})
     assert data == {"store": {"id": "s1"}, "mqtt": {"host": "127.0.0.1"}}
     assert parse_config(data, env={}).mqtt.password is None
 

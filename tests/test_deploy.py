@@ -31,7 +31,7 @@ ACL = ROOT / "config" / "mosquitto" / "acl"
 UNIT = ROOT / "config" / "systemd" / "instore-edge.service"
 P = "instore/teststore"
 USERS = {
-    "edge": "edge-password-0123456789",
+    "edge": "_It0fgLy1abEynJpz33-HHLo",
     "kiosk/kiosk-1": "kiosk-password-0123456789",
     "display/entrance-1": "signage-password-0123456",
     "beacon/gw-entrance": "gateway-password-0123456",
@@ -273,7 +273,7 @@ def test_edge_with_credentials_runs_and_hears_devices(tmp_path: Path, secure_bro
 
 
 def test_wrong_password_readyz_says_why(tmp_path: Path, secure_broker: SecureBroker) -> None:
-    service = _service(tmp_path, secure_broker.port, username="edge", password="not-the-password")
+    service = _service(tmp_path, secure_broker.port, username="edge", password="sZXtuY40XO9HqGxMfd6TixNn")
     try:
         wait_until(lambda: service.mqtt.last_error, what="the refusal recorded")
         r = requests.get(f"http://127.0.0.1:{service.http_port}/readyz", timeout=5)

@@ -13,7 +13,7 @@ def test_a_shoppers_name_ids_and_payloads_never_reach_the_log(edge_process, mqtt
     from sync.central import CentralServer
 
     central = CentralServer(tmp_path / "central.db", "central-admin-token-0000",
-                            {"teststore": "central-store-token-0000"}, port=0).start()
+                            {"teststore": "8eu8wq2pt_Vvr7q6nStQxJkL"}, port=0).start()
     try:
         requests.post(f"{central.url}/v1/admin/profiles", timeout=10,
                       headers={"Authorization": "Bearer central-admin-token-0000"},
@@ -21,7 +21,7 @@ def test_a_shoppers_name_ids_and_payloads_never_reach_the_log(edge_process, mqtt
                             "consents": {"personalization": True, "marketing": True}}).raise_for_status()
         rules = [{"id": "hello", "priority": 5, "ttl_s": 30.0, "when": {"event": "kiosk.identify", "known": True},
                   "show": {"content_id": "hello", "screens": ["shoes-1"], "data": {"title": "Ciao {first_name}"}}}]
-        edge = edge_process(rules=rules, central={"url": central.url, "token": "central-store-token-0000",
+        edge = edge_process(rules=rules, central={"url": central.url, "token": "8eu8wq2pt_Vvr7q6nStQxJkL",
                                                   "pull_interval_s": 0.5})
         edge.start()
         status = mqtt_client()

@@ -25,7 +25,7 @@ from conftest import ADMIN, KIOSK, ROOT, MqttHelper, now_ms, store_config, wait_
 zxingcpp = pytest.importorskip("zxingcpp")
 Image = pytest.importorskip("PIL.Image")
 
-SECRET = "qr-test-secret-0123456789abcdef"
+SECRET = "gQbVdOvSMNQZ0qVWwTNlTVJJ"
 BASE_URL = "https://shop.example-store.com"  # a typical base URL (31 characters)
 P = "instore/teststore"
 PRODUCTS = [{"sku": "runner-42", "name": "Trail runner <42>", "zone": "shoes", "price": 89.9},

@@ -28,7 +28,7 @@ from sync.client import SyncClient, ensure_schema_task
 from tests.conftest import wait_until
 
 CENTRAL_ADMIN = "central-admin-token-0123456789"
-STORE_TOKEN = "teststore-token-0123456789"
+STORE_TOKEN = "Rl8E55vNgGSC3kCf7ewTOV-J"
 STORE = "teststore"
 FAST = dict(backoff_base_s=0.01, backoff_cap_s=0.05, push_idle_s=0.05, push_timeout_s=2.0)
 
@@ -296,7 +296,7 @@ def test_rejected_events_are_recorded_never_dropped_silently(central, service, c
 
 
 def test_wrong_token_is_refused_with_a_clear_error(central, service, clients) -> None:
-    svc = service(central.url, token="not-the-store-token-000")
+    svc = service(central.url, token="Iw2sc0k3IwdtQ479UKP5Dmlh")
     client = clients(svc)
     produce(svc, 5)
     wait_until(lambda: client.status()["auth_ok"] is False, what="the central store to refuse the token")

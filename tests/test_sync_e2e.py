@@ -14,7 +14,7 @@ from conftest import EdgeHandle, now_ms, sighting, wait_until
 from sync.central import CentralServer
 
 P = "instore/teststore"
-STORE_TOKEN = "central-store-token-0000"
+STORE_TOKEN = "fnVeje4si8LvClI0ewCOVLVz"
 CENTRAL_ADMIN = "central-admin-token-0000"
 
 
@@ -134,7 +134,7 @@ def test_profiles_drive_the_screen_with_consent_and_stop_when_revoked_or_erased(
 
 def test_readiness_reports_sync_and_a_wrong_token_is_refused_clearly(make_config, tmp_path):
     central = start_central(tmp_path)
-    edge = EdgeHandle(make_config(central={"url": central.url, "token": "not-the-store-token"}))
+    edge = EdgeHandle(make_config(central={"url": central.url, "token": "02EjVU60hmV9MbEltcXU2pCA"}))
     try:
         edge.service.sync.wake()
         wait_until(lambda: edge.service.sync.status()["auth_ok"] is False, what="token refused")
