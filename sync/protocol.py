@@ -11,6 +11,7 @@ wrong type is an error, never silently coerced).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -49,8 +50,20 @@ TIERS = ("bronze", "silver", "gold", "vip")
 # Event kinds/types the central store applies to profiles (everything else is recorded only).
 CONSENT_KIND, CONSENT_TYPE = "kiosk", "consent"
 IDENTITY_LINK_KIND = "identity_link"
+# A store asks the central store to erase a customer: data.customer_hash = erase_key(customer id). The
+# central store erases them and feeds an `erase` change (with the same hash) to every store.
+ERASURE_KIND = "erasure"
+ERASE_KEY_RE = re.compile(r"[0-9a-f]{32}")
 # Keys that only live for a visit or a kiosk session: recorded, never added to a profile's identities.
 EPHEMERAL_KEY_PREFIXES = ("session:", "visit:")
+
+def erase_key(customer_id: str) -> str:
+    """The form of a customer id that erasures travel and rest in: a hash (32 hex digits), never the id.
+
+    The edge keeps it as a tombstone, sends it to ask the central store for an erasure (an `erasure`
+    event), and the central store's erase changes carry it: after an erasure no file holds the id."""
+    return hashlib.sha256(f"instore-edge-erased:{customer_id}".encode()).hexdigest()[:32]
+
 
 # --- Reason codes (stable: clients and dashboards match on them) -----------------------------------
 
@@ -142,7 +155,8 @@ class WireEvent:
     `ts` is epoch seconds (float); on the wire it may also be an ISO 8601 string. `seq` is the edge's own
     log order (the edge sends batches in seq order); `received_at` is when the edge recorded it.
     A kiosk `consent` event carries `data.consent` = {purpose: bool}; an `identity_link` event carries
-    `customer` and `data.key` (the identity key that turned out to be that customer).
+    `customer` and `data.key` (the identity key that turned out to be that customer); an `erasure` event
+    carries only `data.customer_hash` (erase_key of the customer id to erase).
     """
 
     event_id: str
@@ -205,6 +219,15 @@ class WireEvent:
                 if type(granted) is not bool:
                     raise InvalidEvent(WRONG_TYPE, f"data.consent.{purpose[:_SHOW_MAX]}: expected true or false, "
                                                    f"got {_show(granted)}")
+        elif self.kind == ERASURE_KIND:
+            key = self.data.get("customer_hash")
+            if type(key) is not str or ERASE_KEY_RE.fullmatch(key) is None:
+                raise InvalidEvent(MISSING_FIELD if key is None else INVALID_VALUE,
+                                   "data.customer_hash: expected the customer's erase key (32 lowercase hex digits, "
+                                   f"sync.protocol.erase_key), got {_show(key) if key is not None else 'nothing'}")
+            if self.customer is not None or self.subject is not None:
+                raise InvalidEvent(INVALID_VALUE, "an erasure event names the customer by data.customer_hash only, "
+                                                  "never by customer or subject")
         elif self.kind == IDENTITY_LINK_KIND:
             if self.customer is None:
                 raise InvalidEvent(MISSING_FIELD, "customer: missing; an identity_link event names the customer")
@@ -309,9 +332,11 @@ PROFILE_FIELDS = ("customer_id", "first_name", "segments", "tier", "consents", "
 
 
 class Change(TypedDict):
-    """One entry of the change feed: `profile` is present for upserts, absent for erasures."""
+    """One entry of the change feed: an upsert names the customer and has the `profile`; an erasure has
+    only the customer's `customer_hash` (erase_key), so the central store keeps no trace of the id."""
 
-    customer_id: str
+    customer_id: NotRequired[str]
+    customer_hash: NotRequired[str]
     version: int
     op: Literal["upsert", "erase"]
     profile: NotRequired[Profile]

@@ -437,7 +437,7 @@ def test_erase_feeds_an_erase_change_and_the_profile_is_gone(central: Central) -
     assert r.status_code == 200
     assert r.json()["op"] == "erase" and r.json()["events_anonymized"] == 1
     page = central.changes(cursor)
-    assert page["changes"] == [{"customer_id": "C-1", "version": 2, "op": "erase"}]
+    assert page["changes"] == [{"customer_hash": p.erase_key("C-1"), "version": 2, "op": "erase"}]
     assert central.profile("C-1").status_code == 404
     assert central.profile("C-1").json()["error"]["code"] == "not_found"
     assert central.request("POST", "/v1/identities/resolve", TOKENS["s1"],
@@ -451,6 +451,103 @@ def test_erase_feeds_an_erase_change_and_the_profile_is_gone(central: Central) -
     # A fresh reader sees only the latest change per customer.
     full, _ = central.all_changes()
     assert [(c["customer_id"], c["op"]) for c in full] == [("C-2", "upsert"), ("C-1", "upsert")]
+
+
+def traces(db: Path, *needles: str) -> dict[str, int]:
+    """Occurrences of each needle (UTF-8, UTF-16 LE/BE) in the raw bytes of a SQLite file, its WAL and -shm."""
+    found: dict[str, int] = {}
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        data = path.read_bytes() if path.exists() else b""
+        for needle in needles:
+            for enc in ("utf-8", "utf-16-le", "utf-16-be"):
+                if n := data.count(needle.encode(enc)):
+                    found[f"{path.name}:{needle}:{enc}"] = n
+    return found
+
+
+def test_an_erasure_leaves_no_byte_of_the_customer_in_the_central_files(central: Central) -> None:
+    cid, name, key = "cust-QWXZ-9183", "Ottoline", "loyalty:OTT-55731"
+    central.upsert(shopper(cid, first_name=name, identities=[key]), shopper("C-2"))
+    for i in range(3):  # versions pile up old page images in the WAL
+        central.upsert({"customer_id": cid, "tier": ("bronze", "silver", "gold")[i]})
+    central.push("s1", [event("seen-1", customer=cid, subject=key, data={"note": f"{name} at the till"}),
+                        event("seen-2", subject=key, data={"rssi": -60})])
+    assert traces(central.db, cid, name, key), "the test must start with the customer on disk"
+    assert central.request("DELETE", f"/v1/admin/profiles/{cid}").status_code == 200
+    assert traces(central.db, cid, name, key) == {}
+    print(f"central files after the erasure: { {f.name: f.stat().st_size for f in central.db.parent.glob('central.db*')} }"
+          " bytes, 0 traces")
+    # The feed and the stats still say that someone was erased, by hash only.
+    feed, _ = central.all_changes()
+    assert {"customer_hash": p.erase_key(cid), "op": "erase"}.items() <= feed[-1].items()
+    assert central.request("GET", "/v1/admin/stats").json()["erased"] == 1
+    # The same after a restart (the erased rows are not in the file either).
+    assert central.stop() == 0
+    assert traces(central.db, cid, name, key) == {}
+
+
+def test_a_store_asks_for_an_erasure_by_hash_and_every_store_is_told(central: Central) -> None:
+    central.upsert(shopper("C-1", identities=["device:app-1"]), shopper("C-2"))
+    central.push("s2", [event("seen", customer="C-1", subject="device:app-1")])
+    _, cursor = central.all_changes()
+    erasures = [event("x-1", kind="erasure", data={"customer_hash": p.erase_key("C-1")}),
+                event("x-2", kind="erasure", data={"customer_hash": p.erase_key("C-unknown")}),
+                event("x-3", kind="erasure", data={"customer_hash": "C-2"}),
+                event("x-4", kind="erasure", customer="C-2", data={"customer_hash": p.erase_key("C-2")})]
+    r = central.push("s1", erasures)
+    assert r.json()["accepted"] == ["x-1", "x-2"]
+    assert [(x["id"], x["reason"]) for x in r.json()["rejected"]] == [("x-3", "invalid_value"), ("x-4", "invalid_value")]
+    assert "customer_hash" in r.json()["rejected"][0]["detail"]
+    assert central.profile("C-1").status_code == 404 and central.profile("C-2").status_code == 200
+    assert central.request("POST", "/v1/identities/resolve", TOKENS["s2"],
+                           json={"keys": ["device:app-1"]}).json()["matches"] == {}
+    seen = next(e for e in central.events() if e["event_id"] == "seen")
+    assert (seen["customer"], seen["subject"]) == (None, None)
+    applied = {e["event_id"]: e["applied"] for e in central.events(store="s1")}
+    assert applied == {"x-1": "erasure", "x-2": "erasure:unknown_customer"}
+    # Every store's feed gets both erasures (the unknown one too: the asking store waits to see it).
+    page = central.changes(cursor)["changes"]
+    assert sorted((c["customer_hash"], c["op"]) for c in page) == sorted(
+        [(p.erase_key("C-1"), "erase"), (p.erase_key("C-unknown"), "erase")])
+    assert all("customer_id" not in c for c in page)
+    # Asked again (another store, or a retry with a new id): fed again, with a higher version.
+    r = central.push("s2", [event("x-5", kind="erasure", data={"customer_hash": p.erase_key("C-1")})])
+    assert r.json()["accepted"] == ["x-5"]
+    again = central.changes(cursor)["changes"]
+    [entry] = [c for c in again if c["customer_hash"] == p.erase_key("C-1")]
+    assert entry["version"] > next(c["version"] for c in page if c["customer_hash"] == p.erase_key("C-1"))
+    assert central.events(store="s2")[-1]["applied"] == "erasure:already_erased"
+
+
+def test_a_central_file_from_before_hashed_erasures_is_migrated_and_keeps_no_erased_id(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sync.central.db import MIGRATIONS, CentralStore
+
+    db = tmp_path / "old-central.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    MIGRATIONS[0](conn)
+    conn.execute("INSERT INTO schema_version VALUES (1, datetime('now'))")
+    conn.execute("INSERT INTO profiles(customer_id, version, body, updated_at) VALUES ('C-kept', 1, ?, 0)",
+                 (json.dumps(p.empty_profile("C-kept")),))
+    conn.execute("INSERT INTO changes(customer_id, version, op, changed_at) VALUES ('C-kept', 1, 'upsert', 0), "
+                 "('cust-erased-long-ago', 4, 'erase', 0)")
+    conn.close()
+    store = CentralStore(db)
+    try:
+        reader = store.reader()
+        feed = store.changes(reader, None, 10)["changes"]
+        assert feed == [{"customer_id": "C-kept", "version": 1, "op": "upsert", "profile": p.empty_profile("C-kept")},
+                        {"customer_hash": p.erase_key("cust-erased-long-ago"), "version": 4, "op": "erase"}]
+        assert reader.execute("SELECT erase_key FROM profiles").fetchone()[0] == p.erase_key("C-kept")
+        reader.close()
+        assert traces(db, "cust-erased-long-ago") == {}
+        # Re-created later, the customer continues from the erased version.
+        assert store.upsert_profiles([{"customer_id": "cust-erased-long-ago"}])[0]["version"] == 5
+    finally:
+        store.close()
 
 
 def test_merge_unites_two_profiles_and_erases_the_source(central: Central) -> None:
@@ -471,8 +568,8 @@ def test_merge_unites_two_profiles_and_erases_the_source(central: Central) -> No
     assert [o["order_id"] for o in merged["orders_ready"]] == ["O-1"]
     assert merged["tier"] == "gold" and merged["preferences"] == {"size": "L"}
     assert central.profile("C-1").status_code == 404
-    changes = {c["customer_id"]: c for c in central.changes(cursor)["changes"]}
-    assert changes["C-1"]["op"] == "erase" and changes["C-2"]["op"] == "upsert"
+    changes = {c.get("customer_id") or c["customer_hash"]: c for c in central.changes(cursor)["changes"]}
+    assert changes[p.erase_key("C-1")]["op"] == "erase" and changes["C-2"]["op"] == "upsert"
     assert changes["C-2"]["profile"] == merged
     assert central.request("POST", "/v1/identities/resolve", TOKENS["s1"],
                            json={"keys": ["loyalty:1"]}).json()["matches"] == {"loyalty:1": "C-2"}

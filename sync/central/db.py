@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -30,7 +31,11 @@ from sync import protocol as p
 
 Migration = Callable[[sqlite3.Connection], None]
 
+log = logging.getLogger("instore_central")
+
 IDEMPOTENCY_TTL_S = 24 * 3600
+BUSY_TIMEOUT_MS = 30000
+WIPE_WAIT_S = 5.0  # how long the writer retries truncating the WAL after an erasure before the next write does
 TIER_RANK = {tier: rank for rank, tier in enumerate(p.TIERS)}
 
 
@@ -60,8 +65,18 @@ def _v1(conn: sqlite3.Connection) -> None:
     db["rejections"].create({"store": str, "reason": str, "count": int}, pk=("store", "reason"))
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    """Erasures keep no trace of the id: each profile's erase key (indexed) finds the customer a store asks
+    to erase by hash, and the feed keeps an erased customer under '#' + erase key, not under the id."""
+    conn.create_function("erase_key", 1, p.erase_key, deterministic=True)
+    conn.execute("ALTER TABLE profiles ADD COLUMN erase_key TEXT")
+    conn.execute("UPDATE profiles SET erase_key = erase_key(customer_id)")
+    conn.execute("CREATE INDEX idx_profiles_erase_key ON profiles(erase_key)")
+    conn.execute("UPDATE changes SET customer_id = '#' || erase_key(customer_id) WHERE op = 'erase'")
+
+
 # Append only: a newer binary upgrades an older file by running the steps it has not seen.
-MIGRATIONS: list[Migration] = [_v1]
+MIGRATIONS: list[Migration] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -101,13 +116,36 @@ class IdempotencyKeyReused(CentralError):
 
 
 def connect(path: str | Path, *, writer: bool = False) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL, waiting on locks up to 30 s."""
+    """A connection in autocommit mode (transactions are explicit), WAL, waiting on locks up to 30 s.
+
+    The writer deletes with secure_delete (deleted bytes are zeroed in their page and in free pages);
+    after an erasure `truncate_wal` removes the old page images from the WAL."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute(f"PRAGMA synchronous={'FULL' if writer else 'NORMAL'}")
+    if writer:
+        conn.execute("PRAGMA secure_delete=ON")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def truncate_wal(conn: sqlite3.Connection, busy_ms: int = 50) -> bool:
+    """Checkpoint the WAL into the file and truncate it to zero bytes; False while a reader holds an older
+    snapshot (after waiting `busy_ms`). On the write connection, outside a transaction."""
+    conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+    try:
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return busy == 0
+
+
+def feed_key(customer_id: str) -> str:
+    """Where the change feed keeps an erased customer: '#' + erase key ('#' starts no customer id)."""
+    return "#" + p.erase_key(customer_id)
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
@@ -137,7 +175,10 @@ class CentralStore:
             raise DatabaseError(f"cannot open the central database {self.path}: {exc}; check --db and that "
                                 "its folder is writable") from exc
         self._lock = threading.Lock()
+        self._wipe_due = True  # a migration may have rewritten erased rows: start with a clean WAL
         self.epoch = str(self._conn.execute("SELECT value FROM meta WHERE key = 'feed_epoch'").fetchone()[0])
+        with self._lock:
+            self._wipe()
 
     def _migrate(self) -> None:
         """Bring the file to SCHEMA_VERSION in one transaction; refuse files from a newer program."""
@@ -167,7 +208,8 @@ class CentralStore:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction at a time (BEGIN IMMEDIATE under the lock); rolled back on any error."""
+        """One write transaction at a time (BEGIN IMMEDIATE under the lock); rolled back on any error.
+        After an erasure committed, the WAL is truncated (its old page images hold the erased rows)."""
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -177,6 +219,20 @@ class CentralStore:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            if self._wipe_due:
+                self._wipe()
+
+    def _wipe(self) -> None:
+        """Truncate the WAL, waiting up to WIPE_WAIT_S for readers on older snapshots (under the lock);
+        if they take longer, the next write tries again."""
+        deadline = time.monotonic() + WIPE_WAIT_S
+        while not truncate_wal(self._conn):
+            if time.monotonic() > deadline:
+                log.warning("the WAL still holds erased data: a reader keeps an old snapshot open; retrying at "
+                            "the next write")
+                return
+            time.sleep(0.05)
+        self._wipe_due = False
 
     # --- profiles (inside a write transaction) --------------------------------------------------------
 
@@ -186,18 +242,22 @@ class CentralStore:
         return json.loads(row[0]) if row else None
 
     @staticmethod
-    def _next_version(conn: sqlite3.Connection, customer_id: str) -> int:
-        """Versions only grow, across erasure and re-creation too (the feed's tombstone remembers)."""
+    def _next_version(conn: sqlite3.Connection, customer_id: str | None, key: str | None = None) -> int:
+        """Versions only grow, across erasure and re-creation too (the feed's tombstone remembers, by hash)."""
+        fkey = key or feed_key(customer_id or "")
         row = conn.execute("SELECT max(v) FROM (SELECT version AS v FROM profiles WHERE customer_id = ? "
-                           "UNION ALL SELECT version FROM changes WHERE customer_id = ?)",
-                           (customer_id, customer_id)).fetchone()
+                           "UNION ALL SELECT version FROM changes WHERE customer_id IN (?, ?))",
+                           (customer_id, customer_id, fkey)).fetchone()
         return int(row[0] or 0) + 1
 
     @staticmethod
-    def _record_change(conn: sqlite3.Connection, customer_id: str, version: int, op: str) -> None:
-        conn.execute("DELETE FROM changes WHERE customer_id = ?", (customer_id,))
+    def _record_change(conn: sqlite3.Connection, customer_id: str | None, version: int, op: str, *,
+                       key: str | None = None) -> None:
+        """The customer's one feed entry: an upsert under the id, an erasure under '#' + erase key only."""
+        fkey = key or feed_key(customer_id or "")
+        conn.execute("DELETE FROM changes WHERE customer_id IN (?, ?)", (customer_id, fkey))
         conn.execute("INSERT INTO changes(customer_id, version, op, changed_at) VALUES (?,?,?,?)",
-                     (customer_id, version, op, time.time()))
+                     (customer_id if op == "upsert" else fkey, version, op, time.time()))
 
     def _save(self, conn: sqlite3.Connection, profile: dict[str, Any], *, check_identities: bool = True) -> None:
         """Write a profile with the next version, re-index its identities, append its change."""
@@ -212,9 +272,10 @@ class CentralStore:
                 raise Conflict(f"identity {key!r} belongs to customer {owner!r}: remove it there first, or merge "
                                f"the two profiles (POST /v1/admin/profiles/merge)")
         profile["version"] = self._next_version(conn, cid)
-        conn.execute("INSERT INTO profiles(customer_id, version, body, updated_at) VALUES (?,?,?,?) "
+        conn.execute("INSERT INTO profiles(customer_id, version, body, updated_at, erase_key) VALUES (?,?,?,?,?) "
                      "ON CONFLICT(customer_id) DO UPDATE SET version=excluded.version, body=excluded.body, "
-                     "updated_at=excluded.updated_at", (cid, profile["version"], _dumps(profile), time.time()))
+                     "updated_at=excluded.updated_at",
+                     (cid, profile["version"], _dumps(profile), time.time(), p.erase_key(cid)))
         conn.execute("DELETE FROM identities WHERE customer_id = ?", (cid,))
         conn.executemany("INSERT OR REPLACE INTO identities(key, customer_id) VALUES (?, ?)", ((k, cid) for k in keys))
         self._record_change(conn, cid, profile["version"], "upsert")
@@ -254,7 +315,7 @@ class CentralStore:
             profile = self._load(conn, customer_id)
             if profile is None:
                 row = conn.execute("SELECT version FROM changes WHERE customer_id = ? AND op = 'erase'",
-                                   (customer_id,)).fetchone()
+                                   (feed_key(customer_id),)).fetchone()
                 if row is None:
                     raise NotFound(f"no profile {customer_id!r}")
                 return {"customer_id": customer_id, "version": row[0], "op": "erase", "already_erased": True,
@@ -280,7 +341,21 @@ class CentralStore:
                 anonymized += conn.execute(f"UPDATE events SET subject = NULL, data = NULL WHERE subject IN ({marks})",
                                            keys).rowcount
         self._record_change(conn, cid, version, "erase")
+        self._wipe_due = True
         return version, anonymized
+
+    def _erase_by_key(self, conn: sqlite3.Connection, key: str) -> str:
+        """A store asked for an erasure by erase key: erase the customer it names, and feed the erasure to
+        every store in any case (the asking store keeps the shopper's tombstone pending until it sees it)."""
+        row = conn.execute("SELECT customer_id FROM profiles WHERE erase_key = ?", (key,)).fetchone()
+        profile = self._load(conn, row[0]) if row is not None else None
+        if profile is not None:
+            self._erase(conn, profile, anonymize=True)
+            return "erasure"
+        fkey = "#" + key
+        known = conn.execute("SELECT 1 FROM changes WHERE customer_id = ?", (fkey,)).fetchone() is not None
+        self._record_change(conn, None, self._next_version(conn, None, fkey), "erase", key=fkey)
+        return "erasure:already_erased" if known else "erasure:unknown_customer"
 
     def merge(self, from_id: str, into_id: str) -> dict[str, Any]:
         """Fold profile `from_id` into `into_id` (same person, two records) and erase `from_id`.
@@ -399,6 +474,8 @@ class CentralStore:
                 return "consent:unchanged"
             self._save(conn, profile, check_identities=False)
             return "consent"
+        if e.kind == p.ERASURE_KIND:
+            return self._erase_by_key(conn, e.data["customer_hash"])
         if e.kind == p.IDENTITY_LINK_KIND:
             assert e.customer is not None and e.link_key is not None
             if e.link_key.startswith(p.EPHEMERAL_KEY_PREFIXES):
@@ -445,9 +522,14 @@ class CentralStore:
         rows = rows[:limit]
         changes: list[dict[str, Any]] = []
         for row in rows:
-            change: dict[str, Any] = {"customer_id": row["customer_id"], "version": row["version"], "op": row["op"]}
-            if row["op"] == "upsert" and row["body"] is not None:
-                change["profile"] = json.loads(row["body"])
+            change: dict[str, Any]
+            if row["op"] == "erase":  # by hash: the central store keeps no trace of an erased id
+                change = {"customer_hash": row["customer_id"].removeprefix("#"), "version": row["version"],
+                          "op": "erase"}
+            else:
+                change = {"customer_id": row["customer_id"], "version": row["version"], "op": row["op"]}
+                if row["body"] is not None:
+                    change["profile"] = json.loads(row["body"])
             changes.append(change)
         answer: dict[str, Any] = {"changes": changes, "next": self.cursor(rows[-1]["seq"] if rows else after),
                                   "more": more}
