@@ -138,7 +138,8 @@ def erase_via_http(base_url: str, token: str | None, customer: str, timeout: flo
     except ValueError:
         body = {}
     if r.status_code == 200:
-        return True, f"erased customer {customer!r} from this store's edge"
+        return True, (f"erased customer {customer!r} from this store's edge; the central store is asked to erase "
+                      "them everywhere (sent with the next sync)")
     err = body.get("error", {}) if isinstance(body, dict) else {}
     message = err.get("message") if isinstance(err, dict) else None
     return False, f"the edge refused the erasure: HTTP {r.status_code} {message or r.text[:200]}"

@@ -85,6 +85,7 @@ class Pipeline:
         self.healthy = True
         self.last_error: str | None = None
         self.committed_batches = 0
+        self._wipe_warned = False
         metrics.gauge("instore_edge_ingest_queue", self.queue.qsize)
         metrics.gauge("instore_edge_ingest_lag_seconds", self.lag)
         metrics.gauge("instore_edge_presence_subjects", lambda: len(self.presence.state))
@@ -155,7 +156,25 @@ class Pipeline:
             pending = []
             self.oldest_pending = None
             self._after_commit(result)
+            self._wipe_wal()
         log.info("pipeline writer stopped")
+
+    def _wipe_wal(self) -> None:
+        """After an erasure (or a purge), truncate the WAL once readers allow: retried after later commits."""
+        due = self.writer.wipe_due_since
+        try:
+            done = self.writer.wipe_wal()
+        except sqlite3.Error as exc:
+            log.error("cannot truncate the WAL after an erasure: %s; retrying", exc)
+            return
+        if done:
+            log.info("WAL truncated %.1fs after an erasure or purge", time.monotonic() - (due or time.monotonic()))
+        elif done is False and due is not None and time.monotonic() - due > 10 and not self._wipe_warned:
+            self._wipe_warned = True
+            log.warning("the WAL still holds erased data %.0fs after an erasure: a reader keeps an old snapshot "
+                        "open (a long API request?); retrying", time.monotonic() - due)
+        if done:
+            self._wipe_warned = False
 
     def _reload_state(self) -> None:
         """After a failed transaction the in-memory presence may be ahead of the file: rebuild it from the file."""

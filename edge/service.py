@@ -103,7 +103,9 @@ class Service:
         self._fetch_pool.submit(fetch)
 
     def _forget_customer(self, conn: sqlite3.Connection, customer: str) -> None:
-        """Erasure (from the central store or `DELETE /api/v1/customers/<id>`): drop every in-memory trace too."""
+        """Erasure (from the central store or `DELETE /api/v1/customers/<id>`): drop every in-memory trace too,
+        and have the WAL truncated after the commit (the rows' old page images are still in it)."""
+        self.writer.want_wipe()
         self.identity.forget_customer(conn, customer)
         for subject, st in list(self.presence.state.items()):
             if st.customer == customer:
@@ -132,17 +134,24 @@ class Service:
             self.displays.notify(screen, payload)
 
     def erase(self, customer: str, timeout: float = 30.0) -> bool:
-        """Remove a shopper from every table and every in-memory state on this device; True once committed."""
-        from sync.client import erase_customers
+        """Remove a shopper from every table, every in-memory state and the file's bytes on this device, and
+        ask the central store to erase them everywhere (an outbox event, by hash); True once committed.
+        Until the central store confirms, a pending tombstone keeps the edge from learning them again."""
+        from sync.client import erase_customers, queue_central_erasure
 
         def task(writer: Writer) -> None:
+            now = time.time()
             row = writer.conn.execute("SELECT version FROM profiles WHERE customer_id = ?", (customer,)).fetchone()
-            erase_customers(writer.conn, [(customer, row[0] if row else 0)], time.time(),
-                            hooks=[self._forget_customer])
+            erase_customers(writer.conn, [(customer, row[0] if row else 0)], now, hooks=[self._forget_customer],
+                            pending=True)
+            queue_central_erasure(writer, customer, now)
 
         done = threading.Event()
         self.pipeline.submit_task(task, done.set)
-        return done.wait(timeout)
+        if not done.wait(timeout):
+            return False
+        self.sync.wake()
+        return True
 
     def _register_ui(self) -> None:
         try:
@@ -188,8 +197,12 @@ class Service:
         while not self._stopped.is_set():
             box: list[int] = []
             done = threading.Event()
-            self.pipeline.submit_task(lambda w: box.append(purge_expired(w.conn, days, time.time(), limit=20000)),
-                                      done.set)
+            def purge(w: Writer) -> None:
+                box.append(purge_expired(w.conn, days, time.time(), limit=20000))
+                if box[-1]:
+                    w.want_wipe()  # the purged rows' old pages leave the WAL too
+
+            self.pipeline.submit_task(purge, done.set)
             if not done.wait(120) or not box:
                 break
             total += box[0]

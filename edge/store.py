@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,17 @@ def _v5(db: sqlite_utils.Database) -> None:
             db.execute(stmt)
 
 
+def _v6(db: sqlite_utils.Database) -> None:
+    """Erasure: tombstones of erasures asked here stay `pending` until the central store confirms them;
+    partial indexes find a customer's events and decisions without reading the whole log."""
+    if "pending" not in db["sync_tombstones"].columns_dict:  # sync.client.ensure_schema may have made it
+        db.execute("ALTER TABLE sync_tombstones ADD COLUMN pending INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_events_customer ON events(customer) WHERE customer IS NOT NULL")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_decisions_customer ON decisions(customer) WHERE customer IS NOT NULL")
+
+
 # Append only: a newer binary upgrades an older file by running the steps it has not seen.
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -133,13 +143,37 @@ class StoreError(Exception):
     """The database file cannot be used."""
 
 
+BUSY_TIMEOUT_MS = 30000
+WIPE_BUSY_MS = 50  # how long one attempt to truncate the WAL waits for readers (the writer waits meanwhile)
+
+
 def connect(path: str | Path, *, writer: bool = False) -> sqlite3.Connection:
-    """Open a connection in autocommit mode (transactions are explicit) with WAL."""
+    """Open a connection in autocommit mode (transactions are explicit) with WAL.
+
+    The writer deletes with secure_delete: what it deletes or overwrites is zeroed in the page (free
+    pages too), so an erased shopper's bytes do not linger in the file; `truncate_wal` then removes the
+    old page images from the WAL."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute(f"PRAGMA synchronous={'FULL' if writer else 'NORMAL'}")
+    if writer:
+        conn.execute("PRAGMA secure_delete=ON")
     return conn
+
+
+def truncate_wal(conn: sqlite3.Connection, busy_ms: int = WIPE_BUSY_MS) -> bool:
+    """Copy the WAL into the database and truncate it to zero bytes, so the page images it held (a
+    shopper's rows before their erasure) are gone; True when done. A reader still on an older snapshot
+    makes it fail after `busy_ms`: call again later. Outside a transaction, on the write connection."""
+    conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+    try:
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return busy == 0
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
@@ -194,6 +228,29 @@ class Writer:
         self.conn = conn
         self.cur = conn.cursor()  # one cursor for the per-event statements, not a new one per row
         self._outbox: list[int] = []
+        # Set by an erasure or a purge: the WAL still holds the deleted rows' old pages (see wipe_wal).
+        self.wipe_due_since: float | None = None
+        self._next_wipe = 0.0
+
+    def want_wipe(self) -> None:
+        """Deleted personal data must leave the WAL too: truncate it after this transaction commits."""
+        if self.wipe_due_since is None:
+            self.wipe_due_since = time.monotonic()
+            self._next_wipe = 0.0
+
+    def wipe_wal(self) -> bool | None:
+        """After a commit: truncate the WAL when an erasure asked for it. None when nothing was due or it
+        is not time to retry yet; True when done; False when readers held it up (retried with back-off)."""
+        if self.wipe_due_since is None or self.conn.in_transaction:
+            return None
+        now = time.monotonic()
+        if now < self._next_wipe:
+            return None
+        if truncate_wal(self.conn):
+            self.wipe_due_since = None
+            return True
+        self._next_wipe = now + min(5.0, 0.1 + (now - self.wipe_due_since) / 4)
+        return False
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")

@@ -25,6 +25,7 @@ import json
 import logging
 import queue
 import random
+import secrets
 import sqlite3
 import threading
 import time
@@ -78,7 +79,8 @@ CREATE TABLE IF NOT EXISTS sync_rejects (
 CREATE TABLE IF NOT EXISTS sync_tombstones (
     customer_id TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
-    erased_at REAL NOT NULL
+    erased_at REAL NOT NULL,
+    pending INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -667,8 +669,8 @@ class SyncClient:
 
         def apply(conn: sqlite3.Connection) -> None:
             counts[0] = counts[1] = 0
-            if clear_tombstones:
-                conn.execute("DELETE FROM sync_tombstones")
+            if clear_tombstones:  # erasures asked here and not yet confirmed stay
+                conn.execute("DELETE FROM sync_tombstones WHERE pending = 0")
             n_applied, n_erased = self._apply_changes(conn, changes, force=force)
             counts[0], counts[1] = n_applied, n_erased
             conn.execute("INSERT INTO sync_state(key, value) VALUES ('cursor', ?) "
@@ -678,42 +680,56 @@ class SyncClient:
 
     def _apply_changes(self, conn: sqlite3.Connection, changes: list[dict[str, Any]], *,
                        force: bool = False, via: str = VIA_CENTRAL) -> tuple[int, int]:
-        """Apply feed entries (or fetched profiles as upserts) newer than what the edge holds."""
+        """Apply feed entries (or fetched profiles as upserts) newer than what the edge holds.
+
+        An erasure entry names the customer by hash (`customer_hash`): it erases whoever this device holds
+        under that hash, and confirms a pending tombstone. A customer with a pending tombstone (erased
+        here, the central store not yet told) is never re-learned, whatever the version, even on resync."""
         now = time.time()
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[str, dict[str, Any]] = {}  # customer id → upsert; "#" + erase key → erasure
         for ch in changes:  # one entry per customer: the newest
-            cid = ch.get("customer_id")
-            if not isinstance(cid, str) or not isinstance(ch.get("version"), int):
+            version, op = ch.get("version"), ch.get("op")
+            key: str | None = None
+            if op == "erase":
+                hashed = ch.get("customer_hash")
+                if hashed is None and isinstance(ch.get("customer_id"), str):
+                    hashed = tombstone_key(ch["customer_id"])  # a central store from before hashed erasures
+                if isinstance(hashed, str) and p.ERASE_KEY_RE.fullmatch(hashed):
+                    key = "#" + hashed
+            elif op == "upsert" and isinstance(ch.get("customer_id"), str) and isinstance(ch.get("profile"), dict):
+                key = ch["customer_id"]
+            if key is None or not isinstance(version, int):
                 log.warning("ignoring a malformed change feed entry")
                 continue
-            prev = latest.get(cid)
-            if prev is None or ch["version"] > prev["version"]:
-                latest[cid] = ch
+            prev = latest.get(key)
+            if prev is None or version > prev["version"]:
+                latest[key] = ch
         if not latest:
             return 0, 0
-        ids = list(latest)
+        ids = [k for k in latest if not k.startswith("#")]
+        hashes = [tombstone_key(cid) for cid in ids] + [k[1:] for k in latest if k.startswith("#")]
         cached: dict[str, int] = {}
-        erased_before: dict[str, int] = {}
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             cached.update(conn.execute(f"SELECT customer_id, version FROM profiles WHERE customer_id IN ({marks})",
                                        chunk))
-            hashed = {tombstone_key(cid): cid for cid in chunk}
-            erased_before.update((hashed[k], v) for k, v in conn.execute(
-                f"SELECT customer_id, version FROM sync_tombstones WHERE customer_id IN ({marks})", list(hashed)))
+        tombs = tombstones(conn, hashes)
         upserts: list[dict[str, Any]] = []
-        erases: list[tuple[str, int]] = []
-        for cid, ch in latest.items():
+        erase_keys: list[tuple[str, int]] = []
+        for key, ch in latest.items():
             v = ch["version"]
-            if not force and (v <= cached.get(cid, -1) or v <= erased_before.get(cid, -1)):
+            if key.startswith("#"):
+                erased_v, pending = tombs.get(key[1:], (-1, False))
+                if force or pending or v > erased_v:
+                    erase_keys.append((key[1:], v))
                 continue
-            if ch.get("op") == "erase":
-                erases.append((cid, v))
-            elif ch.get("op") == "upsert" and isinstance(ch.get("profile"), dict):
-                prof = dict(ch["profile"])
-                prof["customer_id"] = cid
-                prof["version"] = v
-                upserts.append(prof)
+            erased_v, pending = tombs.get(tombstone_key(key), (-1, False))
+            if pending or (not force and (v <= cached.get(key, -1) or v <= erased_v)):
+                continue
+            prof = dict(ch["profile"])
+            prof["customer_id"] = key
+            prof["version"] = v
+            upserts.append(prof)
         if upserts:
             conn.executemany(
                 "INSERT INTO profiles(customer_id, version, profile, first_name, consent_personalization, updated_at) "
@@ -742,9 +758,9 @@ class SyncClient:
                         hook(conn, key, cid, v)
             for profile_hook in self.profile_hooks:
                 profile_hook(conn, [prof["customer_id"] for prof in upserts])
-        if erases:
-            erase_customers(conn, erases, now, hooks=self.erase_hooks)
-        return len(upserts) + len(erases), len(erases)
+        if erase_keys:
+            erase_by_key(conn, erase_keys, now, hooks=self.erase_hooks)
+        return len(upserts) + len(erase_keys), len(erase_keys)
 
     def _pull_loop(self) -> None:
         backoff = Backoff(self.backoff_base_s, self.backoff_cap_s)
@@ -875,8 +891,13 @@ class SyncClient:
                 self.submit_task(lambda w, m=matches: self._store_matches(w.conn, m), None)
 
     def _store_matches(self, conn: sqlite3.Connection, matches: dict[str, str]) -> None:
+        """Keys the central store resolved, except to customers erased here (a resolve answered before the
+        central store applied the erasure must not bring the shopper back)."""
         now = time.time()
-        rows = [(k, c, f"{VIA_CENTRAL}", now) for k, c in matches.items()]
+        erased = erased_here(conn, set(matches.values()))
+        rows = [(k, c, f"{VIA_CENTRAL}", now) for k, c in matches.items() if c not in erased]
+        if not rows:
+            return
         conn.executemany("INSERT INTO identities(key, customer_id, via, learned_at) VALUES (?,?,?,?) "
                          "ON CONFLICT(key) DO UPDATE SET customer_id=excluded.customer_id, via=excluded.via, "
                          "learned_at=excluded.learned_at", rows)
@@ -938,20 +959,115 @@ def ensure_schema_task(conn: sqlite3.Connection) -> None:
 
 
 def tombstone_key(customer_id: str) -> str:
-    """Tombstones keep a hash, not the id: after an erasure the device holds no trace of the shopper,
-    yet still recognises a stale copy of the erased profile."""
-    return hashlib.sha256(f"instore-edge-erased:{customer_id}".encode()).hexdigest()[:32]
+    """Tombstones keep a hash, not the id (sync.protocol.erase_key): after an erasure the device holds no
+    trace of the shopper, yet still recognises a stale copy of the erased profile."""
+    return p.erase_key(customer_id)
+
+
+def tombstones(conn: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[int, bool]]:
+    """erase key → (version, pending) for the keys that have a tombstone."""
+    out: dict[str, tuple[int, bool]] = {}
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        out.update((k, (v, bool(pending))) for k, v, pending in conn.execute(
+            f"SELECT customer_id, version, pending FROM sync_tombstones WHERE customer_id IN ({marks})", chunk))
+    return out
+
+
+def erased_here(conn: sqlite3.Connection, customers: set[str]) -> set[str]:
+    """The customers with a tombstone and no cached profile newer than it: not to be learned again."""
+    if not customers:
+        return set()
+    by_key = {tombstone_key(c): c for c in customers}
+    tombs = tombstones(conn, list(by_key))
+    if not tombs:
+        return set()
+    hit = [by_key[k] for k in tombs]
+    cached: dict[str, int] = {}
+    for chunk in _chunks(hit):
+        marks = ",".join("?" * len(chunk))
+        cached.update(conn.execute(f"SELECT customer_id, version FROM profiles WHERE customer_id IN ({marks})", chunk))
+    return {c for c in hit if tombs[tombstone_key(c)][1] or cached.get(c, -1) <= tombs[tombstone_key(c)][0]}
+
+
+def queue_central_erasure(writer: Any, customer_id: str, now: float) -> None:
+    """Ask the central store to erase the customer everywhere: an `erasure` event in the outbox, by hash
+    only, pushed in seq order after what was recorded before it and kept until the central store took it."""
+    from edge.events import Event
+
+    writer.insert_event(Event(event_id=f"erasure:{secrets.token_hex(12)}", kind=p.ERASURE_KIND, source="edge",
+                              ts=now, received_at=now, data={"customer_hash": tombstone_key(customer_id)}))
+
+
+# Where a customer id may sit on the edge (customer ids by column), for an erasure that names a hash.
+_CUSTOMER_COLUMNS = (("profiles", "customer_id"), ("identities", "customer_id"), ("presence", "customer"),
+                     ("events", "customer"), ("decisions", "customer"), ("pickups", "customer_id"),
+                     ("qr_handoffs", "customer"))
+
+
+def customers_by_key(conn: sqlite3.Connection, keys: set[str]) -> dict[str, list[str]]:
+    """erase key → the customer ids this device holds anything about under that key (the partial indexes
+    on events and decisions keep this to the customers' rows, not the whole log)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    union = " UNION ".join(f"SELECT {col} FROM {table} WHERE {col} IS NOT NULL"
+                           for table, col in _CUSTOMER_COLUMNS if table in tables)
+    found: dict[str, list[str]] = {}
+    for (cid,) in conn.execute(union):
+        key = tombstone_key(cid)
+        if key in keys:
+            found.setdefault(key, []).append(cid)
+    return found
+
+
+def erase_by_key(conn: sqlite3.Connection, erases: list[tuple[str, int]], now: float,
+                 hooks: Iterable[EraseHook] = ()) -> None:
+    """Erasures the central store confirmed (change feed, by erase key): erase whoever this device holds
+    under each key, and keep (or confirm) the tombstone."""
+    found = customers_by_key(conn, {key for key, _ in erases})
+    targets = [(cid, v) for key, v in erases for cid in found.get(key, [])]
+    newer: dict[str, int] = {}  # a profile fetched since the erasure was fed (re-created): it stays
+    for chunk in _chunks([cid for cid, _ in targets]):
+        marks = ",".join("?" * len(chunk))
+        newer.update(conn.execute(f"SELECT customer_id, version FROM profiles WHERE customer_id IN ({marks})", chunk))
+    erase_customers(conn, [(cid, v) for cid, v in targets if newer.get(cid, -1) < v], now, hooks=hooks)
+    _tombstone(conn, erases, now, pending=False)
+
+
+def _tombstone(conn: sqlite3.Connection, rows: Iterable[tuple[str, int]], now: float, *, pending: bool) -> None:
+    """(erase key, version) tombstones; a confirmed one (pending False) clears the pending mark."""
+    conn.executemany("INSERT INTO sync_tombstones(customer_id, version, erased_at, pending) VALUES (?,?,?,?) "
+                     "ON CONFLICT(customer_id) DO UPDATE SET version=max(version, excluded.version), "
+                     "erased_at=excluded.erased_at, pending=excluded.pending",
+                     ((key, v, now, 1 if pending else 0) for key, v in rows))
+
+
+_EXCERPT_ERASED = "(removed by an erasure)"
+
+
+def _instr_any(column: str, n: int) -> str:
+    return "(" + " OR ".join([f"instr({column}, ?) > 0"] * n) + ")"
 
 
 def erase_customers(conn: sqlite3.Connection, erases: list[tuple[str, int]], now: float,
-                    hooks: Iterable[EraseHook] = ()) -> None:
+                    hooks: Iterable[EraseHook] = (), *, pending: bool = False) -> None:
     """Remove customers from every edge table: profile, identity keys, presence link, event content
-    (pseudonymized: customer, subject and data cleared), decisions; remember the erasure's version."""
+    (pseudonymized: customer, subject and data cleared, also where the data quotes the id), decisions, dead
+    letters and sync rejects quoting them; remember the erasure as a tombstone (hash only), `pending` when
+    asked here until the central store confirms it. The hooks clear memory and have the WAL truncated."""
+    if not erases:
+        return
     ids = [cid for cid, _ in erases]
     keys: list[str] = []
+    names: list[str] = []
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
         keys += [r[0] for r in conn.execute(f"SELECT key FROM identities WHERE customer_id IN ({marks})", chunk)]
+        names += [r[0] for r in conn.execute(f"SELECT first_name FROM profiles WHERE customer_id IN ({marks}) "
+                                             "AND first_name IS NOT NULL", chunk)]
+    # What a device may have quoted in free text: the id, an identity key (and its value: a phone's id as
+    # the gateway reported it), the first name. Short ones would match unrelated text.
+    quoted = list(dict.fromkeys([*ids, *keys, *(k.partition(":")[2] for k in keys)]))
+    distinctive = [q for q in quoted if len(q) >= 6]
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
         conn.execute(f"DELETE FROM profiles WHERE customer_id IN ({marks})", chunk)
@@ -961,15 +1077,29 @@ def erase_customers(conn: sqlite3.Connection, erases: list[tuple[str, int]], now
                      chunk)
         conn.execute(f"UPDATE decisions SET customer = NULL, extra = NULL, payload = NULL "
                      f"WHERE customer IN ({marks})", chunk)
-    for chunk in _chunks(keys):
-        marks = ",".join("?" * len(chunk))
-        conn.execute(f"UPDATE events SET subject = NULL, data = NULL WHERE subject IN ({marks})", chunk)
-    conn.executemany("INSERT INTO sync_tombstones(customer_id, version, erased_at) VALUES (?,?,?) "
-                     "ON CONFLICT(customer_id) DO UPDATE SET version=max(version, excluded.version), "
-                     "erased_at=excluded.erased_at", ((tombstone_key(cid), v, now) for cid, v in erases))
+    # Anonymous history of the shopper's devices and sessions, and data quoting the id: one pass over the log.
+    for key_chunk, text_chunk in _pairs(keys, distinctive):
+        marks = ",".join("?" * len(key_chunk)) or "NULL"
+        where = f"subject IN ({marks})" + (f" OR (data IS NOT NULL AND {_instr_any('data', len(text_chunk))})"
+                                            if text_chunk else "")
+        conn.execute(f"UPDATE events SET subject = NULL, data = NULL WHERE {where}", [*key_chunk, *text_chunk])
+    for chunk in _chunks([q for q in [*quoted, *names] if len(q) >= 3], 200):
+        n = len(chunk)
+        conn.execute(f"UPDATE deadletters SET payload_excerpt = '', detail = ? "
+                     f"WHERE {_instr_any('payload_excerpt', n)} OR {_instr_any('detail', n)}",
+                     [_EXCERPT_ERASED, *chunk, *chunk])
+        conn.execute(f"UPDATE sync_rejects SET detail = NULL WHERE {_instr_any('detail', n)}", chunk)
+    _tombstone(conn, ((tombstone_key(cid), v) for cid, v in erases), now, pending=pending)
     for hook in hooks:
         for cid in ids:
             hook(conn, cid)
+
+
+def _pairs(keys: list[str], texts: list[str]) -> Iterable[tuple[list[str], list[str]]]:
+    """Chunks of both lists side by side (at least one pair when either has items)."""
+    key_chunks, text_chunks = list(_chunks(keys, 400)), list(_chunks(texts, 100))
+    for i in range(max(len(key_chunks), len(text_chunks))):
+        yield (key_chunks[i] if i < len(key_chunks) else []), (text_chunks[i] if i < len(text_chunks) else [])
 
 
 def evict_profiles(conn: sqlite3.Connection, max_profiles: int, ttl_s: float, now: float) -> int:
@@ -997,7 +1127,9 @@ def evict_profiles(conn: sqlite3.Connection, max_profiles: int, ttl_s: float, no
         marks = ",".join("?" * len(chunk))
         conn.execute(f"DELETE FROM profiles WHERE customer_id IN ({marks})", chunk)
         conn.execute(f"DELETE FROM identities WHERE via = '{VIA_CENTRAL}' AND customer_id IN ({marks})", chunk)
-    conn.execute("DELETE FROM sync_tombstones WHERE erased_at < ?", (now - max(ttl_s, 30 * 24 * 3600.0),))
+    # Erasures asked here stay until the central store confirms them (it always does, by feeding them back).
+    conn.execute("DELETE FROM sync_tombstones WHERE erased_at < ? AND pending = 0",
+                 (now - max(ttl_s, 30 * 24 * 3600.0),))
     return len(victims)
 
 

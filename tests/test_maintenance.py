@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import closing
 import time
 import uuid
 from collections.abc import Callable
@@ -84,6 +85,40 @@ def test_purge_deletes_old_synced_and_keeps_unsynced(make_config: Callable[..., 
         run_task(service, lambda w: [insert(w, old, synced=True) for _ in range(5)])
         assert run_task(service, lambda w: maintenance.purge_expired(w.conn, 30, now, limit=2)) == 2
         assert run_task(service, lambda w: maintenance.purge_expired(w.conn, 30, now, limit=10)) == 3
+    finally:
+        service.stop()
+
+
+def test_the_hourly_purge_leaves_no_byte_of_what_it_deleted_in_the_files(make_config: Callable[..., Config]) -> None:
+    """Retention deletes old events; their bytes must leave the file and the WAL too (secure_delete, then
+    the WAL truncated after the purge's commit)."""
+    from edge.service import Service
+
+    service = Service(make_config(privacy={"retention_days": 30})).start(http=False)
+    db = Path(service.cfg.db.path)
+    files = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+    marker = b"kiosk-note-XQJZ-3318"
+
+    def old_events(w: Writer) -> None:
+        for i in range(200):
+            cur = w.conn.execute("INSERT INTO events(event_id, kind, type, source, ts, received_at, data) "
+                                 "VALUES (?,?,?,?,?,?,?)", (uuid.uuid4().hex, "kiosk", "note", "kiosk-1",
+                                                           time.time() - 40 * DAY, time.time() - 40 * DAY,
+                                                           f'{{"note": "{marker.decode()}-{i}"}}'))
+            assert cur.lastrowid
+
+    try:
+        run_task(service, old_events)
+        with closing(sqlite3.connect(db)) as other:  # what SQLite's auto-checkpoint does after a while
+            other.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        assert sum(f.read_bytes().count(marker) for f in files if f.exists()) >= 200
+        service._purge_expired()
+        deadline = time.monotonic() + 10
+        while (found := sum(f.read_bytes().count(marker) for f in files if f.exists())) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert found == 0, f"{found} copies of purged data still on disk"
+        with closing(connect(db)) as conn:
+            assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
     finally:
         service.stop()
 

@@ -25,6 +25,7 @@ from edge.broker import free_port
 from edge.config import Config
 from sync.central import CentralServer
 from sync.client import SyncClient, ensure_schema_task
+from sync.protocol import erase_key
 from tests.conftest import wait_until
 
 CENTRAL_ADMIN = "central-admin-token-0123456789"
@@ -354,6 +355,52 @@ def test_erase_and_consent_revocation_propagate_within_one_pull(central, service
     assert query(svc.cfg, "SELECT count(*) FROM profiles WHERE customer_id = 'c-1'") == [(0,)]
     assert client.pull_once() == 0
     assert client.status()["cursor"]
+
+
+def test_an_erasure_asked_at_the_store_reaches_the_central_and_nothing_brings_the_shopper_back_meanwhile(
+        central, service, clients) -> None:
+    admin(central.url, "POST", "/v1/admin/profiles", json={"profiles": [profile("c-1"), profile("c-2")]})
+    svc = service(central.url)
+    client = clients(svc, start=False)
+    assert client.pull_once() == 2
+    assert svc.erase("c-1")
+    assert query(svc.cfg, "SELECT count(*) FROM profiles WHERE customer_id = 'c-1'") == [(0,)]
+    [(key, pending)] = query(svc.cfg, "SELECT customer_id, pending FROM sync_tombstones")
+    assert (key, pending) == (erase_key("c-1"), 1)
+    # The request to the central store waits in the outbox, by hash: the id is nowhere in the event.
+    [(kind, customer, subject, data)] = query(svc.cfg, "SELECT e.kind, e.customer, e.subject, e.data FROM outbox o "
+                                                       "JOIN events e ON e.seq = o.event_seq")
+    assert (kind, customer, subject, json.loads(data)) == ("erasure", None, None, {"customer_hash": erase_key("c-1")})
+
+    # Before the central store hears of it, everything it says about c-1 is refused: a newer version in the
+    # change feed, an identity resolution, an on-demand fetch, even a full resync.
+    admin(central.url, "POST", "/v1/admin/profiles", json={"customer_id": "c-1", "tier": "gold"})
+    assert client.pull_once() == 0
+    matches = client.resolve(["device:app-c-1"])
+    assert matches == {"device:app-c-1": "c-1"}  # the central store still knows the device
+    assert client.run_task(lambda conn: client._store_matches(conn, matches))
+    assert client.fetch_profile("c-1") is not None
+    assert client.run_task(lambda conn: None)  # the fetched profile's write has run by now
+    # A full resync (the central store's feed restarted: a cursor from another database).
+    assert client.run_task(lambda conn: conn.execute("UPDATE sync_state SET value = 'feed0.1' WHERE key = 'cursor'"))
+    assert client.pull_once() == 1  # c-2 again; c-1 still refused
+    assert query(svc.cfg, "SELECT count(*) FROM profiles WHERE customer_id = 'c-1'") == [(0,)]
+    assert query(svc.cfg, "SELECT count(*) FROM identities WHERE customer_id = 'c-1'") == [(0,)]
+    assert query(svc.cfg, "SELECT pending FROM sync_tombstones") == [(1,)]
+
+    # Pushed: the central store erases c-1 and feeds the erasure back; the tombstone is confirmed.
+    assert client.push_once() == 1
+    assert requests.get(f"{central.url}/v1/profiles/c-1", headers={"Authorization": f"Bearer {STORE_TOKEN}"},
+                        timeout=10).status_code == 404
+    [asked] = [e for e in central_events(central.url) if e["kind"] == "erasure"]
+    assert (asked["customer"], asked["subject"], asked["data"], asked["applied"]) == \
+        (None, None, {"customer_hash": erase_key("c-1")}, "erasure")
+    assert client.pull_once() == 1
+    assert query(svc.cfg, "SELECT customer_id, pending FROM sync_tombstones") == [(erase_key("c-1"), 0)]
+    # A later sign-up under the same id is a new profile, with a newer version: learned again.
+    admin(central.url, "POST", "/v1/admin/profiles", json=profile("c-1"))
+    assert client.pull_once() == 1
+    assert query(svc.cfg, "SELECT customer_id FROM profiles ORDER BY 1") == [("c-1",), ("c-2",)]
 
 
 def test_feed_reset_resyncs_and_cache_is_bounded_keeping_present_shoppers(central, service, clients) -> None:

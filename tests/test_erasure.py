@@ -1,0 +1,209 @@
+"""Erasure leaves nothing behind: not in the tables, not in memory, not in the bytes of the SQLite files
+(old page images in the WAL, free pages), on the edge and on the central store; an erasure asked at a
+store reaches the central store and every other store, and the edge never re-learns the shopper.
+
+A real broker, the edge as a real `instore-edge run` process, the reference central store on HTTP, and
+a second store's edge in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from conftest import ADMIN, KIOSK, EdgeHandle, MqttHelper, now_ms, store_config, wait_until
+from edge.config import parse_config
+from sync.central import CentralServer
+from sync.protocol import erase_key
+
+P = "instore/teststore"
+CUSTOMER = "cust-ZQXW-4711"
+FIRST_NAME = "Zebulonia"
+DEVICE = "zq-phone-88"  # the shopper's phone, as a BLE gateway reports it: subject device:zq-phone-88
+CENTRAL_ADMIN = "bT5nW2xQ9rLk7VzH3cYp8DsM"
+STORE_TOKENS = {"teststore": "Hq4Lx8Wn2Tz6Rb9Vk3Yc7PdJ", "otherstore": "Nw7Pz3Kq9Xc2Lv6Rt8Hb4YmF"}
+QR_SECRET = "Gk2Vr8Tz5Qw3Nx9Lc6Hb7PyD"
+RULES = [
+    {"id": "kiosk-hello", "priority": 20, "ttl_s": 600.0, "when": {"event": "kiosk.identify", "known": True},
+     "show": {"content_id": "hello", "screens": ["shoes-1"], "data": {"title": "Hello {first_name}"}}},
+    {"id": "shoes-hi", "priority": 20, "ttl_s": 600.0, "when": {"zone": "shoes", "event": "zone_enter", "known": True},
+     "show": {"content_id": "hi", "screens": ["entrance-1"], "data": {"title": "Hi {first_name}"}}},
+]
+CONTENT = [{"id": "autumn", "title": "Autumn collection"}, {"id": "news", "title": "New arrivals"},
+           {"id": "welcome", "title": "Welcome!"}, {"id": "hello", "title": "Hello"}, {"id": "hi", "title": "Hi"}]
+
+
+def traces(*paths: Path, needles: tuple[str, ...] = (CUSTOMER, FIRST_NAME)) -> dict[str, int]:
+    """How often each needle occurs in the raw bytes of the files (UTF-8, UTF-16 LE and BE)."""
+    found: dict[str, int] = {}
+    for path in paths:
+        data = path.read_bytes() if path.exists() else b""
+        for needle in needles:
+            for enc in ("utf-8", "utf-16-le", "utf-16-be"):
+                n = data.count(needle.encode(enc))
+                if n:
+                    found[f"{path.name}:{needle}:{enc}"] = n
+    return found
+
+
+def wait_clean(files: list[Path], needles: tuple[str, ...] = (CUSTOMER, FIRST_NAME), timeout: float = 10) -> float:
+    """Seconds until no needle is left in the files; fails with what is still there."""
+    start = time.monotonic()
+    while traces(*files, needles=needles):
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"still on disk after {timeout}s: {traces(*files, needles=needles)}")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def sqlite_files(db: Path) -> list[Path]:
+    return [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+
+
+def central_admin(central: CentralServer, method: str, path: str, **kw: Any) -> requests.Response:
+    return requests.request(method, central.url + path, headers={"Authorization": f"Bearer {CENTRAL_ADMIN}"},
+                            timeout=10, **kw)
+
+
+def start_central(tmp_path: Path) -> CentralServer:
+    central = CentralServer(tmp_path / "central.db", CENTRAL_ADMIN, STORE_TOKENS, port=0).start()
+    r = central_admin(central, "POST", "/v1/admin/profiles", json={
+        "customer_id": CUSTOMER, "first_name": FIRST_NAME, "tier": "gold", "segments": ["outdoor"],
+        "consents": {"personalization": True, "marketing": True}, "identities": [f"device:{DEVICE}"],
+        "wishlist": ["boot-7"]})
+    assert r.status_code == 200, r.text
+    return central
+
+
+def context(url: str) -> dict[str, Any]:
+    r = requests.get(f"{url}/kiosk/kiosk-1/context", params={"customer": CUSTOMER},
+                     headers={"Authorization": f"Bearer {KIOSK}"}, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def admin_get(url: str, path: str, **params: Any) -> Any:
+    r = requests.get(url + path, params=params, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def sighting(ts_ms: int, rssi: int = -55) -> dict[str, Any]:
+    return {"ts": ts_ms, "beacon": {"type": "device", "id": DEVICE}, "rssi": rssi}
+
+
+def test_an_erasure_at_the_store_leaves_no_byte_of_the_shopper_and_reaches_the_central_and_other_stores(
+        edge_process, broker, tmp_path: Path) -> None:
+    central = start_central(tmp_path)
+    other = None
+    try:
+        # A second store that knows the shopper too (from the change feed).
+        other_db = tmp_path / "other" / "edge.db"
+        other = EdgeHandle(parse_config(store_config(
+            tmp_path, broker.port, store={"id": "otherstore"},
+            db={"path": str(other_db)}, mqtt={"client_id": "edge-otherstore"},
+            central={"url": central.url, "token": STORE_TOKENS["otherstore"], "pull_interval_s": 0.5}), env={}))
+        edge = edge_process(rules=RULES, content=CONTENT, qr={"secret": QR_SECRET},
+                            central={"url": central.url, "token": STORE_TOKENS["teststore"],
+                                     "pull_interval_s": 1.0},
+                            zones=[{"id": "entrance", "exit_after_s": 600.0}, {"id": "shoes", "exit_after_s": 600.0}])
+        edge.start()
+        url = f"http://127.0.0.1:{edge.port}"
+        wait_until(lambda: _ready(url), timeout=30, what="the edge to serve")
+        wait_until(lambda: context(url).get("first_name") == FIRST_NAME, timeout=30, what="the profile pulled")
+        wait_until(lambda: context(other.url).get("first_name") == FIRST_NAME, timeout=30,
+                   what="the other store to pull the profile")
+
+        pub = MqttHelper(broker.port)
+        screen = MqttHelper(broker.port)
+        screen.subscribe(f"{P}/display/#")
+        try:
+            # Seen by a gateway, identified at the kiosk, greeted by name, a handoff to the phone, a receipt,
+            # and a message from a kiosk the edge cannot read (dead letter) that names the shopper.
+            for i in range(3):
+                pub.publish(f"{P}/beacon/gw-shoes", sighting(now_ms() + i))
+            pub.publish(f"{P}/kiosk/kiosk-1/event", {"id": "k-1", "ts": now_ms(), "type": "identify",
+                                                      "customer": CUSTOMER, "session": "sess-77"})
+            screen.wait_for(lambda t, d: t.endswith("/shoes-1/content") and d.get("data", {}).get("title")
+                            == f"Hello {FIRST_NAME}", timeout=20)
+            pub.publish(f"{P}/pos/till-1", {"id": "r-1", "ts": now_ms(), "customer": CUSTOMER,
+                                             "items": ["boot-7"], "total": 129.0})
+            pub.publish(f"{P}/kiosk/kiosk-1/event", {"id": "k-2", "ts": "the day before yesterday",
+                                                      "type": "identify", "customer": CUSTOMER})
+            r = requests.post(f"{url}/kiosk/kiosk-1/handoff", json={"session": "sess-77", "customer": CUSTOMER},
+                              headers={"Authorization": f"Bearer {KIOSK}"}, timeout=10)
+            assert r.status_code == 201, r.text
+            wait_until(lambda: any(CUSTOMER in (d.get("payload_excerpt") or "")
+                                   for d in admin_get(url, "/api/v1/deadletters")["deadletters"]),
+                       what="the dead letter")
+            wait_until(lambda: any(e.get("customer") == CUSTOMER for e in admin_get(
+                url, "/api/v1/events", kind="pos")["events"]), what="the receipt")
+            wait_until(lambda: any(e.get("customer") == CUSTOMER for e in central_admin(
+                central, "GET", "/v1/admin/events", params={"limit": 5000}).json()["events"]),
+                what="the shopper's events at the central store")
+            # Profile updates leave old versions behind; then the pages reach edge.db itself (what SQLite's
+            # auto-checkpoint does after a busy while), so free pages and the file are tested, not just the WAL.
+            for n in range(1, 4):
+                central_admin(central, "POST", "/v1/admin/profiles",
+                              json={"customer_id": CUSTOMER, "cart": [f"sku-{i}" for i in range(n)]})
+                wait_until(lambda: len(context(url)["cart"]) == n, timeout=20, what=f"profile version {n} pulled")
+            edge_files = sqlite_files(tmp_path / "edge.db")
+            with contextlib.closing(sqlite3.connect(edge_files[0], timeout=10)) as conn:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            before = traces(*edge_files)
+            assert any(k.startswith("edge.db:") for k in before), before
+            assert sum(before.values()) > 0, "the test must start with the shopper on disk"
+
+            r = requests.delete(f"{url}/api/v1/customers/{CUSTOMER}", headers={"Authorization": f"Bearer {ADMIN}"},
+                                timeout=35)
+            assert r.status_code == 200, r.text
+            # Within seconds: no byte of the id or the first name in edge.db, edge.db-wal, edge.db-shm.
+            took = wait_clean(edge_files)
+            print(f"\nbefore the erasure {before}; {took:.2f}s after it: 0 traces in "
+                  f"{ {p.name: p.stat().st_size for p in edge_files if p.exists()} } bytes")
+            # Nor in what the edge serves from memory.
+            assert context(url)["first_name"] is None and context(url)["known"] is False
+            shown = admin_get(url, "/api/v1/displays")["displays"]
+            assert CUSTOMER not in str(shown) and FIRST_NAME not in str(shown)
+            assert CUSTOMER not in str(admin_get(url, "/api/v1/presence"))
+
+            # The central store erased the shopper (it was asked through the outbox, by hash) and fed the
+            # erasure to every store: the other store forgets them too, bytes included.
+            wait_until(lambda: central_admin(central, "GET", f"/v1/profiles/{CUSTOMER}").status_code == 404,
+                       timeout=20, what="the central store to erase the profile")
+            feed = central_admin(central, "GET", "/v1/profiles/changes", params={"limit": 5000}).json()["changes"]
+            assert {"customer_hash": erase_key(CUSTOMER), "op": "erase"}.items() <= \
+                next(c for c in feed if c.get("op") == "erase").items()
+            wait_until(lambda: context(other.url)["known"] is False, timeout=20,
+                       what="the other store to erase the profile")
+            wait_clean(sqlite_files(other_db))
+            wait_clean(sqlite_files(tmp_path / "central.db"), (CUSTOMER, FIRST_NAME, DEVICE))
+
+            # The shopper's phone walks past a gateway again: an anonymous visitor now, never the erased
+            # customer (the edge neither remembers nor re-learns the device from the central store).
+            for i in range(3):
+                pub.publish(f"{P}/beacon/gw-entrance", sighting(now_ms() + 10 + i, rssi=-50))
+            time.sleep(3.0)
+            later = [e for e in admin_get(url, "/api/v1/events", kind="beacon")["events"]
+                     if e["source"] == "gw-entrance"]
+            assert len(later) == 3 and all(e["customer"] is None for e in later), later
+            assert not traces(*edge_files)
+        finally:
+            pub.close()
+            screen.close()
+        assert edge.terminate() == 0
+    finally:
+        if other is not None:
+            other.stop()
+        central.stop()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(url + "/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
