@@ -1,6 +1,6 @@
 """Run every benchmark, one after the other, and print each one's figures (its last JSON line).
 
-    python bench/run.py            # all: ingest, presence, rules, sync, qr (a few minutes on 2 cores)
+    python bench/run.py            # all: ingest, presence, rules, sync, qr, erasure (a few minutes on 2 cores)
     python bench/run.py ingest qr  # some
     python bench/soak.py           # separately: 1 hour of a busy store in 6 minutes, with faults
 
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["ingest", "presence", "rules", "sync", "qr"]
+ALL = ["ingest", "presence", "rules", "sync", "qr", "erasure"]
 
 
 def main(names: list[str]) -> int:
