@@ -106,12 +106,14 @@ class Service:
         """Erasure (from the central store or `DELETE /api/v1/customers/<id>`): drop every in-memory trace too,
         and have the WAL truncated after the commit (the rows' old page images are still in it)."""
         self.writer.want_wipe()
+        keys = [key for key, owner in self.identity.known.items() if owner == customer]
         self.identity.forget_customer(conn, customer)
         for subject, st in list(self.presence.state.items()):
             if st.customer == customer:
                 self.presence.set_customer(subject, None)
-        self.rules.forget(customer)
-        self.context.forget(customer)
+        for who in (customer, *keys):  # caps and recent activity kept under their phone or kiosk session too
+            self.rules.forget(who)
+            self.context.forget(who)
         self._clear_screens_of(customer)
         from edge import journeys
 

@@ -922,8 +922,9 @@ class SyncClient:
             cursor = self._get_cursor()
             rejects = self._reader().execute("SELECT count(*) FROM sync_rejects").fetchone()[0]
             cached = self._reader().execute("SELECT count(*) FROM profiles").fetchone()[0]
+            erasing = self._reader().execute("SELECT count(*) FROM sync_tombstones WHERE pending = 1").fetchone()[0]
         except sqlite3.Error:
-            cursor, rejects, cached = None, 0, 0
+            cursor, rejects, cached, erasing = None, 0, 0, 0
         st = self.st
         return {
             "enabled": self.enabled,
@@ -948,6 +949,8 @@ class SyncClient:
             "rejected_total": rejects,
             "profiles_cached": cached,
             "changes_applied": st.applied,
+            # Erasures asked here that the central store has not fed back yet (their tombstones are pending).
+            "erasures_pending": erasing,
         }
 
 

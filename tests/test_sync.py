@@ -367,6 +367,7 @@ def test_an_erasure_asked_at_the_store_reaches_the_central_and_nothing_brings_th
     assert query(svc.cfg, "SELECT count(*) FROM profiles WHERE customer_id = 'c-1'") == [(0,)]
     [(key, pending)] = query(svc.cfg, "SELECT customer_id, pending FROM sync_tombstones")
     assert (key, pending) == (erase_key("c-1"), 1)
+    assert client.status()["erasures_pending"] == 1
     # The request to the central store waits in the outbox, by hash: the id is nowhere in the event.
     [(kind, customer, subject, data)] = query(svc.cfg, "SELECT e.kind, e.customer, e.subject, e.data FROM outbox o "
                                                        "JOIN events e ON e.seq = o.event_seq")
@@ -397,6 +398,7 @@ def test_an_erasure_asked_at_the_store_reaches_the_central_and_nothing_brings_th
         (None, None, {"customer_hash": erase_key("c-1")}, "erasure")
     assert client.pull_once() == 1
     assert query(svc.cfg, "SELECT customer_id, pending FROM sync_tombstones") == [(erase_key("c-1"), 0)]
+    assert client.status()["erasures_pending"] == 0
     # A later sign-up under the same id is a new profile, with a newer version: learned again.
     admin(central.url, "POST", "/v1/admin/profiles", json=profile("c-1"))
     assert client.pull_once() == 1
