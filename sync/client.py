@@ -14,6 +14,9 @@ it moves on. Reads use their own WAL connection.
   `sync_rejects` with the reason before they leave the outbox.
 - Pull: GET /v1/profiles/changes from the cursor in `sync_state`; each page is applied (upserts newer
   than the cached version, erasures everywhere) in one transaction together with the new cursor.
+  Erasures arrive by hash (`customer_hash`, sync.protocol.erase_key); one asked here travels the other
+  way as an `erasure` event in the outbox, and its tombstone stays pending (nothing the central store
+  says about that customer is applied) until the central store feeds the erasure back.
 - Fetch: `fetch_profile` / `resolve` with a short timeout behind a circuit breaker, for cache misses;
   `request_resolution` does a resolve on a background thread and never blocks its caller.
 """
