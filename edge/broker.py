@@ -89,7 +89,11 @@ class MosquittoBroker:
         conf = self.data_dir / "mosquitto.conf"
         conf.write_text(mosquitto_conf(self.port, self.data_dir, self.extra_conf))
         log = open(self.data_dir / "mosquitto.log", "ab")
-        self.process = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        # Its own process group: a terminal's Ctrl-C goes to the whole foreground group, and a broker that
+        # dies with it before the edge and the simulator have stopped makes them complain and wait. The
+        # owner stops it last, with stop().
+        self.process = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                        process_group=0)
         log.close()
         try:
             wait_for_port(self.port)

@@ -76,6 +76,31 @@ def _quiet_amqtt_startup(record: logging.LogRecord) -> bool:
     return not any(text in message for text in _AMQTT_STARTUP_NOISE)
 
 
+def demo_card() -> tuple[str, dict[str, Any]] | None:
+    """A loyalty card of a demo shopper who gave the personalization consent, to try the kiosk with: the
+    first one with a wishlist and an order ready for pickup (the seeded demo data is the same every run)."""
+    from sync.central.demo_data import generate_profiles
+
+    best: tuple[str, dict[str, Any]] | None = None
+    for profile in generate_profiles():
+        cards = [key.split(":", 1)[1] for key in profile["identities"] if key.startswith("loyalty:")]
+        if not cards or profile["consents"].get("personalization") is not True or not profile["wishlist"]:
+            continue
+        if profile["orders_ready"]:
+            return cards[0], dict(profile)
+        best = best or (cards[0], dict(profile))
+    return best
+
+
+def card_line(card: str, profile: dict[str, Any]) -> str:
+    """What the banner says about the demo card: whose it is and what the kiosk will show."""
+    shows = [f"{len(profile['wishlist'])} wishlist item" + ("s" if len(profile["wishlist"]) != 1 else "")]
+    if profile["orders_ready"]:
+        shows.append("an order ready for pickup")
+    return (f"  try it      type loyalty card {card} on a kiosk: {profile['first_name']} ({profile['customer_id']}, "
+            f"gave the personalization consent; {', '.join(shows)})")
+
+
 def decision_line(d: Decision) -> str:
     return f"screen {d.screen} ← {d.content_id} (rule {d.rule_id}, zone {d.zone or '-'})"
 
@@ -240,6 +265,9 @@ class Demo:
             self.say(f"  signage     {base}/signage/{screen.id}?token={tokens.signage}")
         for kiosk in cfg.kiosks:
             self.say(f"  kiosk       {base}/kiosk/{kiosk.id}?token={tokens.kiosk}")
+        found = demo_card()
+        if found:
+            self.say(card_line(*found))
         self.say(f"  metrics     {base}/metrics")
         self.say(f"  readiness   {base}/readyz")
         self.say(f"  MQTT        mqtt://127.0.0.1:{broker.port} ({kind}; topics {cfg.prefix}/#)")
@@ -254,7 +282,8 @@ class Demo:
     # --- the whole run ---
     def run(self) -> int:
         if not getattr(self.args, "verbose", False):
-            logging.getLogger("instore_edge").setLevel(logging.WARNING)  # the demo prints what matters
+            for name in ("instore_edge", "instore_central"):  # the demo prints what matters
+                logging.getLogger(name).setLevel(logging.WARNING)
         restore = self._handle_signals()
         try:
             with ExitStack() as stack:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from a11y import assert_accessible
 from conftest import ROOT, wait_until
 from edge.broker import free_port
 from edge.config import load_config
@@ -33,11 +35,12 @@ class DemoRun:
         self.metrics_ok = 0
         self.beacon_events = 0.0
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Its own process group, as a shell gives a foreground job: a terminal's Ctrl-C reaches the whole group.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "demo", "--duration", str(duration), "--http-port", str(self.port),
              "--data-dir", str(tmp_path / "demo"), *extra],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-            encoding="utf-8")
+            encoding="utf-8", process_group=0)
         self.stderr = ""
         self._out = threading.Thread(target=self._read_stdout, daemon=True)
         self._err = threading.Thread(target=self._read_stderr, daemon=True)
@@ -83,6 +86,30 @@ class DemoRun:
     def output(self) -> str:
         return "\n".join(self.lines) + "\n--- stderr ---\n" + self.stderr
 
+    def wait_for_line(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        found = wait_until(lambda: next((m for line in self.lines if (m := re.search(pattern, line))), None),
+                           timeout=timeout, what=f"a demo line matching {pattern!r}")
+        return found
+
+    def stop(self, sig: signal.Signals, timeout: float = 60) -> tuple[int, float]:
+        """Send `sig` (SIGINT to the whole process group, like Ctrl-C; SIGTERM to the process, like kill) and
+        wait: (exit code, seconds it took)."""
+        start = time.monotonic()
+        if sig == signal.SIGINT:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise AssertionError(f"the demo did not stop within {timeout}s of {sig.name}:\n{self.output}")
+        took = time.monotonic() - start
+        self._out.join(10)
+        self._err.join(10)
+        return code, took
+
 
 @pytest.mark.parametrize("extra", [[], ["--embedded-broker"]], ids=["mosquitto", "embedded-amqtt"])
 def test_demo_runs_prints_urls_and_decisions_serves_http_and_exits_0(tmp_path: Path, extra: list[str]) -> None:
@@ -112,6 +139,79 @@ def test_demo_runs_prints_urls_and_decisions_serves_http_and_exits_0(tmp_path: P
     assert demo.beacon_events > 0, out
     assert any(line.startswith("simulator: ") for line in demo.lines), out
     assert demo.lines[-1] == "demo stopped", out
+
+
+NOISE = re.compile(r"ERROR|Traceback|cannot connect|not acknowledged|WARNING", re.I)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_demo_stops_quietly_and_promptly_on_ctrl_c_or_sigterm(tmp_path: Path, sig: signal.Signals,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    demo = DemoRun(tmp_path, duration=0)  # until stopped
+    try:
+        demo.wait_for_line(r"^Simulating ")
+        base = f"http://127.0.0.1:{demo.port}"
+        assert requests.get(base + "/readyz", timeout=5).status_code == 200
+        # A signage page is open (its stream holds an HTTP thread) and shoppers are walking.
+        stream = requests.get(f"{base}/signage/scr-entrance/stream", params={"token": "demo-signage-token-0000"},
+                              stream=True, timeout=10)
+        assert stream.status_code == 200
+        wait_until(lambda: any(DECISION_LINE.match(line) for line in demo.lines), timeout=30, what="a decision")
+    except BaseException:
+        os.killpg(demo.proc.pid, signal.SIGKILL)
+        raise
+    code, took = demo.stop(sig)
+    stream.close()
+    with capsys.disabled():
+        print(f"\n  [timing] demo stopped {took:.2f} s after {sig.name}")
+    out = demo.output
+    assert code == 0, out
+    noisy = [line for line in out.splitlines() if NOISE.search(line)]
+    assert not noisy, out
+    assert demo.lines[-2:] == ["stopping the demo...", "demo stopped"] or \
+        (demo.lines[-1] == "demo stopped" and "stopping the demo..." in demo.lines), out
+    assert took < 15, f"stopping took {took:.1f}s"
+
+
+def test_demo_prints_a_loyalty_card_that_identifies_on_the_kiosk(tmp_path: Path) -> None:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    demo = DemoRun(tmp_path, duration=0)
+    try:
+        card = demo.wait_for_line(r"^  try it +type loyalty card (\d+) on a kiosk: (\S+) \((C-\d{4}), gave the "
+                                  r"personalization consent")
+        number, name, customer = card.groups()
+        kiosk_url = demo.wait_for_line(r"^  kiosk +(http://\S+/kiosk/\S+)").group(1)
+        with playwright_api.sync_playwright() as p:
+            exe = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+            browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page(viewport={"width": 1080, "height": 1920})
+                page.goto(kiosk_url)
+                page.wait_for_selector("#welcome:not([hidden])")
+                # The edge pulls the demo shoppers from the central store as it starts: try until it has.
+                deadline = time.monotonic() + 30
+                while True:
+                    page.fill("#code", number)
+                    page.press("#code", "Enter")
+                    page.wait_for_selector("#home:not([hidden])")
+                    if page.text_content("#greeting") == f"Hi, {name}!" or time.monotonic() > deadline:
+                        break
+                    page.click("#finish")
+                    page.wait_for_selector("#welcome:not([hidden])")
+                    page.wait_for_timeout(500)
+                assert page.text_content("#greeting") == f"Hi, {name}!"
+                assert page.is_visible("#wishlist") and page.is_visible("#orders")
+                assert_accessible(page, "kiosk, identified with the demo card")
+            finally:
+                browser.close()
+        identified = wait_until(lambda: [e for e in requests.get(
+            kiosk_url.split("/kiosk/")[0] + "/api/v1/events", params={"kind": "kiosk", "limit": 1000},
+            headers={"Authorization": "Bearer demo-admin-token-0000"}, timeout=5).json()["events"]
+            if e["type"] == "identify" and e["customer"] == customer], timeout=10, what="the identify event")
+        assert identified
+    finally:
+        code, _ = demo.stop(signal.SIGINT)
+    assert code == 0, demo.output
 
 
 def test_demo_decision_lines_do_not_flood_the_terminal() -> None:
