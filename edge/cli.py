@@ -76,26 +76,52 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                          speed=args.speed, journeys=args.journeys)
 
 
+def _live_sync_status(base: str, token: str | None) -> tuple[dict | None, str]:
+    """The running edge's sync status (GET /api/v1/sync), or None and why it could not be had."""
+    import requests
+
+    if not token:
+        return None, "no admin token in the config to ask the running edge"
+    try:
+        r = requests.get(f"{base}/api/v1/sync", headers={"Authorization": f"Bearer {token}"}, timeout=3)
+    except requests.RequestException:
+        return None, f"no edge answered at {base}"
+    if r.status_code != 200:
+        return None, f"the edge at {base} answered HTTP {r.status_code}"
+    try:
+        body = r.json()
+    except ValueError:
+        return None, f"the edge at {base} did not answer JSON"
+    return (body, f"the running edge at {base}") if isinstance(body, dict) else (None, "unexpected answer")
+
+
 def cmd_sync_status(args: argparse.Namespace) -> int:
     import json
+    import time
+    from pathlib import Path
+    from zoneinfo import ZoneInfo
 
     cfg = _config(args)
     if cfg is None:
         return 1
-    from pathlib import Path
+    from edge.maintenance import http_base
+    from sync.report import status_lines
 
-    from sync.client import SyncClient
+    status, why = _live_sync_status(http_base(cfg.http.host, cfg.http.port), cfg.http.tokens.admin)
+    live = status is not None
+    if status is None:
+        from sync.client import SyncClient
 
-    if not Path(cfg.db.path).exists():
-        print(f"no database at {cfg.db.path}: has the edge run with this config?", file=sys.stderr)
-        return 1
-    status = SyncClient(cfg, cfg.db.path, submit_task=lambda *a: None).status()
+        if not Path(cfg.db.path).exists():
+            print(f"no database at {cfg.db.path} and {why}: has the edge run with this config?", file=sys.stderr)
+            return 1
+        status = SyncClient(cfg, cfg.db.path, submit_task=lambda *a: None).status()
+        why = f"the database {cfg.db.path} ({why})"
     if args.json:
-        print(json.dumps(status, indent=2, default=str))
+        print(json.dumps({**status, "read_from": "edge" if live else "database"}, indent=2, default=str))
         return 0
-    print(f"central        {cfg.central.url or '(not configured: events stay in the outbox)'}")
-    for key, value in status.items():
-        print(f"{key:<14} {value}")
+    for line in status_lines(status, now=time.time(), tz=ZoneInfo(cfg.store.timezone), source=why, live=live):
+        print(line)
     return 0
 
 
@@ -138,6 +164,15 @@ def cmd_gen_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("instore-edge")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instore-edge",
@@ -145,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "context in SQLite, syncs with the central profile store, drives kiosks and signage.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the edge service")

@@ -150,6 +150,12 @@ def create_app(service: Service) -> Flask:
         ok = all(c["ok"] for c in checks.values())
         return jsonify({"ready": ok, "checks": checks}), 200 if ok else 503
 
+    @app.get("/api/v1/sync")
+    @require_role("admin")
+    def sync_status():
+        """What `instore-edge sync status` shows: only the running edge knows its last push, pull and breaker."""
+        return jsonify(service.sync.status())
+
     @app.get("/metrics")
     def metrics():
         return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")

@@ -23,6 +23,7 @@ import base64
 import hashlib
 import hmac
 import html
+import json
 import os
 import secrets
 import struct
@@ -421,21 +422,65 @@ def sheet_html(cfg: Config, signer: Signer, zone: str, ttl_s: int | None = None)
 
 # --- CLI: instore-edge qr ... ----------------------------------------------------------------------------
 
+CLI_KINDS = ("touchpoint", "pickup", "return")  # handoff codes come from the kiosk (POST /kiosk/<id>/handoff)
+
+
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("qr", help="mint QR codes (PNG/SVG) and printable sheets of a zone's touchpoints")
+    p = subparsers.add_parser("qr", help="mint QR codes (PNG/SVG) and printable sheets of a zone's touchpoints",
+                              description="Mint signed QR codes ([qr] secret) that open {qr.base_url}/q/<token>.")
     sub = p.add_subparsers(dest="qr_command", required=True, metavar="SUBCOMMAND")
-    m = sub.add_parser("mint", help="mint one code: --kind touchpoint --target X --out code.png|code.svg")
-    m.add_argument("-c", "--config", required=True)
-    m.add_argument("--kind", choices=MINTABLE, default="touchpoint")
-    m.add_argument("--target", required=True)
-    m.add_argument("--ttl", type=int, default=None, help="seconds (default [qr] ttl_s; 0 = never expires)")
-    m.add_argument("--out", required=True, help="file ending in .png or .svg")
-    s = sub.add_parser("sheet", help="printable A4 HTML of a zone's touchpoint codes")
-    s.add_argument("-c", "--config", required=True)
-    s.add_argument("--zone", required=True)
-    s.add_argument("--ttl", type=int, default=None)
-    s.add_argument("--out", required=True)
+    m = sub.add_parser("mint", help="mint one code: --kind touchpoint --target X --out code.png|code.svg",
+                       description="Mint one signed QR code and print the URL it opens.")
+    m.add_argument("-c", "--config", required=True, metavar="STORE.TOML", help="store config file (TOML)")
+    m.add_argument("--kind", choices=CLI_KINDS, default="touchpoint",
+                   help="touchpoint: a product, screen or content to open on the phone (default); "
+                        "pickup: an order to collect; return: a return to hand in")
+    m.add_argument("--target", required=True, metavar="ID",
+                   help="what the code opens: for a touchpoint a [[products]] sku, a [[screens]] id or a "
+                        "[[content]] id from the config; for pickup an order id; for return a return id")
+    m.add_argument("--force", action="store_true",
+                   help="mint a touchpoint even if its target is not in the config (it then opens a generic page)")
+    m.add_argument("--ttl", type=int, default=None, metavar="SECONDS",
+                   help="validity in seconds (default [qr] ttl_s; 0 = never expires)")
+    m.add_argument("--out", required=True, metavar="FILE",
+                   help="file to write, ending in .png or .svg (its folder must exist)")
+    s = sub.add_parser("sheet", help="printable A4 HTML of a zone's touchpoint codes",
+                       description="A printable A4 page of a zone's touchpoints (its screens, their content, its "
+                                   "products), each code with its label and expiry.")
+    s.add_argument("-c", "--config", required=True, metavar="STORE.TOML", help="store config file (TOML)")
+    s.add_argument("--zone", required=True, metavar="ZONE", help="a [[zones]] id from the config")
+    s.add_argument("--ttl", type=int, default=None, metavar="SECONDS",
+                   help="validity of every code in seconds (default [qr] ttl_s; 0 = never expires)")
+    s.add_argument("--out", required=True, metavar="FILE", help="HTML file to write (its folder must exist)")
     p.set_defaults(func=run)
+
+
+def touchpoint_targets(cfg: Config) -> dict[str, str]:
+    """What a touchpoint may open, by id: products, screens and content items of the config."""
+    known = {p.sku: "product" for p in cfg.products}
+    known.update((s.id, "screen") for s in cfg.screens if s.id not in known)
+    known.update((c.id, "content") for c in cfg.content if c.id not in known)
+    return known
+
+
+def _unknown_target_message(cfg: Config, target: str) -> str:
+    known = touchpoint_targets(cfg)
+    listed = ", ".join(sorted(known)[:12]) + (", …" if len(known) > 12 else "")
+    return (f"no product, screen or content {target!r} in the config, so the code would open a generic page: "
+            f"add it to the config ([[products]] sku = {json.dumps(target)}, name = ..., zone = ...), or use a known id "
+            f"({listed or 'the config has none'}), or pass --force to mint it anyway")
+
+
+def _writable_out(out: Path) -> str | None:
+    """Why --out cannot be written (its folder is missing or is not a folder), or None."""
+    folder = out.parent
+    if not folder.exists():
+        return f"the folder {str(folder)!r} does not exist: create it (mkdir -p {folder}) or choose another --out"
+    if not folder.is_dir():
+        return f"{str(folder)!r} is not a folder: choose another --out"
+    if out.is_dir():
+        return f"{str(out)!r} is a folder: give a file name, e.g. {out / 'code.png'}"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -448,11 +493,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     signer = Signer.from_config(cfg)
     out = Path(args.out)
+    if args.qr_command == "mint" and out.suffix.lower() not in (".png", ".svg"):
+        print(f"error: --out must end in .png or .svg, got {str(out)!r}", file=sys.stderr)
+        return 2
+    problem = _writable_out(out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if args.qr_command == "mint" and args.kind == "touchpoint" and not args.force \
+            and args.target not in touchpoint_targets(cfg):
+        print(f"error: {_unknown_target_message(cfg, args.target)}", file=sys.stderr)
+        return 2
     try:
         if args.qr_command == "mint":
-            if out.suffix.lower() not in (".png", ".svg"):
-                print("--out must end in .png or .svg", file=sys.stderr)
-                return 2
             token = signer.mint(args.kind, args.target, args.ttl)
             url = signer.url(token)
             if out.suffix.lower() == ".png":
@@ -465,5 +518,8 @@ def run(args: argparse.Namespace) -> int:
             print(out)
     except QrError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write {str(out)!r}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0

@@ -38,6 +38,7 @@ from typing import Any
 
 import requests
 
+from edge.text import network_reason, shorten
 from sync import protocol as p
 
 log = logging.getLogger("instore_edge.sync")
@@ -389,8 +390,7 @@ class SyncClient:
             raise SyncError(f"central store {self.url} did not answer {method} {path} within "
                             f"{timeout if isinstance(timeout, float) else timeout[1]:.3g}s") from None
         except requests.RequestException as exc:
-            raise SyncError(f"cannot reach the central store {self.url} ({type(exc).__name__}: "
-                            f"{str(exc)[:160]})") from None
+            raise SyncError(f"cannot reach the central store {self.url} ({network_reason(exc)})") from None
         if r.status_code in (401, 403):
             self.st.auth_ok = False
             raise AuthError(f"central refused the store token (HTTP {r.status_code} on {method} {path}: "
@@ -1151,6 +1151,6 @@ def _drop_stale_after_resync(conn: sqlite3.Connection, started: float) -> None:
 def _error_message(r: requests.Response) -> str:
     try:
         err = r.json().get("error") or {}
-        return str(err.get("message") or err.get("code") or r.reason)[:300]
+        return shorten(str(err.get("message") or err.get("code") or r.reason), 300)
     except (ValueError, AttributeError):
-        return (r.text or r.reason or "")[:200].strip() or f"HTTP {r.status_code}"
+        return shorten(r.text or r.reason or "", 200) or f"HTTP {r.status_code}"
