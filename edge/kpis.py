@@ -8,8 +8,9 @@ clock (an hour bucket is "10:00" in [store].timezone, a day bucket starts at loc
   `zone_exit`, i.e. completed stays), per bucket too;
 - funnel: shoppers sighted (distinct subjects that started a visit: sightings that passed the zone
   filters) -> QR scans -> kiosk sessions (distinct kiosk session ids) -> POS purchases (+ revenue);
-- content: decisions by content and rule: times shown, distinct screens, distinct shoppers reached
-  (the customer, else the subject of the event that triggered the decision);
+- content: decisions by content id: times shown, distinct displays (screens and kiosks), distinct
+  shoppers reached (the customer, else the subject of the event that triggered the decision), and the
+  rules that showed it (`rule_id` is the one that showed it most);
 - sync: outbox pending and the age of the oldest pending event (`outbox_stats`);
 - deadletters: messages refused in the range, by reason.
 
@@ -179,17 +180,26 @@ def kpis(conn: sqlite3.Connection, start_ts: float, end_ts: float, tz: str | Zon
         {"step": "purchases", "label": "POS purchases", "value": purchases or 0},
     ]
 
-    # Content shown and its reach.
+    # Content shown and its reach: one row per content id, whichever rules showed it (two rules may show
+    # the same content, e.g. a greeting for anonymous and for known shoppers).
     first_id = _first_decision_id(conn, start_ts - 86400)
+    window = (first_id, *rng)
+    rules_of: dict[str, list[str]] = {}
+    for content_id, rule_id, _n in q(
+            "SELECT content_id, rule_id, count(*) FROM decisions WHERE id >= ? AND ts >= ? AND ts < ? "
+            "GROUP BY content_id, rule_id ORDER BY count(*) DESC, rule_id", window):
+        if rule_id is not None:
+            rules_of.setdefault(content_id, []).append(rule_id)
     content = []
-    for content_id, rule_id, shown, screens, reached in q(
-            "SELECT d.content_id, d.rule_id, count(*), count(DISTINCT d.screen), "
+    for content_id, shown, screens, reached in q(
+            "SELECT d.content_id, count(*), count(DISTINCT d.screen), "
             "count(DISTINCT coalesce(d.customer, e.subject)) FROM decisions d "
             "LEFT JOIN events e ON e.event_id = d.event_id "
-            "WHERE d.id >= ? AND d.ts >= ? AND d.ts < ? GROUP BY d.content_id, d.rule_id "
-            "ORDER BY count(*) DESC, d.content_id LIMIT 50", (first_id, *rng)):
-        content.append({"content_id": content_id, "rule_id": rule_id, "shown": shown, "screens": screens,
-                        "reached": reached})
+            "WHERE d.id >= ? AND d.ts >= ? AND d.ts < ? GROUP BY d.content_id "
+            "ORDER BY count(*) DESC, d.content_id LIMIT 50", window):
+        rules = rules_of.get(content_id, [])
+        content.append({"content_id": content_id, "rule_id": rules[0] if rules else None, "rules": rules,
+                        "shown": shown, "screens": screens, "reached": reached})
 
     # Sync lag (now, not over the range) and refused messages in the range.
     pending, oldest = outbox_stats(conn, now)

@@ -1,7 +1,8 @@
 """The store dashboard (`/`, admin) and the JSON it draws from (`GET /api/v1/kpis`).
 
 The page is rendered with the current status (so it reads without JavaScript); `dashboard.js` then
-fetches `/api/v1/kpis` every ~10 s and draws the charts with `charts.js` (hand-written SVG, vendored).
+fetches `/api/v1/kpis` every ~10 s and draws the charts with `charts.js` on Chart.js (vendored in
+static/vendor/chartjs: stores go offline), each with its figures as a table for assistive tools.
 The API takes the admin token as a bearer header or, for the page's own fetches, the admin cookie the
 page set (HttpOnly, SameSite=Strict); never on the URL.
 """

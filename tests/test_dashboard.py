@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
+from a11y import assert_accessible
 from conftest import ADMIN, KIOSK, SIGNAGE, EdgeHandle, now_ms, sighting, wait_until
 from edge.kpis import KpiError, buckets, kpis, parse_time, resolve_range
 from edge.store import open_writer
@@ -154,6 +155,8 @@ def test_kpis_function_on_a_file(tmp_path: Any) -> None:
                      "VALUES (?,?,?,?,?,?,?)", [(t0, "entrance-1", "welcome", "r1", "rule", "a2", None),
                                                 (t0 + 1, "entrance-2", "welcome", "r1", "rule", "a2", None),
                                                 (t0 + 3700, "entrance-1", "welcome", "r1", "rule", "b2", None),
+                                                # another rule showing the same content: still one row
+                                                (t0 + 3701, "entrance-1", "welcome", "r2", "rule", "b2", None),
                                                 (t0 - 86400, "entrance-1", "old", "r0", "rule", None, None)])
     conn.execute("INSERT INTO deadletters(topic, reason, detail, payload_excerpt, received_at) VALUES "
                  "('t', 'not_json', '', '', ?)", (t0,))
@@ -167,7 +170,8 @@ def test_kpis_function_on_a_file(tmp_path: Any) -> None:
     assert k["timeline"][10]["dwell_avg_s"] == {"entrance": 30.0, "shoes": 90.0}
     assert [s["value"] for s in k["funnel"]] == [2, 0, 2, 2]
     assert k["engagement"]["revenue"] == 15.25 and k["engagement"]["identified_buyers"] == 1
-    assert k["content"] == [{"content_id": "welcome", "rule_id": "r1", "shown": 3, "screens": 2, "reached": 2}]
+    assert k["content"] == [{"content_id": "welcome", "rule_id": "r1", "rules": ["r1", "r2"], "shown": 4,
+                             "screens": 2, "reached": 2}]
     assert k["deadletters"] == {"total": 1, "by_reason": [{"reason": "not_json", "count": 1}]}
     assert k["sync"]["outbox_pending"] == 0 and k["sync"]["oldest_pending_age_s"] is None
     conn.close()
@@ -237,55 +241,143 @@ class Guarded:
             route.abort()
 
 
-def bar(page: Any, chart: str, key: str) -> Any:
-    return page.locator(f"[data-chart='{chart}'] svg .bar[data-key='{key}']")
+def row(page: Any, chart: str, key: str) -> Any:
+    """A chart's figure as its table row (data-key, data-label, data-value): what assistive tools read."""
+    return page.locator(f"[data-chart='{chart}'] tr[data-key='{key}']")
 
 
-@pytest.mark.parametrize("viewport", [{"width": 1920, "height": 1080}, {"width": 1366, "height": 768}],
-                         ids=["1920x1080", "laptop"])
+# Where each text Chart.js drew (axis labels, from its own layout) and each value at a bar's end lies,
+# against its canvas: a label cut at the left ("itting rooms") or right shows up here.
+CHART_TEXTS_OUTSIDE = """() => {
+  const problems = [], texts = [];
+  document.querySelectorAll('[data-chart] canvas').forEach(canvas => {
+    const chart = Chart.getChart(canvas);
+    if (!chart) { return; }
+    const name = canvas.closest('[data-chart]').getAttribute('data-chart'), ctx = chart.ctx, boxes = [];
+    Object.values(chart.scales).forEach(scale => {
+      if (!scale.options.display) { return; }
+      scale.getLabelItems().forEach(item => {
+        const o = item.options, x = o.translation[0];
+        ctx.save();
+        ctx.font = item.font.string;
+        [].concat(item.label).forEach(line => {
+          const w = ctx.measureText(String(line)).width;
+          const left = o.textAlign === 'right' ? x - w : (o.textAlign === 'center' ? x - w / 2 : x);
+          boxes.push({text: String(line), left: left, right: left + w});
+        });
+        ctx.restore();
+      });
+    });
+    (chart.$instoreValues || []).forEach(v => boxes.push(v));
+    boxes.forEach(b => {
+      texts.push(name + ': ' + b.text);
+      if (b.left < -0.5 || b.right > chart.width + 0.5) {
+        problems.push(name + ': "' + b.text + '" spans x ' + b.left.toFixed(1) + '..' + b.right.toFixed(1) +
+                      ' of a ' + chart.width + ' px canvas');
+      }
+    });
+  });
+  return {problems: problems, texts: texts};
+}"""
+
+
+def add_cached_profile(edge: EdgeHandle, customer: str) -> None:
+    """One profile in the edge's cache, as sync would have written it (the status card counts them)."""
+    from sync.client import ensure_schema
+    from edge.store import connect
+
+    conn = connect(edge.cfg.db.path)
+    try:
+        conn.execute("BEGIN")
+        ensure_schema(conn)
+        conn.execute("INSERT OR REPLACE INTO profiles(customer_id, version, profile, first_name, "
+                     "consent_personalization, updated_at, last_seen) VALUES (?, 1, '{}', NULL, 0, ?, NULL)",
+                     (customer, time.time()))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1366, "height": 900}
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop-1366", "phone-390"])
 def test_dashboard_draws_charts_from_published_events(edge: EdgeHandle, mqtt_client: Any, browser: Any,
                                                       viewport: dict[str, int], tmp_path: Any) -> None:
+    add_cached_profile(edge, "C-1")
     g = Guarded(browser, viewport)
     try:
         page = g.page
         page.goto(f"{edge.url}/?token={ADMIN}")
         assert urlsplit(page.url).query == ""  # the token moved into the cookie
         page.wait_for_selector("body[data-loaded]")
-        assert bar(page, "visitors-by-zone", "entrance").get_attribute("data-value") == "0"
+        assert row(page, "visitors-by-zone", "entrance").get_attribute("data-value") == "0"
         assert page.locator("#st-broker").get_attribute("data-ok") == "true"
+        # The Day field shows the day being viewed: today in the store's time zone.
+        today = datetime.now(ROME).date().isoformat()
+        assert page.input_value("#day") == today
+        assert page.text_content("#st-cache") == "1 profile"
+        assert_accessible(page, f"dashboard, empty, {viewport['width']} px")
 
         publish_store_activity(mqtt_client)
         # The page refreshes by itself (~10 s); the figures appear without a reload.
-        page.wait_for_selector("[data-chart='visitors-by-zone'] .bar[data-key='entrance'][data-value='3']",
-                               timeout=25000)
+        page.wait_for_selector("[data-chart='visitors-by-zone'] tr[data-key='entrance'][data-value='3']",
+                               timeout=25000, state="attached")
         page.wait_for_selector("#kpi-purchases[data-value='1']", timeout=15000)
-        entrance = bar(page, "visitors-by-zone", "entrance")
+        assert page.text_content("#kpi-purchases-k") == "purchase" and page.text_content("#kpi-visitors-k") == "visitors"
+        entrance = row(page, "visitors-by-zone", "entrance")
         assert entrance.get_attribute("data-label") == "Entrance"
-        assert "Entrance" in entrance.locator("text").first.text_content()
-        assert bar(page, "visitors-by-zone", "shoes").get_attribute("data-value") == "0"
-        funnel = {k: bar(page, "funnel", k).get_attribute("data-value")
+        assert entrance.locator("th").text_content() == "Entrance"
+        assert row(page, "visitors-by-zone", "shoes").get_attribute("data-value") == "0"
+        funnel = {k: row(page, "funnel", k).get_attribute("data-value")
                   for k in ("sightings", "qr_scans", "kiosk_sessions", "purchases")}
         assert funnel == {"sightings": "3", "qr_scans": "1", "kiosk_sessions": "1", "purchases": "1"}
         assert page.locator("#kpi-revenue").get_attribute("data-value") == "42.5"
-        points = page.locator("[data-chart='visitors-over-time'] .point")
+        points = page.locator("[data-chart='visitors-over-time'] tbody tr")
         assert sum(int(points.nth(i).get_attribute("data-value")) for i in range(points.count())) == 3
-        assert page.locator("[data-chart='content'] .bar[data-key='welcome']").count() == 1
+        assert page.locator("[data-chart='content'] tr[data-key='welcome']").count() == 1
         assert int(page.locator("#sync-pending").get_attribute("data-value")) >= 10
         wait_until(lambda: page.locator("#st-deadletters-reasons li[data-reason]").count() >= 1, timeout=15,
                    what="dead letters with their reason")
-        # Accessible charts: every SVG is an image with a title naming it.
+        # Accessible charts: each canvas is an image whose name says the figures; the table has them too.
         for chart in ("visitors-by-zone", "dwell-by-zone", "visitors-over-time", "funnel", "content", "sync-lag"):
-            svg = page.locator(f"[data-chart='{chart}'] svg")
-            assert svg.get_attribute("role") == "img"
-            assert svg.locator("title").first.text_content().strip(), chart
+            canvas = page.locator(f"[data-chart='{chart}'] canvas")
+            assert canvas.get_attribute("role") == "img"
+            assert len(canvas.get_attribute("aria-label")) > 20, chart
+            assert page.locator(f"[data-chart='{chart}'] table caption").text_content().strip(), chart
+        assert "Entrance 3" in page.get_attribute("[data-chart='visitors-by-zone'] canvas", "aria-label")
+        # Nothing clipped or overflowing: every label Chart.js drew lies inside its canvas, every canvas
+        # inside its panel, and the page does not scroll sideways.
+        drawn = page.evaluate(CHART_TEXTS_OUTSIDE)
+        assert not drawn["problems"], drawn["problems"]
+        assert any(t.startswith("visitors-by-zone: Entrance") for t in drawn["texts"])
+        assert any(t.startswith("funnel: QR scans") for t in drawn["texts"])
+        outside = page.evaluate("""() => [...document.querySelectorAll('.panel canvas')].filter(c => {
+            const p = c.closest('.panel').getBoundingClientRect(), r = c.getBoundingClientRect();
+            return r.left < p.left - 0.5 || r.right > p.right + 0.5 || r.width < 100;
+        }).map(c => c.closest('[data-chart]').getAttribute('data-chart'))""")
+        assert not outside, outside
         sw, iw = page.evaluate("[document.scrollingElement.scrollWidth, innerWidth]")
         assert sw <= iw, "the dashboard overflows horizontally"
+        assert_accessible(page, f"dashboard with figures, {viewport['width']} px")
         page.screenshot(path=str(tmp_path / f"dashboard-{viewport['width']}.png"), full_page=True)
         assert page.locator("a[href='/signage/entrance-1']").count() == 1  # the status tables are still there
+
+        # Another day: the field and the range follow; "Today" comes back to today.
+        page.fill("#day", "2020-01-01")
+        page.dispatch_event("#day", "change")
+        page.wait_for_selector("#day[data-day='2020-01-01']", state="attached", timeout=10000)
+        assert row(page, "visitors-by-zone", "entrance").get_attribute("data-value") == "0"
+        assert page.text_content("#range").startswith("2020-01-01 00:00")
+        page.click("#today")
+        page.wait_for_selector(f"#day[data-day='{today}']", state="attached", timeout=10000)
+        assert page.input_value("#day") == today
     finally:
         g.context.close()
     assert not g.outside, f"the dashboard requested something outside 127.0.0.1: {g.outside}"
     assert any(u.endswith("/ui/static/charts.js") for u in g.requested)
+    assert any(u.endswith("/ui/static/vendor/chartjs/chart.umd.min.js") for u in g.requested)
     assert any("/api/v1/kpis" in u for u in g.requested)
     assert not g.errors, g.errors
     assert not g.console, g.console  # e.g. a Content-Security-Policy violation
@@ -294,9 +386,9 @@ def test_dashboard_draws_charts_from_published_events(edge: EdgeHandle, mqtt_cli
 def test_dashboard_refuses_without_the_admin_token(edge: EdgeHandle) -> None:
     assert requests.get(edge.url + "/", timeout=5).status_code == 401
     assert requests.get(edge.url + "/", params={"token": KIOSK}, timeout=5).status_code == 403
-    for name in ("charts.js", "dashboard.js", "dashboard.css"):
+    for name in ("charts.js", "dashboard.js", "dashboard.css", "vendor/chartjs/chart.umd.min.js"):
         r = requests.get(f"{edge.url}/ui/static/{name}", timeout=5)
-        assert r.status_code == 200 and b"http://" not in r.content.replace(b"http://www.w3.org/2000/svg", b"")
+        assert r.status_code == 200 and b"http://" not in r.content  # nothing loaded from elsewhere
 
 
 

@@ -1,37 +1,36 @@
-/* Small hand-written SVG charts for the store dashboard: bars, a line over time, a funnel.
+/* The store dashboard's charts, drawn by Chart.js (vendor/chartjs, MIT, vendored: no CDN, stores go
+ * offline) with the dashboard's look: horizontal bars, a funnel, a line over the day, a meter.
  *
- * Vendored on purpose (no CDN, no npm): store devices keep working without the internet and the
- * Content-Security-Policy allows only this origin. Text goes in with textContent (never innerHTML);
- * every chart is an <svg role="img"> with a <title> and <desc>, and every mark carries data-key,
- * data-label and data-value (what tests and assistive tools read) and a <title> tooltip.
+ * Each chart container (<div class="chart" data-chart="...">) gets a <canvas role="img"> whose
+ * aria-label says the figures in words, and a table of the same figures (in a <details> under the
+ * chart): screen-reader users, keyboard users and tests read the table, whose rows carry data-key,
+ * data-label and data-value. Text goes in with textContent, never innerHTML.
+ *
+ * Nothing is clipped: category labels are fitted to a share of the chart's width (broken into lines,
+ * a word too long ends in "…"; the table and the tooltip have the full text), and the value at the end
+ * of a bar is drawn in room kept for it on the right. `chart.$instoreValues` lists where those values
+ * were drawn, so a test can check them against the canvas.
  */
 (function () {
   'use strict';
 
-  var NS = 'http://www.w3.org/2000/svg';
+  var Chart = window.Chart;
+  var FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans", "Liberation Sans", Arial, sans-serif';
+  var INK = '#0b1320', MUTED = '#4a5566', GRID = '#e3e7ee', TRACK = '#eef1f6';
+  var BLUES = ['#1f5fbf', '#2a6fd6', '#4b86e0', '#ffb000'];
+  var LEVEL = {ok: '#0a7d32', warn: '#c58a00', bad: '#b3261e'};
+  var LABEL_SHARE = 0.4;  // category labels get at most this share of the chart's width
 
-  function el(name, attrs, parent) {
-    var node = document.createElementNS(NS, name);
-    if (attrs) {
-      for (var k in attrs) {
-        if (Object.prototype.hasOwnProperty.call(attrs, k) && attrs[k] !== undefined && attrs[k] !== null) {
-          node.setAttribute(k, String(attrs[k]));
-        }
-      }
-    }
-    if (parent) { parent.appendChild(node); }
+  Chart.defaults.font.family = FONT;
+  Chart.defaults.color = INK;
+  Chart.defaults.animation = false;  // redrawn every refresh: no motion, no work for a small store PC
+  Chart.defaults.maintainAspectRatio = false;
+
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) { node.className = cls; }
+    if (text !== undefined) { node.textContent = text; }
     return node;
-  }
-
-  function text(parent, x, y, value, cls, anchor) {
-    var t = el('text', {x: x, y: y, 'class': cls || 'lbl', 'text-anchor': anchor || 'start'}, parent);
-    t.textContent = value;
-    return t;
-  }
-
-  function tip(parent, value) {
-    var t = el('title', null, parent);
-    t.textContent = value;
   }
 
   function fmt(value, opts) {
@@ -41,140 +40,259 @@
     return rounded.toLocaleString('en') + (opts && opts.unit ? opts.unit : '');
   }
 
-  /* A "nice" upper bound for an axis: 1, 2, 2.5 or 5 times a power of ten. */
-  function niceMax(v) {
-    if (!(v > 0)) { return 1; }
-    var p = Math.pow(10, Math.floor(Math.log(v) / Math.LN10));
-    var steps = [1, 2, 2.5, 5, 10];
-    for (var i = 0; i < steps.length; i++) { if (steps[i] * p >= v) { return steps[i] * p; } }
-    return 10 * p;
+  function fontSize(container) { return container.clientWidth < 480 ? 13 : 16; }
+
+  function fontString(size, weight) { return (weight || 'normal') + ' ' + size + 'px ' + FONT; }
+
+  var measurer = document.createElement('canvas').getContext('2d');
+
+  function textWidth(text, font) {
+    measurer.font = font;
+    return measurer.measureText(text).width;
   }
 
-  function svgRoot(container, width, height, title, desc) {
-    while (container.firstChild) { container.removeChild(container.firstChild); }
-    var id = (container.id || 'chart') + '-t';
-    var svg = el('svg', {viewBox: '0 0 ' + width + ' ' + height, role: 'img', 'aria-labelledby': id + ' ' + id + 'd',
-                         preserveAspectRatio: 'xMidYMid meet', 'class': 'chart-svg'}, container);
-    var t = el('title', {id: id}, svg);
-    t.textContent = title || '';
-    var d = el('desc', {id: id + 'd'}, svg);
-    d.textContent = desc || '';
-    return svg;
+  /* A label that fits maxPx: one line, or lines broken at spaces; a word too long ends in "…". */
+  function fitLabel(text, maxPx, font) {
+    text = String(text);
+    if (textWidth(text, font) <= maxPx) { return text; }
+    var lines = [], line = '';
+    // Break at spaces, and after hyphens (content ids are often "womenswear-picks").
+    text.replace(/-/g, '-\u0000').split(/\s+|\u0000/).forEach(function (word) {
+      if (!word) { return; }
+      var joint = line && line.charAt(line.length - 1) !== '-' ? ' ' : '';
+      var next = line ? line + joint + word : word;
+      if (textWidth(next, font) <= maxPx || !line) { line = next; } else { lines.push(line); line = word; }
+    });
+    if (line) { lines.push(line); }
+    if (lines.length > 2) {  // two lines at most
+      lines = [lines[0], lines.slice(1).reduce(function (acc, l) {
+        return acc + (acc.charAt(acc.length - 1) === '-' ? '' : ' ') + l;
+      })];
+    }
+    return lines.map(function (l) {
+      if (textWidth(l, font) <= maxPx) { return l; }
+      while (l.length > 1 && textWidth(l + '…', font) > maxPx) { l = l.slice(0, -1); }
+      return l + '…';
+    });
   }
 
-  function empty(svg, width, height, message) {
-    text(svg, width / 2, height / 2, message || 'No data yet for this period', 'empty', 'middle');
+  /* Draws each bar's value just past its end, in the room the chart keeps on the right. */
+  var valuesPlugin = {
+    id: 'instoreValues',
+    afterDatasetsDraw: function (chart, args, opts) {
+      var texts = opts.texts || [], ctx = chart.ctx, drawn = [];
+      var size = opts.size || 16;
+      ctx.save();
+      ctx.font = fontString(size, '700');
+      ctx.fillStyle = INK;
+      ctx.textBaseline = 'middle';
+      chart.getDatasetMeta(0).data.forEach(function (bar, i) {
+        var text = texts[i];
+        if (!text) { return; }
+        var width = ctx.measureText(text).width;
+        var end = chart.data.datasets[0].data[i] === null ? chart.chartArea.left : bar.x;
+        var x = Math.min(end + 8, chart.width - width - 2);
+        ctx.fillText(text, x, bar.y);
+        drawn.push({text: text, left: x, right: x + width, top: bar.y - size / 2, bottom: bar.y + size / 2});
+      });
+      ctx.restore();
+      chart.$instoreValues = drawn;
+    }
+  };
+
+  /* The chart's frame: a sized box with the canvas, then the figures as a table. Built once per container. */
+  function frame(container, opts) {
+    var box = container.querySelector('.chart-box');
+    if (!box) {
+      box = el('div', 'chart-box');
+      var canvas = el('canvas');
+      canvas.setAttribute('role', 'img');
+      box.appendChild(canvas);
+      container.appendChild(box);
+      var details = el('details', 'chart-data');
+      details.appendChild(el('summary', null, 'Figures'));
+      var table = el('table');
+      table.appendChild(el('caption'));
+      table.appendChild(el('thead'));
+      table.appendChild(el('tbody'));
+      details.appendChild(table);
+      container.appendChild(details);
+    }
+    var old = Chart.getChart(box.firstChild);
+    if (old) { old.destroy(); }
+    var empty = container.querySelector('.chart-empty');
+    if (empty) { container.removeChild(empty); }
+    box.hidden = false;
+    return box;
+  }
+
+  /* The figures as a table: a header row, then one row per item (label, value, note). */
+  function fillTable(container, items, opts) {
+    var table = container.querySelector('.chart-data table');
+    table.querySelector('caption').textContent = opts.title || '';
+    var head = table.querySelector('thead'), body = table.querySelector('tbody');
+    while (head.firstChild) { head.removeChild(head.firstChild); }
+    while (body.firstChild) { body.removeChild(body.firstChild); }
+    var columns = opts.columns || ['Item', 'Value'];
+    var tr = el('tr');
+    columns.forEach(function (c) {
+      var th = el('th', null, c);
+      th.setAttribute('scope', 'col');
+      tr.appendChild(th);
+    });
+    head.appendChild(tr);
+    items.forEach(function (it) {
+      var row = el('tr');
+      row.setAttribute('data-key', it.key);
+      row.setAttribute('data-label', it.label);
+      row.setAttribute('data-value', it.value === null || it.value === undefined ? '' : String(it.value));
+      if (it.attrs) {
+        Object.keys(it.attrs).forEach(function (a) { row.setAttribute('data-' + a, String(it.attrs[a])); });
+      }
+      var th = el('th', null, it.label);
+      th.setAttribute('scope', 'row');
+      row.appendChild(th);
+      row.appendChild(el('td', null, it.text !== undefined ? it.text : fmt(it.value, opts)));
+      if (columns.length > 2) { row.appendChild(el('td', null, it.note || '')); }
+      body.appendChild(row);
+    });
+    container.setAttribute('data-count', String(items.length));
   }
 
   function describe(items, opts) {
-    return items.map(function (it) { return it.label + ': ' + fmt(it.value, opts); }).join('; ');
+    return items.map(function (it) {
+      return it.label + ' ' + (it.text !== undefined ? it.text : fmt(it.value, opts));
+    }).join(', ');
   }
 
-  /* Horizontal bars, one row per item: {key, label, value, note?}. Long labels stay legible. */
-  function bars(container, items, opts) {
+  function label(box, opts, summary) {
+    box.firstChild.setAttribute('aria-label', (opts.title || 'Chart') + ': ' + (summary || 'no data'));
+  }
+
+  function showEmpty(container, box, opts) {
+    box.hidden = true;
+    container.insertBefore(el('p', 'chart-empty', opts.emptyText || 'No data yet for this period'), box);
+  }
+
+  /* Horizontal bars, one row per item {key, label, value, note?, text?, color?, attrs?}. */
+  function hbars(container, items, opts) {
     opts = opts || {};
-    var rowH = opts.rowHeight || 56;
-    var width = 640, labelW = opts.labelWidth || 170, valueW = 110;
-    var height = Math.max(120, items.length * rowH + 16);
-    var svg = svgRoot(container, width, height, opts.title, describe(items, opts));
-    container.setAttribute('data-count', String(items.length));
-    if (!items.length) { empty(svg, width, height, opts.emptyText); return svg; }
-    var max = niceMax(Math.max.apply(null, items.map(function (it) { return it.value || 0; })));
-    var plotW = width - labelW - valueW;
-    items.forEach(function (it, i) {
-      var y = 8 + i * rowH;
-      var g = el('g', {'class': 'bar' + (it.cls ? ' ' + it.cls : ''), 'data-key': it.key, 'data-label': it.label,
-                       'data-value': it.value === null || it.value === undefined ? '' : it.value,
-                       tabindex: 0, role: 'listitem'}, svg);
-      if (it.attrs) { for (var a in it.attrs) { if (Object.prototype.hasOwnProperty.call(it.attrs, a)) { g.setAttribute('data-' + a, String(it.attrs[a])); } } }
-      tip(g, it.label + ': ' + fmt(it.value, opts) + (it.note ? ' (' + it.note + ')' : ''));
-      text(g, labelW - 12, y + rowH / 2 + 7, it.label, 'lbl', 'end');
-      el('rect', {x: labelW, y: y + 8, width: plotW, height: rowH - 20, rx: 6, 'class': 'track'}, g);
-      var w = it.value > 0 ? Math.max(4, plotW * it.value / max) : 0;
-      el('rect', {x: labelW, y: y + 8, width: w, height: rowH - 20, rx: 6, 'class': 'fill'}, g);
-      text(g, labelW + w + 10, y + rowH / 2 + 7, fmt(it.value, opts), 'val');
-      if (it.note) { text(g, width - 4, y + rowH / 2 + 7, it.note, 'note', 'end'); }
+    var box = frame(container, opts);
+    fillTable(container, items, opts);
+    label(box, opts, describe(items, opts));
+    if (!items.length) { showEmpty(container, box, opts); return null; }
+    var size = fontSize(container);
+    var font = fontString(size, '600');
+    var width = container.clientWidth || 320;
+    var texts = items.map(function (it) { return it.text !== undefined ? it.text : fmt(it.value, opts); });
+    var room = Math.max.apply(null, texts.map(function (t) { return textWidth(t, fontString(size, '700')); })) + 14;
+    // Chart.js gives the category axis at most half the width left of the values' room; 16 px are its padding.
+    var labelRoom = Math.min(width * LABEL_SHARE, (width - room) / 2 - 16);
+    var labels = items.map(function (it) { return fitLabel(it.label, labelRoom, font); });
+    var lines = Math.max.apply(null, labels.map(function (l) { return Array.isArray(l) ? l.length : 1; }));
+    var row = Math.max(opts.rowHeight || 40, lines * (size + 4) + 14);
+    box.style.height = (items.length * row + (opts.axis === false ? 12 : 44)) + 'px';
+    var max = Math.max.apply(null, items.map(function (it) { return it.value || 0; }));
+    return new Chart(box.firstChild, {
+      type: 'bar',
+      data: {
+        labels: labels,
+        datasets: [{
+          data: items.map(function (it) { return it.value === undefined ? null : it.value; }),
+          backgroundColor: items.map(function (it, i) { return it.color || (opts.colors ? opts.colors[i % opts.colors.length] : BLUES[0]); }),
+          borderRadius: 6, barPercentage: 0.8, categoryPercentage: 0.9, minBarLength: 3
+        }]
+      },
+      options: {
+        indexAxis: 'y',
+        responsive: true,
+        layout: {padding: {right: room, top: 4}},
+        scales: {
+          x: {beginAtZero: true, suggestedMax: opts.max || (max > 0 ? undefined : 1), max: opts.max,
+              display: opts.axis !== false, grid: {color: GRID},
+              ticks: {color: MUTED, font: {size: size - 2}, maxTicksLimit: 5, maxRotation: 0, autoSkipPadding: 8,
+                      precision: opts.integer ? 0 : undefined,
+                      stepSize: opts.step,
+                      callback: function (v) { return fmt(v, opts); }}},
+          y: {grid: {display: false}, ticks: {color: INK, font: {size: size, weight: '600'}, autoSkip: false}}
+        },
+        plugins: {
+          legend: {display: false},
+          tooltip: {callbacks: {
+            title: function (ctx) { return items[ctx[0].dataIndex].label; },
+            label: function (ctx) {
+              var it = items[ctx.dataIndex];
+              return texts[ctx.dataIndex] + (it.note ? ' (' + it.note + ')' : '');
+            }
+          }},
+          instoreValues: {texts: texts, size: size}
+        }
+      },
+      plugins: [valuesPlugin]
     });
-    svg.setAttribute('role', 'img');
-    return svg;
   }
 
-  /* A line (with area) over time buckets: points {key, label, value}; series optional extra lines. */
-  function line(container, points, opts) {
-    opts = opts || {};
-    var width = 960, height = 320, left = 56, right = 20, top = 20, bottom = 48;
-    var svg = svgRoot(container, width, height, opts.title,
-                      describe(points.filter(function (p) { return p.value; }), opts) || 'No visits in this period');
-    container.setAttribute('data-count', String(points.length));
-    if (!points.length) { empty(svg, width, height, opts.emptyText); return svg; }
-    var max = niceMax(Math.max.apply(null, points.map(function (p) { return p.value || 0; })));
-    if (opts.integer) { max = Math.max(4, Math.ceil(max / 4) * 4); }  // whole-number ticks for counts
-    var plotW = width - left - right, plotH = height - top - bottom;
-    var step = points.length > 1 ? plotW / (points.length - 1) : 0;
-    function X(i) { return left + (points.length > 1 ? i * step : plotW / 2); }
-    function Y(v) { return top + plotH - plotH * (v || 0) / max; }
-    for (var k = 0; k <= 4; k++) {
-      var v = max * k / 4, y = Y(v);
-      el('line', {x1: left, x2: width - right, y1: y, y2: y, 'class': 'grid'}, svg);
-      text(svg, left - 8, y + 6, fmt(v), 'axis', 'end');
-    }
-    var every = Math.max(1, Math.ceil(points.length / 12));
-    points.forEach(function (p, i) {
-      if (i % every === 0) { text(svg, X(i), height - 16, p.label, 'axis', 'middle'); }
-    });
-    var d = points.map(function (p, i) { return (i ? 'L' : 'M') + X(i).toFixed(1) + ' ' + Y(p.value).toFixed(1); })
-      .join(' ');
-    el('path', {d: d + ' L' + X(points.length - 1).toFixed(1) + ' ' + Y(0) + ' L' + X(0).toFixed(1) + ' ' + Y(0) + ' Z',
-                'class': 'area'}, svg);
-    el('path', {d: d, 'class': 'stroke'}, svg);
-    var marks = el('g', {'class': 'points', role: 'list'}, svg);
-    points.forEach(function (p, i) {
-      var g = el('g', {'class': 'point', 'data-key': p.key, 'data-label': p.label, 'data-value': p.value || 0,
-                       role: 'listitem'}, marks);
-      tip(g, p.label + ': ' + fmt(p.value, opts));
-      el('circle', {cx: X(i), cy: Y(p.value), r: p.value ? 6 : 3, 'class': 'dot'}, g);
-    });
-    return svg;
-  }
+  function bars(container, items, opts) { return hbars(container, items, opts); }
 
-  /* Funnel: decreasing steps {key, label, value}, each with its share of the first and of the previous. */
+  /* Funnel: steps {key, label, value} as bars from the widest, each value with its share of the first. */
   function funnel(container, steps, opts) {
     opts = opts || {};
-    var width = 640, rowH = 70, height = steps.length * rowH + 12;
-    var svg = svgRoot(container, width, height, opts.title, describe(steps, opts));
-    container.setAttribute('data-count', String(steps.length));
-    var max = Math.max(1, Math.max.apply(null, steps.map(function (s) { return s.value || 0; })));
     var first = steps.length ? steps[0].value : 0;
-    steps.forEach(function (s, i) {
-      var y = 6 + i * rowH;
-      var w = Math.max(s.value > 0 ? 6 : 2, (width - 20) * (s.value || 0) / max);
-      var x = (width - w) / 2;
-      var g = el('g', {'class': 'bar step step-' + i, 'data-key': s.key, 'data-label': s.label,
-                       'data-value': s.value || 0, role: 'listitem'}, svg);
-      var share = first > 0 ? Math.round(100 * (s.value || 0) / first) + '% of ' + steps[0].label.toLowerCase() : '';
-      tip(g, s.label + ': ' + fmt(s.value, opts) + (i && share ? ' (' + share + ')' : ''));
-      el('rect', {x: x, y: y, width: w, height: rowH - 14, rx: 8, 'class': 'fill'}, g);
-      text(g, width / 2, y + (rowH - 14) / 2 + 8, s.label + ' · ' + fmt(s.value, opts), 'inbar', 'middle');
+    var items = steps.map(function (s, i) {
+      var share = i && first > 0 ? Math.round(100 * (s.value || 0) / first) + '%' : '';
+      return {key: s.key, label: s.label, value: s.value || 0, color: BLUES[i % BLUES.length],
+              text: fmt(s.value || 0, opts) + (share ? ' · ' + share : ''),
+              note: share ? share + ' of ' + steps[0].label.toLowerCase() : ''};
     });
-    return svg;
+    return hbars(container, items, {title: opts.title, columns: ['Step', 'Count', 'Share of the first'],
+                                    integer: true, rowHeight: 46});
   }
 
-  /* A horizontal meter (0..max) with thresholds: {value, max, label, warn, bad}. */
+  /* A line over time buckets: points {key, label, value}. */
+  function line(container, points, opts) {
+    opts = opts || {};
+    var box = frame(container, opts);
+    var items = points.map(function (p) { return {key: p.key, label: p.label, value: p.value || 0}; });
+    fillTable(container, items, opts);
+    var busy = items.filter(function (p) { return p.value; });
+    label(box, opts, busy.length ? describe(busy, opts) + '; no visits in the other hours'
+                                 : 'no visits in this period');
+    if (!items.length) { showEmpty(container, box, opts); return null; }
+    var size = fontSize(container);
+    box.style.height = (container.clientWidth < 480 ? 220 : 300) + 'px';
+    return new Chart(box.firstChild, {
+      type: 'line',
+      data: {
+        labels: items.map(function (p) { return p.label; }),
+        datasets: [{data: items.map(function (p) { return p.value; }), borderColor: BLUES[0], borderWidth: 3,
+                    backgroundColor: 'rgba(31, 95, 191, 0.12)', fill: 'origin', cubicInterpolationMode: 'monotone',
+                    pointRadius: items.map(function (p) { return p.value ? 4 : 2; }),
+                    pointBackgroundColor: '#fff', pointBorderColor: BLUES[0], pointBorderWidth: 2}]
+      },
+      options: {
+        responsive: true,
+        scales: {
+          x: {grid: {display: false}, ticks: {color: MUTED, font: {size: size - 2}, maxRotation: 0, autoSkipPadding: 12}},
+          y: {beginAtZero: true, suggestedMax: 4, grid: {color: GRID},
+              ticks: {color: MUTED, font: {size: size - 2}, precision: opts.integer ? 0 : undefined, maxTicksLimit: 6}}
+        },
+        plugins: {legend: {display: false},
+                  tooltip: {callbacks: {label: function (ctx) { return fmt(ctx.parsed.y, opts) + ' ' + (opts.unit || ''); }}}}
+      }
+    });
+  }
+
+  /* A meter from 0 to max with thresholds: {key, label, value, max, warn, bad, maxLabel}. */
   function meter(container, m, opts) {
     opts = opts || {};
-    var width = 640, height = 96;
-    var svg = svgRoot(container, width, height, opts.title, m.label + ': ' + fmt(m.value, opts));
-    var ratio = m.max > 0 ? Math.min(1, (m.value || 0) / m.max) : 0;
     var level = m.bad !== undefined && m.value >= m.bad ? 'bad' : (m.warn !== undefined && m.value >= m.warn ? 'warn' : 'ok');
-    var g = el('g', {'class': 'bar meter ' + level, 'data-key': m.key, 'data-label': m.label,
-                     'data-value': m.value === null || m.value === undefined ? '' : m.value}, svg);
-    tip(g, m.label + ': ' + fmt(m.value, opts));
-    el('rect', {x: 0, y: 40, width: width, height: 36, rx: 10, 'class': 'track'}, g);
-    el('rect', {x: 0, y: 40, width: Math.max(m.value > 0 ? 6 : 0, width * ratio), height: 36, rx: 10, 'class': 'fill'}, g);
-    text(g, 0, 28, m.label, 'lbl');
-    text(g, width, 28, fmt(m.value, opts) + (m.maxLabel ? ' / ' + m.maxLabel : ''), 'val', 'end');
-    return svg;
+    container.setAttribute('data-level', level);
+    return hbars(container, [{key: m.key, label: m.label, value: m.value, color: LEVEL[level],
+                              text: fmt(m.value, opts) + (m.maxLabel ? ' / ' + m.maxLabel : '')}],
+                 {title: opts.title, format: opts.format, max: Math.max(m.max, m.value || 0), rowHeight: 48,
+                  step: (m.value || 0) <= m.max ? m.max / 4 : undefined,
+                  columns: ['Measure', 'Value']});
   }
 
-  window.InstoreCharts = {bars: bars, line: line, funnel: funnel, meter: meter, format: fmt};
+  window.InstoreCharts = {bars: bars, line: line, funnel: funnel, meter: meter, format: fmt, fitLabel: fitLabel};
 }());

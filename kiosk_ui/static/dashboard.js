@@ -9,6 +9,8 @@
   var refreshMs = (boot.refresh_s || 10) * 1000;
   var timer = null;
   var loads = 0;
+  var picked = '';  // the day the user chose; '' follows today (in the store's time zone)
+  var last = null;  // the last figures, redrawn when the window is resized
 
   function $(id) { return document.getElementById(id); }
 
@@ -40,8 +42,12 @@
 
   function zoneLabel(id) { return zoneNames[id] || id; }
 
+  function plural(n, one, many) {
+    return n.toLocaleString('en') + ' ' + (n === 1 ? one : (many || one + 's'));
+  }
+
   function query() {
-    var day = $('day').value;
+    var day = picked;
     if (!day) { return ''; }
     var d = new Date(day + 'T00:00:00Z');
     d.setUTCDate(d.getUTCDate() + 1);
@@ -69,9 +75,9 @@
     var pending = sync.outbox_pending || 0;
     setState('st-outbox', pending === 0 ? true : (checks.sync && checks.sync.ok === false ? false : null),
              pending.toLocaleString('en') + ' pending');
-    setText('st-outbox-detail', pending ? 'oldest ' + ago(sync.outbox_oldest_age_s) : 'nothing waiting');
+    setText('st-outbox-detail', pending ? 'oldest ' + ago(sync.outbox_oldest_age_s) + ' old' : 'nothing waiting');
     var cache = live.cache || {};
-    setState('st-cache', true, (cache.profiles || 0).toLocaleString('en') + ' profiles');
+    setState('st-cache', true, plural(cache.profiles || 0, 'profile'));
     setText('st-cache-detail', 'of at most ' + (cache.max || 0).toLocaleString('en'));
     var ingest = checks.ingest || {};
     setState('st-ingest', ingest.ok, ingest.ok ? 'Keeping up' : 'Behind');
@@ -110,14 +116,21 @@
   }
 
   function render(k) {
+    last = k;
     var eng = k.engagement;
     setText('kpi-visitors', k.visitors.total.toLocaleString('en'));
+    setText('kpi-visitors-k', k.visitors.total === 1 ? 'visitor' : 'visitors');
     setText('kpi-sessions', eng.kiosk_sessions.toLocaleString('en'));
+    setText('kpi-sessions-k', eng.kiosk_sessions === 1 ? 'kiosk session' : 'kiosk sessions');
     setText('kpi-purchases', eng.purchases.toLocaleString('en'));
+    setText('kpi-purchases-k', eng.purchases === 1 ? 'purchase' : 'purchases');
     setText('kpi-revenue', eng.revenue.toLocaleString('en', {minimumFractionDigits: 2, maximumFractionDigits: 2}));
     $('kpi-visitors').setAttribute('data-value', String(k.visitors.total));
     $('kpi-purchases').setAttribute('data-value', String(eng.purchases));
     $('kpi-revenue').setAttribute('data-value', String(eng.revenue));
+    var day = k.range.from_local.slice(0, 10);
+    if ($('day').value !== day && document.activeElement !== $('day')) { $('day').value = day; }
+    $('day').setAttribute('data-day', day);
     setText('range', k.range.from_local.slice(0, 16).replace('T', ' ') + ' → ' +
             k.range.to_local.slice(0, 16).replace('T', ' ') + ' (' + k.range.timezone + ')');
 
@@ -127,29 +140,35 @@
     var zoneList = Object.keys(byZone).map(function (z) { return byZone[z]; });
     C.bars($('chart-zone-visitors'), zoneList.map(function (z) {
       return {key: z.zone, label: zoneLabel(z.zone), value: z.visitors};
-    }), {title: 'Visitors by zone', emptyText: 'No zones configured'});
+    }), {title: 'Visitors by zone', columns: ['Zone', 'Visitors'], integer: true, emptyText: 'No zones configured'});
     C.bars($('chart-zone-dwell'), zoneList.map(function (z) {
       return {key: z.zone, label: zoneLabel(z.zone), value: z.dwell_avg_s,
-              note: z.stays ? z.stays + (z.stays === 1 ? ' stay' : ' stays') : 'no stays yet'};
-    }), {title: 'Average stay by zone (seconds)', format: function (v) { return ago(v); }});
+              note: z.stays ? plural(z.stays, 'stay') : 'no stays yet'};
+    }), {title: 'Average stay by zone', columns: ['Zone', 'Average stay', 'Completed stays'],
+         format: function (v) { return ago(v); }});
+    var per = k.range.bucket_s >= 86400 ? 'day' : 'hour';
     C.line($('chart-timeline'), k.timeline.map(function (b) {
       return {key: String(b.start), label: b.label, value: b.visitors};
-    }), {integer: true, title: 'Visitors over the day (visits started per ' + (k.range.bucket_s >= 86400 ? 'day' : 'hour') + ')'});
+    }), {integer: true, title: 'Visitors over the day (visits started per ' + per + ')',
+         columns: [per === 'day' ? 'Day' : 'Hour', 'Visits started']});
     C.funnel($('chart-funnel'), k.funnel.map(function (s) {
       return {key: s.step, label: s.label, value: s.value};
     }), {title: 'Touchpoint engagement funnel'});
     C.bars($('chart-content'), k.content.slice(0, 10).map(function (c) {
+      var rules = c.rules || (c.rule_id ? [c.rule_id] : []);
       return {key: c.content_id, label: c.content_id, value: c.shown,
-              note: c.reached + ' reached · ' + c.screens + (c.screens === 1 ? ' screen' : ' screens'),
+              note: plural(c.reached, 'shopper') + ' reached · ' + plural(c.screens, 'display') +
+                    (rules.length ? ' · ' + (rules.length === 1 ? 'rule ' : 'rules ') + rules.join(', ') : ''),
               attrs: {reached: c.reached, screens: c.screens, rule: c.rule_id || ''}};
-    }), {title: 'Content shown (times) and its reach', labelWidth: 200,
+    }), {title: 'Content shown (times) and its reach', columns: ['Content', 'Times shown', 'Reach'], integer: true,
          emptyText: 'No rule content shown in this period'});
     var sync = k.sync;
-    C.meter($('chart-sync'), {key: 'oldest_pending_age_s', label: 'Oldest event not yet at the central store',
+    C.meter($('chart-sync'), {key: 'oldest_pending_age_s', label: 'Oldest event waiting',
                               value: sync.oldest_pending_age_s || 0, max: 3600, warn: 300, bad: 3600,
                               maxLabel: '1 h'},
-            {title: 'Sync lag', format: function (v) { return ago(v); }});
+            {title: 'Sync lag: the oldest event not yet at the central store', format: function (v) { return ago(v); }});
     setText('sync-pending', sync.outbox_pending.toLocaleString('en'));
+    setText('sync-pending-k', sync.outbox_pending === 1 ? 'event' : 'events');
     $('sync-pending').setAttribute('data-value', String(sync.outbox_pending));
     setText('sync-capacity', sync.outbox_capacity ? (100 * sync.outbox_used_ratio).toFixed(2) + '%' : '—');
     renderDeadletters(k.deadletters);
@@ -181,8 +200,13 @@
       .then(function () { timer = setTimeout(refresh, refreshMs); });
   }
 
-  $('day').addEventListener('change', refresh);
-  $('today').addEventListener('click', function () { $('day').value = ''; refresh(); });
+  $('day').addEventListener('change', function () { picked = $('day').value; refresh(); });
+  $('today').addEventListener('click', function () { picked = ''; refresh(); });
+  var resizing = null;
+  window.addEventListener('resize', function () {  // labels are fitted to the width: fit them again
+    clearTimeout(resizing);
+    resizing = setTimeout(function () { if (last) { render(last); } }, 150);
+  });
   document.addEventListener('visibilitychange', function () { if (!document.hidden) { refresh(); } });
   refresh();
 }());
