@@ -367,11 +367,12 @@ def register(app: Flask, service: Service) -> None:
             done = conn.execute("SELECT collected_at FROM pickups WHERE order_id = ?", (tok.target,)).fetchone()
             names = [products[i].name if isinstance(i, str) and i in products else str(i) for i in _items(order)]
             return page("landing.html", view="pickup", order_id=tok.target, bay=order.get("pickup_bay"),
-                        items=names, collected=done is not None, qr=qr_svg(signer.url(token), module=6))
+                        items=names, collected=done is not None,
+                        qr=qr_svg(signer.url(token), module=6, title=f"QR code of order {tok.target}"))
         if tok.kind == "return":
             done = db().execute("SELECT completed_at FROM returns WHERE rma_id = ?", (tok.target,)).fetchone()
             return page("landing.html", view="return", rma_id=tok.target, completed=done is not None,
-                        qr=qr_svg(signer.url(token), module=6))
+                        qr=qr_svg(signer.url(token), module=6, title=f"QR code of return {tok.target}"))
         return refuse("wrong_kind")
 
     @app.get("/q/session")

@@ -329,7 +329,8 @@ def qr_version(text: str) -> int:
 
 
 def qr_svg(text: str, module: int = 10, border: int = 4, *, title: str | None = None) -> str:
-    """A black-on-white SVG of the same matrix qrpng draws: one path, crisp edges, scalable."""
+    """A black-on-white SVG of the same matrix qrpng draws: one path, crisp edges, scalable; its <title>
+    names it for screen readers ("QR code" unless `title` says more)."""
     matrix = qr_matrix(text, border)
     n = len(matrix)
     parts = []
@@ -343,7 +344,7 @@ def qr_svg(text: str, module: int = 10, border: int = 4, *, title: str | None = 
                 parts.append(f"M{start} {y}h{x - start}v1h-{x - start}z")
             else:
                 x += 1
-    label = f"<title>{html.escape(title)}</title>" if title else ""
+    label = f"<title>{html.escape(title or 'QR code')}</title>"
     size = n * module
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {n} {n}" width="{size}" height="{size}" '
             f'shape-rendering="crispEdges" role="img">{label}<rect width="{n}" height="{n}" fill="#fff"/>'

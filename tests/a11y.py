@@ -29,6 +29,10 @@ def _axe_source() -> str:
 
 def axe_violations(page: Any, include: str | None = None) -> list[dict[str, Any]]:
     """axe-core's WCAG 2.1 A/AA violations on the page as it is now (optionally only inside `include`)."""
+    # Colours are measured as they are painted: let transitions and entrance animations finish first.
+    page.evaluate("""() => Promise.all(document.getAnimations()
+        .filter(a => a.effect && a.effect.getComputedTiming().endTime !== Infinity)
+        .map(a => a.finished.catch(() => null)))""")
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.evaluate(_axe_source())
     return page.evaluate(
@@ -50,7 +54,41 @@ def describe(violations: list[dict[str, Any]], limit: int = 5) -> str:
     return "\n".join(lines)
 
 
-def assert_accessible(page: Any, what: str = "", include: str | None = None) -> None:
-    """Fail listing every WCAG 2.1 A/AA violation axe-core finds on the page (`what` names it in the message)."""
-    violations = axe_violations(page, include)
+def _violations_without_javascript(page: Any, include: str | None) -> list[dict[str, Any]]:
+    """axe needs timers, which a context with JavaScript off never runs: check the same document (its HTML
+    as the page has it, its styles from the server) in a fresh context with JavaScript on. Only the page's
+    own URL is answered from the copy, so nothing is requested twice from the server's journeys."""
+    html, url = page.content(), page.url
+    browser = page.context.browser
+    context = browser.new_context(viewport=page.viewport_size)
+    try:
+        context.route(lambda u: u == url, lambda route: route.fulfill(
+            status=200, content_type="text/html; charset=utf-8", body=html))
+        copy = context.new_page()
+        copy.goto(url)
+        return axe_violations(copy, include)
+    finally:
+        context.close()
+
+
+def assert_accessible(page: Any, what: str = "", include: str | None = None, *, javascript: bool = True) -> None:
+    """Fail listing every WCAG 2.1 A/AA violation axe-core finds on the page (`what` names it in the message).
+
+    Pass javascript=False for a page opened in a context with JavaScript disabled."""
+    violations = axe_violations(page, include) if javascript else _violations_without_javascript(page, include)
     assert not violations, f"accessibility violations on {what or page.url}:\n{describe(violations)}"
+
+
+def assert_open_pages_accessible(contexts: list[Any]) -> None:
+    """The check a page-test fixture runs when its test ends, on every page still open: pages added by
+    later tests are held to the rules without anyone remembering to ask. The contexts must have
+    JavaScript on (axe waits on timers; check a no-JavaScript page with assert_accessible(javascript=False))."""
+    problems = []
+    for context in contexts:
+        for page in context.pages:
+            if page.is_closed() or not page.url.startswith("http"):
+                continue
+            violations = axe_violations(page)
+            if violations:
+                problems.append(f"{page.url}:\n{describe(violations)}")
+    assert not problems, "accessibility violations on pages left open by the test:\n" + "\n".join(problems)

@@ -21,6 +21,7 @@ from edge.config import Config
 from edge.store import connect
 from kiosk_ui.streams import Hub, StreamsFull
 from sync.client import ensure_schema
+from a11y import assert_accessible, assert_open_pages_accessible
 from conftest import ADMIN, KIOSK, SIGNAGE, EdgeHandle, now_ms, sighting, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -96,7 +97,10 @@ class Pages:
 def pages(browser: Any) -> Iterator[Pages]:
     p = Pages(browser)
     yield p
-    p.close()
+    try:
+        assert_open_pages_accessible(p.contexts)  # every page a test opens meets WCAG 2.1 AA (axe-core)
+    finally:
+        p.close()
     assert not p.outside, f"pages requested something outside 127.0.0.1: {p.outside}"
     assert not p.dialogs, f"a page opened a dialog (script injection?): {p.dialogs}"
     assert not p.errors, f"uncaught errors in page scripts: {p.errors}"
@@ -173,14 +177,17 @@ def watch_for(page: Any, cid: str) -> None:
     }""", cid)
 
 
-def add_profile(cfg: Config, customer: str, first_name: str, *, consent: bool, loyalty: str | None = None) -> None:
-    """A cached profile row, as sync would have written it."""
+def add_profile(cfg: Config, customer: str, first_name: str, *, consent: bool, loyalty: str | None = None,
+                identities: list[str] = []) -> None:
+    """A cached profile row, as sync would have written it (before the edge starts, for beacon identities:
+    the edge reads the identities table as it starts)."""
+    keys = ([f"loyalty:{loyalty}"] if loyalty else []) + identities
     profile = {"customer_id": customer, "first_name": first_name, "segments": ["sneakers"], "tier": "gold",
                "consents": {"personalization": consent, "marketing": False}, "preferences": {},
                "wishlist": ["SNK-001", "ACC-002"], "cart": ["OUT-001"],
                "orders_ready": [{"order_id": "ORD-4242", "items": ["KID-001"], "ready_at": "2025-03-14T09:00:00Z",
                                  "pickup_bay": "B2"}],
-               "identities": [f"loyalty:{loyalty}"] if loyalty else [], "version": 3}
+               "identities": keys, "version": 3}
     conn = connect(cfg.db.path)
     try:
         conn.execute("BEGIN")
@@ -188,9 +195,9 @@ def add_profile(cfg: Config, customer: str, first_name: str, *, consent: bool, l
         conn.execute("INSERT OR REPLACE INTO profiles(customer_id, version, profile, first_name, "
                      "consent_personalization, updated_at, last_seen) VALUES (?,?,?,?,?,?,NULL)",
                      (customer, 3, json.dumps(profile), first_name, int(consent), time.time()))
-        if loyalty:
+        for key in keys:
             conn.execute("INSERT OR REPLACE INTO identities(key, customer_id, via, learned_at) VALUES (?,?,?,?)",
-                         (f"loyalty:{loyalty}", customer, "central", time.time()))
+                         (key, customer, "central", time.time()))
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -310,6 +317,7 @@ def test_signage_shows_rule_content_within_a_second_then_returns_to_playlist(
     wait_online(page)
     assert content_id(page) in PLAYLIST_IDS
     assert page.evaluate("parseFloat(getComputedStyle(document.querySelector('#stage .body')).fontSize)") >= 32
+    assert_accessible(page, "signage, playlist")
     watch_for(page, "welcome")
     client = mqtt_client()
 
@@ -322,6 +330,7 @@ def test_signage_shows_rule_content_within_a_second_then_returns_to_playlist(
     assert latency < 1000
     assert page.text_content("#stage .title") == "Welcome!"
     assert page.get_attribute("#stage", "data-kind") == "rule"
+    assert_accessible(page, "signage, rule content")
 
     # The rule's ttl is 2 s: the edge publishes the playlist again and the page goes back to it.
     expires_at = edge.service.displays.snapshot("entrance-1")["expires_at"]
@@ -330,6 +339,35 @@ def test_signage_shows_rule_content_within_a_second_then_returns_to_playlist(
     back = time.time() * 1000 - expires_at
     report(capsys, f"signage: back to the playlist {back:.0f} ms after expires_at")
     assert back < 1500
+
+
+def test_signage_greets_a_consenting_shopper_by_name_and_no_one_else(
+        make_config: Callable[..., Config], mqtt_client: Any, pages: Pages) -> None:
+    cfg = make_config(rules=[
+        {"id": "hello-known", "priority": 20, "ttl_s": 30.0, "when": {"zone": "entrance", "event": "zone_enter",
+                                                                     "known": True},
+         "show": {"content_id": "welcome", "data": {"title": "Hi {first_name}!", "body": "Good to see you."}}},
+        {"id": "entrance-welcome", "priority": 10, "ttl_s": 2.0, "when": {"zone": "entrance", "event": "zone_enter"},
+         "show": {"content_id": "welcome", "template": "message", "data": {"title": "Welcome!"}}}])
+    beacon = "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:100"
+    add_profile(cfg, "C-0001", "Giulia", consent=True, identities=[f"{beacon}:9"])
+    add_profile(cfg, "C-0002", "Noemi", consent=False, identities=[f"{beacon}:8"])
+    edge = EdgeHandle(cfg)
+    try:
+        page = pages.new(PORTRAIT)
+        page.goto(f"{edge.url}/signage/entrance-1?token={SIGNAGE}")
+        wait_online(page)
+        client = mqtt_client()
+        client.publish(ENTRANCE, sighting(now_ms(), minor=8))  # no consent: the generic welcome
+        page.wait_for_selector("#stage[data-content-id='welcome']", timeout=3000)
+        assert page.text_content("#stage .title") == "Welcome!"
+        client.publish(ENTRANCE, sighting(now_ms(), minor=9))
+        page.wait_for_function("() => document.querySelector('#stage .title').textContent === 'Hi Giulia!'",
+                               timeout=3000)
+        assert "Noemi" not in page.content()
+        assert_accessible(page, "signage, personalized")
+    finally:
+        edge.stop()
 
 
 def test_signage_keeps_playing_and_expires_by_itself_while_the_edge_is_away(
@@ -387,6 +425,7 @@ def test_kiosk_identify_browse_add_handoff_records_events_and_escapes_names(
     page = pages.new(PORTRAIT)
     page.goto(f"{edge.url}/kiosk/kiosk-1?token={KIOSK}")
     page.wait_for_selector("#welcome:not([hidden])")
+    assert_accessible(page, "kiosk, idle")
     for digit in LOYALTY:
         page.click(f"#keypad [data-key='{digit}']")
     assert page.input_value("#code") == LOYALTY
@@ -399,10 +438,12 @@ def test_kiosk_identify_browse_add_handoff_records_events_and_escapes_names(
     assert page.is_visible("#wishlist") and "Corsa Runner sneakers" in page.text_content("#wishlist")
     assert page.is_visible("#online-cart") and "Dolomiti waterproof jacket" in page.text_content("#online-cart")
     assert page.is_visible("#orders") and "ORD-4242" in page.text_content("#orders")
+    assert_accessible(page, "kiosk, identified")
 
     page.click("#products .product-card[data-sku='SNK-002']")
     page.wait_for_selector("#product:not([hidden])")
     assert page.text_content("#product .name") == "Retro court sneakers, white"
+    assert_accessible(page, "kiosk, a product")
     page.click("#add")
     assert page.text_content("#bag-count") == "Bag: 1 item"
     page.click("#close-product")
@@ -410,6 +451,7 @@ def test_kiosk_identify_browse_add_handoff_records_events_and_escapes_names(
     page.wait_for_selector("#qr-img:not([hidden])")
     page.wait_for_function("() => document.getElementById('qr-img').naturalWidth > 100")
     assert page.get_attribute("#qr-img", "src").startswith("data:image/png;base64,")
+    assert_accessible(page, "kiosk, handoff QR code")
 
     def kiosk_events() -> list[dict[str, Any]] | None:
         events = [e for e in edge.events(kind="kiosk") if e["source"] == "kiosk-1"]
@@ -540,6 +582,7 @@ def test_status_page_lists_screens_with_their_content_and_links(edge: EdgeHandle
     assert page.locator("a[href='/kiosk/kiosk-1']").count() == 1
     assert page.locator("code[data-content-id='playlist']").count() == 2
     assert page.locator("code[data-content-id='kiosk-idle']").count() == 1
+    assert_accessible(page, "status page")
     page.click("a[href='/signage/entrance-1']")  # the admin cookie opens the player
     wait_online(page)
     assert content_id(page) in PLAYLIST_IDS

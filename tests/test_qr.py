@@ -20,6 +20,7 @@ import requests
 from edge.config import Config
 from edge.qr import KINDS, QrError, Signer, qr_svg, qr_version, svg_matrix, token_from_code
 from kiosk_ui.qrpng import qr_matrix, qr_png
+from a11y import assert_accessible
 from conftest import ADMIN, KIOSK, ROOT, MqttHelper, now_ms, store_config, wait_until, write_toml
 
 zxingcpp = pytest.importorskip("zxingcpp")
@@ -433,6 +434,7 @@ def test_handoff_opens_the_same_cart_in_a_second_browser_context(qedge: QrEdge) 
             kiosk.click("#close-product")
             kiosk.click("#handoff")
             kiosk.wait_for_selector("#qr-img:not([hidden])")
+            assert_accessible(kiosk, "kiosk, handoff QR code")
             src = kiosk.get_attribute("#qr-img", "src")
             assert src.startswith("data:image/png;base64,")
             [url] = decode_png(base64.b64decode(src.split(",", 1)[1]))
@@ -443,11 +445,13 @@ def test_handoff_opens_the_same_cart_in_a_second_browser_context(qedge: QrEdge) 
             assert phone.url.endswith("/q/session")
             assert phone.locator(f'[data-sku="{sku}"]').count() == 1
             assert phone.evaluate("document.documentElement.scrollWidth") <= 390  # mobile-first, no overflow
+            assert_accessible(phone, "landing, kiosk session on the phone", javascript=False)
             phone.reload()
             assert phone.locator(f'[data-sku="{sku}"]').count() == 1
             third = b.new_context(java_script_enabled=False).new_page()
             resp = third.goto(qedge.local(url))
             assert resp is not None and resp.status == 409
+            assert_accessible(third, "landing, code already used", javascript=False)
         finally:
             b.close()
 
