@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Screenshots of the pages for the docs: starts a broker and the edge with the demo store, drives the
-signage player and a kiosk in headless Chromium, writes PNGs to docs/screenshots/.
+signage player, a kiosk and the dashboard in headless Chromium, writes PNGs to docs/screenshots/.
+
+The personalized signage shot is a demo shopper who gave the personalization consent walking into the
+pickup zone with an order ready; the dashboard shot follows a minute of simulated shoppers.
 
     python scripts/screenshots.py [--out docs/screenshots] [--chromium /usr/bin/chromium]
 
@@ -16,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +29,8 @@ sys.path.insert(0, str(ROOT))
 from edge.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto, free_port  # noqa: E402
 from edge.demo import demo_config, find_demo_config  # noqa: E402
 from edge.service import Service  # noqa: E402
-from edge.store import connect  # noqa: E402
+from sync.central import CentralServer  # noqa: E402
 from sync.central.demo_data import generate_profiles  # noqa: E402
-from sync.client import ensure_schema  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -45,36 +48,26 @@ def pick_shopper() -> dict[str, Any]:
     return dict(max(candidates, key=score))
 
 
-def cache_profile(db_path: str, profile: dict[str, Any]) -> str:
-    """Put the shopper in the edge's profile cache, as sync would; returns their loyalty card number."""
-    conn = connect(db_path)
-    try:
-        conn.execute("BEGIN")
-        ensure_schema(conn)
-        conn.execute("INSERT OR REPLACE INTO profiles(customer_id, version, profile, first_name, "
-                     "consent_personalization, updated_at, last_seen) VALUES (?,?,?,?,1,?,NULL)",
-                     (profile["customer_id"], 1, json.dumps(profile), profile["first_name"], time.time()))
-        for key in profile["identities"]:
-            conn.execute("INSERT OR REPLACE INTO identities(key, customer_id, via, learned_at) VALUES (?,?,?,?)",
-                         (key, profile["customer_id"], "central", time.time()))
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-    return next(k for k in profile["identities"] if k.startswith("loyalty:")).split(":", 1)[1]
-
-
-def publish_sighting(port: int, topic: str, v311: bool) -> None:
+def publish_sighting(port: int, topic: str, beacon: dict[str, Any]) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    payload = {"ts": int(time.time() * 1000), "rssi": -55,
-               "beacon": {"type": "ibeacon", "uuid": "f7826da6-4fa2-4e98-8024-bc5b71e0893e", "major": 7, "minor": 7}}
+    payload = {"ts": int(time.time() * 1000), "rssi": -55, "beacon": beacon}
     client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(10)
     client.loop_stop()
     client.disconnect()
+
+
+def simulate(cfg: Any, port: int) -> None:
+    """Some shoppers walk the store (ten times faster than life), then leave: figures for the dashboard."""
+    from edge.simulate import Simulator
+
+    print("simulating shoppers for the dashboard (about a minute)...", file=sys.stderr)
+    Simulator(cfg, shoppers=10, rate=3, seed=11, speed=10, journeys=30, port=port).run(duration_s=45)
+    time.sleep(16)  # the last shoppers' stays end (exit after 10-15 s of silence)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,20 +82,34 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="instore-shots-"))
     mosquitto = find_mosquitto() is not None
     broker: Any = MosquittoBroker(work / "mosquitto").start() if mosquitto else EmbeddedBroker().start()
-    cfg = demo_config(find_demo_config(), mqtt_port=broker.port, http_port=free_port(), db_path=work / "edge.db",
-                      mqtt_v311=not mosquitto)
-    cfg = cfg.model_copy(update={"central": type(cfg.central)()})  # no central store: profiles come from below
+    config_path = find_demo_config()
+    store_token = tomllib.loads(config_path.read_text(encoding="utf-8"))["central"]["token"]
+    # The reference central store with the demo shoppers, as `instore-edge demo` runs it.
+    central = CentralServer(work / "central.db", "screenshots-admin-token-0000", {"demo": store_token}, port=0,
+                            demo_data=True).start()
+    cfg = demo_config(config_path, mqtt_port=broker.port, http_port=free_port(), db_path=work / "edge.db",
+                      mqtt_v311=not mosquitto, central_url=central.url)
+    shopper = pick_shopper()
+    loyalty = next(k for k in shopper["identities"] if k.startswith("loyalty:")).split(":", 1)[1]
     service = Service(cfg).start()
     try:
         if not service.mqtt.connected.wait(15):
             print("the edge did not connect to the broker", file=sys.stderr)
             return 1
+        deadline = time.monotonic() + 30
+        while service.sync.status()["profiles_cached"] < central.demo_loaded:  # the first pull
+            if time.monotonic() > deadline:
+                print("the edge did not pull the demo shoppers from the central store", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
         base = f"http://127.0.0.1:{service.http_port}"
         tokens = cfg.http.tokens
         screen = cfg.screens[0].id
         kiosk = cfg.kiosks[0].id
-        gateway = next(g.id for g in cfg.gateways if g.zone == cfg.screens[0].zone)
-        loyalty = cache_profile(cfg.db.path, pick_shopper())
+        pickup = next(s for s in cfg.screens if s.zone == "pickup")
+        pickup_gateway = next(g.id for g in cfg.gateways if g.zone == pickup.zone)
+        app_beacon = next({"type": "device", "id": k.split(":", 1)[1]} for k in shopper["identities"]
+                          if k.startswith("device:"))
         written = []
         executable = args.chromium if Path(args.chromium).exists() else None
         with sync_playwright() as p:
@@ -117,11 +124,15 @@ def main(argv: list[str] | None = None) -> int:
             page.close()
 
             page = browser.new_page(viewport=PORTRAIT)
-            page.goto(f"{base}/signage/{screen}?token={tokens.signage}")
+            page.goto(f"{base}/signage/{pickup.id}?token={tokens.signage}")
             page.wait_for_selector("body[data-online='yes']", state="attached")
-            publish_sighting(broker.port, f"{cfg.prefix}/beacon/{gateway}", not mosquitto)
+            publish_sighting(broker.port, f"{cfg.prefix}/beacon/{pickup_gateway}", app_beacon)
             page.wait_for_selector("#stage[data-kind='rule']", timeout=5000)
             page.wait_for_timeout(600)
+            if shopper["first_name"] not in (page.text_content("#stage") or ""):
+                print(f"the pickup screen did not greet {shopper['first_name']}: {page.text_content('#stage')!r}",
+                      file=sys.stderr)
+                return 1
             page.screenshot(path=str(args.out / "signage-personalized.png"))
             written.append("signage-personalized.png")
             page.close()
@@ -151,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             written.append("kiosk-handoff.png")
             page.close()
 
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            simulate(cfg, broker.port)
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
             page.goto(f"{base}/?token={tokens.admin}")
+            page.wait_for_selector("body[data-loaded]")
+            page.wait_for_timeout(300)
             page.screenshot(path=str(args.out / "status-page.png"), full_page=True)
             written.append("status-page.png")
             browser.close()
@@ -161,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         service.stop()
+        central.stop()
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
 
