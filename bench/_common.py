@@ -58,7 +58,7 @@ def store_config(tmp: Path, broker_port: int, client_id: str = "bench-edge", pro
 
 
 # ---------------------------------------------------------------------------------------------------
-# The load: native single-sighting payloads (ARCHITECTURE.md, "P/beacon/{gateway}")
+# The load: native single-sighting payloads (docs/architecture.md, "P/beacon/{gateway}")
 
 
 def sighting(ts_ms: int, uuid: str, major: int, minor: int, rssi: int) -> bytes:

@@ -1,6 +1,6 @@
 """The edge ⇄ central wire types, shared by the edge's sync client and the reference central store.
 
-Everything here is plain JSON over HTTP with a bearer token per store (see ARCHITECTURE.md, "Sync
+Everything here is plain JSON over HTTP with a bearer token per store (see docs/architecture.md, "Sync
 protocol"). Both sides validate with the same code: the edge can check an event before it queues it,
 and the central store rejects exactly what this module rejects, with the same reason codes.
 
