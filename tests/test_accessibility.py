@@ -25,7 +25,7 @@ from sync.client import ensure_schema
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-SECRET = "a11y-test-qr-secret-0123456789"
+SECRET = "tFOqqKtTmOiPHsdv7suviDHo"
 PRODUCTS = [{"sku": "runner-42", "name": "Trail runner", "zone": "shoes", "price": 89.9}]
 ORDER = {"order_id": "ORD-1001", "items": ["runner-42"], "ready_at": "2026-01-01T10:00:00Z", "pickup_bay": "B3"}
 PHONE = {"width": 390, "height": 844}
@@ -114,7 +114,7 @@ def test_landing_pages_and_every_refusal_are_accessible(qedge: EdgeHandle, make_
         # Refusals: every reason the landing page can give.
         check(code, "used", 409)
         check("/q/not-a-token!", "malformed", 400)
-        check("/q/" + Signer("another-secret-0123456789", "teststore", "x", 3600, old_secrets=[])
+        check("/q/" + Signer("wuTEZ0bWE4krvnzhI00VAr14", "teststore", "x", 3600, old_secrets=[])
               .mint("touchpoint", "runner-42"), "forged", 403)
         check("/q/" + Signer(SECRET, "otherstore", "x", 3600, old_secrets=[]).mint("touchpoint", "runner-42"),
               "wrong_store", 404)

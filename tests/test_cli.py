@@ -23,9 +23,9 @@ from edge.text import network_reason, shorten
 from edge.toml_writer import write_toml
 from sync.central import CentralServer
 
-SECRET = "cli-test-qr-secret-0123456789"
+SECRET = "-xJ4uQuoZJTjLvF2OeGJTxlu"
 PRODUCTS = [{"sku": "runner-42", "name": "Trail runner", "zone": "shoes", "price": 89.9}]
-STORE_TOKEN = "central-store-token-0000"
+STORE_TOKEN = "M6pQ51zdlrVbop48KxLlXMs2"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -100,7 +100,7 @@ def assert_readable(text: str) -> None:
 
 def test_sync_status_prints_a_readable_table_from_the_running_edge_and_from_the_file(
         broker: Any, mqtt_client: Any, tmp_path: Path) -> None:
-    central = CentralServer(tmp_path / "central.db", "central-admin-token-0000", {"teststore": STORE_TOKEN},
+    central = CentralServer(tmp_path / "central.db", "ilIM1ivwWTIlAO7iFi5kb1-h", {"teststore": STORE_TOKEN},
                             port=0).start()
     try:
         data = store_config(tmp_path, broker.port, http={"port": free_port()},
