@@ -39,6 +39,8 @@ MAX_ID_LEN = 128  # customer, store, source ids (the edge accepts ids up to this
 MAX_EVENT_ID_LEN = 256
 MAX_STR_LEN = 256  # zone, subject, type, kind
 MAX_IDEMPOTENCY_KEY_LEN = 200
+MAX_SEQ = 2**63 - 1  # SQLite's INTEGER
+MAX_DATA_DEPTH = 16  # nesting of an event's data or a profile's free-form fields
 
 # Timestamps outside 2000..2100 are a clock or unit bug, not an event (same range as the edge).
 TS_MIN_S = 946_684_800.0
@@ -82,8 +84,81 @@ _SHOW_MAX = 40
 
 def _show(value: Any) -> str:
     """An offending value for an error message, cut short (messages are logged and shown)."""
-    text = json.dumps(value, default=repr) if not isinstance(value, str) else repr(value)
+    try:
+        text = json.dumps(value, default=repr) if not isinstance(value, str) else repr(value)
+    except (ValueError, RecursionError):  # nested too deeply to print
+        return _type_name(value)
     return text if len(text) <= _SHOW_MAX else text[:_SHOW_MAX] + "…"
+
+
+def _not_utf8(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def printable_path(text: str, limit: int = _SHOW_MAX) -> str:
+    """A field name for an error message, even one holding a lone surrogate (escaped, cut short)."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def lone_surrogate(value: Any, path: str = "") -> str | None:
+    """The path of the first string or object key holding a lone surrogate, or None when all text is text.
+
+    JSON lets a sender escape half a surrogate pair ("\\ud800"); json.loads turns it into a Python str that
+    UTF-8 (so SQLite, PostgreSQL and every real JSON consumer) cannot hold. Iterative: any depth json.loads
+    accepted is walked without recursion. `path` ("" = the value itself) prefixes the answer.
+    """
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        kind = type(node)
+        if kind is str:
+            if _not_utf8(node):
+                return where
+        elif kind is dict:
+            for key, item in node.items():
+                inner = f"{where}.{key}" if where else key
+                if _not_utf8(key):
+                    return printable_path(inner, 80)
+                if type(item) is str or type(item) is dict or type(item) is list:
+                    stack.append((item, inner))
+        elif kind is list:
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node)
+                         if type(item) is str or type(item) is dict or type(item) is list)
+    return None
+
+
+def nested_deeper(value: Any, limit: int) -> bool:
+    """True when objects/lists nest deeper than `limit` (iterative: safe at any depth json.loads accepted)."""
+    if type(value) is not dict and type(value) is not list:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        items = node.values() if type(node) is dict else node
+        stack.extend((item, depth + 1) for item in items if type(item) is dict or type(item) is list)
+    return False
+
+
+def may_hold_surrogates(raw: bytes | str) -> bool:
+    """Cheap pre-check on JSON text: only a \\uD8xx..\\uDFxx escape can decode to a lone surrogate (JSON's
+    escape is a lowercase 'u'; the hex digits may be either case), so text without one needs no walk."""
+    if type(raw) is bytes:
+        return b"\\ud" in raw or b"\\uD" in raw
+    return "\\ud" in raw or "\\uD" in raw
+
+
+def surrogate_detail(path: str) -> str:
+    return (f"{path or 'value'}: a lone surrogate escape (\\ud800-\\udfff without its pair) is not text; "
+            "send valid UTF-8 text")
 
 
 def _type_name(value: Any) -> str:
@@ -100,7 +175,8 @@ def parse_ts(value: Any, path: str = "ts") -> float:
     """Epoch seconds from epoch seconds (a number) or an ISO 8601 string; raises InvalidEvent."""
     kind = type(value)
     if kind is int or kind is float:
-        if math.isfinite(value) and TS_MIN_S <= value <= TS_MAX_S:
+        # no math.isfinite on an int: it overflows for ints past a float's range (json.loads reads 4,300 digits)
+        if TS_MIN_S <= value <= TS_MAX_S:
             return float(value)
         hint = "; it looks like milliseconds, send seconds" if 1000 * TS_MIN_S <= value <= 1000 * TS_MAX_S else ""
         raise InvalidEvent(INVALID_VALUE, f"{path}: expected epoch seconds between 2000 and 2100, "
@@ -137,6 +213,8 @@ def _opt_str(obj: dict[str, Any], key: str, max_len: int) -> str | None:
         raise InvalidEvent(WRONG_TYPE, f"{key}: expected a string, got {_type_name(value)}")
     if not 0 < len(value) <= max_len:
         raise InvalidEvent(INVALID_VALUE, f"{key}: expected 1 to {max_len} characters, got {len(value)}")
+    if _not_utf8(value):
+        raise InvalidEvent(INVALID_VALUE, surrogate_detail(key))
     return value
 
 
@@ -182,9 +260,9 @@ class WireEvent:
             raise InvalidEvent(MISSING_FIELD, "ts: missing; every event needs event_id, kind and ts")
         ts = parse_ts(obj["ts"])
         seq = obj.get("seq")
-        if seq is not None and (type(seq) is not int or seq < 0):
+        if seq is not None and (type(seq) is not int or not 0 <= seq <= MAX_SEQ):
             raise InvalidEvent(WRONG_TYPE if type(seq) is not int else INVALID_VALUE,
-                               f"seq: expected a whole number >= 0, got {_show(seq)}")
+                               f"seq: expected a whole number 0..{MAX_SEQ}, got {_show(seq)}")
         received_at = obj.get("received_at")
         if received_at is not None:
             received_at = parse_ts(received_at, "received_at")
@@ -194,12 +272,17 @@ class WireEvent:
         elif type(data) is not dict:
             raise InvalidEvent(WRONG_TYPE, f"data: expected an object, got {_type_name(data)}")
         elif data:
+            if nested_deeper(data, MAX_DATA_DEPTH):
+                raise InvalidEvent(INVALID_VALUE, f"data: nested deeper than {MAX_DATA_DEPTH} levels")
             try:
                 size = len(json.dumps(data, separators=(",", ":"), allow_nan=False))
             except ValueError:
                 raise InvalidEvent(INVALID_VALUE, "data: NaN and Infinity are not JSON") from None
             if size > MAX_EVENT_DATA_BYTES:
                 raise InvalidEvent(OVERSIZED, f"data: {size} bytes serialized, the limit is {MAX_EVENT_DATA_BYTES}")
+            where = lone_surrogate(data, "data")
+            if where is not None:
+                raise InvalidEvent(INVALID_VALUE, surrogate_detail(where))
         event = cls(event_id=event_id, kind=kind, ts=ts, seq=seq,
                     source=_opt_str(obj, "source", MAX_ID_LEN), zone=_opt_str(obj, "zone", MAX_STR_LEN),
                     subject=_opt_str(obj, "subject", MAX_STR_LEN), customer=_opt_str(obj, "customer", MAX_ID_LEN),
@@ -399,9 +482,15 @@ def validate_profile(obj: Any, *, partial: bool = True, path: str = "") -> dict[
     if type(obj) is not dict:
         raise InvalidProfile([f"{path or 'profile'}: expected an object, got {_type_name(obj)}"])
     out: dict[str, Any] = {}
+    where = lone_surrogate(obj)
+    if where is not None:  # stored as UTF-8: refused whole, before any field is looked at
+        raise InvalidProfile([f"{path}{surrogate_detail(where)}"])
     for key in obj:
         if key not in PROFILE_FIELDS:
-            errors.append(f"{path}{key}: unknown field; a profile has {', '.join(PROFILE_FIELDS)}")
+            errors.append(f"{path}{printable_path(key)}: unknown field; a profile has {', '.join(PROFILE_FIELDS)}")
+    for key in ("preferences", "orders_ready"):
+        if nested_deeper(obj.get(key), MAX_DATA_DEPTH):
+            raise InvalidProfile([f"{path}{key}: nested deeper than {MAX_DATA_DEPTH} levels"])
     cid = obj.get("customer_id")
     if type(cid) is not str or ID_RE.fullmatch(cid) is None:
         errors.append(f"{path}customer_id: expected an id of 1 to {MAX_ID_LEN} letters, digits or ._:@- "

@@ -274,6 +274,55 @@ def test_bad_events_are_rejected_with_a_reason_and_the_rest_accepted(central: Ce
     assert stats["rejected"]["s1"]["missing_field"] == 4
 
 
+def test_an_event_the_store_cannot_hold_is_rejected_alone_and_the_rest_of_the_batch_accepted(central: Central) -> None:
+    """Lone surrogates, numbers past SQLite's integers or a float's range, deep nesting: one bad event is one
+    rejection, never a 500 that refuses the whole batch (the edge would retry it forever)."""
+    batch: list[Any] = [
+        event("ok-1"),
+        event("bad-subject", subject="session:\ud800"),
+        event("bad-data-key", data={"k\udc00": 1}),
+        event("bad-data-value", data={"items": [{"name": "x\udbff"}]}),
+        event("x\ud800"),
+        event("huge-seq", seq=2**64),
+        event("huge-ts", ts=10**400),
+        event("deep", data={"a": json.loads("[" * 50 + "]" * 50)}),
+        event("ok-2", data={"emoji": "\U0001F600"}),
+    ]
+    r = central.push("s1", batch)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["accepted"] == ["ok-1", "ok-2"]
+    rejected = {x["index"]: (x["id"], x["reason"], x["detail"]) for x in body["rejected"]}
+    assert sorted(rejected) == [1, 2, 3, 4, 5, 6, 7]
+    assert rejected[1] == ("bad-subject", "invalid_value", rejected[1][2]) and "subject" in rejected[1][2]
+    assert rejected[2][1] == "invalid_value" and "data.k\\udc00" in rejected[2][2]
+    assert rejected[3][1] == "invalid_value" and "data.items[0].name" in rejected[3][2]
+    assert rejected[4][:2] == (None, "invalid_value")  # an id that cannot be stored is not echoed either
+    assert rejected[5][:2] == ("huge-seq", "invalid_value")
+    assert rejected[6][:2] == ("huge-ts", "invalid_value")
+    assert rejected[7][:2] == ("deep", "invalid_value") and "nested" in rejected[7][2]
+    assert [e["event_id"] for e in central.events("s1")] == ["ok-1", "ok-2"]
+
+
+def test_admin_requests_with_a_lone_surrogate_are_refused_with_400(central: Central) -> None:
+    assert central.upsert(shopper("C-1")).status_code == 200
+    cases = [
+        ("POST", "/v1/admin/profiles", shopper("C-2", first_name="Giu\ud800")),
+        ("POST", "/v1/admin/profiles", {"profiles": [shopper("C-3", preferences={"\udfff": 1})]}),
+        ("POST", "/v1/admin/profiles/merge", {"from": "C-1\ud800", "into": "C-1"}),
+        ("POST", "/v1/identities/resolve", {"keys": ["loyalty:\ud800"]}),
+    ]
+    for method, path, body in cases:
+        r = central.request(method, path, json=body)
+        assert r.status_code == 400, (path, r.text)
+        assert r.json()["error"]["code"] in ("invalid_value", "invalid_profile") and "surrogate" in r.text
+    deep = shopper("C-4", preferences={"a": json.loads("[" * 40 + "]" * 40)})
+    r = central.upsert(deep)
+    assert r.status_code == 400 and "nested" in r.text
+    assert central.profile("C-2").status_code == 404
+    assert central.request("GET", "/healthz").status_code == 200
+
+
 def test_admin_listing_keeps_the_received_order(central: Central) -> None:
     for start in (1, 4, 7):
         central.push("s1", [event(f"s1-{i}", seq=i) for i in range(start, start + 3)])

@@ -43,6 +43,12 @@ class TooDeep(CentralError):
     code = "too_deep"
 
 
+class InvalidValue(CentralError):
+    """A request whose text cannot be stored (a lone surrogate)."""
+
+    code = "invalid_value"
+
+
 class TooLarge(CentralError):
     """A request over a size limit."""
 
@@ -50,18 +56,27 @@ class TooLarge(CentralError):
     code = "payload_too_large"
 
 
-def json_body() -> tuple[Any, bytes]:
+def json_body(*, whole_text: bool = True) -> tuple[Any, bytes]:
     """The parsed JSON body and its raw bytes; BadRequest for anything that is not strict JSON, TooDeep
-    (checked before parsing, so json never recurses) for absurd nesting."""
+    (checked before parsing, so json never recurses) for absurd nesting.
+
+    With `whole_text`, a lone surrogate anywhere refuses the request (InvalidValue); pushes pass False and
+    refuse the one event holding it instead (protocol.WireEvent.from_dict).
+    """
     raw = request.get_data(cache=True)  # raises 413 beyond MAX_CONTENT_LENGTH
     if not raw:
         raise BadRequest("empty body: send a JSON object with Content-Type: application/json")
     try:
-        return jsonbody.loads(raw), raw
+        body = jsonbody.loads(raw)
     except jsonbody.TooDeep as exc:
         raise TooDeep(str(exc)) from None
     except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON ({str(exc)[:80]})") from None
+    if whole_text and p.may_hold_surrogates(raw):
+        where = p.lone_surrogate(body)
+        if where is not None:
+            raise InvalidValue(p.surrogate_detail(where or "body"))
+    return body, raw
 
 
 def int_arg(name: str, default: int, lo: int, hi: int) -> int:
@@ -196,7 +211,7 @@ def create_app(db_path: str | Path, admin_token: str, store_tokens: Mapping[str,
     def push_events(store: str):
         if not p.STORE_ID_RE.fullmatch(store):
             raise BadRequest(f"store id {store[:40]!r}: expected 1 to 64 letters, digits, '_', '.', '-'")
-        body, raw = json_body()
+        body, raw = json_body(whole_text=False)
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list):
             raise BadRequest('expected {"events": [ {event}, ... ]}')

@@ -30,6 +30,7 @@ import sqlite_utils
 from sync import protocol as p
 
 Migration = Callable[[sqlite3.Connection], None]
+log = logging.getLogger("instore_central")
 
 log = logging.getLogger("instore_central")
 
@@ -401,6 +402,10 @@ class CentralStore:
                 parsed.append(p.WireEvent.from_dict(obj))
             except p.InvalidEvent as exc:
                 parsed.append(exc)
+            except Exception as exc:  # a validation bug refuses this event, not the batch
+                log.exception("store %s: validating an event failed", store)
+                parsed.append(p.InvalidEvent("internal_error", f"the central store could not check this event "
+                                                               f"({type(exc).__name__}); its log has the details"))
         now = time.time()
         accepted: list[str] = []
         duplicates: list[str] = []
@@ -415,25 +420,20 @@ class CentralStore:
                             f"Idempotency-Key {idempotency_key!r} was used before with a different batch: "
                             "use a new key for a new batch, the same key only to retry the same batch")
                     return json.loads(row[1]), True
-            for index, (obj, item) in enumerate(zip(raw, parsed)):
-                if isinstance(item, p.InvalidEvent):
-                    event_id = obj.get("event_id") if isinstance(obj, dict) else None
-                    rejected.append(p.Rejection(id=event_id if isinstance(event_id, str) else None, index=index,
-                                                reason=item.reason, detail=item.detail))
-                    continue
-                e = item
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO events(store, event_id, seq, kind, type, source, zone, subject, customer, "
-                    "ts, data, received_at, central_received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (store, e.event_id, e.seq, e.kind, e.type, e.source, e.zone, e.subject, e.customer, e.ts,
-                     _dumps(e.data) if e.data else None, e.received_at, now))
-                if cur.rowcount == 0:
-                    duplicates.append(e.event_id)
-                    continue
-                accepted.append(e.event_id)
-                applied = self._apply(conn, e)
-                if applied is not None:
-                    conn.execute("UPDATE events SET applied = ? WHERE rseq = ?", (applied, cur.lastrowid))
+            conn.execute("SAVEPOINT batch")
+            try:
+                self._record_events(conn, store, raw, parsed, now, accepted, duplicates, rejected, isolate=False)
+            except sqlite3.OperationalError:
+                raise  # disk full, I/O: the whole push fails and the edge retries it
+            except Exception:
+                # A bug on one event must not refuse the batch: redo it event by event, refusing only the guilty.
+                log.exception("store %s: recording a batch failed; recording it event by event", store)
+                conn.execute("ROLLBACK TO batch")
+                accepted.clear()
+                duplicates.clear()
+                rejected.clear()
+                self._record_events(conn, store, raw, parsed, now, accepted, duplicates, rejected, isolate=True)
+            conn.execute("RELEASE batch")
             if rejected:
                 reasons: dict[str, int] = {}
                 for r in rejected:
@@ -447,6 +447,46 @@ class CentralStore:
                 conn.execute("INSERT INTO idempotency(store, key, body_hash, response, created_at) VALUES (?,?,?,?,?)",
                              (store, idempotency_key, body_hash, _dumps(answer), now))
         return answer, False
+
+    def _record_events(self, conn: sqlite3.Connection, store: str, raw: list[Any],
+                       parsed: list[p.WireEvent | p.InvalidEvent], now: float, accepted: list[str],
+                       duplicates: list[str], rejected: list[p.Rejection], *, isolate: bool) -> None:
+        """Insert (once) and apply each valid event; with `isolate`, each in a savepoint, so an unexpected
+        error refuses that event alone (reason internal_error) and the rest are recorded."""
+        for index, (obj, item) in enumerate(zip(raw, parsed)):
+            if isinstance(item, p.InvalidEvent):
+                rejected.append(p.Rejection(id=_echo_id(obj), index=index, reason=item.reason, detail=item.detail))
+                continue
+            if not isolate:
+                self._record_one(conn, store, item, now, accepted, duplicates)
+                continue
+            conn.execute("SAVEPOINT event")
+            try:
+                self._record_one(conn, store, item, now, accepted, duplicates)
+            except sqlite3.OperationalError:
+                raise
+            except Exception as exc:
+                log.exception("store %s: event %d of a batch could not be recorded", store, index)
+                conn.execute("ROLLBACK TO event")
+                rejected.append(p.Rejection(id=item.event_id, index=index, reason="internal_error",
+                                            detail=f"the central store failed on this event ({type(exc).__name__}); "
+                                                   "its log has the details"))
+            conn.execute("RELEASE event")
+
+    def _record_one(self, conn: sqlite3.Connection, store: str, e: p.WireEvent, now: float, accepted: list[str],
+                    duplicates: list[str]) -> None:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO events(store, event_id, seq, kind, type, source, zone, subject, customer, "
+            "ts, data, received_at, central_received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (store, e.event_id, e.seq, e.kind, e.type, e.source, e.zone, e.subject, e.customer, e.ts,
+             _dumps(e.data) if e.data else None, e.received_at, now))
+        if cur.rowcount == 0:
+            duplicates.append(e.event_id)
+            return
+        applied = self._apply(conn, e)
+        if applied is not None:
+            conn.execute("UPDATE events SET applied = ? WHERE rseq = ?", (applied, cur.lastrowid))
+        accepted.append(e.event_id)
 
     def _apply(self, conn: sqlite3.Connection, e: p.WireEvent) -> str | None:
         """What a newly recorded event does to profiles; returns the outcome kept with the event."""
@@ -505,7 +545,7 @@ class CentralStore:
         if not since:
             return 0, False
         epoch, dot, seq = since.rpartition(".")
-        if not seq.isdigit() or len(seq) > 18 or (dot and not epoch):
+        if not (seq.isascii() and seq.isdigit()) or len(seq) > 18 or (dot and not epoch):  # "¹".isdigit() too
             raise CentralError(f"invalid cursor {since[:40]!r}: pass the `next` value of a previous answer, "
                                "or no `since` to start from the beginning")
         if dot and epoch != self.epoch:
@@ -584,6 +624,14 @@ class CentralStore:
     def is_empty(self) -> bool:
         with self._lock:
             return self._conn.execute("SELECT count(*) FROM changes").fetchone()[0] == 0
+
+
+def _echo_id(obj: Any) -> str | None:
+    """A refused event's id as the answer may repeat it: only a usable string (stored as UTF-8, bounded)."""
+    event_id = obj.get("event_id") if isinstance(obj, dict) else None
+    if type(event_id) is not str or not 0 < len(event_id) <= p.MAX_EVENT_ID_LEN or p.lone_surrogate(event_id) is not None:
+        return None
+    return event_id
 
 
 def body_hash(body: bytes) -> str:
