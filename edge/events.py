@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from zoneinfo import ZoneInfo
 
 from edge.config import ID_PATTERN, Config
+from sync.protocol import lone_surrogate, may_hold_surrogates, nested_deeper, surrogate_detail
 
 if TYPE_CHECKING:
     from edge.gateways import Foreign
@@ -69,7 +70,11 @@ MAX_EXTRA_STR_LEN = 256
 MAX_EXTRA_FIELDS = 16
 MAX_EXTRA_ITEMS = 32
 MAX_POS_ITEMS = 1000
+MAX_POS_ITEM_DEPTH = 8  # nesting inside one item object: enough for options and bundles, not a stack bomb
+MAX_TOTAL = 10**12  # a sale's total, in any currency unit
+MAX_INT_ID = 2**63 - 1  # integer ids: what SQLite and every JSON consumer hold exactly
 SHOW_MAX = 40  # characters of an offending value quoted in an error detail
+MAX_DEPTH = 32  # JSON nesting: no device format needs a tenth of it
 
 
 class Rejected(Exception):
@@ -291,11 +296,19 @@ def _decode(payload: bytes) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise Rejected(NOT_JSON, f"payload: not JSON ({exc.msg} at character {exc.pos})") from None
     except RecursionError:
-        raise Rejected(NOT_JSON, "payload: JSON nested too deeply") from None
+        raise Rejected(NOT_JSON, f"payload: JSON nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # NaN/Infinity, 1e999, integers with thousands of digits
         raise Rejected(NOT_JSON, f"payload: not JSON ({_cut(str(exc), 80)})") from None
+    # Where json.loads runs out of stack depends on the calling thread: a fixed limit makes the verdict the same
+    # everywhere. Only text with more than MAX_DEPTH brackets can nest that deep, so most payloads skip the walk.
+    if text.count("{") + text.count("[") > MAX_DEPTH and nested_deeper(obj, MAX_DEPTH):
+        raise Rejected(NOT_JSON, f"payload: JSON nested deeper than {MAX_DEPTH} levels")
     if type(obj) is not dict:
         raise Rejected(NOT_OBJECT, f"payload: expected a JSON object, got {_show(obj)}")
+    if "\\u" in text and may_hold_surrogates(text):  # "\ud800": text UTF-8 (so SQLite, the central) cannot hold
+        where = lone_surrogate(obj)
+        if where is not None:
+            raise Rejected(INVALID_VALUE, surrogate_detail(where or "payload"))
     return obj
 
 
@@ -362,12 +375,12 @@ def _ident(obj: dict[str, Any], key: str, where: str, required: bool = False) ->
     kind = type(value)
     if kind is str and 0 < len(value) <= MAX_ID_LEN:
         return value
-    if kind is int:
+    if kind is int and -MAX_INT_ID <= value <= MAX_INT_ID:
         return str(value)
-    expected = f"a string (at most {MAX_ID_LEN} characters) or an integer"
+    expected = f"a string (at most {MAX_ID_LEN} characters) or an integer of at most 19 digits"
     if value is None:
         return _absent(obj, key, where, expected, required)
-    reason = INVALID_VALUE if kind is str else WRONG_TYPE
+    reason = INVALID_VALUE if kind is str or kind is int else WRONG_TYPE
     raise Rejected(reason, f"{where}{key}: expected {expected}, got {_show(value)}")
 
 
@@ -683,15 +696,22 @@ def _pos(msg: _Message) -> list[Event]:
     if len(items) > MAX_POS_ITEMS:
         raise Rejected(INVALID_VALUE, f"items: at most {MAX_POS_ITEMS} entries, got {len(items)}")
     for index, item in enumerate(items):
-        if type(item) is not str and type(item) is not dict:
+        if type(item) is str:
+            if not 0 < len(item) <= MAX_ID_LEN:
+                raise Rejected(INVALID_VALUE, f"items[{index}]: expected a SKU of 1 to {MAX_ID_LEN} characters, "
+                                              f"got {len(item)} characters")
+        elif type(item) is not dict:
             raise Rejected(WRONG_TYPE, f"items[{index}]: expected {expected_items}, got {_show(item)}")
+        elif nested_deeper(item, MAX_POS_ITEM_DEPTH):
+            raise Rejected(INVALID_VALUE, f"items[{index}]: nested deeper than {MAX_POS_ITEM_DEPTH} levels")
     total = obj.get("total")
     if type(total) is not int and type(total) is not float:
         if total is None:
             _absent(obj, "total", "", "a number", True)
         raise Rejected(WRONG_TYPE, f"total: expected a number, got {_show(total)}")
-    if not math.isfinite(total):
-        raise Rejected(INVALID_VALUE, f"total: expected a finite number, got {_show(total)}")
+    if not -MAX_TOTAL <= total <= MAX_TOTAL:  # also NaN; and no float() of a huge int (OverflowError)
+        raise Rejected(INVALID_VALUE, f"total: expected a number between -{MAX_TOTAL} and {MAX_TOTAL}, "
+                                      f"got {_show(total)}")
     return [Event(event_id=event_id, kind="pos", source=msg.source, ts=ts,
                   received_at=msg.received_at, customer=customer, data={"items": items, "total": total})]
 

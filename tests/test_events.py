@@ -206,9 +206,10 @@ def test_not_json(cfg, raw):
 
 def test_deeply_nested_json_is_not_json_rather_than_a_crash():
     roomy = parse_config({"store": {"id": "s1"}}, env={})  # default 64 KiB limit
-    with pytest.raises(Rejected) as info:
-        normalize(f"{P}/qr/s", b"[" * 30000 + b"]" * 30000, 0.0, roomy)
-    assert (info.value.reason, info.value.detail) == (ev.NOT_JSON, "payload: JSON nested too deeply")
+    for depth in (30000, 900, 33):  # the same verdict whether or not this thread's stack could parse it
+        with pytest.raises(Rejected) as info:
+            normalize(f"{P}/qr/s", b'{"code": ' + b"[" * depth + b"]" * depth + b"}", 0.0, roomy)
+        assert (info.value.reason, info.value.detail) == (ev.NOT_JSON, "payload: JSON nested deeper than 32 levels")
 
 
 def test_utf8_byte_order_mark_is_tolerated(cfg):
@@ -436,3 +437,44 @@ def test_qos0_with_device_id_still_dedupes_on_it(cfg):
 
 def test_kinds_are_exported():
     assert ev.KINDS == ("beacon", "qr", "window", "kiosk", "pos")
+
+
+# --- text and numbers the store cannot hold --------------------------------------------------------
+
+@pytest.mark.parametrize("topic, payload, where", [
+    ("qr/s", b'{"id": "x\\ud800", "ts": %d, "code": "x"}' % TS_MS, "id"),
+    ("window/w1", b'{"ts": %d, "type": "touch", "session": "s", "item": "\\uDC00"}' % TS_MS, "item"),
+    ("kiosk/k1/event", b'{"ts": %d, "type": "browse", "session": "s", "extra": {"\\ud83d": 1}}' % TS_MS,
+     "extra.\\ud83d"),
+    ("pos/till1", b'{"id": 1, "ts": %d, "items": [{"sku": "a", "opts": ["\\udbff"]}], "total": 1}' % TS_MS,
+     "items[0].opts[0]"),
+    ("beacon/gw1", b'{"sightings": [{"ts": %d, "beacon": {"type": "device", "id": "\\ud800"}, "rssi": -1}]}' % TS_MS,
+     "sightings[0].beacon.id"),
+])
+def test_a_lone_surrogate_anywhere_is_an_invalid_value_naming_where(cfg, topic, payload, where):
+    err = rejected(cfg, topic, payload)
+    assert err.reason == ev.INVALID_VALUE
+    assert err.detail.startswith(f"{where}: a lone surrogate")
+    err.detail.encode("utf-8")  # the detail itself is storable
+
+
+def test_a_surrogate_pair_is_text(cfg):
+    e = one(cfg, "qr/s", b'{"ts": %d, "code": "\\ud83d\\ude00 \\\\ud800"}' % TS_MS)
+    assert e.data["code"] == "\U0001F600 \\ud800"
+
+
+def test_numbers_past_what_the_store_holds_are_invalid_values(cfg):
+    err = rejected(cfg, "qr/s", {"id": 2**63, "ts": TS_MS, "code": "c"})
+    assert err.reason == ev.INVALID_VALUE and "19 digits" in err.detail
+    for total in (10**400, -(10**13), 1e300):
+        err = rejected(cfg, "pos/till1", {"id": 1, "ts": TS_MS, "items": [], "total": total})
+        assert err.reason == ev.INVALID_VALUE and err.detail.startswith("total: expected a number between")
+    assert rejected(cfg, "qr/s", {"ts": 10**400, "code": "c"}).reason == ev.INVALID_VALUE
+
+
+def test_pos_items_are_bounded_in_length_and_depth(cfg):
+    deep = json.loads('{"a": ' + "[" * 20 + "]" * 20 + "}")
+    err = rejected(cfg, "pos/till1", {"id": 1, "ts": TS_MS, "items": ["ok", deep], "total": 1})
+    assert (err.reason, err.detail) == (ev.INVALID_VALUE, "items[1]: nested deeper than 8 levels")
+    err = rejected(cfg, "pos/till1", {"id": 1, "ts": TS_MS, "items": ["s" * 200], "total": 1})
+    assert err.reason == ev.INVALID_VALUE and err.detail.startswith("items[0]: expected a SKU")
