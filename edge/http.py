@@ -199,10 +199,14 @@ def create_app(service: Service) -> Flask:
         except ev.Rejected as exc:
             return api_error(400, exc.reason, exc.detail)
         done = threading.Event()
-        service.pipeline.submit(Message(topic, raw, 1, 0, now, done=done.set))
+        msg = Message(topic, raw, 1, 0, now, done=done.set)
+        service.pipeline.submit(msg)
         if not done.wait(10):
             return api_error(503, "not_committed", "the event was queued but not yet committed; retry with the "
                              "same payload (it is recorded once)")
+        if msg.outcome is not None:  # valid, yet processing it failed: a dead letter, not an event
+            return api_error(500, msg.outcome, "the event was dead-lettered while processing it (see "
+                             "/api/v1/deadletters and the edge log)")
         return jsonify({"recorded": [e.event_id for e in events]}), 201
 
     @app.get("/api/v1/decisions")

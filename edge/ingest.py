@@ -41,6 +41,7 @@ class Message:
     dup: bool = False
     task: Callable[..., None] | None = None  # a write task run by the pipeline (see Pipeline.submit_task)
     done: Callable[[], None] | None = None  # for HTTP-submitted events: called after commit
+    outcome: str | None = None  # the dead-letter reason, when the pipeline dead-lettered it (HTTP answers with it)
 
 
 class MqttLink:

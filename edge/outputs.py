@@ -47,6 +47,12 @@ class Displays:
         for ident in known:
             self.current.setdefault(ident, Showing(self.fallback(ident), -(10**9), None))
 
+    def reload(self, rows: list[dict]) -> None:
+        """Take the stored content again (after a rolled-back transaction): what screens show is what committed."""
+        current = Displays(self.cfg, rows).current
+        with self.lock:
+            self.current = current
+
     def fallback(self, screen: str) -> dict[str, Any]:
         """The screen's playlist, as the content to show when no rule is active (a kiosk: its own UI)."""
         conf = next((s for s in self.cfg.screens if s.id == screen), None)

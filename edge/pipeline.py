@@ -5,6 +5,12 @@ all the work for the batch in one transaction, commits (synchronous=FULL), and o
 the MQTT messages and publishes what screens should show. A kill -9 before the commit loses nothing:
 the broker still holds the unacknowledged messages and redelivers them; a redelivered message has the
 same event id and is recorded once.
+
+No message can stop the writer. A batch whose processing raises is rolled back and redone one message at
+a time, each in a savepoint: the message that raised becomes a dead letter (`internal_error`, with the
+exception's type and where it was raised) and the rest are recorded. A database that cannot be written
+(disk full, I/O error: sqlite3.OperationalError) is no message's fault: the batch waits, unacknowledged,
+and is retried. Messages that crash the whole process are set aside by edge.quarantine.
 """
 
 from __future__ import annotations
@@ -16,18 +22,21 @@ import queue
 import sqlite3
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge import events as ev
+from edge import faults
 from edge.config import Config
 from edge.events import Event, Rejected
 from edge.identity import Identity
 from edge.ingest import Message
 from edge.outputs import Displays
 from edge.presence import PresenceTracker
+from edge.quarantine import QUARANTINE_AFTER, Quarantine, digest
 from edge.rules import Decision, RuleEngine
 from edge.metrics import Metrics
 from edge.store import Writer
@@ -36,6 +45,29 @@ log = logging.getLogger("instore_edge.pipeline")
 
 EXCERPT_BYTES = 256
 TICK_S = 0.25
+INTERNAL_ERROR = "internal_error"  # dead-letter reason: processing the message raised (a bug: see the log)
+QUARANTINED = "quarantined"  # dead-letter reason: the message was in flight when the edge died, twice
+
+
+def retryable(exc: BaseException) -> bool:
+    """A database that cannot be written now (disk full, I/O error, locked, corrupt): no message's fault."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+def where_raised(exc: BaseException) -> str:
+    """`TypeError in edge/rules.py:123 (decide)`: enough to find the bug, without the exception's message,
+    which may quote the payload (personal data stays out of logs and dead letters)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    last = frames[-1]
+    parts = last.filename.replace("\\", "/").rsplit("/", 2)
+    return f"{type(exc).__name__} in {'/'.join(parts[-2:])}:{last.lineno} ({last.name})"
+
+
+def traceback_text(exc: BaseException) -> str:
+    """The traceback's frames and the exception's type, without its message (see where_raised)."""
+    return "".join(traceback.format_tb(exc.__traceback__)) + type(exc).__name__
 
 
 @dataclass
@@ -52,6 +84,24 @@ class BatchResult:
     publications: list[tuple[str, dict, bool]] = field(default_factory=list)
     unknown_devices: Counter = field(default_factory=Counter)
 
+    def merge(self, other: BatchResult) -> None:
+        """Add one message's result (careful processing) to the batch's."""
+        self.recorded.update(other.recorded)
+        self.deadletters.extend(other.deadletters)
+        self.decisions.extend(other.decisions)
+        self.displays.update(other.displays)
+        self.duplicates += other.duplicates
+        self.ignored.update(other.ignored)
+        self.publications.extend(other.publications)
+        self.unknown_devices.update(other.unknown_devices)
+
+
+def _text(value: str) -> str:
+    """`value`, with anything UTF-8 cannot hold (a lone surrogate) escaped."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 class Pipeline:
     def __init__(self, cfg: Config, writer: Writer, presence: PresenceTracker, rules: RuleEngine,
@@ -66,6 +116,7 @@ class Pipeline:
         self.metrics = metrics
         self.ack = ack
         self.publish = publish
+        self.quarantine = Quarantine(f"{cfg.db.path}-inflight")
         self.identity: Identity | None = None
         # Called for each newly recorded event inside the transaction (e.g. QR journeys: a pickup marked
         # collected); each returns (topic, payload, retain) publications to send after the commit.
@@ -75,7 +126,8 @@ class Pipeline:
         p = cfg.prefix
         # Our own outputs: never normalized, never dead-lettered (an MQTT 3.1.1 broker without no_local
         # echoes them back to us, and a dead letter about a dead letter would loop).
-        self.own_topics = (f"{p}/display/", f"{p}/edge/", f"{p}/staff/", f"{p}/deadletter")
+        self.own_topics = (f"{p}/display/", f"{p}/edge/", f"{p}/staff/")
+        self.deadletter_topic = f"{p}/deadletter"  # exactly: P/deadletter/x is someone else's, and dead-lettered
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.decision_listeners: list[Callable[[Decision], None]] = []
@@ -132,31 +184,55 @@ class Pipeline:
 
     def _run(self) -> None:
         log.info("pipeline writer started")
+        try:
+            self.quarantine.open(self.writer.conn)
+        except sqlite3.Error as exc:
+            log.error("cannot read the failed-attempt counts (%s): messages that crash the edge will not be "
+                      "set aside", exc)
         pending: list[Message] = []
+        careful = retry = False
         while True:
-            if not pending:
+            if not retry:
                 if self._stop.is_set() and self.queue.empty():
                     break
                 pending = self._take_batch()
+                careful = False
+                if faults.THREADS and any(m.task is None for m in pending):
+                    faults.thread_start("pipeline-writer")
+            retry = False
             if pending:
                 self.oldest_pending = min(m.received_at for m in pending)
             try:
-                result = self.process(pending, time.time())
-            except sqlite3.Error as exc:
-                # Disk full, I/O error...: keep the batch, unacked, and retry; never drop it.
-                self.healthy = False
-                self.last_error = f"database write failed: {exc}"
-                log.error("database write failed (%s); retrying the batch of %d in 1s", exc, len(pending))
-                self.writer.rollback()
+                result = self.process(pending, time.time(), careful=careful)
+            except Exception as exc:
                 self._reload_state()
-                time.sleep(1.0)
+                if retryable(exc):
+                    # Disk full, I/O error...: keep the batch, unacked, and retry; never drop it. Not the messages'
+                    # fault: a restart meanwhile must not count against them.
+                    self.quarantine.clear()
+                    self.healthy = False
+                    self.last_error = f"database write failed: {exc}"
+                    log.error("database write failed (%s); retrying the batch of %d in 1s", exc, len(pending))
+                    time.sleep(1.0)
+                    retry = True
+                    continue
+                if careful:  # it failed outside any one message (those are caught), twice: no message's fault
+                    self.quarantine.clear()
+                    raise  # the watchdog has the process restarted
+                log.error("processing a batch of %d messages failed (%s); redoing it one message at a time",
+                          len(pending), where_raised(exc))
+                careful = retry = True
                 continue
             self.healthy = True
             self.last_error = None
             pending = []
             self.oldest_pending = None
-            self._after_commit(result)
+            try:
+                self._after_commit(result)
+            except Exception as exc:  # committed already: a failed publication must not stop the writer
+                log.error("after-commit step failed: %s\n%s", where_raised(exc), traceback_text(exc))
             self._wipe_wal()
+        self.quarantine.close()
         log.info("pipeline writer stopped")
 
     def _wipe_wal(self) -> None:
@@ -177,58 +253,123 @@ class Pipeline:
             self._wipe_warned = False
 
     def _reload_state(self) -> None:
-        """After a failed transaction the in-memory presence may be ahead of the file: rebuild it from the file."""
+        """After a rolled-back transaction memory may be ahead of the file: take presence, screens and identities
+        from the file again (in place: the service and the HTTP pages hold these objects)."""
+        conn = self.writer.conn
         try:
-            cur = self.writer.conn.execute("SELECT * FROM presence")
+            cur = conn.execute("SELECT * FROM presence")
             cols = [c[0] for c in cur.description]
-            self.presence = PresenceTracker(self.cfg, [dict(zip(cols, r)) for r in cur])
+            self.presence.reload([dict(zip(cols, r)) for r in cur])
+            cur = conn.execute("SELECT * FROM displays")
+            cols = [c[0] for c in cur.description]
+            self.displays.reload([dict(zip(cols, r)) for r in cur])
+            if self.identity is not None:
+                self.identity.known = dict(conn.execute("SELECT key, customer_id FROM identities"))
         except sqlite3.Error as exc:
-            log.error("cannot reload presence from the database: %s", exc)
+            log.error("cannot reload the in-memory state from the database: %s", exc)
 
-    def process(self, batch: list[Message], now: float) -> BatchResult:
-        """Do the whole batch in one transaction; raise sqlite3.Error to have it retried."""
+    def process(self, batch: list[Message], now: float, *, careful: bool = False) -> BatchResult:
+        """Do the whole batch in one transaction; raises to have it retried (see `retryable`) or redone with
+        `careful`: each message then in a savepoint, alone in the quarantine's in-flight note; one that raises
+        is dead-lettered (internal_error), one that crashed the edge twice before is set aside (quarantined).
+        A batch holding a message a crash interrupted is always done carefully."""
         res = BatchResult(messages=batch)
         w = self.writer
+        quarantine = self.quarantine
+        digests = [b"" if m.task is not None else digest(m.topic, m.payload) for m in batch]
+        quarantine.note(digests)  # from here on, if the process dies, these messages are the suspects
+        careful = careful or quarantine.suspect(digests)
+        settled: list[bytes] = []
         w.begin()
         try:
-            for msg in batch:
-                self._process_message(msg, res)
-            for derived in self.presence.expire(now):
-                self._record(derived, res, now)
-            for screen, payload in self.displays.expire(now):
-                res.displays[screen] = payload
-                w.upsert_display(screen, json.dumps(payload), -(10**9), None, now)
-            rows, gone = self.presence.take_changes_v2()
-            if rows:
-                w.upsert_presence_v2(rows)
-            if gone:
-                w.delete_presence(gone)
-            if res.deadletters:
-                w.insert_deadletters((d["topic"], d["reason"], d["detail"], d["payload_excerpt"], d["received_at"])
-                                     for d in res.deadletters)
+            if careful:
+                self._process_carefully(batch, digests, res)
+                quarantine.note(())  # what follows is no single message's doing
+                settled = quarantine.settle(w.conn, digests)
+            else:
+                for msg in batch:
+                    self._process_message(msg, res)
+            self._finish(res, now)
             w.commit()
         except BaseException:
             w.rollback()
             raise
+        quarantine.clear()
+        quarantine.forget(settled)
         self.committed_batches += 1
         self.last_commit_at = time.time()
         return res
 
+    def _finish(self, res: BatchResult, now: float) -> None:
+        """The batch's common tail: presence timeouts, expired screens, presence rows, dead letters."""
+        w = self.writer
+        for derived in self.presence.expire(now):
+            self._record(derived, res, now)
+        for screen, payload in self.displays.expire(now):
+            res.displays[screen] = payload
+            w.upsert_display(screen, json.dumps(payload), -(10**9), None, now)
+        self._flush_presence()
+        if res.deadletters:
+            w.insert_deadletters((d["topic"], d["reason"], d["detail"], d["payload_excerpt"], d["received_at"])
+                                 for d in res.deadletters)
+
+    def _flush_presence(self) -> None:
+        rows, gone = self.presence.take_changes_v2()
+        if rows:
+            self.writer.upsert_presence_v2(rows)
+        if gone:
+            self.writer.delete_presence(gone)
+
+    def _process_carefully(self, batch: list[Message], digests: list[bytes], res: BatchResult) -> None:
+        """One message at a time, each in a savepoint with its own result, so a failure takes back that message
+        alone: its rows, its presence changes and what it would have published."""
+        w = self.writer
+        quarantine = self.quarantine
+        for msg, key in zip(batch, digests):
+            if msg.task is not None:
+                self._process_message(msg, res)
+                self._flush_presence()  # an erasure's presence change must not be undone by a reload
+                continue
+            attempts = quarantine.attempts.get(key, 0)
+            if attempts >= QUARANTINE_AFTER:
+                self._deadletter(msg, QUARANTINED, f"the edge stopped {attempts} times while processing this "
+                                 "message; set aside so that it cannot stop ingest again (see the edge log)", res)
+                continue
+            quarantine.note((key,))
+            one = BatchResult()
+            mark = w.savepoint("message")
+            try:
+                self._process_message(msg, one)
+                self._flush_presence()
+            except Exception as exc:
+                if retryable(exc):
+                    raise
+                w.rollback_to("message", mark)
+                self._reload_state()
+                log.error("a message on topic %s failed: %s\n%s", msg.topic, where_raised(exc), traceback_text(exc))
+                one = BatchResult()
+                self._deadletter(msg, INTERNAL_ERROR, f"{where_raised(exc)} while processing this message "
+                                                      "(a bug: the edge log has the traceback)", one)
+            w.release("message")
+            res.merge(one)
+
     def _process_message(self, msg: Message, res: BatchResult) -> None:
         if msg.task is not None:
-            conn = self.writer.conn
-            conn.execute("SAVEPOINT task")
+            w = self.writer
+            mark = w.savepoint("task")
             try:
-                msg.task(self.writer)
+                msg.task(w)
             except sqlite3.OperationalError:
                 raise  # disk full, locked...: retry the whole batch
             except Exception:
-                conn.execute("ROLLBACK TO task")  # a task fails whole, never half-applied
+                w.rollback_to("task", mark)  # a task fails whole, never half-applied
                 log.exception("writer task failed")
-            conn.execute("RELEASE task")
+            w.release("task")
             return
-        if msg.topic.startswith(self.own_topics):
+        if msg.topic.startswith(self.own_topics) or msg.topic == self.deadletter_topic:
             return
+        if faults.CRASH_ON:
+            faults.crash_on(msg.payload)
         try:
             events = ev.normalize(msg.topic, msg.payload, msg.received_at, self.cfg, msg.qos, msg.dup)
         except Rejected as exc:
@@ -238,11 +379,14 @@ class Pipeline:
             res.ignored[exc.reason] += 1
             return
         except Exception as exc:  # a bug in a normalizer must not stop ingest: keep the message
-            log.exception("normalizer failed on topic %s", msg.topic)
-            self._deadletter(msg, "internal_error", f"{type(exc).__name__} while normalizing", res)
+            log.error("normalizer failed on topic %s: %s\n%s", msg.topic, where_raised(exc), traceback_text(exc))
+            self._deadletter(msg, INTERNAL_ERROR, f"{where_raised(exc)} while normalizing (a bug: the edge log "
+                                                  "has the traceback)", res)
             return
         for e in events:
             self._record(e, res, msg.received_at)
+        if faults.RAISE_ON:
+            faults.raise_on(msg.payload)
 
     def _record(self, e: Event, res: BatchResult, now: float) -> None:
         identity = self.identity
@@ -309,8 +453,10 @@ class Pipeline:
 
     def _deadletter(self, msg: Message, reason: str, detail: str, res: BatchResult) -> None:
         excerpt = msg.payload[:EXCERPT_BYTES].decode("utf-8", errors="replace")
-        res.deadletters.append({"topic": msg.topic, "reason": reason, "detail": detail,
+        # Whatever a topic or a detail quotes, a dead letter must be storable (UTF-8) and publishable.
+        res.deadletters.append({"topic": _text(msg.topic), "reason": reason, "detail": _text(detail),
                                 "payload_excerpt": excerpt, "received_at": msg.received_at})
+        msg.outcome = reason
 
     def _after_commit(self, res: BatchResult) -> None:
         self.ack([m for m in res.messages if m.done is None])

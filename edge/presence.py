@@ -191,6 +191,10 @@ class PresenceTracker:
         for r in rows or []:
             self._restore(r)
 
+    def reload(self, rows: list[dict]) -> None:
+        """Start over from stored rows (after a rolled-back transaction), in place: others hold this object."""
+        self.__init__(self.cfg, rows)  # type: ignore[misc]
+
     # --- input ---
     def observe(self, event: Event) -> list[Event]:
         """Apply one sighting; returns the presence events it causes (usually none)."""

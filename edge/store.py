@@ -134,8 +134,14 @@ def _v6(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_decisions_customer ON decisions(customer) WHERE customer IS NOT NULL")
 
 
+def _v7(db: sqlite_utils.Database) -> None:
+    """Failed attempts of messages a crash interrupted, by digest of topic and payload (edge/quarantine.py)."""
+    db.execute("CREATE TABLE IF NOT EXISTS failed_attempts (digest BLOB PRIMARY KEY, attempts INTEGER NOT NULL, "
+               "updated_at REAL NOT NULL)")
+
+
 # Append only: a newer binary upgrades an older file by running the steps it has not seen.
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -267,6 +273,19 @@ class Writer:
         self._outbox.clear()
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+
+    def savepoint(self, name: str) -> int:
+        """Start a savepoint inside the transaction; returns the mark to roll back to."""
+        self.conn.execute(f"SAVEPOINT {name}")
+        return len(self._outbox)
+
+    def rollback_to(self, name: str, mark: int) -> None:
+        """Undo everything since the savepoint, the outbox rows still to write included."""
+        self.conn.execute(f"ROLLBACK TO {name}")
+        del self._outbox[mark:]
+
+    def release(self, name: str) -> None:
+        self.conn.execute(f"RELEASE {name}")
 
     def insert_event(self, e: Event, *, outbox: bool = True) -> int | None:
         """Record an event once; returns its seq, or None when the event_id was already recorded.

@@ -119,10 +119,11 @@ class EdgeProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> EdgeProcess:
+    def start(self, env: dict[str, str] | None = None) -> EdgeProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "-c", str(self.config_path)],
-                                     cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                                     cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **(env or {})})
         log.close()
         return self
 
