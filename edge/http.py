@@ -142,6 +142,9 @@ def create_app(service: Service) -> Flask:
 
     @app.get("/healthz")
     def healthz():
+        dead = service.watchdog.dead()
+        if dead:  # the process is about to exit and be restarted: never alive-looking and deaf
+            return jsonify({"status": "failed", "store": service.cfg.store.id, "dead_threads": dead}), 503
         return jsonify({"status": "ok", "store": service.cfg.store.id})
 
     @app.get("/readyz")

@@ -21,6 +21,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge import faults
 from edge.config import Config
 from edge.gateways import subscriptions
 
@@ -55,6 +56,7 @@ class MqttLink:
         self.backlog: Callable[[], int] | None = None  # messages received and not yet committed
         self.high_water = 2 * cfg.limits.ingest_batch
         self.generation = 0
+        self.thread: threading.Thread | None = None  # paho's network loop, once started
         self.connects = 0
         self.last_error: str | None = None
         m = cfg.mqtt
@@ -135,7 +137,13 @@ class MqttLink:
             log.warning("MQTT disconnected (%s); reconnecting, events wait in the broker meanwhile", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self.sink(Message(msg.topic, msg.payload, msg.qos, msg.mid, time.time(), self.generation, bool(msg.dup)))
+        if faults.THREADS:
+            faults.thread_start("mqtt")
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # a broker that let a non-UTF-8 topic through: dead-lettered, not fatal
+            topic = msg._topic.decode("utf-8", "replace")  # paho raising here would end its network thread
+        self.sink(Message(topic, msg.payload, msg.qos, msg.mid, time.time(), self.generation, bool(msg.dup)))
         backlog = self.backlog
         if backlog is not None and backlog() > self.high_water:
             self._pause(backlog)
@@ -162,6 +170,7 @@ class MqttLink:
                                   clean_start=False if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
                                   properties=props)
         self.client.loop_start()
+        self.thread = self.client._thread  # paho forgets its thread when it ends: keep it, to watch it
 
     def ack(self, messages: Iterable[Message]) -> None:
         """Acknowledge committed messages received on the current connection (older ones are redelivered)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask
 
+from edge import faults
 from edge.clients import TrustedProxies
 from edge.config import Config
 from edge.context import CustomerContext
@@ -26,6 +27,7 @@ from edge.pipeline import Pipeline
 from edge.presence import PresenceTracker
 from edge.rules import RuleEngine
 from edge.store import Writer, connect, open_writer, outbox_stats
+from edge.watchdog import EXIT_THREAD_DIED, WATCH_S, Watchdog
 from sync.client import SyncClient
 
 log = logging.getLogger("instore_edge")
@@ -81,7 +83,15 @@ class Service:
         self.http_server: Any = None
         self.trusted_proxies = TrustedProxies(cfg.http.trusted_proxies)
         self._http_thread: threading.Thread | None = None
+        self._housekeeping_thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self.watchdog = Watchdog()
+        self.watchdog.watch("pipeline-writer", lambda: self.pipeline._thread)
+        self.watchdog.watch("housekeeping", lambda: self._housekeeping_thread)
+        self.watchdog.watch("http", lambda: self._http_thread)
+        self.watchdog.watch("mqtt", lambda: self.mqtt.thread)
+        for i, name in enumerate(("sync-push", "sync-pull", "sync-resolve")):
+            self.watchdog.watch(name, lambda i=i: self.sync._threads[i] if len(self.sync._threads) > i else None)
         self.metrics.gauge("instore_edge_mqtt_connected", lambda: 1.0 if self.mqtt.connected.is_set() else 0.0)
         self.metrics.gauge("instore_edge_outbox_pending", self._outbox_pending)
         self.metrics.gauge("instore_edge_outbox_capacity_ratio",
@@ -216,6 +226,7 @@ class Service:
     def _housekeeping(self) -> None:
         """Every 30 s: say loudly when the outbox nears its bound (the central store has been away long);
         every hour: retention (synced events older than privacy.retention_days)."""
+        faults.thread_start("housekeeping")
         last_purge = time.monotonic()
         while not self._stopped.wait(30.0):
             if time.monotonic() - last_purge >= 3600:
@@ -274,7 +285,8 @@ class Service:
                  self.cfg.mqtt.host, self.cfg.mqtt.port)
         self.pipeline.start()
         self.sync.start()
-        threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
+        self._housekeeping_thread = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        self._housekeeping_thread.start()
         self.mqtt.start()
         if http:
             self._start_http()
@@ -302,6 +314,7 @@ class Service:
         log.info("HTTP on http://%s:%s/", http.host, self.http_port)
 
     def _serve_http(self) -> None:
+        faults.thread_start("http")
         try:
             self.http_server.run()
         except OSError:
@@ -312,6 +325,7 @@ class Service:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.watchdog.stopping = True
         log.info("stopping")
         for hook in self.stop_hooks:
             try:
@@ -336,7 +350,8 @@ class Service:
         log.info("stopped")
 
     def run_forever(self) -> int:
-        """Run until SIGTERM/SIGINT (systemd stop, Ctrl-C)."""
+        """Run until SIGTERM/SIGINT (systemd stop, Ctrl-C): 0; or until a thread dies: EXIT_THREAD_DIED, so
+        systemd restarts a whole process rather than leave one that looks alive and is deaf."""
         done = threading.Event()
 
         def on_signal(signum: int, frame: object) -> None:
@@ -350,8 +365,16 @@ class Service:
         except OSError as exc:
             log.error("cannot start: %s", exc)
             return 1
-        while not done.wait(1.0):
-            pass
-        self.stop()
-        return 0
+        code = 0
+        while not done.wait(WATCH_S):
+            dead = self.watchdog.dead()
+            if dead:
+                log.critical("thread(s) died: %s; exiting (code %d) so that the service manager restarts the edge",
+                             ", ".join(f"{name} ({why})" for name, why in dead.items()), EXIT_THREAD_DIED)
+                code = EXIT_THREAD_DIED
+                break
+        stopper = threading.Thread(target=self.stop, name="stop", daemon=True)
+        stopper.start()
+        stopper.join(30)  # a half-dead service may not stop cleanly: exit anyway (unacked messages stay queued)
+        return code
 
