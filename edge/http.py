@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 from edge import events as ev
 from edge.clients import client_address
 from edge.ingest import Message
-from edge.jsonbody import TooDeep, request_json
+from edge.jsonbody import NotText, TooDeep, request_json
 from edge.store import connect, row_to_event_dict
 
 if TYPE_CHECKING:
@@ -128,6 +128,10 @@ def create_app(service: Service) -> Flask:
     def _bad_arg(exc: BadArg):
         return api_error(400, "bad_request", str(exc))
 
+    @app.errorhandler(NotText)
+    def _not_text(exc: NotText):
+        return api_error(400, exc.code, str(exc))
+
     @app.errorhandler(TooDeep)
     def _too_deep(exc: TooDeep):
         return api_error(400, exc.code, str(exc))
@@ -188,14 +192,17 @@ def create_app(service: Service) -> Flask:
                              "\"device\": \"<id>\", \"event\": {...payload as on MQTT...}}")
         kind, device, payload = body.get("kind"), body.get("device"), body.get("event")
         topics = {"window": "window/{d}", "qr": "qr/{d}", "kiosk": "kiosk/{d}/event", "pos": "pos/{d}"}
-        if kind not in topics:
+        if not isinstance(kind, str) or kind not in topics:
             return api_error(400, ev.INVALID_VALUE, f"kind must be one of {', '.join(topics)}")
         if not isinstance(device, str) or not device or "/" in device or "+" in device or "#" in device:
             return api_error(400, ev.INVALID_VALUE, "device must be the device id, without '/', '+' or '#'")
         if not isinstance(payload, dict):
             return api_error(400, ev.MISSING_FIELD, "event must be a JSON object with the MQTT payload")
         topic = f"{service.cfg.prefix}/{topics[kind].format(d=device)}"
-        raw = json.dumps(payload).encode()
+        try:
+            raw = json.dumps(payload).encode()
+        except RecursionError:
+            return api_error(400, ev.NOT_JSON, f"event: JSON nested deeper than {ev.MAX_DEPTH} levels")
         now = time.time()
         try:
             events = ev.normalize(topic, raw, now, service.cfg)

@@ -15,6 +15,8 @@ from typing import Any
 
 from flask import request
 
+from sync.protocol import lone_surrogate, may_hold_surrogates, surrogate_detail
+
 MAX_DEPTH = 32
 TOO_DEEP = "too_deep"
 
@@ -34,6 +36,12 @@ class TooDeep(ValueError):
         super().__init__(f"JSON nested deeper than {limit} levels; no request to this API needs more: "
                          "send a flatter document")
         self.limit = limit
+
+
+class NotText(ValueError):
+    """A JSON document whose strings or keys hold a lone surrogate: not text any store can keep."""
+
+    code = "invalid_value"
 
 
 def nesting_depth_exceeds(raw: bytes, limit: int = MAX_DEPTH) -> bool:
@@ -73,13 +81,20 @@ def loads(raw: bytes, limit: int = MAX_DEPTH) -> Any:
 
 def request_json(limit: int = MAX_DEPTH) -> Any:
     """The Flask request's body as JSON, whatever its Content-Type; None when it is empty or not JSON (the
-    endpoint answers with what it expects); TooDeep past `limit` (edge.http answers 400 "too_deep")."""
+    endpoint answers with what it expects); TooDeep past `limit` (edge.http answers 400 "too_deep");
+    NotText when a string or key holds a lone surrogate, which no text column or JSON consumer can hold
+    (400 "invalid_value")."""
     raw = request.get_data(cache=True)
     if not raw:
         return None
     try:
-        return loads(raw, limit)
+        body = loads(raw, limit)
     except TooDeep:
         raise
     except ValueError:  # also UnicodeDecodeError
         return None
+    if may_hold_surrogates(raw):
+        where = lone_surrogate(body)
+        if where is not None:
+            raise NotText(surrogate_detail(where or "body"))
+    return body
