@@ -62,7 +62,8 @@ class Quarantine:
         try:
             conn.execute("DELETE FROM failed_attempts WHERE updated_at < ?", (now - KEEP_S,))
             conn.executemany("INSERT INTO failed_attempts(digest, attempts, updated_at) VALUES (?, 1, ?) "
-                             "ON CONFLICT(digest) DO UPDATE SET attempts = attempts + 1, updated_at = excluded.updated_at",
+                             "ON CONFLICT(digest) DO UPDATE SET attempts = attempts + 1, "
+                             "updated_at = excluded.updated_at",
                              ((d, now) for d in crashed))
             conn.execute("COMMIT")
         except BaseException:

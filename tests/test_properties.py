@@ -410,7 +410,10 @@ def test_every_published_message_is_an_event_a_dead_letter_or_ignored_and_ingest
     wait_until(lambda: world.query("SELECT 1 FROM events WHERE event_id = ?", f"qr:scanner-1:{sentinel}"),
                timeout=20, what="the good event after the batch")
     reasons = sorted(v for k, v in expected if k == "dead")
-    dead = lambda: sorted(r[0] for r in world.query("SELECT reason FROM deadletters WHERE id > ?", dead_before))  # noqa: E731
+
+    def dead() -> list[str]:
+        return sorted(r[0] for r in world.query("SELECT reason FROM deadletters WHERE id > ?", dead_before))
+
     wait_until(lambda: len(dead()) >= len(reasons), timeout=10, what="the dead letters")
     assert dead() == reasons
     n_ignored = sum(1 for k, _ in expected if k == "ignored")

@@ -629,7 +629,9 @@ class CentralStore:
 def _echo_id(obj: Any) -> str | None:
     """A refused event's id as the answer may repeat it: only a usable string (stored as UTF-8, bounded)."""
     event_id = obj.get("event_id") if isinstance(obj, dict) else None
-    if type(event_id) is not str or not 0 < len(event_id) <= p.MAX_EVENT_ID_LEN or p.lone_surrogate(event_id) is not None:
+    if type(event_id) is not str or not 0 < len(event_id) <= p.MAX_EVENT_ID_LEN:
+        return None
+    if p.lone_surrogate(event_id) is not None:
         return None
     return event_id
 
