@@ -69,7 +69,7 @@ def test_a_lone_surrogate_posted_to_the_events_api_is_refused_and_the_writer_goe
     r = requests.post(edge.url + "/api/v1/events", data=body % now_ms(), headers=headers, timeout=15)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_value"
-    assert r.json()["error"]["message"].startswith("session: a lone surrogate")
+    assert r.json()["error"]["message"].startswith("event.session: a lone surrogate")
 
     good = {"kind": "window", "device": "window-1", "event": {"ts": now_ms(), "type": "touch", "session": "s-1"}}
     r = requests.post(edge.url + "/api/v1/events", json=good, headers=headers, timeout=15)
