@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.model import EdgeError
+
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
 
 
-class BrokerError(Exception):
+class BrokerError(EdgeError):
     """The broker could not be started."""
 
 

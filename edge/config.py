@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from edge.model import EdgeError
 from edge.secret_policy import GENERATE_HINT, MIN_LENGTH, SECRET_KEYS, weakness
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -470,7 +471,7 @@ class ConfigIssue:
         return f"{text} (hint: {self.hint})" if self.hint else text
 
 
-class ConfigError(Exception):
+class ConfigError(EdgeError):
     """The config file cannot be used; `issues` lists every problem found."""
 
     def __init__(self, source: str, issues: list[ConfigIssue]) -> None:

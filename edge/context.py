@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from edge.config import Config, ProductConfig
-from edge.events import Event
+from edge.model import Event
 
 log = logging.getLogger("instore_edge.context")
 

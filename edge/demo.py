@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from edge.broker import BrokerError, EmbeddedBroker, MosquittoBroker, find_mosquitto, free_port
 from edge.config import Config, ConfigError, parse_config
-from edge.rules import Decision
+from edge.model import Decision, EdgeError
 
 log = logging.getLogger("instore_edge.demo")
 
@@ -35,7 +35,7 @@ DEMO_RATE = 2.0  # advertisements heard per second per phone: what a store app i
 DECISION_LINES_PER_S = 5
 
 
-class DemoError(Exception):
+class DemoError(EdgeError):
     """The demo cannot start; the message says what to do."""
 
 
@@ -102,7 +102,7 @@ def card_line(card: str, profile: dict[str, Any]) -> str:
 
 
 def decision_line(d: Decision) -> str:
-    return f"screen {d.screen} ← {d.content_id} (rule {d.rule_id}, zone {d.zone or '-'})"
+    return f"screen {d.display} ← {d.content_id} (rule {d.rule_id}, zone {d.zone or '-'})"
 
 
 class DecisionPrinter:

@@ -22,7 +22,7 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Callable
 from zoneinfo import ZoneInfo
@@ -33,22 +33,9 @@ from sync.protocol import lone_surrogate, may_hold_surrogates, nested_deeper, su
 if TYPE_CHECKING:
     from edge.gateways import Foreign
 
-# Reason codes for dead letters (metric label values: keep them short and stable).
-NOT_UTF8 = "not_utf8"
-NOT_JSON = "not_json"
-NOT_OBJECT = "not_object"
-MISSING_FIELD = "missing_field"
-WRONG_TYPE = "wrong_type"
-INVALID_VALUE = "invalid_value"
-OVERSIZED = "oversized"
-UNKNOWN_TOPIC = "unknown_topic"
-UNKNOWN_GATEWAY = "unknown_gateway"
-
-# Reason codes for ignored messages (instore_edge_ignored_total{reason}).
-ANONYMOUS_DEVICE = "anonymous_device"  # no stable identity: rotating MAC, ESPresense fingerprint, phone
-UNSUPPORTED_FRAME = "unsupported_frame"  # a beacon format the edge does not store (Eddystone-URL/TLM, AltBeacon)
-UNDECODABLE_FRAME = "undecodable_frame"  # raw advertising data that is garbled or cut short
-UNKNOWN_GATEWAY_STATUS = "unknown_gateway_status"  # a status topic of a node that is not in the config
+from edge.model import (ANONYMOUS_DEVICE, INVALID_VALUE, MISSING_FIELD, NOT_JSON, NOT_OBJECT, NOT_UTF8,  # noqa: F401
+                         OVERSIZED, UNDECODABLE_FRAME, UNKNOWN_GATEWAY, UNKNOWN_GATEWAY_STATUS, UNKNOWN_TOPIC,
+                         UNSUPPORTED_FRAME, WRONG_TYPE, Event, Ignored, Rejected)
 
 KINDS = ("beacon", "qr", "window", "kiosk", "pos")
 GATEWAY_STATUS = "gateway_status"  # a foreign gateway node went online/offline (from its status topic)
@@ -75,46 +62,6 @@ MAX_TOTAL = 10**12  # a sale's total, in any currency unit
 MAX_INT_ID = 2**63 - 1  # integer ids: what SQLite and every JSON consumer hold exactly
 SHOW_MAX = 40  # characters of an offending value quoted in an error detail
 MAX_DEPTH = 32  # JSON nesting: no device format needs a tenth of it
-
-
-class Rejected(Exception):
-    """A message that cannot become an event; `reason` is a code, `detail` says what to fix."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-class Ignored(Exception):
-    """A valid message that is deliberately not stored; `reason` is a short code for the metrics."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(slots=True)
-class Event:
-    """One thing that happened in the store, normalized from any wire format."""
-
-    event_id: str
-    kind: str
-    source: str
-    ts: float
-    received_at: float
-    zone: str | None = None
-    subject: str | None = None
-    customer: str | None = None
-    type: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    known_device: bool = True
-
-    @property
-    def name(self) -> str:
-        """What rules match on: the kind, or kind.type for typed events (kiosk.identify)."""
-        return f"{self.kind}.{self.type}" if self.type else self.kind
 
 
 # ---------------------------------------------------------------------------------------------------

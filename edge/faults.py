@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+from edge.model import EdgeError
+
 ENV = "INSTORE_EDGE_TEST_FAULTS"
 CRASH_EXIT = 86
 
@@ -23,7 +25,7 @@ RAISE_ON: tuple[bytes, ...] = ()
 CRASH_ON: tuple[bytes, ...] = ()
 
 
-class InjectedFault(RuntimeError):
+class InjectedFault(EdgeError, RuntimeError):
     """Raised on purpose, by a test, through INSTORE_EDGE_TEST_FAULTS."""
 
 

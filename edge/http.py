@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from edge import events as ev
 from edge.clients import client_address
-from edge.ingest import Message
+from edge.model import EdgeError, Message
 from edge.jsonbody import NotText, TooDeep, request_json
 from edge.store import connect, row_to_event_dict
 
@@ -97,7 +97,7 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
-class BadArg(Exception):
+class BadArg(EdgeError):
     """A query parameter the endpoint cannot use."""
 
 

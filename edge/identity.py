@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge.config import Config
-from edge.events import Event
+from edge.model import Event
 
 SUBJECT_PREFIXES = ("ibeacon:", "eddystone:", "device:", "irk:", "known:", "name:")
 

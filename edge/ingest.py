@@ -13,7 +13,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -24,25 +23,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge import faults
 from edge.config import Config
 from edge.gateways import subscriptions
+from edge.model import Message
 
 log = logging.getLogger("instore_edge.mqtt")
 _PUBACK_HEAD = bytes((0x40, 2))
-
-
-@dataclass(slots=True)
-class Message:
-    """A received message, stamped with the connection it came on (acks are only valid on that one)."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    mid: int
-    received_at: float
-    generation: int = 0
-    dup: bool = False
-    task: Callable[..., None] | None = None  # a write task run by the pipeline (see Pipeline.submit_task)
-    done: Callable[[], None] | None = None  # for HTTP-submitted events: called after commit
-    outcome: str | None = None  # the dead-letter reason, when the pipeline dead-lettered it (HTTP answers with it)
 
 
 class MqttLink:

@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from flask import Flask, Response, redirect, request
 
-from edge.events import Event
 from edge.http import api_error, client_ip, require_role
-from edge.ingest import Message
+from edge.model import Event, Message, Publication
 from edge.jsonbody import request_json
 from edge.qr import (HANDOFF_TTL_S, MINTABLE, REFUSALS, QrError, Signer, Token, minted, qr_svg,
                      token_from_code)
@@ -142,7 +141,7 @@ def event_hook(service: Service):
     """The pipeline hook for kind "qr" events (scanners on P/qr/{scanner}, phones via /q/<token>)."""
     prefix = service.cfg.prefix
 
-    def hook(e: Event, writer: Writer) -> list[tuple[str, dict, bool]]:
+    def hook(e: Event, writer: Writer) -> list[Publication]:
         if e.kind != "qr":
             return []
         token_text = token_from_code(str(e.data.get("code") or ""))
@@ -168,7 +167,7 @@ def event_hook(service: Service):
     return hook
 
 
-def _collect(writer: Writer, e: Event, tok: Token, prefix: str) -> list[tuple[str, dict, bool]]:
+def _collect(writer: Writer, e: Event, tok: Token, prefix: str) -> list[Publication]:
     conn = writer.conn
     found = find_order(conn, tok.target)
     if found is None:
@@ -185,12 +184,12 @@ def _collect(writer: Writer, e: Event, tok: Token, prefix: str) -> list[tuple[st
     collected_ms = int(now * 1000)
     _annotate(writer, e, "pickup", {"order_id": tok.target, "bay": bay, "items": _items(order),
                                     "collected_at": collected_ms}, customer=customer)
-    return [(f"{prefix}/staff/pickup", {"order_id": tok.target, "customer": customer, "bay": bay,
-                                        "items": _items(order), "scanner": e.source,
-                                        "collected_at": collected_ms}, False)]
+    return [Publication(f"{prefix}/staff/pickup", {"order_id": tok.target, "customer": customer, "bay": bay,
+                                                   "items": _items(order), "scanner": e.source,
+                                                   "collected_at": collected_ms})]
 
 
-def _complete_return(writer: Writer, e: Event, tok: Token, prefix: str) -> list[tuple[str, dict, bool]]:
+def _complete_return(writer: Writer, e: Event, tok: Token, prefix: str) -> list[Publication]:
     conn = writer.conn
     now = e.received_at
     cur = conn.execute("INSERT OR IGNORE INTO returns(rma_id, state, completed_at, by, token_id) VALUES (?,?,?,?,?)",
@@ -200,8 +199,8 @@ def _complete_return(writer: Writer, e: Event, tok: Token, prefix: str) -> list[
     conn.execute("INSERT OR IGNORE INTO qr_uses(token_id, kind, used_at, by) VALUES (?,?,?,?)",
                  (tok.token_id, tok.kind, now, e.source))
     _annotate(writer, e, "return", {"rma_id": tok.target, "completed_at": int(now * 1000)})
-    return [(f"{prefix}/staff/return", {"rma_id": tok.target, "scanner": e.source,
-                                        "completed_at": int(now * 1000)}, False)]
+    return [Publication(f"{prefix}/staff/return", {"rma_id": tok.target, "scanner": e.source,
+                                                   "completed_at": int(now * 1000)})]
 
 
 def forget_customer(conn: sqlite3.Connection, customer: str) -> None:

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from edge.model import EdgeError
 from edge.store import outbox_stats
 
 MAX_RANGE_S = 31 * 86400
@@ -35,7 +36,7 @@ BUCKETS_S = (300, 900, 1800, 3600, 86400)
 NOT_TAGGED = "json_extract(data, '$.staff') IS NULL AND json_extract(data, '$.asset') IS NULL"
 
 
-class KpiError(ValueError):
+class KpiError(EdgeError, ValueError):
     """A range or bucket the KPIs cannot be computed for (the API answers 400 with the message)."""
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.config import Config
-from edge.rules import Decision
+from edge.model import FALLBACK_PRIORITY, SCREEN, Decision
 
 PLAYLIST_CONTENT_ID = "playlist"
 KIOSK_IDLE_CONTENT_ID = "kiosk-idle"
@@ -45,7 +45,7 @@ class Displays:
             if r["screen"] in known:
                 self.current[r["screen"]] = Showing(json.loads(r["payload"]), r["priority"], r["expires_at"])
         for ident in known:
-            self.current.setdefault(ident, Showing(self.fallback(ident), -(10**9), None))
+            self.current.setdefault(ident, Showing(self.fallback(ident), FALLBACK_PRIORITY, None))
 
     def reload(self, rows: list[dict]) -> None:
         """Take the stored content again (after a rolled-back transaction): what screens show is what committed."""
@@ -75,18 +75,18 @@ class Displays:
 
     def apply(self, d: Decision) -> dict[str, Any] | None:
         """Show a decision unless a higher-priority, unexpired content holds the screen; returns the payload."""
-        cur = self.current.get(d.screen)
+        cur = self.current.get(d.display)
         if cur is not None and cur.expires_at is not None and cur.expires_at > d.ts and cur.priority > d.priority:
             return None
         payload: dict[str, Any] = {"content_id": d.content_id, "template": d.template, "data": d.data,
                                    "reason": d.reason, "rule": d.rule_id, "expires_at": _iso_ms(d.expires_at),
-                                   "screen": d.screen, "ts": _iso_ms(d.ts)}
+                                   "screen": d.display, "ts": _iso_ms(d.ts)}
         if d.customer:
             payload["customer"] = d.customer
-        if d.target != "screen":
+        if d.target != SCREEN:
             payload["target"] = d.target
         with self.lock:
-            self.current[d.screen] = Showing(payload, d.priority, d.expires_at)
+            self.current[d.display] = Showing(payload, d.priority, d.expires_at)
         return payload
 
     def expire(self, now: float) -> list[tuple[str, dict[str, Any]]]:
@@ -96,7 +96,7 @@ class Displays:
             if cur.expires_at is not None and cur.expires_at <= now:
                 payload = self.fallback(screen)
                 with self.lock:
-                    self.current[screen] = Showing(payload, -(10**9), None)
+                    self.current[screen] = Showing(payload, FALLBACK_PRIORITY, None)
                 out.append((screen, payload))
         return out
 
@@ -107,7 +107,7 @@ class Displays:
             if cur.payload.get("customer") == customer:
                 payload = self.fallback(screen)
                 with self.lock:
-                    self.current[screen] = Showing(payload, -(10**9), None)
+                    self.current[screen] = Showing(payload, FALLBACK_PRIORITY, None)
                 out.append((screen, payload))
         return out
 

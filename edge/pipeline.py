@@ -31,22 +31,20 @@ from typing import Any
 from edge import events as ev
 from edge import faults
 from edge.config import Config
-from edge.events import Event, Rejected
 from edge.identity import Identity
-from edge.ingest import Message
 from edge.outputs import Displays
 from edge.presence import PresenceTracker
 from edge.quarantine import QUARANTINE_AFTER, Quarantine, digest
-from edge.rules import Decision, RuleEngine
+from edge.rules import RuleEngine
 from edge.metrics import Metrics
+from edge.model import (FALLBACK_PRIORITY, INTERNAL_ERROR, QUARANTINED, Decision, Event, Ignored, Message,
+                         Publication, Rejected)
 from edge.store import Writer
 
 log = logging.getLogger("instore_edge.pipeline")
 
 EXCERPT_BYTES = 256
 TICK_S = 0.25
-INTERNAL_ERROR = "internal_error"  # dead-letter reason: processing the message raised (a bug: see the log)
-QUARANTINED = "quarantined"  # dead-letter reason: the message was in flight when the edge died, twice
 
 
 def retryable(exc: BaseException) -> bool:
@@ -81,7 +79,7 @@ class BatchResult:
     displays: dict[str, dict[str, Any]] = field(default_factory=dict)
     duplicates: int = 0
     ignored: Counter = field(default_factory=Counter)
-    publications: list[tuple[str, dict, bool]] = field(default_factory=list)
+    publications: list[Publication] = field(default_factory=list)
     unknown_devices: Counter = field(default_factory=Counter)
 
     def merge(self, other: BatchResult) -> None:
@@ -119,8 +117,8 @@ class Pipeline:
         self.quarantine = Quarantine(f"{cfg.db.path}-inflight")
         self.identity: Identity | None = None
         # Called for each newly recorded event inside the transaction (e.g. QR journeys: a pickup marked
-        # collected); each returns (topic, payload, retain) publications to send after the commit.
-        self.event_hooks: list[Callable[[Event, Writer], list[tuple[str, dict, bool]]]] = []
+        # collected); each returns the publications to send after the commit.
+        self.event_hooks: list[Callable[[Event, Writer], list[Publication]]] = []
         self.queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self.batch_max = cfg.limits.ingest_batch
         p = cfg.prefix
@@ -307,7 +305,7 @@ class Pipeline:
             self._record(derived, res, now)
         for screen, payload in self.displays.expire(now):
             res.displays[screen] = payload
-            w.upsert_display(screen, json.dumps(payload), -(10**9), None, now)
+            w.upsert_display(screen, json.dumps(payload), FALLBACK_PRIORITY, None, now)
         self._flush_presence()
         if res.deadletters:
             w.insert_deadletters((d["topic"], d["reason"], d["detail"], d["payload_excerpt"], d["received_at"])
@@ -375,7 +373,7 @@ class Pipeline:
         except Rejected as exc:
             self._deadletter(msg, exc.reason, exc.detail, res)
             return
-        except ev.Ignored as exc:  # e.g. a random MAC with no identity: never stored, only counted
+        except Ignored as exc:  # e.g. a random MAC with no identity: never stored, only counted
             res.ignored[exc.reason] += 1
             return
         except Exception as exc:  # a bug in a normalizer must not stop ingest: keep the message
@@ -425,13 +423,13 @@ class Pipeline:
             if payload is None:
                 continue
             res.decisions.append(d)
-            res.displays[d.screen] = payload
+            res.displays[d.display] = payload
             encoded = json.dumps(payload, separators=(",", ":"))
             self.writer.insert_decision({
-                "ts": d.ts, "screen": d.screen, "content_id": d.content_id, "rule_id": d.rule_id,
+                "ts": d.ts, "screen": d.display, "content_id": d.content_id, "rule_id": d.rule_id,
                 "reason": d.reason, "event_id": d.event_id, "customer": d.customer, "expires_at": d.expires_at,
                 "payload": encoded, "extra": json.dumps(d.extra, separators=(",", ":")) if d.extra else None})
-            self.writer.upsert_display(d.screen, encoded, d.priority, d.expires_at, now)
+            self.writer.upsert_display(d.display, encoded, d.priority, d.expires_at, now)
 
     def _link(self, e: Event, res: BatchResult, now: float) -> None:
         """A shopper identified (kiosk, QR): link their anonymous visit/session and tell the central store."""
@@ -477,8 +475,8 @@ class Pipeline:
             # Topic and reason only: payloads may carry personal data and never go to the logs.
             log.warning("dead letter: %s on topic %s", d["reason"], d["topic"])
             self.publish(f"{prefix}/deadletter", {**d, "received_at": int(d["received_at"] * 1000)})
-        for topic, payload, retain in res.publications:
-            self.publish(topic, payload, retain=retain)
+        for pub in res.publications:
+            self.publish(pub.topic, pub.payload, retain=pub.retain)
         for screen, payload in res.displays.items():
             self.publish(f"{prefix}/display/{screen}/content", payload, retain=True)
             self.displays.notify(screen, payload)

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.config import Config, ZoneConfig
-from edge.events import Event
+from edge.model import Event
 
 ENTER = "zone_enter"
 DWELL = "zone_dwell"

@@ -39,6 +39,7 @@ import zlib
 import qrcode
 from qrcode.constants import ERROR_CORRECT_M
 
+from edge.model import EdgeError
 from kiosk_ui.qrpng import _chunk
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ REFUSALS: dict[str, tuple[int, str, str]] = {
 }
 
 
-class QrError(Exception):
+class QrError(EdgeError):
     """A token refused or a QR that cannot be minted; `reason` is a key of REFUSALS."""
 
     def __init__(self, reason: str, message: str | None = None) -> None:

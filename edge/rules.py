@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from edge.config import (PERSONAL_PLACEHOLDERS, WEEKDAYS, Config, RuleCap, RuleConfig, data_placeholders,
                          parse_hours, template_fields)
 from edge.context import CustomerContext, Shopper
-from edge.events import Event
+from edge.model import KIOSK, SCREEN, Decision, EdgeError, Event
 
 log = logging.getLogger("instore_edge.rules")
 
@@ -44,32 +44,6 @@ CANDIDATES_CACHE_MAX = 4096  # (kind, type, zone) keys; kiosk types are free-for
 TARGETS_CACHE_MAX = 256  # (zone, source) keys per rule
 CAP_KEYS_MAX = 100_000  # frequency-cap counters kept; expired ones are dropped beyond this
 
-SCREEN = "screen"
-KIOSK = "kiosk"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What one screen (or kiosk) should show because of one event, and why.
-
-    `reason` is a sentence for people; `extra` the same as data (rule, matched inputs, variant) for
-    `GET /api/v1/decisions`. `customer` is set only when the content is personal.
-    """
-
-    screen: str
-    content_id: str
-    template: str
-    data: dict[str, Any]
-    rule_id: str
-    priority: int
-    reason: str
-    ts: float
-    expires_at: float | None
-    event_id: str | None = None
-    zone: str | None = None
-    customer: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    target: str = SCREEN  # "screen" or "kiosk": `screen` holds the kiosk id for a kiosk
 
 
 def _as_set(value: str | list[str] | None) -> frozenset[str] | None:
@@ -82,7 +56,7 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-class _Missing(Exception):
+class _Missing(EdgeError):
     """A placeholder without a value: the rule does not match."""
 
 
@@ -460,7 +434,7 @@ class RuleEngine:
             if screen_cap is not None:
                 self._cap_add(("screen", target[1], rule.id), screen_cap, now)
             out.append(Decision(
-                screen=target[1], content_id=content.content_id, template=content.template, data=data,
+                display=target[1], content_id=content.content_id, template=content.template, data=data,
                 rule_id=rule.id, priority=rule.priority, reason=reason, ts=now, expires_at=expires_at,
                 event_id=event.event_id, zone=event.zone, customer=customer,
                 extra={**extra, "target": target[0]}, target=target[0]))

@@ -18,7 +18,7 @@ from edge import faults
 from edge.clients import TrustedProxies
 from edge.config import Config
 from edge.context import CustomerContext
-from edge.events import Event
+from edge.model import FALLBACK_PRIORITY, Event, Publication
 from edge.identity import Identity
 from edge.ingest import MqttLink
 from edge.metrics import Metrics
@@ -141,7 +141,7 @@ class Service:
         """Screens showing this customer's personal content return to their playlist (writer thread)."""
         now = time.time()
         for screen, payload in self.displays.clear_customer(customer):
-            self.writer.upsert_display(screen, json.dumps(payload), -(10**9), None, now)
+            self.writer.upsert_display(screen, json.dumps(payload), FALLBACK_PRIORITY, None, now)
             self.mqtt.publish(f"{self.cfg.prefix}/display/{screen}/content", payload, retain=True)
             self.displays.notify(screen, payload)
 
@@ -179,7 +179,7 @@ class Service:
         finally:
             conn.close()
 
-    def _gateway_health(self, event: Event, writer: Writer) -> list:
+    def _gateway_health(self, event: Event, writer: Writer) -> list[Publication]:
         if event.kind == "gateway_status":
             state = str(event.data.get("state", "unknown"))
             if self.gateway_state.get(event.source) != state:

@@ -31,6 +31,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge.config import Config
+from edge.model import EdgeError
 
 log = logging.getLogger("instore_edge.simulate")
 
@@ -52,7 +53,7 @@ _ROLE_WORDS = {
 }
 
 
-class SimulatorError(Exception):
+class SimulatorError(EdgeError):
     """The simulator cannot run with this config or broker."""
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlite_utils
 
-from edge.events import Event
+from edge.model import EdgeError, Event
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -145,7 +145,7 @@ MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class StoreError(Exception):
+class StoreError(EdgeError):
     """The database file cannot be used."""
 
 

@@ -216,13 +216,13 @@ def test_demo_prints_a_loyalty_card_that_identifies_on_the_kiosk(tmp_path: Path)
 
 def test_demo_decision_lines_do_not_flood_the_terminal() -> None:
     from edge.demo import DecisionPrinter
-    from edge.rules import Decision
+    from edge.model import Decision
     import io
 
     out = io.StringIO()
     printer = DecisionPrinter(out, per_second=5).start()
     for i in range(40):
-        printer(Decision(screen="scr-entrance", content_id="welcome", template="message", data={},
+        printer(Decision(display="scr-entrance", content_id="welcome", template="message", data={},
                          rule_id="entrance-welcome", priority=10, reason="r", ts=0.0, expires_at=None,
                          zone="entrance"))
     printer.stop()

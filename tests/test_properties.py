@@ -40,7 +40,7 @@ from edge.broker import MosquittoBroker, free_port, wait_for_port
 from edge.config import parse_config
 from edge.gateways import subscriptions
 from edge.ingest import Message
-from edge.pipeline import INTERNAL_ERROR
+from edge.model import INTERNAL_ERROR
 from edge.toml_writer import write_toml
 from sync import protocol as p
 from test_central import Central, token_args

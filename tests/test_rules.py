@@ -16,7 +16,8 @@ import pytest
 from edge.config import TIERS, ConfigError, parse_config
 from edge.context import CustomerContext
 from edge.events import Event
-from edge.rules import Decision, RuleEngine
+from edge.model import Decision
+from edge.rules import RuleEngine
 from sync.client import ensure_schema
 from sync.protocol import TIERS as PROTOCOL_TIERS
 
@@ -87,7 +88,7 @@ def event(kind: str = "zone_enter", zone: str | None = "entrance", *, subject: s
 
 def shown(decisions: list[Decision]) -> dict[str, str]:
     """screen -> rule id."""
-    return {d.screen: d.rule_id for d in decisions}
+    return {d.display: d.rule_id for d in decisions}
 
 
 # --- zone and event ---------------------------------------------------------------------------------
@@ -109,18 +110,18 @@ def test_zone_and_event_match_single_values_lists_kinds_and_kind_dot_type(conn):
 
 def test_default_targets_are_the_screens_of_the_event_zone(conn):
     eng = make(conn, [rule("any-zone", {"zone": ["womenswear", "menswear"]})])
-    assert [d.screen for d in eng.decide(event(zone="womenswear"), FRI_10)] == ["scr-women"]
-    assert [d.screen for d in eng.decide(event(zone="menswear"), FRI_10)] == ["scr-men"]
+    assert [d.display for d in eng.decide(event(zone="womenswear"), FRI_10)] == ["scr-women"]
+    assert [d.display for d in eng.decide(event(zone="menswear"), FRI_10)] == ["scr-men"]
 
 
 def test_source_and_zone_tokens_and_kiosk_targets(conn):
     eng = make(conn, [rule("r-kiosk", {"event": "kiosk.browse"}, {"kiosks": ["@source"], "screens": ["@zone"]}),
                       rule("r-window", {"event": "window.touch"}, {"screens": ["@source"]})])
     out = eng.decide(event("kiosk", "womenswear", type="browse", source="kiosk-women"), FRI_10)
-    assert {(d.target, d.screen) for d in out} == {("kiosk", "kiosk-women"), ("screen", "scr-women")}
+    assert {(d.target, d.display) for d in out} == {("kiosk", "kiosk-women"), ("screen", "scr-women")}
     assert all(d.extra["target"] == d.target for d in out)
     out = eng.decide(event("window", "entrance", type="touch", source="window-1"), FRI_10)
-    assert [(d.target, d.screen) for d in out] == [("screen", "window-1")]
+    assert [(d.target, d.display) for d in out] == [("screen", "window-1")]
 
 
 def test_kiosk_targets_are_dropped_while_kiosk_output_is_off():
