@@ -154,7 +154,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
 def cmd_gen_secret(args: argparse.Namespace) -> int:
     """Fresh random secrets, so nobody types one: one value, or an environment file with every secret."""
     from edge.config import ENV_PREFIX
-    from edge.secret_policy import SECRET_KEYS, generate
+    from edge.config.secrets import SECRET_KEYS, generate
 
     if not args.env:
         print(generate())

@@ -264,7 +264,7 @@ def test_a_demo_store_may_keep_example_secrets_but_only_on_this_machine(tmp_path
 
 
 def test_every_secret_shipped_in_the_repository_is_known_as_published() -> None:
-    from edge.secret_policy import SHIPPED
+    from edge.config.secrets import SHIPPED
 
     for path in (EXAMPLE, DEMO):
         assert set(_secrets_of(tomllib.loads(path.read_text(encoding="utf-8")))) <= SHIPPED, path

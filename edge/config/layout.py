@@ -1,0 +1,131 @@
+"""The store's layout: zones, gateways, beacons, screens, kiosks, content and products, one model each."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from edge.config.sections import ID_PATTERN, StrictModel
+
+
+class ZoneConfig(StrictModel):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    # Seconds without a sighting after which a subject has left the zone (gateways say nothing on exit).
+    exit_after_s: float = Field(default=30.0, gt=0)
+    dwell_s: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [60.0])
+    # Hysteresis (edge/presence.py), so a shopper standing between two zones does not flap: another
+    # zone takes a subject from this one only while its gateway's smoothed RSSI beats this zone's best
+    # by more than hysteresis_db (dB), and only after switch_after_s seconds of a lead of twice that
+    # (a bigger lead moves them sooner, down to a quarter of it; a smaller one later) and at least
+    # switch_readings sightings. hysteresis_db = 0 and switch_after_s = 0: the best gateway wins at once.
+    hysteresis_db: float = Field(default=8.0, ge=0)
+    switch_after_s: float = Field(default=3.0, ge=0)
+    switch_readings: int = Field(default=3, ge=1, le=20)
+    # Sightings by this zone's gateways weaker than min_rssi (dBm) are ignored: too far away to mean "here".
+    min_rssi: float = Field(default=-100.0, ge=-130, le=20)
+
+
+# The topic filter a foreign gateway publishes on when its `topic` is not set: the gateway id is the
+# ESPresense room name, or the Theengs Gateway / OpenMQTTGateway gateway name.
+GATEWAY_TOPICS = {"espresense": "espresense/devices/+/{id}", "theengs": "home/{id}/BTtoMQTT/+"}
+
+
+def _check_filter(topic: str) -> str | None:
+    """What is wrong with an MQTT topic filter, or None: '+' and '#' fill a whole level, '#' comes last."""
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if not level:
+            return "has an empty level"
+        if ("+" in level or "#" in level) and len(level) > 1:
+            return f"level {level!r} mixes a wildcard with text"
+        if level == "#" and i != len(levels) - 1:
+            return "has '#' before the last level"
+    return None
+
+
+def _gateway_topic_error(fmt: str, gateway_id: str, topic: str) -> str | None:
+    """Why a custom topic cannot carry this foreign gateway's sightings to it, or None.
+
+    The edge routes foreign sightings by topic (ESPresense by the room level, Theengs by the gateway
+    level), so the level that names the gateway must be its id or a wildcard.
+    """
+    problem = _check_filter(topic)
+    if problem:
+        return f"topic {topic!r} {problem}"
+    levels = topic.split("/")
+    if fmt == "espresense":
+        shape = ("espresense/devices/<device or +>/<room>, with the room level equal to the gateway id "
+                 f"{gateway_id!r} (its ESPresense room name) or '+'")
+        ok = levels[:2] == ["espresense", "devices"] and (
+            levels[2:] == ["#"] or (len(levels) == 4 and levels[3] in (gateway_id, "+", "#")))
+    else:
+        shape = (f"home/<gateway>/BTtoMQTT/<MAC or +>, with the gateway level equal to the gateway id "
+                 f"{gateway_id!r} or '+'")
+        ok = len(levels) == 4 and levels[0] == "home" and levels[1] in (gateway_id, "+") \
+            and levels[2] == "BTtoMQTT"
+    return None if ok else f"topic {topic!r} does not route to this gateway: expected {shape}"
+
+
+class GatewayConfig(StrictModel):
+    id: str = Field(pattern=ID_PATTERN)
+    zone: str
+    format: Literal["native", "espresense", "theengs"] = "native"
+    # Foreign gateways: defaults to GATEWAY_TOPICS[format]; native gateways always use P/beacon/{id}.
+    topic: str | None = Field(default=None, validate_default=True)
+
+    @field_validator("topic")
+    @classmethod
+    def _foreign_topic(cls, value: str | None, info: ValidationInfo) -> str | None:
+        fmt, gateway_id = info.data.get("format"), info.data.get("id")
+        if fmt not in GATEWAY_TOPICS or gateway_id is None:
+            return value  # native, or a format/id error already reported
+        if value is None:
+            return GATEWAY_TOPICS[fmt].format(id=gateway_id)
+        error = _gateway_topic_error(fmt, gateway_id, value)
+        if error:
+            raise ValueError(f"{error}; or leave topic out for {GATEWAY_TOPICS[fmt].format(id=gateway_id)!r}")
+        return value
+
+
+class BeaconConfig(StrictModel):
+    key: str = Field(min_length=3)
+    owner: str = ""
+    kind: Literal["staff", "asset"] = "staff"
+    track: bool = False
+
+
+class ScreenConfig(StrictModel):
+    id: str = Field(pattern=ID_PATTERN)
+    zone: str
+    playlist: list[str] = Field(default_factory=list)
+
+
+class KioskConfig(StrictModel):
+    id: str = Field(pattern=ID_PATTERN)
+    zone: str
+
+
+class ContentConfig(StrictModel):
+    """An item screens can show: from a playlist or a rule."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    template: str = "message"
+    title: str = ""
+    body: str = ""
+    image: str | None = None
+    duration_s: float = Field(default=8.0, gt=0)
+
+
+# --- Rules (edge/rules.py) --------------------------------------------------------------------------
+
+
+class ProductConfig(StrictModel):
+    """A catalogue entry: names the SKUs of wishlists, carts and touched items, and says where they hang."""
+
+    sku: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=100)
+    zone: str | None = None
+    price: float | None = Field(default=None, ge=0)
+    image: str | None = None
