@@ -87,7 +87,7 @@ def seed_history(cfg_data: dict[str, Any], n: int, days: float = 30.0) -> float:
     Inserting into a big log is what the indexes on `events` make slow or not. Returns seconds taken."""
     from edge.config import parse_config
     from edge.events import normalize
-    from edge.store import open_writer
+    from edge.store.writer import open_writer
 
     t0 = time.time()
     cfg = parse_config(cfg_data, env={})

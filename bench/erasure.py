@@ -35,7 +35,7 @@ CUSTOMERS = 2000
 
 def build(db: Path, n: int) -> None:
     """A store's log: n beacon events over 30 days, 1 in 10 by a known customer, and their profiles."""
-    from edge.store import open_writer
+    from edge.store.writer import open_writer
     from sync.client import ensure_schema
 
     conn = open_writer(db)
@@ -67,7 +67,7 @@ def traces(db: Path, *needles: str) -> int:
 
 def index_cost(n: int = 200_000) -> dict[str, float]:
     """µs per customer-attributed event inserted, with and without the partial index (best of 2)."""
-    from edge.store import open_writer
+    from edge.store.writer import open_writer
 
     out: dict[str, float] = {}
     for mode in ("with_index", "without_index") * 2:

@@ -11,7 +11,7 @@ pipeline's tick does.
 
 Figures: updates_per_s (observe calls per second of CPU, with the expire ticks included), expire cost per
 tick with SUBJECTS present (and, for comparison, the cost of scanning them all), the cost of one tick
-that lets every subject go (store closing), take_changes_v2 cost and rows per tick; and quality after a
+that lets every subject go (store closing), take_changes cost and rows per tick; and quality after a
 warm-up (the beacons appear in the first 10 s at random spots, so some are first placed at a farther
 gateway and then corrected): spurious_transitions (a subject entering a zone other than the one it
 stands in (or one within 3 dB of it) or walks through, a subject switching between two such zones, a
@@ -187,7 +187,7 @@ def run(subjects: int, gateways: int, seconds: float, seed: int, shadow_db: floa
         mid = time.perf_counter()
         derived.extend(tracker.expire(b))
         end = time.perf_counter()
-        rows, _ = tracker.take_changes_v2()
+        rows, _ = tracker.take_changes()
         taken = time.perf_counter()
         # For comparison: what scanning every subject each tick (the first presence engine) costs.
         due = 0
@@ -306,7 +306,7 @@ def main() -> None:
     print(f"expire(): {res['expire_us_per_tick_mean']} us per tick (p99 {res['expire_us_per_tick_p99']} us; "
           f"scanning every subject would take {res['expire_scan_us_per_tick']} us), "
           f"{res['expire_ms_all_leave']} ms for a tick that lets all {res['exits_all_leave']} leave")
-    print(f"take_changes_v2(): {res['take_changes_us_per_tick']} us per tick, {res['rows_per_tick']} rows to write")
+    print(f"take_changes(): {res['take_changes_us_per_tick']} us per tick, {res['rows_per_tick']} rows to write")
     print(f"spurious transitions: {res['spurious_transitions']} ({res['spurious_between_zones']} among "
           f"{res['subjects_between_zones']} subjects standing between zones); moves detected "
           f"{res['moves_detected']}/{res['moves']}, latency p50 {res['move_latency_s_p50']} s")

@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     from edge.service import Service
-    from edge.store import StoreError
+    from edge.store.db import StoreError
 
     try:
         service = Service(cfg)

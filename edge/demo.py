@@ -215,7 +215,7 @@ class Demo:
 
     def start_edge(self, stack: ExitStack, cfg: Config) -> Any:
         from edge.service import Service
-        from edge.store import StoreError
+        from edge.store.db import StoreError
 
         try:
             service = Service(cfg)

@@ -22,7 +22,8 @@ from edge import events as ev
 from edge.clients import client_address
 from edge.model import EdgeError, Message
 from edge.jsonbody import NotText, TooDeep, request_json
-from edge.store import connect, row_to_event_dict
+from edge.store.db import connect
+from edge.store.queries import row_to_event_dict
 
 if TYPE_CHECKING:
     from edge.service import Service

@@ -32,7 +32,8 @@ from edge.jsonbody import request_json
 from edge.qr import (HANDOFF_TTL_S, MINTABLE, REFUSALS, QrError, Signer, Token, minted, qr_svg,
                      token_from_code)
 from edge.ratelimit import RateLimiter
-from edge.store import Writer, connect
+from edge.store.db import connect
+from edge.store.writer import Writer
 
 if TYPE_CHECKING:
     from edge.service import Service

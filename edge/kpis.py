@@ -29,7 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.model import EdgeError
-from edge.store import outbox_stats
+from edge.store.queries import outbox_stats
 
 MAX_RANGE_S = 31 * 86400
 BUCKETS_S = (300, 900, 1800, 3600, 86400)

@@ -39,7 +39,7 @@ from edge.rules import RuleEngine
 from edge.metrics import Metrics
 from edge.model import (FALLBACK_PRIORITY, INTERNAL_ERROR, QUARANTINED, Decision, Event, Ignored, Message,
                          Publication, Rejected)
-from edge.store import Writer
+from edge.store.writer import Writer
 
 log = logging.getLogger("instore_edge.pipeline")
 
@@ -312,9 +312,9 @@ class Pipeline:
                                  for d in res.deadletters)
 
     def _flush_presence(self) -> None:
-        rows, gone = self.presence.take_changes_v2()
+        rows, gone = self.presence.take_changes()
         if rows:
-            self.writer.upsert_presence_v2(rows)
+            self.writer.upsert_presence(rows)
         if gone:
             self.writer.delete_presence(gone)
 

@@ -34,9 +34,8 @@ subject heard since is filed again under its new deadline. So a tick visits only
 come due, never every subject: with 2,000 subjects it costs tens of microseconds, and each subject is
 re-filed at most once per `exit_after_s`.
 
-Persistence: `take_changes()` returns the `presence` table's six columns (upsert_presence);
-`take_changes_v2()` adds visit_id, visit_started_at and `state` (JSON: dwell thresholds done, zones of
-the visit) for `Writer.upsert_presence_v2`. A row is written when the zone, visit or dwell state
+Persistence: `take_changes()` returns the `presence` table's rows (COLUMNS: where, since when, who, the
+visit, and `state`, JSON: dwell thresholds done, zones of the visit) for `Writer.upsert_presence`. A row is written when the zone, visit or dwell state
 changes, otherwise at most every PERSIST_EVERY_S per subject (last_seen alone). Filters are not
 persisted: they refill from fresh readings within seconds of a restart.
 """
@@ -68,9 +67,9 @@ SLOTS_PER_S = 4  # the silence timer's resolution: the pipeline's tick is 0.25 s
 MAX_SPEEDUP = 4.0  # a large lead moves a subject at most this many times sooner than switch_after_s
 MAX_VISIT_ZONES = 64  # a visit lists at most this many zones (the first ones), to bound its row
 
-# Columns of the presence table written by take_changes_v2 (the first six are upsert_presence's).
-COLUMNS = ("subject", "zone", "gateway", "entered_at", "last_seen", "customer")
-COLUMNS_V2 = COLUMNS + ("visit_id", "visit_started_at", "state")
+# Columns of the presence table written by take_changes (files from before schema v2 have the first six only).
+COLUMNS = ("subject", "zone", "gateway", "entered_at", "last_seen", "customer", "visit_id", "visit_started_at",
+           "state")
 
 _INF = math.inf
 
@@ -161,10 +160,7 @@ class Presence:
     deadline: int = 0  # the timer slot the subject is filed under (entries in other slots are stale)
     state_json: str | None = None
 
-    def row(self) -> tuple[str, str, str, float, float, str | None]:
-        return (self.subject, self.zone, self.gateway, self.entered_at, self.last_seen, self.customer)
-
-    def row_v2(self) -> tuple[Any, ...]:
+    def row(self) -> tuple[Any, ...]:
         if self.state_json is None:
             self.state_json = json.dumps({"dwell_done": self.dwell_done, "zones": self.zones},
                                          separators=(",", ":"))
@@ -325,12 +321,18 @@ class PresenceTracker:
 
     # --- output ---
     def take_changes(self) -> tuple[list[tuple], list[str]]:
-        """Rows (six columns, for Writer.upsert_presence) and subjects to delete since the last call."""
-        return self._take(False)
-
-    def take_changes_v2(self) -> tuple[list[tuple], list[str]]:
-        """Like take_changes, with visit_id, visit_started_at and state (for Writer.upsert_presence_v2)."""
-        return self._take(True)
+        """Rows (COLUMNS, for Writer.upsert_presence) and subjects to delete since the last call."""
+        rows = []
+        state = self.state
+        for s in self.dirty:
+            st = state.get(s)
+            if st is not None:
+                st.saved_seen = st.last_seen
+                rows.append(st.row())
+        gone = list(self.gone)
+        self.dirty.clear()
+        self.gone.clear()
+        return rows, gone
 
     def zone_of(self, subject: str) -> str | None:
         cur = self.state.get(subject)
@@ -407,19 +409,6 @@ class PresenceTracker:
             self._wheel[slot] = [st]
         else:
             bucket.append(st)
-
-    def _take(self, v2: bool) -> tuple[list[tuple], list[str]]:
-        rows = []
-        state = self.state
-        for s in self.dirty:
-            st = state.get(s)
-            if st is not None:
-                st.saved_seen = st.last_seen
-                rows.append(st.row_v2() if v2 else st.row())
-        gone = list(self.gone)
-        self.dirty.clear()
-        self.gone.clear()
-        return rows, gone
 
     def _restore(self, r: dict[str, Any]) -> None:
         """One presence row back into memory; rows written before schema v2 get their visit derived."""

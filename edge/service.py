@@ -26,7 +26,9 @@ from edge.outputs import Displays
 from edge.pipeline import Pipeline
 from edge.presence import PresenceTracker
 from edge.rules import RuleEngine
-from edge.store import Writer, connect, open_writer, outbox_stats
+from edge.store.db import connect
+from edge.store.queries import outbox_stats
+from edge.store.writer import Writer, open_writer
 from edge.watchdog import EXIT_THREAD_DIED, WATCH_S, Watchdog
 from sync.client import SyncClient
 

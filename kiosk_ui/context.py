@@ -11,7 +11,7 @@ import sqlite3
 from typing import Any
 
 from edge.config import Config
-from edge.store import connect
+from edge.store.db import connect
 from sync.central.demo_data import CATALOGUE, CATALOGUE_BY_SKU
 
 MAX_CODE_LEN = 128

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 
 from edge.http import api_error, bearer_token, token_role
 from edge.kpis import BUCKETS_S, KpiError, kpis, resolve_range
-from edge.store import connect
+from edge.store.db import connect
 
 if TYPE_CHECKING:
     from edge.service import Service

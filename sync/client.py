@@ -911,7 +911,7 @@ class SyncClient:
     # --- status ---------------------------------------------------------------------------------------------
 
     def _outbox_stats(self) -> tuple[int, float | None]:
-        from edge.store import outbox_stats
+        from edge.store.queries import outbox_stats
 
         try:
             return outbox_stats(self._reader(), time.time())

@@ -20,7 +20,7 @@ from a11y import assert_accessible
 from conftest import ADMIN, KIOSK, SIGNAGE, EdgeHandle
 from edge.config import Config
 from edge.qr import REFUSALS, Signer
-from edge.store import connect
+from edge.store.db import connect
 from sync.client import ensure_schema
 
 playwright_api = pytest.importorskip("playwright.sync_api")

@@ -17,7 +17,7 @@ import requests
 from a11y import assert_accessible
 from conftest import ADMIN, KIOSK, SIGNAGE, EdgeHandle, now_ms, sighting, wait_until
 from edge.kpis import KpiError, buckets, kpis, parse_time, resolve_range
-from edge.store import open_writer
+from edge.store.writer import open_writer
 
 P = "instore/teststore"
 ENTRANCE = f"{P}/beacon/gw-entrance"
@@ -284,7 +284,7 @@ CHART_TEXTS_OUTSIDE = """() => {
 def add_cached_profile(edge: EdgeHandle, customer: str) -> None:
     """One profile in the edge's cache, as sync would have written it (the status card counts them)."""
     from sync.client import ensure_schema
-    from edge.store import connect
+    from edge.store.db import connect
 
     conn = connect(edge.cfg.db.path)
     try:

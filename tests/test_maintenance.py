@@ -17,7 +17,9 @@ import sqlite_utils
 from edge import maintenance
 from edge.broker import free_port
 from edge.config import Config
-from edge.store import MIGRATIONS, SCHEMA_VERSION, StoreError, Writer, connect, open_writer
+from edge.store.db import StoreError, connect
+from edge.store.schema import MIGRATIONS, SCHEMA_VERSION
+from edge.store.writer import Writer, open_writer
 from tests.conftest import ADMIN, EdgeHandle
 
 DAY = 86400.0

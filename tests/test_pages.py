@@ -18,7 +18,7 @@ import requests
 
 from edge.broker import free_port
 from edge.config import Config
-from edge.store import connect
+from edge.store.db import connect
 from kiosk_ui.streams import Hub, StreamsFull
 from sync.client import ensure_schema
 from a11y import assert_accessible, assert_open_pages_accessible

@@ -15,8 +15,8 @@ import pytest
 
 from edge.config import Config, parse_config
 from edge.events import Event
-from edge.presence import COLUMNS, COLUMNS_V2, PresenceTracker
-from edge.store import Writer, open_writer
+from edge.presence import COLUMNS, PresenceTracker
+from edge.store.writer import Writer, open_writer
 
 T0 = 1_760_000_000.0
 TICK = 0.25
@@ -304,11 +304,11 @@ def test_presence_survives_a_restart():
     clock.feed(walk(cfg, random.Random(13), T0 + 30.0, 30.0, {"gw-entrance": -84.0, "gw-shoes": -58.0}))
     before = tracker.state[SUBJECT]
     assert before.zone == "shoes" and before.dwell_done == 1  # the 20 s threshold in shoes fired
-    rows, gone = tracker.take_changes_v2()
-    assert [len(r) for r in rows] == [len(COLUMNS_V2)] and gone == []
+    rows, gone = tracker.take_changes()
+    assert [len(r) for r in rows] == [len(COLUMNS)] and gone == []
 
     # The edge restarts a few seconds later and rebuilds presence from the rows.
-    restarted = PresenceTracker(cfg, _rows_as_dicts(rows, COLUMNS_V2))
+    restarted = PresenceTracker(cfg, _rows_as_dicts(rows, COLUMNS))
     assert restarted.zone_of(SUBJECT) == "shoes"
     assert restarted.visit_of(SUBJECT) == (before.visit_id, before.visit_started_at)
     after = restarted.state[SUBJECT]
@@ -328,8 +328,8 @@ def test_a_restart_after_a_long_outage_ends_the_visits_at_their_last_sighting():
     tracker = PresenceTracker(cfg)
     tracker.observe(sighting(cfg, "gw-entrance", -60, T0))
     tracker.observe(sighting(cfg, "gw-entrance", -60, T0 + 3))
-    rows, _ = tracker.take_changes_v2()
-    restarted = PresenceTracker(cfg, _rows_as_dicts(rows, COLUMNS_V2))
+    rows, _ = tracker.take_changes()
+    restarted = PresenceTracker(cfg, _rows_as_dicts(rows, COLUMNS))
     out = restarted.expire(T0 + 3600)
     assert kinds(out) == [("zone_exit", "entrance"), ("visit_end", "entrance")]
     assert out[0].ts == T0 + 3 and out[1].data["duration_s"] == 3.0
@@ -342,9 +342,9 @@ def test_presence_round_trips_through_the_presence_table(tmp_path):
     tracker = PresenceTracker(cfg)
     clock = Clock(tracker)
     clock.feed(walk(cfg, random.Random(15), T0, 30.0, {"gw-entrance": -60.0, "gw-shoes": -82.0}))
-    rows, gone = tracker.take_changes_v2()
+    rows, gone = tracker.take_changes()
     writer.begin()
-    writer.upsert_presence_v2(rows)
+    writer.upsert_presence(rows)
     writer.commit()
     # The HTTP API's six columns keep their meaning.
     api = conn.execute("SELECT subject, zone, gateway, entered_at, last_seen, customer FROM presence").fetchall()
@@ -357,7 +357,7 @@ def test_presence_round_trips_through_the_presence_table(tmp_path):
     assert restarted.state[SUBJECT].dwell_done == st.dwell_done
     # A silence exit deletes the row.
     restarted.expire(T0 + 3600)
-    rows, gone = restarted.take_changes_v2()
+    rows, gone = restarted.take_changes()
     writer.begin()
     writer.delete_presence(gone)
     writer.commit()
@@ -365,7 +365,7 @@ def test_presence_round_trips_through_the_presence_table(tmp_path):
 
 
 def test_six_column_rows_still_restore_without_repeating_events(tmp_path):
-    """Rows written by upsert_presence alone (no visit columns) restore with a derived visit id."""
+    """Rows an edge from before schema v2 wrote (no visit columns) restore with a derived visit id."""
     cfg = config()
     conn = open_writer(tmp_path / "edge.db")
     writer = Writer(conn)
@@ -373,9 +373,9 @@ def test_six_column_rows_still_restore_without_repeating_events(tmp_path):
     clock = Clock(tracker)
     clock.feed(sighting(cfg, "gw-entrance", -60, T0 + i) for i in range(25))  # past the 20 s dwell
     rows, _ = tracker.take_changes()
-    assert [len(r) for r in rows] == [len(COLUMNS)]
     writer.begin()
-    writer.upsert_presence(rows)
+    conn.executemany("INSERT INTO presence(subject, zone, gateway, entered_at, last_seen, customer) "
+                     "VALUES (?,?,?,?,?,?)", [r[:6] for r in rows])
     writer.commit()
     cur = conn.execute("SELECT * FROM presence")
     cols = [c[0] for c in cur.description]

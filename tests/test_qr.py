@@ -496,7 +496,7 @@ def test_pickup_collected_exactly_once_under_concurrent_scans(qedge: QrEdge) -> 
     assert sum(e["type"] == "pickup" for e in evs) == len(orders)
     assert all(e["data"]["reason"] == "used" for e in evs if e["type"] != "pickup")
     # The pickup events are in the outbox (they sync to the central store like every event).
-    from edge.store import connect
+    from edge.store.db import connect
 
     conn = connect(qedge.cfg.db.path)
     try:

@@ -1,0 +1,51 @@
+"""The SQLite file: connections (WAL, busy timeout, synchronous level), and truncating the WAL.
+
+One thread (the pipeline) owns the write connection and commits in groups; readers (HTTP) open their
+own connections, which WAL lets run beside the writer. The writer uses synchronous=FULL because its
+commit gates the MQTT acknowledgement: an acked event must survive a power cut, and with group commit
+the extra fsync costs nothing measurable.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from edge.model import EdgeError
+
+
+class StoreError(EdgeError):
+    """The database file cannot be used."""
+
+
+BUSY_TIMEOUT_MS = 30000
+WIPE_BUSY_MS = 50  # how long one attempt to truncate the WAL waits for readers (the writer waits meanwhile)
+
+
+def connect(path: str | Path, *, writer: bool = False) -> sqlite3.Connection:
+    """Open a connection in autocommit mode (transactions are explicit) with WAL.
+
+    The writer deletes with secure_delete: what it deletes or overwrites is zeroed in the page (free
+    pages too), so an erased shopper's bytes do not linger in the file; `truncate_wal` then removes the
+    old page images from the WAL."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA synchronous={'FULL' if writer else 'NORMAL'}")
+    if writer:
+        conn.execute("PRAGMA secure_delete=ON")
+    return conn
+
+
+def truncate_wal(conn: sqlite3.Connection, busy_ms: int = WIPE_BUSY_MS) -> bool:
+    """Copy the WAL into the database and truncate it to zero bytes, so the page images it held (a
+    shopper's rows before their erasure) are gone; True when done. A reader still on an older snapshot
+    makes it fail after `busy_ms`: call again later. Outside a transaction, on the write connection."""
+    conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+    try:
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return busy == 0
