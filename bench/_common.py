@@ -86,7 +86,7 @@ def seed_history(cfg_data: dict[str, Any], n: int, days: float = 30.0) -> float:
     (spread over `days`, ids made by the edge's own normalizer, already synced: no outbox rows).
     Inserting into a big log is what the indexes on `events` make slow or not. Returns seconds taken."""
     from edge.config import parse_config
-    from edge.events import normalize
+    from edge.wire.normalize import normalize
     from edge.store.writer import open_writer
 
     t0 = time.time()

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.config import parse_config  # noqa: E402
 from edge.context import CustomerContext  # noqa: E402
-from edge.events import Event  # noqa: E402
+from edge.model import Event  # noqa: E402
 from edge.rules import RuleEngine  # noqa: E402
 from sync.client import ensure_schema  # noqa: E402
 

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from edge import events as ev
+from edge import model as ev
 from edge.clients import client_address
 from edge.model import EdgeError, Message
 from edge.jsonbody import NotText, TooDeep, request_json
 from edge.store.db import connect
 from edge.store.queries import row_to_event_dict
+from edge.wire.fields import MAX_DEPTH
+from edge.wire.normalize import normalize
 
 if TYPE_CHECKING:
     from edge.service import Service
@@ -203,10 +205,10 @@ def create_app(service: Service) -> Flask:
         try:
             raw = json.dumps(payload).encode()
         except RecursionError:
-            return api_error(400, ev.NOT_JSON, f"event: JSON nested deeper than {ev.MAX_DEPTH} levels")
+            return api_error(400, ev.NOT_JSON, f"event: JSON nested deeper than {MAX_DEPTH} levels")
         now = time.time()
         try:
-            events = ev.normalize(topic, raw, now, service.cfg)
+            events = normalize(topic, raw, now, service.cfg)
         except ev.Rejected as exc:
             return api_error(400, exc.reason, exc.detail)
         done = threading.Event()

@@ -35,6 +35,10 @@ UNSUPPORTED_FRAME = "unsupported_frame"  # a beacon format the edge does not sto
 UNDECODABLE_FRAME = "undecodable_frame"  # raw advertising data that is garbled or cut short
 UNKNOWN_GATEWAY_STATUS = "unknown_gateway_status"  # a status topic of a node that is not in the config
 
+# What devices send (the MQTT topics under P, and the kinds rules match on), and what gateways report of themselves.
+EVENT_KINDS = ("beacon", "qr", "window", "kiosk", "pos")
+GATEWAY_STATUS = "gateway_status"  # a foreign gateway node went online/offline (from its status topic)
+
 # The priority of what a display shows when no rule holds it (its playlist, a kiosk's own UI): any rule wins.
 FALLBACK_PRIORITY = -(10**9)
 

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge import events as ev
 from edge import faults
 from edge.config import Config
 from edge.identity import Identity
@@ -40,6 +39,7 @@ from edge.metrics import Metrics
 from edge.model import (FALLBACK_PRIORITY, INTERNAL_ERROR, QUARANTINED, Decision, Event, Ignored, Message,
                          Publication, Rejected)
 from edge.store.writer import Writer
+from edge.wire.normalize import normalize
 
 log = logging.getLogger("instore_edge.pipeline")
 
@@ -369,7 +369,7 @@ class Pipeline:
         if faults.CRASH_ON:
             faults.crash_on(msg.payload)
         try:
-            events = ev.normalize(msg.topic, msg.payload, msg.received_at, self.cfg, msg.qos, msg.dup)
+            events = normalize(msg.topic, msg.payload, msg.received_at, self.cfg, msg.qos, msg.dup)
         except Rejected as exc:
             self._deadletter(msg, exc.reason, exc.detail, res)
             return

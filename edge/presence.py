@@ -449,7 +449,7 @@ class PresenceTracker:
             data[st.tag] = True
         return Event(
             # Hashed: an erased shopper's subject key must not survive inside event ids.
-            # Time first, so the unique index on event_id is appended to (see events._time_key).
+            # Time first, so the unique index on event_id is appended to (see edge.wire.ids._time_key).
             event_id=f"p:{kind}:{round(ts * 1000):011x}:"
                      + hashlib.sha1(f"{st.subject}|{st.zone}|{round(ts * 1000)}".encode()).hexdigest()[:20],
             kind=kind, source=st.gateway, ts=ts, received_at=ts, zone=st.zone, subject=st.subject,

@@ -20,7 +20,7 @@ from edge.config import Config
 from edge.context import CustomerContext
 from edge.model import FALLBACK_PRIORITY, Event, Publication
 from edge.identity import Identity
-from edge.ingest import MqttLink
+from edge.wire.mqtt import MqttLink
 from edge.metrics import Metrics
 from edge.outputs import Displays
 from edge.pipeline import Pipeline

@@ -999,7 +999,7 @@ def erased_here(conn: sqlite3.Connection, customers: set[str]) -> set[str]:
 def queue_central_erasure(writer: Any, customer_id: str, now: float) -> None:
     """Ask the central store to erase the customer everywhere: an `erasure` event in the outbox, by hash
     only, pushed in seq order after what was recorded before it and kept until the central store took it."""
-    from edge.events import Event
+    from edge.model import Event
 
     writer.insert_event(Event(event_id=f"erasure:{secrets.token_hex(12)}", kind=p.ERASURE_KIND, source="edge",
                               ts=now, received_at=now, data={"customer_hash": tombstone_key(customer_id)}))

@@ -1,4 +1,4 @@
-"""Unit tests for edge.events: every wire format in, one Event shape out, every rejection explained."""
+"""Unit tests for edge.wire: every wire format in, one Event shape out, every rejection explained."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge import events as ev
+from edge import model as ev
 from edge.config import parse_config
-from edge.events import Event, Rejected, normalize, parse_ts, subject_key
+from edge.model import Event, Rejected
+from edge.wire.adapters.native import subject_key
+from edge.wire.fields import parse_ts
+from edge.wire.normalize import normalize
 
 P = "instore/s1"
 TS_MS = 1_715_000_000_123  # 2024-05-06T12:53:20.123Z
@@ -177,7 +180,7 @@ def test_gateway_not_in_config_is_rejected(cfg):
 
 
 def test_foreign_gateway_topic_of_an_unconfigured_room_is_an_unknown_gateway(cfg):
-    # (edge.gateways normalizes the foreign formats; tests/test_gateways.py covers them)
+    # (edge.wire.adapters normalize the foreign formats; tests/test_gateways.py covers them)
     with pytest.raises(Rejected) as info:
         normalize("espresense/devices/x/y", json.dumps(sighting()).encode(), 0.0, cfg)
     assert info.value.reason == ev.UNKNOWN_GATEWAY and "'y'" in info.value.detail
@@ -436,7 +439,7 @@ def test_qos0_with_device_id_still_dedupes_on_it(cfg):
 
 
 def test_kinds_are_exported():
-    assert ev.KINDS == ("beacon", "qr", "window", "kiosk", "pos")
+    assert ev.EVENT_KINDS == ("beacon", "qr", "window", "kiosk", "pos")
 
 
 # --- text and numbers the store cannot hold --------------------------------------------------------

@@ -11,10 +11,11 @@ import json
 import pytest
 
 from conftest import EdgeHandle, wait_until
-from edge import events as ev
-from edge import gateways as gw
+from edge import model as ev
 from edge.config import ConfigError, parse_config
-from edge.events import Event, Ignored, Rejected, normalize
+from edge.model import Event, Ignored, Rejected
+from edge.wire.adapters import espresense, frames, subscriptions
+from edge.wire.normalize import normalize
 
 RECEIVED = 1_715_000_001.5
 UUID = "e5ca1ade-f007-ba11-0000-000000000000"
@@ -336,31 +337,31 @@ def test_other_topics_are_unknown(cfg, topic):
 # --- parsers, on their own ------------------------------------------------------------------------
 
 def test_manufacturer_data_parser():
-    beacon = gw.decode_manufacturer_data(bytes.fromhex(RAW_IBEACON))
-    assert beacon == gw.Beacon(RAW_IBEACON_KEY, "ibeacon", -59)
+    beacon = frames.decode_manufacturer_data(bytes.fromhex(RAW_IBEACON))
+    assert beacon == frames.Beacon(RAW_IBEACON_KEY, "ibeacon", -59)
     with pytest.raises(Ignored) as info:
-        gw.decode_manufacturer_data(bytes.fromhex(RAW_IBEACON)[:24])
+        frames.decode_manufacturer_data(bytes.fromhex(RAW_IBEACON)[:24])
     assert info.value.reason == ev.UNDECODABLE_FRAME and "24 of 25" in info.value.detail
 
 
 def test_service_data_parser_and_uuid_forms():
-    assert gw.decode_service_data("0xfeaa", bytes.fromhex(RAW_EDDYSTONE)) == \
-        gw.Beacon(EDDYSTONE_KEY, "eddystone-uid", -59)
-    assert [gw.service_uuid16(u) for u in ("0xFEAA", "feaa", "0000FEAA-0000-1000-8000-00805F9B34FB", "zz",
+    assert frames.decode_service_data("0xfeaa", bytes.fromhex(RAW_EDDYSTONE)) == \
+        frames.Beacon(EDDYSTONE_KEY, "eddystone-uid", -59)
+    assert [frames.service_uuid16(u) for u in ("0xFEAA", "feaa", "0000FEAA-0000-1000-8000-00805F9B34FB", "zz",
                                            "f7826da6-4fa2-4e98-8024-bc5b71e0893e")] == [0xFEAA] * 3 + [None] * 2
 
 
 def test_hex_bytes_accepts_case_prefix_and_spaces_and_refuses_junk():
-    assert gw.hex_bytes(" 0x4C00 0215 ") == gw.hex_bytes("4c000215") == b"\x4c\x00\x02\x15"
+    assert frames.hex_bytes(" 0x4C00 0215 ") == frames.hex_bytes("4c000215") == b"\x4c\x00\x02\x15"
     for junk in ("4c0", "4g00", "x" * 2000):
         with pytest.raises(Ignored):
-            gw.hex_bytes(junk)
+            frames.hex_bytes(junk)
 
 
 def test_espresense_id_parser():
-    assert gw.espresense_beacon(f"iBeacon:{UUID}-100-1-59") == gw.Beacon(IBEACON_KEY, "ibeacon")
+    assert espresense.espresense_beacon(f"iBeacon:{UUID}-100-1-59") == frames.Beacon(IBEACON_KEY, "ibeacon")
     with pytest.raises(Ignored):
-        gw.espresense_beacon("apple:1007:11-12")
+        espresense.espresense_beacon("apple:1007:11-12")
 
 
 def test_ignored_is_not_a_rejection():
@@ -379,7 +380,7 @@ def test_foreign_gateways_get_default_topics_and_the_edge_subscribes_to_them_and
                           {"id": "shoes-back", "zone": "z", "format": "espresense"},
                           {"id": "omg", "zone": "z", "format": "theengs"})
     assert [g.topic for g in cfg.gateways] == [None, "espresense/devices/+/shoes-back", "home/omg/BTtoMQTT/+"]
-    assert gw.subscriptions(cfg) == ["espresense/devices/+/shoes-back", "espresense/rooms/shoes-back/status",
+    assert subscriptions(cfg) == ["espresense/devices/+/shoes-back", "espresense/rooms/shoes-back/status",
                                      "home/omg/BTtoMQTT/+", "home/omg/LWT"]
 
 
@@ -388,7 +389,7 @@ def test_shared_custom_filters_are_subscribed_once():
                           {"id": "b", "zone": "z", "format": "espresense", "topic": "espresense/devices/+/+"},
                           {"id": "c", "zone": "z", "format": "espresense", "topic": "espresense/devices/#"},
                           {"id": "d", "zone": "z", "format": "theengs", "topic": "home/+/BTtoMQTT/#"})
-    assert gw.subscriptions(cfg) == ["espresense/devices/+/+", "espresense/rooms/a/status",
+    assert subscriptions(cfg) == ["espresense/devices/+/+", "espresense/rooms/a/status",
                                      "espresense/rooms/b/status", "espresense/devices/#",
                                      "espresense/rooms/c/status", "home/+/BTtoMQTT/#", "home/d/LWT"]
 

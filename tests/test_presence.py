@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from edge.config import Config, parse_config
-from edge.events import Event
+from edge.model import Event
 from edge.presence import COLUMNS, PresenceTracker
 from edge.store.writer import Writer, open_writer
 

@@ -35,13 +35,13 @@ from hypothesis import strategies as st
 from paho.mqtt.client import topic_matches_sub
 
 from conftest import ADMIN, KIOSK, MqttHelper, store_config, wait_until
-from edge import events as ev
+from edge import model as ev
 from edge.broker import MosquittoBroker, free_port, wait_for_port
 from edge.config import parse_config
-from edge.gateways import subscriptions
-from edge.ingest import Message
-from edge.model import INTERNAL_ERROR
+from edge.model import INTERNAL_ERROR, Message
 from edge.toml_writer import write_toml
+from edge.wire.adapters import subscriptions
+from edge.wire.normalize import normalize
 from sync import protocol as p
 from test_central import Central, token_args
 from test_central import ADMIN as CENTRAL_ADMIN
@@ -247,7 +247,7 @@ def config_data(tmp: Path, broker_port: int, http_port: int = 0) -> dict[str, An
 def outcome(cfg: Any, topic: str, payload: bytes) -> tuple[str, Any]:
     """What the edge must do with a message: ("events", [Event]), ("dead", reason) or ("ignored", reason)."""
     try:
-        events = ev.normalize(topic, payload, time.time(), cfg, 1)
+        events = normalize(topic, payload, time.time(), cfg, 1)
     except ev.Rejected as exc:
         return "dead", exc.reason
     except ev.Ignored as exc:
@@ -324,7 +324,7 @@ def test_the_writer_accounts_for_every_message_of_any_batch_and_goes_on(service,
     assert sorted(d["reason"] for d in res.deadletters) == sorted(v for k, v in expected if k == "dead")
     assert sum(res.ignored.values()) == sum(1 for k, _ in expected if k == "ignored")
     produced = sum(len(v) for k, v in expected if k == "events")
-    device_events = sum(n for kind, n in res.recorded.items() if kind in ev.KINDS or kind == ev.GATEWAY_STATUS)
+    device_events = sum(n for kind, n in res.recorded.items() if kind in ev.EVENT_KINDS or kind == ev.GATEWAY_STATUS)
     assert device_events + res.duplicates >= produced
     native = [e.event_id for k, v in expected if k == "events" for e in v if not e.event_id.startswith("h:")]
     if native:

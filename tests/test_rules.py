@@ -15,7 +15,7 @@ import pytest
 
 from edge.config import TIERS, ConfigError, parse_config
 from edge.context import CustomerContext
-from edge.events import Event
+from edge.model import Event
 from edge.model import Decision
 from edge.rules import RuleEngine
 from sync.client import ensure_schema

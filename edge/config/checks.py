@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from edge.config.issues import ConfigIssue
-from edge.config.rules import (EVENT_KINDS, PERSONAL_PLACEHOLDERS, PRESENCE_EVENTS, TARGET_TOKENS, data_placeholders,
+from edge.config.rules import (PERSONAL_PLACEHOLDERS, PRESENCE_EVENTS, TARGET_TOKENS, data_placeholders,
                                template_fields)
 from edge.config.secrets import GENERATE_HINT, MIN_LENGTH, SECRET_KEYS, weakness
 from edge.config.sections import ENV_PREFIX, HttpSection
+from edge.model import EVENT_KINDS
 
 
 def _tables(data: dict[str, Any], name: str) -> list[tuple[int, dict[str, Any]]]:

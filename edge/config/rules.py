@@ -10,8 +10,7 @@ from pydantic import Field, field_validator
 
 from edge.config.sections import ID_PATTERN, StrictModel
 
-# What rules can match on: a kind, "kind.type", or a presence event.
-EVENT_KINDS = ("beacon", "qr", "window", "kiosk", "pos")
+# What rules can match on: a kind (edge.model.EVENT_KINDS), "kind.type", or a presence event.
 PRESENCE_EVENTS = ("zone_enter", "zone_exit", "zone_dwell", "visit_start", "visit_end")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TIERS = ("bronze", "silver", "gold", "vip")  # the loyalty tiers profiles carry (sync.protocol.TIERS)

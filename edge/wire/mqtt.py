@@ -22,7 +22,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge import faults
 from edge.config import Config
-from edge.gateways import subscriptions
+from edge.wire.adapters import subscriptions
 from edge.model import Message
 
 log = logging.getLogger("instore_edge.mqtt")
