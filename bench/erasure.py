@@ -1,7 +1,7 @@
 """Erasure benchmark: what an erasure costs on a store with a month of event log, and what the indexes
 that make erasures by hash cheap cost at ingest.
 
-- local: `Service.erase` (DELETE /api/v1/customers/<id>) on a log of --events events, 1 in 10 of them
+- local: `App.erase` (DELETE /api/v1/customers/<id>) on a log of --events events, 1 in 10 of them
   attributed to one of 2,000 known customers; figures: seconds until the erasure committed (one pass over
   the log: the shopper's devices' anonymous history and data quoting the id), and until the WAL was
   truncated after it (then no byte of the id or the first name is left in edge.db, -wal and -shm: checked).
@@ -94,7 +94,7 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=1_000_000, help="events in the log (default 1000000)")
     args = ap.parse_args()
     from edge.config import parse_config
-    from edge.service import Service
+    from edge.app import App
 
     with tempfile.TemporaryDirectory() as tmp:
         data = C.store_config(Path(tmp), 1883)
@@ -103,7 +103,7 @@ def main() -> int:
         build(db, args.events)
         print(f"log of {args.events:,} events built in {time.time() - t0:.0f}s: {db.stat().st_size / 1e6:.0f} MB",
               flush=True)
-        svc = Service(parse_config(data, env={}))
+        svc = App(parse_config(data, env={}))
         svc.pipeline.start()
         try:
             victim, name = "cust-00420", "Name00420x"
@@ -111,7 +111,7 @@ def main() -> int:
             t0 = time.perf_counter()
             assert svc.erase(victim, timeout=120)
             local_s = time.perf_counter() - t0
-            while svc.writer.wipe_due_since is not None:  # the WAL truncated after the erasure's commit
+            while svc.pipeline.writer.wipe_due_since is not None:  # the WAL truncated after the erasure's commit
                 time.sleep(0.001)
             clean_s = time.perf_counter() - t0
             if traces(db, victim, name):
@@ -120,7 +120,7 @@ def main() -> int:
             def feed(change: dict) -> float:
                 done = threading.Event()
                 t = time.perf_counter()
-                svc.pipeline.submit_task(lambda w: svc.sync._apply_changes(w.conn, [change]) and None, done.set)
+                svc.inbox.submit_task(lambda w: svc.sync._apply_changes(w.conn, [change]) and None, done.set)
                 assert done.wait(120)
                 return time.perf_counter() - t
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.config import parse_config  # noqa: E402
 from edge.model import Event  # noqa: E402
-from edge.presence import PresenceTracker  # noqa: E402
+from edge.domain.presence import PresenceTracker  # noqa: E402
 
 SPACING_M = 6.0
 PER_ROW = 10

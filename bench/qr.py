@@ -1,7 +1,7 @@
 """QR benchmark: mint rate (signed token + PNG, one core) and `/q/<token>` landing latency under 50 clients.
 
-1. Mint: Signer.mint + PNG (edge.qr.qr_png: 10 px per module, the matrix kiosk_ui.qrpng draws) in a loop for --mint-s seconds → codes/s.
-2. Landing: the edge service (Mosquitto when on PATH, QR journeys wired as in edge/service.py) on
+1. Mint: Signer.mint + PNG (edge.qr.qr_png: 10 px per module) in a loop for --mint-s seconds → codes/s.
+2. Landing: the edge service (Mosquitto when on PATH, QR journeys wired as in edge/app.py) on
    127.0.0.1; a separate process (its own GIL) runs --clients threads, each a requests.Session (keep-alive)
    GETting touchpoint landing pages of different products for --duration-s seconds, each client pacing
    itself at --rate requests/s (a shopper's phone loads a page, then reads it; a closed loop with no pause
@@ -90,10 +90,9 @@ def load_process(base: str, paths: list[str], clients: int, duration: float, rat
 
 
 def bench_landing(clients: int, duration: float, rate: float) -> dict[str, float]:
-    from edge import journeys
     from edge.broker import MosquittoBroker, find_mosquitto, free_port
     from edge.config import parse_config
-    from edge.service import Service
+    from edge.app import App
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-qr-"))
     broker = MosquittoBroker(tmp / "mosquitto").start() if find_mosquitto() else None
@@ -104,10 +103,10 @@ def bench_landing(clients: int, duration: float, rate: float) -> dict[str, float
     data["products"] = [{"sku": f"sku-{i:04d}", "name": f"Product {i}", "zone": "shoes", "price": 10.0 + i}
                         for i in range(50)]
     cfg = parse_config(data, env={})
-    svc = Service(cfg)
+    svc = App(cfg)
     svc.start()
     try:
-        signer = journeys.signer_of(svc)
+        signer = svc.signer
         paths = [f"/q/{signer.mint('touchpoint', f'sku-{i:04d}')}" for i in range(50)]
         base = f"http://127.0.0.1:{svc.http_port}"
         import requests

@@ -33,9 +33,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.config import parse_config  # noqa: E402
-from edge.context import CustomerContext  # noqa: E402
+from edge.domain.shoppers import CustomerContext  # noqa: E402
 from edge.model import Event  # noqa: E402
-from edge.rules import RuleEngine  # noqa: E402
+from edge.domain.rules import RuleEngine  # noqa: E402
 from sync.client import ensure_schema  # noqa: E402
 
 ZONES = 10
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ctx.profile(f"C-{i:05d}")
     miss_us = (time.perf_counter() - t0) / args.profiles * 1e6
 
-    engine = RuleEngine(cfg, ctx, kiosk_output=True)
+    engine = RuleEngine(cfg, ctx)
     warm = make_events(min(args.events, 20000), args.profiles, rng)
     for e, t in warm:
         engine.decide(e, t)

@@ -1,7 +1,7 @@
 """Sync benchmark: outbox backlog drain rate to the central store, and change-feed apply rate.
 
 The central store runs as its own process (`python -m sync.central.cli`, so it does not share the
-edge's GIL); the edge is this process: the real pipeline writer (edge.service.Service, MQTT not
+edge's GIL); the edge is this process: the real pipeline writer (edge.app.App, MQTT not
 started) and the real SyncClient.
 
 - drain: OUTBOX events are put in the outbox (untimed), then the client pushes them all; figure:
@@ -35,14 +35,14 @@ import requests  # noqa: E402
 from bench._common import ADMIN, ROOT, STORE, proc_status_kb, store_config  # noqa: E402
 from edge.broker import free_port, wait_for_port  # noqa: E402
 from edge.config import parse_config  # noqa: E402
-from edge.service import Service  # noqa: E402
+from edge.app import App  # noqa: E402
 from sync.client import SyncClient  # noqa: E402
 
 STORE_TOKEN = "VS5GovlIgicUA9zmAlW8qQ7Y"
 CENTRAL_ADMIN = "bench-central-admin-0123456789"
 
 
-def fill_outbox(svc: Service, n: int, chunk: int = 20_000) -> None:
+def fill_outbox(svc: App, n: int, chunk: int = 20_000) -> None:
     now = time.time()
     for start in range(0, n, chunk):
         done = threading.Event()
@@ -58,7 +58,7 @@ def fill_outbox(svc: Service, n: int, chunk: int = 20_000) -> None:
                      now, json.dumps({"rssi": -60 - i % 30, "gateway": "gw-entrance"})))
                 conn.execute("INSERT INTO outbox(event_seq) VALUES (?)", (cur.lastrowid,))
 
-        svc.pipeline.submit_task(task, done.set)
+        svc.inbox.submit_task(task, done.set)
         done.wait()
 
 
@@ -99,11 +99,11 @@ def main() -> None:
             data["central"] = {"url": url, "token": STORE_TOKEN, "push_batch": args.push_batch,
                                "pull_interval_s": 3600}
             cfg = parse_config(data, env={})
-            svc = Service(cfg)
+            svc = App(cfg)
             svc.pipeline.start()
 
             fill_outbox(svc, args.events)
-            client = SyncClient(cfg, cfg.db.path, svc.pipeline.submit_task, svc.metrics,
+            client = SyncClient(cfg, cfg.db.path, svc.inbox.submit_task, svc.metrics,
                                 max_profiles=args.profiles * 2)
             from sync.client import ensure_schema_task
             assert client.run_task(ensure_schema_task)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from edge.config import Config, ConfigError, load_config
 
-log = logging.getLogger("instore_edge")
+log = logging.getLogger(__name__)
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -47,15 +47,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("instore-edge: not starting: fix the config above (check it with `instore-edge check-config`).",
               file=sys.stderr)
         return 1
-    from edge.service import Service
+    from edge.app import App
     from edge.store.db import StoreError
 
     try:
-        service = Service(cfg)
+        app = App(cfg)
     except StoreError as exc:
         print(f"instore-edge: not starting: {exc}", file=sys.stderr)
         return 1
-    return service.run_forever()
+    return app.run_forever()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

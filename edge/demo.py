@@ -25,7 +25,7 @@ from edge.broker import BrokerError, EmbeddedBroker, MosquittoBroker, find_mosqu
 from edge.config import Config, ConfigError, parse_config
 from edge.model import Decision, EdgeError
 
-log = logging.getLogger("instore_edge.demo")
+log = logging.getLogger(__name__)
 
 # A source checkout has config/demo.toml next to the package; an installed package may ship a copy.
 DEMO_CONFIGS = (Path(__file__).resolve().parent.parent / "config" / "demo.toml",
@@ -213,12 +213,12 @@ class Demo:
         stack.callback(central.stop)
         return central
 
-    def start_edge(self, stack: ExitStack, cfg: Config) -> Any:
-        from edge.service import Service
+    def start_edge(self, stack: ExitStack, cfg: Config, on_decision: Callable[[Decision], None]) -> Any:
+        from edge.app import App
         from edge.store.db import StoreError
 
         try:
-            service = Service(cfg)
+            service = App(cfg, on_decision=on_decision)
         except StoreError as exc:
             raise DemoError(str(exc)) from None
         try:
@@ -232,9 +232,8 @@ class Demo:
             raise DemoError(f"the edge could not connect to the broker at 127.0.0.1:{cfg.mqtt.port}")
         return service
 
-    def start_decision_printer(self, stack: ExitStack, service: Any) -> DecisionPrinter:
+    def start_decision_printer(self, stack: ExitStack) -> DecisionPrinter:
         printer = DecisionPrinter(self.out).start()
-        service.pipeline.decision_listeners.append(printer)
         stack.callback(printer.stop)
         return printer
 
@@ -282,7 +281,7 @@ class Demo:
     # --- the whole run ---
     def run(self) -> int:
         if not getattr(self.args, "verbose", False):
-            for name in ("instore_edge", "instore_central"):  # the demo prints what matters
+            for name in ("edge", "kiosk_ui", "sync", "instore_edge", "instore_central"):  # the demo prints what matters
                 logging.getLogger(name).setLevel(logging.WARNING)
         restore = self._handle_signals()
         try:
@@ -297,8 +296,8 @@ class Demo:
                     self.cfg = demo_config(config_path, mqtt_port=self.broker.port, http_port=http_port,
                                            db_path=data_dir / "demo.db", mqtt_v311=mqtt_v311,
                                            central_url=self.central.url)
-                    self.service = self.start_edge(stack, self.cfg)
-                    self.start_decision_printer(stack, self.service)
+                    printer = self.start_decision_printer(stack)
+                    self.service = self.start_edge(stack, self.cfg, printer)
                     self.print_banner(self.cfg, self.broker, data_dir)
                     self.start_simulator(stack, self.cfg, self.broker.port)
                 except (DemoError, ConfigError) as exc:

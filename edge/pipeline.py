@@ -22,26 +22,29 @@ import queue
 import sqlite3
 import threading
 import time
-import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from edge import faults
 from edge.config import Config
-from edge.identity import Identity
-from edge.outputs import Displays
-from edge.presence import PresenceTracker
-from edge.quarantine import QUARANTINE_AFTER, Quarantine, digest
-from edge.rules import RuleEngine
+from edge.domain.displays import Displays
+from edge.domain.gateways import GatewayHealth
+from edge.domain.identity import Identity
+from edge.domain.journeys import Journeys
+from edge.domain.presence import PresenceTracker
+from edge.domain.rules import RuleEngine
+from edge.domain.shoppers import CustomerContext
 from edge.metrics import Metrics
 from edge.model import (FALLBACK_PRIORITY, INTERNAL_ERROR, QUARANTINED, Decision, Event, Ignored, Message,
-                         Publication, Rejected)
+                        Publication, Rejected)
+from edge.quarantine import QUARANTINE_AFTER, Quarantine, digest
 from edge.store.writer import Writer
+from edge.text import traceback_text, where_raised
 from edge.wire.normalize import normalize
 
-log = logging.getLogger("instore_edge.pipeline")
+log = logging.getLogger(__name__)
 
 EXCERPT_BYTES = 256
 TICK_S = 0.25
@@ -50,22 +53,6 @@ TICK_S = 0.25
 def retryable(exc: BaseException) -> bool:
     """A database that cannot be written now (disk full, I/O error, locked, corrupt): no message's fault."""
     return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
-
-
-def where_raised(exc: BaseException) -> str:
-    """`TypeError in edge/rules.py:123 (decide)`: enough to find the bug, without the exception's message,
-    which may quote the payload (personal data stays out of logs and dead letters)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return type(exc).__name__
-    last = frames[-1]
-    parts = last.filename.replace("\\", "/").rsplit("/", 2)
-    return f"{type(exc).__name__} in {'/'.join(parts[-2:])}:{last.lineno} ({last.name})"
-
-
-def traceback_text(exc: BaseException) -> str:
-    """The traceback's frames and the exception's type, without its message (see where_raised)."""
-    return "".join(traceback.format_tb(exc.__traceback__)) + type(exc).__name__
 
 
 @dataclass
@@ -101,25 +88,90 @@ def _text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+class Inbox:
+    """What the writer has to do, in arrival order: received messages and write tasks. Any thread puts (never
+    blocking); the pipeline's writer alone takes. Built before the parts that feed it (MQTT, sync, HTTP)."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
+
+    def put(self, msg: Message) -> None:
+        """Called from the MQTT thread (or HTTP): never blocks."""
+        self.queue.put(msg)
+
+    def qsize(self) -> int:
+        return self.queue.qsize()
+
+    def submit_task(self, fn: Callable[[Writer], None], done: Callable[[], None] | None = None) -> None:
+        """Run `fn(writer)` inside the writer's next transaction (sync, erasure, profile updates): the one
+        write connection stays the only one. `done` is called after the commit."""
+        self.queue.put(Message("$task", b"", 0, 0, time.time(), done=done, task=fn))
+
+    def run(self, fn: Callable[[Writer], Any], timeout: float = 10.0) -> Any:
+        """Run `fn(writer)` in the writer's transaction and return its value once committed; TimeoutError if
+        not committed in time, RuntimeError if it failed (the writer rolled it back)."""
+        box: dict[str, Any] = {}
+
+        def task(writer: Writer) -> None:
+            box["value"] = fn(writer)
+
+        done = threading.Event()
+        self.submit_task(task, done.set)
+        if not done.wait(timeout):
+            raise TimeoutError("the write was queued but not committed in time")
+        if "value" not in box:
+            raise RuntimeError("the write failed (see the edge log)")
+        return box["value"]
+
+
+class Link(Protocol):
+    """The MQTT side, as the writer needs it: acknowledge what committed, publish what it caused."""
+
+    def ack(self, messages: Iterable[Message]) -> None: ...
+
+    def publish(self, topic: str, payload: dict | str, *, retain: bool = False, qos: int = 1) -> None: ...
+
+
+class Central(Protocol):
+    """The central store, as the writer needs it: never called inside a transaction, never blocking."""
+
+    def wake(self) -> None:
+        """New events are in the outbox."""
+
+    def resolve(self, keys: list[str]) -> None:
+        """Identity keys the edge does not know: ask who they are; answers come back as writer tasks."""
+
+    def fetch(self, customers: list[str]) -> None:
+        """Identified shoppers without a cached profile: fetch them in the background."""
+
+
 class Pipeline:
-    def __init__(self, cfg: Config, writer: Writer, presence: PresenceTracker, rules: RuleEngine,
-                 displays: Displays, metrics: Metrics, *,
-                 ack: Callable[[list[Message]], None] = lambda msgs: None,
-                 publish: Callable[..., None] = lambda *a, **k: None) -> None:
+    """The single writer thread, and the only owner of the state it keeps in memory: presence, identity, rules
+    (caps), shoppers (profiles, activity), displays, QR journeys, gateway health. Nobody else holds them: after
+    a rolled-back transaction they are restored in place, and erasures reach them through writer tasks."""
+
+    def __init__(self, cfg: Config, inbox: Inbox, writer: Writer, metrics: Metrics, *, presence: PresenceTracker,
+                 identity: Identity, shoppers: CustomerContext, rules: RuleEngine, displays: Displays,
+                 journeys: Journeys, gateways: GatewayHealth, link: Link, central: Central | None = None,
+                 on_decision: Callable[[Decision], None] | None = None,
+                 on_display: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.cfg = cfg
+        self.inbox = inbox
+        self.queue = inbox.queue
         self.writer = writer
+        self.metrics = metrics
         self.presence = presence
+        self.identity = identity
+        self.shoppers = shoppers
         self.rules = rules
         self.displays = displays
-        self.metrics = metrics
-        self.ack = ack
-        self.publish = publish
+        self.journeys = journeys
+        self.gateways = gateways
+        self.link = link
+        self.central = central
+        self.on_decision = on_decision
+        self.on_display = on_display
         self.quarantine = Quarantine(f"{cfg.db.path}-inflight")
-        self.identity: Identity | None = None
-        # Called for each newly recorded event inside the transaction (e.g. QR journeys: a pickup marked
-        # collected); each returns the publications to send after the commit.
-        self.event_hooks: list[Callable[[Event, Writer], list[Publication]]] = []
-        self.queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self.batch_max = cfg.limits.ingest_batch
         p = cfg.prefix
         # Our own outputs: never normalized, never dead-lettered (an MQTT 3.1.1 broker without no_local
@@ -127,9 +179,7 @@ class Pipeline:
         self.own_topics = (f"{p}/display/", f"{p}/edge/", f"{p}/staff/")
         self.deadletter_topic = f"{p}/deadletter"  # exactly: P/deadletter/x is someone else's, and dead-lettered
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.decision_listeners: list[Callable[[Decision], None]] = []
-        self.commit_listeners: list[Callable[[BatchResult], None]] = []
+        self.thread: threading.Thread | None = None
         self.oldest_pending: float | None = None
         self.last_commit_at: float | None = None
         self.healthy = True
@@ -140,29 +190,20 @@ class Pipeline:
         metrics.gauge("instore_edge_ingest_lag_seconds", self.lag)
         metrics.gauge("instore_edge_presence_subjects", lambda: len(self.presence.state))
 
-    def submit(self, msg: Message) -> None:
-        """Called from the MQTT thread (or HTTP): never blocks."""
-        self.queue.put(msg)
-
-    def submit_task(self, fn: Callable[[Writer], None], done: Callable[[], None] | None = None) -> None:
-        """Run `fn(writer)` inside the writer's next transaction (sync, erasure, profile updates): the one
-        write connection stays the only one. `done` is called after the commit."""
-        self.queue.put(Message("$task", b"", 0, 0, time.time(), done=done, task=fn))
-
     def lag(self) -> float:
         oldest = self.oldest_pending
         return 0.0 if oldest is None else max(0.0, time.time() - oldest)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pipeline-writer", daemon=True)
-        self._thread.start()
+        self.thread = threading.Thread(target=self._run, name="pipeline-writer", daemon=True)
+        self.thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop."""
         self._stop.set()
         self.queue.put(None)
-        if self._thread:
-            self._thread.join(timeout)
+        if self.thread:
+            self.thread.join(timeout)
 
     # --- the writer thread ---
     def _take_batch(self) -> list[Message]:
@@ -251,18 +292,13 @@ class Pipeline:
             self._wipe_warned = False
 
     def _reload_state(self) -> None:
-        """After a rolled-back transaction memory may be ahead of the file: take presence, screens and identities
-        from the file again (in place: the service and the HTTP pages hold these objects)."""
+        """After a rolled-back transaction memory may be ahead of the file: take presence, displays and identities
+        from the file again, in place (this pipeline is their one owner; what reads them reads these objects)."""
         conn = self.writer.conn
         try:
-            cur = conn.execute("SELECT * FROM presence")
-            cols = [c[0] for c in cur.description]
-            self.presence.reload([dict(zip(cols, r)) for r in cur])
-            cur = conn.execute("SELECT * FROM displays")
-            cols = [c[0] for c in cur.description]
-            self.displays.reload([dict(zip(cols, r)) for r in cur])
-            if self.identity is not None:
-                self.identity.known = dict(conn.execute("SELECT key, customer_id FROM identities"))
+            self.presence.reload(rows(conn, "SELECT * FROM presence"))
+            self.displays.reload(rows(conn, "SELECT * FROM displays"))
+            self.identity.reload(conn)
         except sqlite3.Error as exc:
             log.error("cannot reload the in-memory state from the database: %s", exc)
 
@@ -303,7 +339,8 @@ class Pipeline:
         w = self.writer
         for derived in self.presence.expire(now):
             self._record(derived, res, now)
-        for screen, payload in self.displays.expire(now):
+        self.displays.expire(now)
+        for screen, payload in self.displays.take_changes():  # expired, erased, consent revoked
             res.displays[screen] = payload
             w.upsert_display(screen, json.dumps(payload), FALLBACK_PRIORITY, None, now)
         self._flush_presence()
@@ -387,22 +424,21 @@ class Pipeline:
             faults.raise_on(msg.payload)
 
     def _record(self, e: Event, res: BatchResult, now: float) -> None:
-        identity = self.identity
-        if identity is not None and e.customer is None and e.subject is not None:
-            e.customer = identity.resolve(e.subject)
+        if e.customer is None and e.subject is not None:
+            e.customer = self.identity.resolve(e.subject)
         seq = self.writer.insert_event(e)
         if seq is None:
             res.duplicates += 1
             return
-        if identity is not None and e.type == "identify":
+        if e.type == "identify":
             self._link(e, res, now)
-        for hook in self.event_hooks:
-            try:
-                res.publications.extend(hook(e, self.writer))
-            except sqlite3.OperationalError:
-                raise
-            except Exception:
-                log.exception("event hook failed for a %s event", e.kind)
+        try:
+            res.publications.extend(self.journeys.on_event(e, self.writer))
+        except sqlite3.OperationalError:
+            raise
+        except Exception:
+            log.exception("QR journeys failed for a %s event", e.kind)
+        self.gateways.observe(e)
         res.recorded[e.kind] += 1
         if not e.known_device:
             res.unknown_devices[e.kind] += 1
@@ -433,7 +469,6 @@ class Pipeline:
 
     def _link(self, e: Event, res: BatchResult, now: float) -> None:
         """A shopper identified (kiosk, QR): link their anonymous visit/session and tell the central store."""
-        assert self.identity is not None
         try:
             links = self.identity.on_identify(self.writer.conn, e, self.presence.visit_of)
         except Exception:
@@ -457,7 +492,8 @@ class Pipeline:
         msg.outcome = reason
 
     def _after_commit(self, res: BatchResult) -> None:
-        self.ack([m for m in res.messages if m.done is None])
+        link = self.link
+        link.ack([m for m in res.messages if m.done is None])
         for m in res.messages:
             if m.done is not None:
                 m.done()
@@ -474,21 +510,37 @@ class Pipeline:
             self.metrics.inc("instore_edge_deadletters_total", reason=d["reason"])
             # Topic and reason only: payloads may carry personal data and never go to the logs.
             log.warning("dead letter: %s on topic %s", d["reason"], d["topic"])
-            self.publish(f"{prefix}/deadletter", {**d, "received_at": int(d["received_at"] * 1000)})
+            link.publish(f"{prefix}/deadletter", {**d, "received_at": int(d["received_at"] * 1000)})
         for pub in res.publications:
-            self.publish(pub.topic, pub.payload, retain=pub.retain)
+            link.publish(pub.topic, pub.payload, retain=pub.retain)
         for screen, payload in res.displays.items():
-            self.publish(f"{prefix}/display/{screen}/content", payload, retain=True)
-            self.displays.notify(screen, payload)
+            pub = self.displays.publication(screen, payload)
+            link.publish(pub.topic, pub.payload, retain=pub.retain)
+            if self.on_display is not None:
+                try:
+                    self.on_display(screen, payload)
+                except Exception:  # a broken page stream must not stop the pipeline
+                    log.exception("a display listener failed")
         for d in res.decisions:
             self.metrics.inc("instore_edge_decisions_total", rule=d.rule_id)
-            for listener in self.decision_listeners:
+            if self.on_decision is not None:
                 try:
-                    listener(d)
+                    self.on_decision(d)
                 except Exception:
-                    log.exception("decision listener failed")
-        for listener in self.commit_listeners:
-            try:
-                listener(res)
-            except Exception:
-                log.exception("commit listener failed")
+                    log.exception("the decision listener failed")
+        wanted, missing = self.identity.take_wanted(), self.shoppers.take_missing()
+        central = self.central
+        if central is not None:
+            if res.recorded:
+                central.wake()
+            if wanted:
+                central.resolve(wanted)
+            if missing:
+                central.fetch(missing)
+
+
+def rows(conn: sqlite3.Connection, sql: str) -> list[dict[str, Any]]:
+    """A query's rows as dicts (what the parts restore themselves from)."""
+    cur = conn.execute(sql)
+    cols = [c[0] for c in cur.description]
+    return [dict(zip(cols, r)) for r in cur]

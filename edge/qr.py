@@ -1,4 +1,4 @@
-"""Signed QR tokens, QR images (PNG/SVG), the printable A4 sheet of a zone's touchpoints, `instore-edge qr`.
+"""Signed QR tokens, the QR image writer (PNG/SVG: the only one), the printable A4 sheet of a zone's touchpoints, `instore-edge qr`.
 
 Token layout (then base64url without padding), 23 bytes + the target:
 
@@ -25,22 +25,20 @@ import hmac
 import html
 import json
 import os
+import re
 import secrets
 import struct
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import re
-import zlib
 
 import qrcode
 from qrcode.constants import ERROR_CORRECT_M
 
 from edge.model import EdgeError
-from kiosk_ui.qrpng import _chunk
 
 if TYPE_CHECKING:
     from edge.config import Config
@@ -306,8 +304,13 @@ def qr_matrix(text: str, border: int = 4) -> list[list[bool]]:
     return qr.get_matrix()
 
 
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
 def matrix_png(matrix: list[list[bool]], box: int = 10) -> bytes:
-    """A black-on-white 1-bit greyscale PNG of a module matrix (the format kiosk_ui.qrpng writes)."""
+    """A black-on-white 1-bit greyscale PNG of a module matrix, with zlib alone: qrcode's own PNG back ends need
+    Pillow or pypng, which a Raspberry Pi-class edge does without."""
     size = len(matrix) * box
     rows = []
     for modules in matrix:
@@ -325,12 +328,12 @@ def qr_png(text: str, box: int = 10, border: int = 4) -> bytes:
 
 
 def qr_version(text: str) -> int:
-    """QR version (1..40) of `text` at error correction M, as qrpng draws it."""
+    """QR version (1..40) of `text` at error correction M, as qr_png draws it."""
     return (len(qr_matrix(text, border=0)) - 17) // 4
 
 
 def qr_svg(text: str, module: int = 10, border: int = 4, *, title: str | None = None) -> str:
-    """A black-on-white SVG of the same matrix qrpng draws: one path, crisp edges, scalable; its <title>
+    """A black-on-white SVG of the same matrix qr_png draws: one path, crisp edges, scalable; its <title>
     names it for screen readers ("QR code" unless `title` says more)."""
     matrix = qr_matrix(text, border)
     n = len(matrix)

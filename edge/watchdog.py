@@ -4,7 +4,7 @@ A thread that ends with an exception leaves a Python process alive and deaf: the
 one message while /healthz still said ok and the broker kept everything. `threading.excepthook` records
 which thread died and where (the exception's type and line, never its message: it may quote personal
 data); a watched thread that ended without one while the service runs counts as dead too.
-`Service.run_forever` checks every WATCH_S and exits with EXIT_THREAD_DIED, so systemd (Restart=on-failure)
+`App.run_forever` checks every WATCH_S and exits with EXIT_THREAD_DIED, so systemd (Restart=on-failure)
 starts a fresh process; /healthz answers 503 with the dead threads meanwhile.
 """
 
@@ -15,9 +15,9 @@ import threading
 import weakref
 from collections.abc import Callable
 
-from edge.pipeline import traceback_text, where_raised
+from edge.text import traceback_text, where_raised
 
-log = logging.getLogger("instore_edge")
+log = logging.getLogger(__name__)
 
 EXIT_THREAD_DIED = 70  # EX_SOFTWARE: an internal error; systemd's Restart=on-failure restarts the service
 WATCH_S = 0.5

@@ -5,36 +5,44 @@ Templates and static files are vendored (no CDN): store devices keep working wit
 
 from __future__ import annotations
 
-import secrets
-from typing import TYPE_CHECKING
+import time
+from typing import Any
 
-if TYPE_CHECKING:
-    from flask import Flask
+from flask import Flask
 
-    from edge.service import Service
+from edge.config import Config
+from edge.metrics import Metrics
+from kiosk_ui.pages import create_blueprint
+from kiosk_ui.ports import Store
+from kiosk_ui.streams import Hub
+from kiosk_ui.views import screen_view
 
-
-def handoff_token(service: Service, kiosk: str, session: str, customer: str | None) -> str:
-    """The token a kiosk's "continue on your phone" QR carries, as `{qr.base_url}/q/<token>`.
-
-    A signed, single-use, short-lived handoff token (edge.journeys.mint_handoff); the kiosk session and
-    the shopper stay server-side. Without `[qr] secret` the code is an opaque random token, which the
-    landing page refuses with "QR codes are not set up".
-    """
-    from edge.journeys import mint_handoff
-    from edge.qr import QrError
-
-    try:
-        return mint_handoff(service, kiosk, session, customer)
-    except QrError:
-        return secrets.token_urlsafe(18)
+RESERVED_THREADS = 4  # server threads kept for pages and the API, never taken by streams
+STREAMS_PER_TARGET = 2
 
 
-def register(app: Flask, service: Service) -> None:
-    """Add the pages and their streams to the edge app (Service._register_ui calls this)."""
-    from kiosk_ui.pages import create_blueprint
+class Pages:
+    """The pages and their open streams (SSE): built before the pipeline, which tells them every display change."""
 
-    blueprint, hub = create_blueprint(service)
-    app.register_blueprint(blueprint)
-    app.extensions["kiosk_ui"] = hub  # the open page streams (tests, status page)
-    service.metrics.gauge("instore_edge_page_streams", lambda: float(hub.count()))
+    def __init__(self, cfg: Config, metrics: Metrics, *, server_threads: int) -> None:
+        self.cfg = cfg
+        self.max_streams = max(1, server_threads - RESERVED_THREADS)
+        self.hub = Hub(lambda target, payload: screen_view(cfg, payload), max_streams=lambda: self.max_streams,
+                       per_target=STREAMS_PER_TARGET, per_client=cfg.http.streams_per_client)
+        metrics.gauge("instore_edge_page_streams", lambda: float(self.hub.count()))
+
+    def on_display(self, ident: str, payload: dict[str, Any]) -> None:
+        """A screen's or kiosk's content changed (after the commit): push it to the pages showing it."""
+        self.hub.on_display(ident, payload)
+
+    def register(self, app: Flask, store: Store) -> None:
+        """Add the pages and their streams to the edge app."""
+        app.register_blueprint(create_blueprint(store, self.hub, self.max_streams))
+        app.extensions["kiosk_ui"] = self.hub  # the open page streams (tests, status page)
+
+    def close(self) -> None:
+        """Before the HTTP server closes: end every stream, so the pages reconnect to the next process."""
+        self.hub.close_all()
+        deadline = time.monotonic() + 2.0
+        while self.hub.count() and time.monotonic() < deadline:
+            time.sleep(0.02)

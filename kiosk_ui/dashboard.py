@@ -11,52 +11,32 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 
-from edge.http import api_error, bearer_token, token_role
 from edge.kpis import BUCKETS_S, KpiError, kpis, resolve_range
 from edge.store.db import connect
-
-if TYPE_CHECKING:
-    from edge.service import Service
-    from kiosk_ui.streams import Hub
+from edge.web.auth import admin_refusal, api_error, page_auth, remember
+from kiosk_ui.ports import Store
+from kiosk_ui.streams import Hub
+from kiosk_ui.views import error_page
 
 REFRESH_S = 10
 
 
-def _api_auth(service: Service) -> tuple[Response, int] | None:
-    """None when the request carries the admin token (bearer, else the admin page cookie)."""
-    from kiosk_ui.pages import COOKIE
-
-    token = bearer_token()
-    if token is None:
-        token = request.cookies.get(COOKIE.format(role="admin")) or None
-    if token is None:
-        return api_error(401, "unauthorized", "missing bearer token: send 'Authorization: Bearer <token>' with "
-                         "the admin token")
-    role = token_role(service, token)
-    if role is None:
-        return api_error(401, "unauthorized", "unknown token")
-    if role != "admin":
-        return api_error(403, "forbidden", f"this endpoint needs the admin token, not the {role} token")
-    return None
-
-
-def live_status(service: Service, hub: Hub | None) -> dict[str, Any]:
+def live_status(store: Store, hub: Hub | None) -> dict[str, Any]:
     """Broker, central/sync, outbox, cache, screens: what the dashboard's status cards show (no PII)."""
-    cfg = service.cfg
-    checks = service.readiness()
+    cfg = store.cfg
+    checks = store.readiness()
     try:
-        st = service.sync.status()
+        st = store.sync_status()
     except (sqlite3.Error, OSError) as exc:  # pragma: no cover - a broken file shows in checks.db too
-        st = {"enabled": service.sync.enabled, "last_error": str(exc)}
+        st = {"enabled": bool(cfg.central.url), "last_error": str(exc)}
     sync = {k: st.get(k) for k in ("enabled", "running", "auth_ok", "breaker", "last_error", "last_error_at",
                                    "last_push_success", "last_pull", "outbox_pending", "outbox_oldest_age_s",
                                    "pushed", "rejected_total")}
-    current = service.displays.all()
+    current = store.displays()
     screens = []
     for s in list(cfg.screens) + list(cfg.kiosks):
         p = current.get(s.id) or {}
@@ -73,23 +53,21 @@ def live_status(service: Service, hub: Hub | None) -> dict[str, Any]:
     }
 
 
-def add_routes(bp: Blueprint, service: Service, hub: Hub, max_streams: Callable[[], int]) -> None:
+def add_routes(bp: Blueprint, store: Store, hub: Hub, max_streams: int) -> None:
     """`/` (the dashboard page) and `/api/v1/kpis` on the kiosk_ui blueprint."""
-    from kiosk_ui.pages import error_page, page_auth, remember
-
-    cfg = service.cfg
+    cfg = store.cfg
     zones = {z.id: z for z in cfg.zones}
     store_name = cfg.store.name or cfg.store.id
 
     @bp.get("/")
     def dashboard():
-        auth = page_auth(service, "admin")
+        auth = page_auth("admin")
         if not auth.ok:
             return error_page(auth.status, "Store IT sign-in", auth.message, token_form=True)
         if auth.source == "query":  # keep the token out of the address bar and the history
             return remember(redirect("/", code=303), auth)
         now = time.time()
-        current = service.displays.all()
+        current = store.displays()
         rows = []
         for s in cfg.screens:
             p = current.get(s.id) or {}
@@ -103,19 +81,19 @@ def add_routes(bp: Blueprint, service: Service, hub: Hub, max_streams: Callable[
             p = current.get(k.id) or {}
             kiosk_rows.append({"id": k.id, "zone": k.zone, "content_id": p.get("content_id", ""),
                                "reason": p.get("reason", ""), "viewers": hub.viewers(("kiosk", k.id))})
-        checks = service.readiness()
+        checks = store.readiness()
         zone_names = {z.id: z.name or z.id for z in cfg.zones}
         resp = Response(render_template(
             "dashboard.html", store=store_name, store_id=cfg.store.id, screens=rows, kiosks=kiosk_rows,
             checks=checks, ready=all(c["ok"] for c in checks.values()), streams=hub.count(),
-            max_streams=max_streams(), zones=zones, timezone=cfg.store.timezone,
+            max_streams=max_streams, zones=zones, timezone=cfg.store.timezone,
             boot={"zones": zone_names, "refresh_s": REFRESH_S, "timezone": cfg.store.timezone,
                   "store": store_name}), mimetype="text/html")
         return remember(resp, auth)
 
     @bp.get("/api/v1/kpis")
     def api_kpis():
-        refused = _api_auth(service)
+        refused = admin_refusal()
         if refused is not None:
             return refused
         tz = cfg.store.timezone
@@ -143,7 +121,7 @@ def add_routes(bp: Blueprint, service: Service, hub: Hub, max_streams: Callable[
         body["store"] = {"id": cfg.store.id, "name": store_name,
                          "zones": {z.id: z.name or z.id for z in cfg.zones}}
         if request.args.get("live", "1") != "0":
-            body["live"] = live_status(service, hub)
+            body["live"] = live_status(store, hub)
         resp = jsonify(body)
         resp.headers["Cache-Control"] = "no-store"
         return resp

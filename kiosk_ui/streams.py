@@ -8,7 +8,7 @@ Under waitress every open stream holds one worker thread, so streams are bounded
 `per_target` per screen or kiosk (a newer stream evicts the oldest, the same client's first: a
 reloaded page usually leaves a dead connection behind), `per_client` per client address (so one
 device, or one abuser with a token, cannot take every slot), and `max_streams` overall, keeping
-threads free for pages and the API. A stream ends when the service stops, so pages reconnect to the
+threads free for pages and the API. A stream ends when the edge stops, so pages reconnect to the
 next edge process.
 """
 
@@ -77,7 +77,7 @@ class Stream:
 
 
 class Hub:
-    """Open streams by target; `on_display` is the `Displays` listener."""
+    """Open streams by target; `on_display` hears every display change the pipeline commits."""
 
     def __init__(self, render: Callable[[Target, dict[str, Any]], dict[str, Any] | None], *,
                  max_streams: Callable[[], int], per_target: int = 2, per_client: int | None = None) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Response, render_template
+
+# What a kiosk shows when no rule targets it (Displays.fallback): its own UI, nothing pushed.
+from edge.domain.displays import KIOSK_IDLE_CONTENT_ID, PLAYLIST_CONTENT_ID
+
 from edge.config import Config
 
-PLAYLIST_CONTENT_ID = "playlist"
-# What a kiosk shows when no rule targets it (edge.outputs.Displays.fallback): its own UI, nothing pushed.
-KIOSK_IDLE_CONTENT_ID = "kiosk-idle"
 
 
 def local_image(value: Any) -> str | None:
@@ -63,3 +65,8 @@ def screen_view(cfg: Config, payload: dict[str, Any] | None) -> dict[str, Any] |
     view["subtitle"] = _text(data.get("subtitle"))
     view["image"] = local_image(data.get("image") if data.get("image") is not None else (item.image if item else None))
     return view
+
+
+def error_page(status: int, title: str, message: str, *, token_form: bool = False) -> Response:
+    return Response(render_template("error.html", status=status, title=title, message=message,
+                                    token_form=token_form), status=status, mimetype="text/html")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto, free_port  # noqa: E402
 from edge.demo import demo_config, find_demo_config  # noqa: E402
-from edge.service import Service  # noqa: E402
+from edge.app import App  # noqa: E402
 from sync.central import CentralServer  # noqa: E402
 from sync.central.demo_data import generate_profiles  # noqa: E402
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                       mqtt_v311=not mosquitto, central_url=central.url)
     shopper = pick_shopper()
     loyalty = next(k for k in shopper["identities"] if k.startswith("loyalty:")).split(":", 1)[1]
-    service = Service(cfg).start()
+    service = App(cfg).start()
     try:
         if not service.mqtt.connected.wait(15):
             print("the edge did not connect to the broker", file=sys.stderr)

@@ -28,7 +28,6 @@ import json
 import logging
 import queue
 import random
-import secrets
 import sqlite3
 import threading
 import time
@@ -51,7 +50,9 @@ SQL_CHUNK = 500  # host parameters per IN (...) list
 
 SubmitTask = Callable[[Callable[[Any], None], Callable[[], None] | None], None]
 IdentityHook = Callable[[sqlite3.Connection, str, str, str], None]
-EraseHook = Callable[[sqlite3.Connection, str], None]
+# Erases the customers this device holds under each (erase key, version) and keeps the tombstones:
+# edge.privacy.Privacy.erase_by_key, which owns erasure across tables, memory and disk.
+EraseByKey = Callable[[sqlite3.Connection, list[tuple[str, int]], float], None]
 ProfileHook = Callable[[sqlite3.Connection, list[str]], None]
 
 SCHEMA = """
@@ -237,7 +238,8 @@ class SyncClient:
                  pull_timeout_s: float = 30.0, push_idle_s: float = 1.0, changes_limit: int = p.MAX_CHANGES_LIMIT,
                  breaker_threshold: int = 3, breaker_cooldown_s: float = 10.0,
                  max_profiles: int = DEFAULT_MAX_PROFILES, profile_ttl_s: float = DEFAULT_PROFILE_TTL_S,
-                 task_timeout_s: float = 60.0) -> None:
+                 task_timeout_s: float = 60.0, identity_hooks: Iterable[IdentityHook] = (),
+                 profile_hooks: Iterable[ProfileHook] = (), erase_by_key: EraseByKey | None = None) -> None:
         self.cfg = cfg
         central = cfg.central
         self.store_id: str = cfg.store.id
@@ -259,12 +261,13 @@ class SyncClient:
         self.profile_ttl_s = profile_ttl_s
         self.task_timeout_s = task_timeout_s
         self.breaker = CircuitBreaker(breaker_threshold, breaker_cooldown_s)
-        # Called in the writer thread with its connection, so in-memory state (edge.identity's `known`,
-        # presence) follows the table changes: on_identity(conn, key, customer_id, via), on_erase(conn, customer_id).
-        self.identity_hooks: list[IdentityHook] = []
-        self.erase_hooks: list[EraseHook] = []
-        # on_profiles(conn, customer_ids) after upserts: e.g. edge.context.CustomerContext.invalidate.
-        self.profile_hooks: list[ProfileHook] = []
+        # Called in the writer thread with its connection, so in-memory state (the identity map) follows the
+        # table changes: on_identity(conn, key, customer_id, via).
+        self.identity_hooks: tuple[IdentityHook, ...] = tuple(identity_hooks)
+        # on_profiles(conn, customer_ids) after upserts: cached profiles re-read, revoked consents applied.
+        self.profile_hooks: tuple[ProfileHook, ...] = tuple(profile_hooks)
+        # Without it, a feed page holding an erasure is not applied (the cursor stays): never skipped.
+        self.erase_by_key = erase_by_key
         self.st = _Status()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -762,7 +765,9 @@ class SyncClient:
             for profile_hook in self.profile_hooks:
                 profile_hook(conn, [prof["customer_id"] for prof in upserts])
         if erase_keys:
-            erase_by_key(conn, erase_keys, now, hooks=self.erase_hooks)
+            if self.erase_by_key is None:
+                raise SyncError("cannot apply an erasure from the change feed: no eraser given", retryable=False)
+            self.erase_by_key(conn, erase_keys, now)
         return len(upserts) + len(erase_keys), len(erase_keys)
 
     def _pull_loop(self) -> None:
@@ -994,118 +999,6 @@ def erased_here(conn: sqlite3.Connection, customers: set[str]) -> set[str]:
         marks = ",".join("?" * len(chunk))
         cached.update(conn.execute(f"SELECT customer_id, version FROM profiles WHERE customer_id IN ({marks})", chunk))
     return {c for c in hit if tombs[tombstone_key(c)][1] or cached.get(c, -1) <= tombs[tombstone_key(c)][0]}
-
-
-def queue_central_erasure(writer: Any, customer_id: str, now: float) -> None:
-    """Ask the central store to erase the customer everywhere: an `erasure` event in the outbox, by hash
-    only, pushed in seq order after what was recorded before it and kept until the central store took it."""
-    from edge.model import Event
-
-    writer.insert_event(Event(event_id=f"erasure:{secrets.token_hex(12)}", kind=p.ERASURE_KIND, source="edge",
-                              ts=now, received_at=now, data={"customer_hash": tombstone_key(customer_id)}))
-
-
-# Where a customer id may sit on the edge (customer ids by column), for an erasure that names a hash.
-_CUSTOMER_COLUMNS = (("profiles", "customer_id"), ("identities", "customer_id"), ("presence", "customer"),
-                     ("events", "customer"), ("decisions", "customer"), ("pickups", "customer_id"),
-                     ("qr_handoffs", "customer"))
-
-
-def customers_by_key(conn: sqlite3.Connection, keys: set[str]) -> dict[str, list[str]]:
-    """erase key → the customer ids this device holds anything about under that key (the partial indexes
-    on events and decisions keep this to the customers' rows, not the whole log)."""
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    union = " UNION ".join(f"SELECT {col} FROM {table} WHERE {col} IS NOT NULL"
-                           for table, col in _CUSTOMER_COLUMNS if table in tables)
-    found: dict[str, list[str]] = {}
-    for (cid,) in conn.execute(union):
-        key = tombstone_key(cid)
-        if key in keys:
-            found.setdefault(key, []).append(cid)
-    return found
-
-
-def erase_by_key(conn: sqlite3.Connection, erases: list[tuple[str, int]], now: float,
-                 hooks: Iterable[EraseHook] = ()) -> None:
-    """Erasures the central store confirmed (change feed, by erase key): erase whoever this device holds
-    under each key, and keep (or confirm) the tombstone."""
-    found = customers_by_key(conn, {key for key, _ in erases})
-    targets = [(cid, v) for key, v in erases for cid in found.get(key, [])]
-    newer: dict[str, int] = {}  # a profile fetched since the erasure was fed (re-created): it stays
-    for chunk in _chunks([cid for cid, _ in targets]):
-        marks = ",".join("?" * len(chunk))
-        newer.update(conn.execute(f"SELECT customer_id, version FROM profiles WHERE customer_id IN ({marks})", chunk))
-    erase_customers(conn, [(cid, v) for cid, v in targets if newer.get(cid, -1) < v], now, hooks=hooks)
-    _tombstone(conn, erases, now, pending=False)
-
-
-def _tombstone(conn: sqlite3.Connection, rows: Iterable[tuple[str, int]], now: float, *, pending: bool) -> None:
-    """(erase key, version) tombstones; a confirmed one (pending False) clears the pending mark."""
-    conn.executemany("INSERT INTO sync_tombstones(customer_id, version, erased_at, pending) VALUES (?,?,?,?) "
-                     "ON CONFLICT(customer_id) DO UPDATE SET version=max(version, excluded.version), "
-                     "erased_at=excluded.erased_at, pending=excluded.pending",
-                     ((key, v, now, 1 if pending else 0) for key, v in rows))
-
-
-_EXCERPT_ERASED = "(removed by an erasure)"
-
-
-def _instr_any(column: str, n: int) -> str:
-    return "(" + " OR ".join([f"instr({column}, ?) > 0"] * n) + ")"
-
-
-def erase_customers(conn: sqlite3.Connection, erases: list[tuple[str, int]], now: float,
-                    hooks: Iterable[EraseHook] = (), *, pending: bool = False) -> None:
-    """Remove customers from every edge table: profile, identity keys, presence link, event content
-    (pseudonymized: customer, subject and data cleared, also where the data quotes the id), decisions, dead
-    letters and sync rejects quoting them; remember the erasure as a tombstone (hash only), `pending` when
-    asked here until the central store confirms it. The hooks clear memory and have the WAL truncated."""
-    if not erases:
-        return
-    ids = [cid for cid, _ in erases]
-    keys: list[str] = []
-    names: list[str] = []
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        keys += [r[0] for r in conn.execute(f"SELECT key FROM identities WHERE customer_id IN ({marks})", chunk)]
-        names += [r[0] for r in conn.execute(f"SELECT first_name FROM profiles WHERE customer_id IN ({marks}) "
-                                             "AND first_name IS NOT NULL", chunk)]
-    # What a device may have quoted in free text: the id, an identity key (and its value: a phone's id as
-    # the gateway reported it), the first name. Short ones would match unrelated text.
-    quoted = list(dict.fromkeys([*ids, *keys, *(k.partition(":")[2] for k in keys)]))
-    distinctive = [q for q in quoted if len(q) >= 6]
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        conn.execute(f"DELETE FROM profiles WHERE customer_id IN ({marks})", chunk)
-        conn.execute(f"DELETE FROM identities WHERE customer_id IN ({marks})", chunk)
-        conn.execute(f"UPDATE presence SET customer = NULL WHERE customer IN ({marks})", chunk)
-        conn.execute(f"UPDATE events SET customer = NULL, subject = NULL, data = NULL WHERE customer IN ({marks})",
-                     chunk)
-        conn.execute(f"UPDATE decisions SET customer = NULL, extra = NULL, payload = NULL "
-                     f"WHERE customer IN ({marks})", chunk)
-    # Anonymous history of the shopper's devices and sessions, and data quoting the id: one pass over the log.
-    for key_chunk, text_chunk in _pairs(keys, distinctive):
-        marks = ",".join("?" * len(key_chunk)) or "NULL"
-        where = f"subject IN ({marks})" + (f" OR (data IS NOT NULL AND {_instr_any('data', len(text_chunk))})"
-                                            if text_chunk else "")
-        conn.execute(f"UPDATE events SET subject = NULL, data = NULL WHERE {where}", [*key_chunk, *text_chunk])
-    for chunk in _chunks([q for q in [*quoted, *names] if len(q) >= 3], 200):
-        n = len(chunk)
-        conn.execute(f"UPDATE deadletters SET payload_excerpt = '', detail = ? "
-                     f"WHERE {_instr_any('payload_excerpt', n)} OR {_instr_any('detail', n)}",
-                     [_EXCERPT_ERASED, *chunk, *chunk])
-        conn.execute(f"UPDATE sync_rejects SET detail = NULL WHERE {_instr_any('detail', n)}", chunk)
-    _tombstone(conn, ((tombstone_key(cid), v) for cid, v in erases), now, pending=pending)
-    for hook in hooks:
-        for cid in ids:
-            hook(conn, cid)
-
-
-def _pairs(keys: list[str], texts: list[str]) -> Iterable[tuple[list[str], list[str]]]:
-    """Chunks of both lists side by side (at least one pair when either has items)."""
-    key_chunks, text_chunks = list(_chunks(keys, 400)), list(_chunks(texts, 100))
-    for i in range(max(len(key_chunks), len(text_chunks))):
-        yield (key_chunks[i] if i < len(key_chunks) else []), (text_chunks[i] if i < len(text_chunks) else [])
 
 
 def evict_profiles(conn: sqlite3.Connection, max_profiles: int, ttl_s: float, now: float) -> int:

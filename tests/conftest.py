@@ -83,10 +83,10 @@ class EdgeHandle:
     """An in-process edge service with its HTTP base URL."""
 
     def __init__(self, cfg: Config) -> None:
-        from edge.service import Service
+        from edge.app import App
 
         self.cfg = cfg
-        self.service = Service(cfg).start()
+        self.service = App(cfg).start()
         self.url = f"http://127.0.0.1:{self.service.http_port}"
         assert self.service.mqtt.connected.wait(10), "edge did not connect to the broker"
 

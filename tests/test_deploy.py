@@ -233,11 +233,11 @@ def test_signage_reads_its_display_and_cannot_publish_events(clients: Any) -> No
 
 
 def _service(tmp_path: Path, port: int, **mqtt_section: Any) -> Any:
-    from edge.service import Service
+    from edge.app import App
 
     data = store_config(tmp_path, port, mqtt={"host": "127.0.0.1", "port": port, "client_id": "edge-deploy",
                                               **mqtt_section})
-    return Service(parse_config(data, env={})).start()
+    return App(parse_config(data, env={})).start()
 
 
 def test_edge_with_credentials_runs_and_hears_devices(tmp_path: Path, secure_broker: SecureBroker,

@@ -209,3 +209,40 @@ def _ready(url: str) -> bool:
         return requests.get(url + "/healthz", timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_an_erasure_after_a_database_error_clears_the_presence_the_edge_uses(edge: EdgeHandle, mqtt_client) -> None:
+    """A failed write makes the writer restore its state from the file; an erasure after that must still clear
+    the shopper from the presence the edge decides with and keeps writing, not from a stale copy of it."""
+    customer, phone = "cust-STALE-0815", "stale-phone-42"
+    pub = mqtt_client()
+    pub.publish(f"{P}/kiosk/kiosk-1/event", {"id": "i1", "ts": now_ms(), "type": "identify", "customer": customer,
+                                             "identity": f"device:{phone}", "session": "s-1"})
+    phone_seen = {"ts": now_ms(), "beacon": {"type": "device", "id": phone}, "rssi": -50}
+    pub.publish(f"{P}/beacon/gw-entrance", phone_seen)
+
+    def present() -> list[dict[str, Any]]:
+        return [p for p in edge.get("/api/v1/presence").json()["presence"] if p["subject"] == f"device:{phone}"]
+
+    wait_until(lambda: [p["customer"] for p in present()] == [customer], what="the phone present as the customer")
+
+    # A real database error: another connection holds the file, so the writer's next batch fails and is retried.
+    lock = sqlite3.connect(edge.cfg.db.path, timeout=1, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        edge.service.pipeline.writer.conn.execute("PRAGMA busy_timeout=100")
+        pub.publish(f"{P}/beacon/gw-entrance", {**phone_seen, "ts": now_ms()})
+        wait_until(lambda: not edge.service.pipeline.healthy, what="the writer to notice")
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    wait_until(lambda: edge.service.pipeline.healthy, what="the writer to recover")
+
+    assert requests.delete(f"{edge.url}/api/v1/customers/{customer}", headers={"Authorization": f"Bearer {ADMIN}"},
+                           timeout=30).status_code == 200
+    for _ in range(8):  # the phone is still in the store: its presence is written again, every second
+        pub.publish(f"{P}/beacon/gw-entrance", {**phone_seen, "ts": now_ms()})
+        time.sleep(0.3)
+    assert [p["customer"] for p in present()] == [None]
+    assert edge.service.pipeline.presence.state[f"device:{phone}"].customer is None
+    assert customer not in str(edge.get("/api/v1/events", params={"limit": 1000}).json())

@@ -29,7 +29,7 @@ def run_task(service, fn: Callable[[Writer], object]) -> object:
     """Run fn in the pipeline's writer thread (the one way to write) and wait for its commit."""
     box: dict[str, object] = {}
     done = threading.Event()
-    service.pipeline.submit_task(lambda w: box.__setitem__("value", fn(w)), done.set)
+    service.inbox.submit_task(lambda w: box.__setitem__("value", fn(w)), done.set)
     assert done.wait(10), "the writer did not commit the task"
     return box.get("value")
 
@@ -43,9 +43,9 @@ def insert(w: Writer, received_at: float, *, synced: bool, kind: str = "qr") -> 
 
 
 def test_purge_deletes_old_synced_and_keeps_unsynced(make_config: Callable[..., Config]) -> None:
-    from edge.service import Service
+    from edge.app import App
 
-    service = Service(make_config(privacy={"retention_days": 30})).start(http=False)
+    service = App(make_config(privacy={"retention_days": 30})).start(http=False)
     try:
         now = time.time()
         old, recent = now - 40 * DAY, now - 1 * DAY
@@ -94,9 +94,9 @@ def test_purge_deletes_old_synced_and_keeps_unsynced(make_config: Callable[..., 
 def test_the_hourly_purge_leaves_no_byte_of_what_it_deleted_in_the_files(make_config: Callable[..., Config]) -> None:
     """Retention deletes old events; their bytes must leave the file and the WAL too (secure_delete, then
     the WAL truncated after the purge's commit)."""
-    from edge.service import Service
+    from edge.app import App
 
-    service = Service(make_config(privacy={"retention_days": 30})).start(http=False)
+    service = App(make_config(privacy={"retention_days": 30})).start(http=False)
     db = Path(service.cfg.db.path)
     files = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
     marker = b"kiosk-note-XQJZ-3318"
@@ -137,10 +137,10 @@ def test_purge_without_a_transaction_runs_its_own(tmp_path: Path) -> None:
 
 
 def test_backup_while_writing_then_restore(tmp_path: Path, make_config: Callable[..., Config]) -> None:
-    from edge.service import Service
+    from edge.app import App
 
     cfg = make_config()
-    service = Service(cfg).start(http=False)
+    service = App(cfg).start(http=False)
     stop = threading.Event()
     written = [0]
 
@@ -175,7 +175,7 @@ def test_backup_while_writing_then_restore(tmp_path: Path, make_config: Callable
     assert not list((tmp_path / "backups").glob("*.partial"))
 
     # Restore: a service started on the backup file sees its events.
-    restored = Service(make_config(db={"path": info["path"]})).start(http=False)
+    restored = App(make_config(db={"path": info["path"]})).start(http=False)
     try:
         assert restored.conn.execute("SELECT count(*) FROM events").fetchone()[0] == events
         run_task(restored, lambda w: insert(w, time.time(), synced=False))  # and writes on
@@ -247,11 +247,11 @@ def test_migration_from_the_first_schema(tmp_path: Path) -> None:
 
 
 def test_migrated_file_runs_in_a_service(tmp_path: Path, make_config: Callable[..., Config]) -> None:
-    from edge.service import Service
+    from edge.app import App
 
     path = tmp_path / "old.db"
     _first_schema_file(path)
-    service = Service(make_config(db={"path": str(path)})).start(http=False)
+    service = App(make_config(db={"path": str(path)})).start(http=False)
     try:
         # (The restored presence row may add its own zone events: e1 must be among the events.)
         ids = run_task(service, lambda w: [r[0] for r in w.conn.execute("SELECT event_id FROM events")])

@@ -22,7 +22,9 @@ from edge.store.db import connect
 from kiosk_ui.streams import Hub, StreamsFull
 from sync.client import ensure_schema
 from a11y import assert_accessible, assert_open_pages_accessible
-from conftest import ADMIN, KIOSK, SIGNAGE, EdgeHandle, now_ms, sighting, wait_until
+from conftest import ADMIN, KIOSK, SIGNAGE, EdgeHandle, now_ms, sighting, store_config, wait_until
+from edge.broker import MosquittoBroker
+from edge.config import parse_config
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -31,6 +33,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 ENTRANCE = "instore/teststore/beacon/gw-entrance"
 PLAYLIST_IDS = ("autumn", "news")
+# The test store's catalogue ([[products]]): what its kiosk offers, and names on wishlists, carts and orders.
+PRODUCTS = [
+    {"sku": "SNK-001", "name": "Corsa Runner sneakers", "zone": "shoes", "price": 119.0},
+    {"sku": "SNK-002", "name": "Retro court sneakers, white", "zone": "shoes", "price": 95.0},
+    {"sku": "OUT-001", "name": "Dolomiti waterproof jacket", "zone": "entrance", "price": 189.0},
+    {"sku": "ACC-002", "name": "Merino scarf", "price": 45.0},
+    {"sku": "KID-001", "name": "Kids rain boots", "price": 35.0},
+]
 PORTRAIT = {"width": 1080, "height": 1920}
 LANDSCAPE = {"width": 1920, "height": 1080}
 EVIL_NAME = "<script>alert(1)</script>"
@@ -94,6 +104,16 @@ class Pages:
 
 
 @pytest.fixture
+def make_config(tmp_path: Path, broker: MosquittoBroker) -> Callable[..., Config]:
+    """The test store, with its own catalogue."""
+    def make(**sections: Any) -> Config:
+        sections.setdefault("products", PRODUCTS)
+        return parse_config(store_config(tmp_path, broker.port, **sections), env={})
+
+    return make
+
+
+@pytest.fixture
 def pages(browser: Any) -> Iterator[Pages]:
     p = Pages(browser)
     yield p
@@ -127,7 +147,7 @@ def restartable_edge(make_config: Callable[..., Config]) -> Iterator[Callable[[]
 def stop_like_a_process(handle: EdgeHandle) -> None:
     """Stop an in-process edge the way a process exit would: waitress's close() stops accepting but keeps
     the open connections (idle keep-alive ones) on its loop, where a browser would reuse them to talk to a
-    stopped service; have the loop close them. (Service.stop does this itself once it closes leftover
+    stopped service; have the loop close them. (App.stop does this itself once it closes leftover
     connections; then this is a no-op.)"""
     server = handle.service.http_server
     handle.stop()
@@ -204,8 +224,8 @@ def add_profile(cfg: Config, customer: str, first_name: str, *, consent: bool, l
 
 
 def ui_hub(edge: EdgeHandle) -> Hub:
-    """The page streams of a running edge (its listener on the displays)."""
-    return next(fn.__self__ for fn in edge.service.displays.listeners if isinstance(getattr(fn, "__self__", None), Hub))
+    """The page streams of a running edge."""
+    return edge.service.pages.hub
 
 
 def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
@@ -290,9 +310,6 @@ def test_one_client_cannot_take_every_stream_or_evict_another_screens_stream() -
 
 
 def test_screens_get_no_customer_id_and_no_images_from_elsewhere(tmp_path: Path) -> None:
-    from conftest import store_config
-
-    from edge.config import parse_config
     from kiosk_ui.views import screen_view
 
     content = [{"id": "autumn", "title": "Autumn", "image": "https://cdn.example.com/a.jpg"},
@@ -333,7 +350,7 @@ def test_signage_shows_rule_content_within_a_second_then_returns_to_playlist(
     assert_accessible(page, "signage, rule content")
 
     # The rule's ttl is 2 s: the edge publishes the playlist again and the page goes back to it.
-    expires_at = edge.service.displays.snapshot("entrance-1")["expires_at"]
+    expires_at = edge.service.pipeline.displays.snapshot("entrance-1")["expires_at"]
     page.wait_for_function("ids => ids.includes(document.getElementById('stage').getAttribute('data-content-id'))",
                            arg=list(PLAYLIST_IDS), timeout=5000)
     back = time.time() * 1000 - expires_at
@@ -487,6 +504,31 @@ def test_kiosk_shows_no_name_or_wishlist_without_personalization_consent(edge: E
     assert page.locator("#products .product-card").count() > 0  # generic zone content
     first = page.get_attribute("#products .product-card", "data-sku")
     assert first.startswith("SNK-") or first.startswith("OUT-003") or first.startswith("FRM-003")  # shoes first
+
+
+def test_the_kiosk_offers_the_stores_own_catalogue_never_the_demo_one(make_config: Callable[..., Config]) -> None:
+    """A store configured with [[products]] MY-SKU is offered MY-SKU, and its shoppers' wishlists are named from
+    it; the reference central store's demo catalogue (SNK-001...) is nobody's business here."""
+    edge = EdgeHandle(make_config(products=[{"sku": "MY-SKU", "name": "My own product", "zone": "shoes",
+                                             "price": 12.5}]))
+    try:
+        page = edge.get("/kiosk/kiosk-1", token=KIOSK)
+        assert page.status_code == 200
+        boot = json.loads(page.text.split('<script type="application/json" id="boot">', 1)[1].split("</script>")[0])
+        assert [(p["sku"], p["name"], p["price"]) for p in boot["products"]] == [("MY-SKU", "My own product", 12.5)]
+        assert "SNK-" not in page.text
+        add_profile(edge.cfg, "C-MINE", "Mia", consent=True, loyalty="7777777777")
+        conn = connect(edge.cfg.db.path)
+        try:
+            profile = json.loads(conn.execute("SELECT profile FROM profiles WHERE customer_id = 'C-MINE'").fetchone()[0])
+            profile["wishlist"] = ["MY-SKU"]
+            conn.execute("UPDATE profiles SET profile = ? WHERE customer_id = 'C-MINE'", (json.dumps(profile),))
+        finally:
+            conn.close()
+        ctx = edge.get("/kiosk/kiosk-1/context?customer=7777777777", token=KIOSK).json()
+        assert ctx["personalized"] and [w["name"] for w in ctx["wishlist"]] == ["My own product"]
+    finally:
+        edge.stop()
 
 
 def test_kiosk_anonymous_session_browses_with_a_session_and_no_customer(edge: EdgeHandle, pages: Pages) -> None:

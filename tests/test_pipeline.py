@@ -96,7 +96,7 @@ def test_a_message_that_raises_is_dead_lettered_alone_and_its_batch_is_recorded(
         # Its sighting and the presence it caused were rolled back, on disk and in memory.
         minors = {e["subject"].rsplit(":", 1)[1] for e in edge.events() if e.get("subject")}
         assert "99" not in minors and len(minors) == 29
-        assert not any(s.endswith(":99") for s in edge.service.presence.state)
+        assert not any(s.endswith(":99") for s in edge.service.pipeline.presence.state)
         presence = edge.get("/api/v1/presence").json()["presence"]
         assert len(presence) == 29 and not any(p["subject"].endswith(":99") for p in presence)
 
@@ -120,7 +120,7 @@ def test_an_unwritable_database_keeps_the_batch_unacknowledged_instead_of_dead_l
     lock = sqlite3.connect(edge.cfg.db.path, timeout=1, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # another process holds the file: the writer's BEGIN IMMEDIATE fails
     try:
-        edge.service.writer.conn.execute("PRAGMA busy_timeout=100")
+        edge.service.pipeline.writer.conn.execute("PRAGMA busy_timeout=100")
         pub = mqtt_client()
         pub.publish(f"{P}/qr/scanner-1", {"id": "held", "ts": now_ms(), "code": "LOYALTY-9"})
         wait_until(lambda: not edge.service.pipeline.healthy, what="the writer to notice")

@@ -15,7 +15,7 @@ import pytest
 
 from edge.config import Config, parse_config
 from edge.model import Event
-from edge.presence import COLUMNS, PresenceTracker
+from edge.domain.presence import COLUMNS, PresenceTracker
 from edge.store.writer import Writer, open_writer
 
 T0 = 1_760_000_000.0

@@ -298,10 +298,10 @@ def test_normalize_refuses_or_makes_events_the_store_and_the_central_can_hold(cf
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from edge.service import Service
+    from edge.app import App
 
     tmp = tmp_path_factory.mktemp("writer")
-    svc = Service(parse_config(config_data(tmp, 1883), env={}))  # not started: the test drives the writer
+    svc = App(parse_config(config_data(tmp, 1883), env={}))  # not started: the test drives the writer
     svc.conn.execute("PRAGMA synchronous=OFF")  # durability is not what this test is about: speed is
     yield svc
     svc.conn.close()

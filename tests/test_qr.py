@@ -18,8 +18,7 @@ import pytest
 import requests
 
 from edge.config import Config
-from edge.qr import KINDS, QrError, Signer, qr_svg, qr_version, svg_matrix, token_from_code
-from kiosk_ui.qrpng import qr_matrix, qr_png
+from edge.qr import KINDS, QrError, Signer, qr_matrix, qr_png, qr_svg, qr_version, svg_matrix, token_from_code
 from a11y import assert_accessible
 from conftest import ADMIN, KIOSK, ROOT, MqttHelper, now_ms, store_config, wait_until, write_toml
 
@@ -45,13 +44,13 @@ def decode_png(png: bytes) -> list[str]:
 
 
 class QrEdge:
-    """The edge (edge/service.py wires the QR journeys) with helpers for minted URLs."""
+    """The edge (edge/app.py wires the QR journeys) with helpers for minted URLs."""
 
     def __init__(self, cfg: Config) -> None:
-        from edge.service import Service
+        from edge.app import App
 
         self.cfg = cfg
-        svc = Service(cfg)
+        svc = App(cfg)
         self.service = svc.start()
         self.url = f"http://127.0.0.1:{svc.http_port}"
         assert svc.mqtt.connected.wait(10)
@@ -81,9 +80,9 @@ class QrEdge:
                 "updated_at) VALUES (?,?,?,?,?,?)", (profile["customer_id"], profile["version"], json.dumps(profile),
                                                      profile["first_name"], 1, time.time()))
 
-        self.service.pipeline.submit_task(task, done.set)
+        self.service.inbox.submit_task(task, done.set)
         assert done.wait(10)
-        self.service.context.invalidate([profile["customer_id"]])
+        self.service.pipeline.shoppers.invalidate([profile["customer_id"]])
 
     def metric(self, name: str) -> str:
         return "\n".join(line for line in requests.get(self.url + "/metrics", timeout=10).text.splitlines()
@@ -329,11 +328,11 @@ def _check_one_spelling(qedge: QrEdge) -> None:
 
 
 def test_without_a_secret_minting_and_landing_are_refused_clearly(make_config: Callable[..., Config]) -> None:
-    from edge.service import Service
+    from edge.app import App
 
     cfg = make_config()
     assert cfg.qr.secret is None
-    svc = Service(cfg)
+    svc = App(cfg)
     try:
         client = svc.create_app().test_client()
         r = client.post("/api/v1/qr", json={"kind": "touchpoint", "target": "x"},
@@ -509,11 +508,7 @@ def test_pickup_collected_exactly_once_under_concurrent_scans(qedge: QrEdge) -> 
     page = requests.get(qedge.local(codes[0]), timeout=10)
     assert "Collected" in page.text and "<svg" not in page.text
     # Erasure keeps that the orders were collected, not by whom.
-    from edge import journeys
-
-    done = threading.Event()
-    qedge.service.pipeline.submit_task(lambda w: journeys.forget_customer(w.conn, "cust-anna"), done.set)
-    assert done.wait(10)
+    assert qedge.service.erase("cust-anna")
     conn = connect(qedge.cfg.db.path)
     try:
         assert conn.execute("SELECT count(*) FROM pickups WHERE customer_id IS NOT NULL").fetchone()[0] == 0

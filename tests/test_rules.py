@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from edge.config import TIERS, ConfigError, parse_config
-from edge.context import CustomerContext
+from edge.domain.shoppers import CustomerContext
 from edge.model import Event
 from edge.model import Decision
-from edge.rules import RuleEngine
+from edge.domain.rules import RuleEngine
 from sync.client import ensure_schema
 from sync.protocol import TIERS as PROTOCOL_TIERS
 
@@ -73,7 +73,7 @@ def put_profile(conn: sqlite3.Connection, cid: str, *, consent: bool = True, **f
 
 def make(conn: sqlite3.Connection | None, rules: list[dict[str, Any]], **sections: Any) -> RuleEngine:
     cfg = parse_config(base_config(rules, **sections), env={})
-    return RuleEngine(cfg, CustomerContext(cfg, conn) if conn is not None else None, kiosk_output=True)
+    return RuleEngine(cfg, CustomerContext(cfg, conn) if conn is not None else None)
 
 
 _ids = iter(range(10**9))
@@ -122,12 +122,6 @@ def test_source_and_zone_tokens_and_kiosk_targets(conn):
     assert all(d.extra["target"] == d.target for d in out)
     out = eng.decide(event("window", "entrance", type="touch", source="window-1"), FRI_10)
     assert [(d.target, d.display) for d in out] == [("screen", "window-1")]
-
-
-def test_kiosk_targets_are_dropped_while_kiosk_output_is_off():
-    cfg = parse_config(base_config([rule("k", {"event": "kiosk.browse"}, {"kiosks": ["@source"]})]), env={})
-    eng = RuleEngine(cfg)  # the first engine's constructor still works
-    assert eng.decide(event("kiosk", "womenswear", type="browse", source="kiosk-women"), FRI_10) == []
 
 
 # --- conditions ---------------------------------------------------------------------------------------
@@ -512,12 +506,13 @@ def test_activity_records_zones_items_dwell_and_ends_with_the_visit(conn):
     assert ctx.activity("C-1") is None
 
 
-def test_engine_forget_drops_caps_and_context(conn):
+def test_forgetting_a_customer_drops_their_caps_and_context(conn):
     put_profile(conn, "C-1")
     eng = make(conn, [rule("r", {"zone": "entrance", "known": True}, cap_per_shopper={"count": 1, "within_s": 60})])
     eng.decide(event(customer="C-1"), FRI_10)
     assert any(k[1] == "C-1" for k in eng.caps)
-    eng.forget("C-1")
+    for part in (eng, eng.context):  # as edge.privacy erases: every part forgets what it keeps
+        part.forget("C-1")
     assert not any(k[1] == "C-1" for k in eng.caps) and eng.context.activity("C-1") is None
 
 

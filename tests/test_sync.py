@@ -76,7 +76,7 @@ def produce(service: Any, n: int, start: int = 0, **fields: Any) -> None:
                  json.dumps({"i": i, "session": f"s{i % 7}"})))
             conn.execute("INSERT INTO outbox(event_seq) VALUES (?)", (cur.lastrowid,))
 
-    service.pipeline.submit_task(task, done.set)
+    service.inbox.submit_task(task, done.set)
     assert done.wait(30)
 
 
@@ -98,15 +98,15 @@ def assert_all_arrived_in_order(central_url: str, n: int) -> None:
 
 @pytest.fixture
 def service(make_config: Callable[..., Config]) -> Iterator[Callable[..., Any]]:
-    """An edge Service with its pipeline writer running (no MQTT/HTTP needed for sync)."""
-    from edge.service import Service
+    """An edge App with its pipeline writer running (no MQTT/HTTP needed for sync)."""
+    from edge.app import App
 
     made: list[Any] = []
 
     def make(url: str, token: str = STORE_TOKEN, **central: Any) -> Any:
         cfg = make_config(central={"url": url, "token": token, "push_batch": 500, "pull_interval_s": 3600,
                                    **central})
-        svc = Service(cfg)
+        svc = App(cfg)
         svc.pipeline.start()
         made.append(svc)
         return svc
@@ -122,7 +122,8 @@ def clients() -> Iterator[Callable[..., SyncClient]]:
     made: list[SyncClient] = []
 
     def make(svc: Any, *, start: bool = True, **kw: Any) -> SyncClient:
-        c = SyncClient(svc.cfg, svc.cfg.db.path, svc.pipeline.submit_task, svc.metrics, **{**FAST, **kw})
+        c = SyncClient(svc.cfg, svc.cfg.db.path, svc.inbox.submit_task, svc.metrics,
+                       erase_by_key=svc.privacy.erase_by_key, **{**FAST, **kw})
         made.append(c)
         if start:
             c.start()
@@ -333,7 +334,7 @@ def test_erase_and_consent_revocation_propagate_within_one_pull(central, service
         c.execute("INSERT INTO decisions(ts, screen, content_id, rule_id, reason, customer, payload) "
                   "VALUES (1, 'entrance-1', 'welcome', 'r', 'x', 'c-1', '{}')")
 
-    svc.pipeline.submit_task(local_traces, done.set)
+    svc.inbox.submit_task(local_traces, done.set)
     assert done.wait(10)
 
     admin(central.url, "DELETE", "/v1/admin/profiles/c-1")
@@ -410,7 +411,7 @@ def test_feed_reset_resyncs_and_cache_is_bounded_keeping_present_shoppers(centra
     svc = service(central.url)
     client = clients(svc, start=False, max_profiles=3)
     done = threading.Event()
-    svc.pipeline.submit_task(lambda w: w.conn.execute(
+    svc.inbox.submit_task(lambda w: w.conn.execute(
         "INSERT INTO presence(subject, zone, gateway, entered_at, last_seen, customer) "
         "VALUES ('device:app-c-0', 'entrance', 'gw-entrance', 1, 2, 'c-0')"), done.set)
     assert done.wait(10)

@@ -23,21 +23,24 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge import faults
 from edge.config import Config
 from edge.wire.adapters import subscriptions
-from edge.model import Message
+from edge.model import Message, Publication
 
-log = logging.getLogger("instore_edge.mqtt")
+log = logging.getLogger(__name__)
 _PUBACK_HEAD = bytes((0x40, 2))
 
 
 class MqttLink:
-    def __init__(self, cfg: Config, sink: Callable[[Message], None], *,
-                 on_connected: Callable[[], None] | None = None) -> None:
+    """`sink` takes every received message (the writer's inbox), `backlog` says how many wait for the writer,
+    `retained` is the state to publish again after every (re)connect (what each display shows)."""
+
+    def __init__(self, cfg: Config, sink: Callable[[Message], None], *, backlog: Callable[[], int] | None = None,
+                 retained: Callable[[], Iterable[Publication]] | None = None) -> None:
         self.cfg = cfg
         self.sink = sink
-        self.on_connected = on_connected
+        self.retained = retained
         self.connected = threading.Event()
         self.stopping = False
-        self.backlog: Callable[[], int] | None = None  # messages received and not yet committed
+        self.backlog = backlog  # messages received and not yet committed
         self.high_water = 2 * cfg.limits.ingest_batch
         self.generation = 0
         self.thread: threading.Thread | None = None  # paho's network loop, once started
@@ -94,9 +97,10 @@ class MqttLink:
         log.info("MQTT connected to %s:%s (session %s)", self.cfg.mqtt.host, self.cfg.mqtt.port,
                  "resumed" if flags.session_present else "new")
         self.connected.set()
-        if self.on_connected:
+        if self.retained is not None:  # make the retained content of every display match our state
             try:
-                self.on_connected()
+                for pub in self.retained():
+                    self.publish(pub.topic, pub.payload, retain=pub.retain)
             except Exception:
                 log.exception("after-connect step failed")
 
@@ -142,7 +146,7 @@ class MqttLink:
         while backlog() > low and time.monotonic() < deadline and not self.stopping:
             time.sleep(0.002)
 
-    # --- used by the service ---
+    # --- used by the app ---
     def start(self) -> None:
         m = self.cfg.mqtt
         props = None

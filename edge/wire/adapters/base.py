@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge.config.layout import GatewayConfig
+from edge.config.layout import GATEWAY_TOPICS, GatewayConfig
 from edge.model import GATEWAY_STATUS, INVALID_VALUE, NOT_UTF8, WRONG_TYPE, Event, Rejected
 from edge.wire.adapters.frames import Beacon
 from edge.wire.fields import absent, show
@@ -41,7 +41,13 @@ class Adapter:
     gateway_name: str  # how store IT names one of its gateways, in a refusal
     topics_help: tuple[str, ...] = ()  # the topic shapes it arrives on, for a refusal
     route: Callable[[list[str]], Route | None] = lambda levels: None  # topic levels outside P -> Route
-    topics: Callable[[GatewayConfig], list[str]] = lambda gateway: []  # filters to subscribe to, per gateway
+    status_topic: str | None = None  # where a gateway says "online"/"offline" ({id}: the gateway id)
+
+    def topics(self, g: GatewayConfig) -> list[str]:
+        """The filters to subscribe to for one gateway of this format: its sightings and its status."""
+        if self.status_topic is None:  # native: P/beacon/<id>, under P/# already
+            return []
+        return [g.topic or GATEWAY_TOPICS[self.format].format(id=g.id), self.status_topic.format(id=g.id)]
 
 
 def number(obj: dict[str, Any], key: str, bounds: tuple[int, int], required: bool) -> Any:

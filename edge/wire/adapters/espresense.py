@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import re
 
-from edge.config.layout import GATEWAY_TOPICS, GatewayConfig
 from edge.model import ANONYMOUS_DEVICE, INVALID_VALUE, UNSUPPORTED_FRAME, Event, Ignored, Rejected
 from edge.wire.adapters.base import DISTANCE_RANGE, Adapter, Route, beacon_event, number, status
 from edge.wire.adapters.frames import Beacon
 from edge.wire.fields import HEX, RSSI_RANGE, TX_POWER_RANGE, U16_RANGE, UUID_RE, show, str_field
 from edge.wire.inbound import Inbound
 
-STATUS_TOPIC = "espresense/rooms/{id}/status"
 # <uuid>-<major>-<minor>, then the "-<tx>" some releases append (tx may be negative: "-1--59").
 # <uuid>-<major>-<minor>, then the "-<tx>" some releases append (tx may be negative: "-1--59").
 _ESP_IBEACON_RE = re.compile(f"{UUID_RE.pattern}-(\\d{{1,5}})-(\\d{{1,5}})(?:--?\\d{{1,3}})?")
@@ -92,9 +90,5 @@ def route(levels: list[str]) -> Route | None:
     return None
 
 
-def topics(g: GatewayConfig) -> list[str]:
-    return [g.topic or GATEWAY_TOPICS["espresense"].format(id=g.id), STATUS_TOPIC.format(id=g.id)]
-
-
 ADAPTER = Adapter("espresense", "ESPresense room", ("espresense/devices/<id>/<room>", "espresense/rooms/<room>/status"),
-                  route, topics)
+                  route, status_topic="espresense/rooms/{id}/status")

@@ -8,14 +8,11 @@ identity raise `Ignored` (acknowledged and counted), not `Rejected`.
 
 from __future__ import annotations
 
-from edge.config.layout import GATEWAY_TOPICS, GatewayConfig
 from edge.model import ANONYMOUS_DEVICE, INVALID_VALUE, Event, Ignored, Rejected
 from edge.wire.adapters.base import DISTANCE_RANGE, Adapter, Route, beacon_event, number, optional_text, status
 from edge.wire.adapters.frames import Beacon, decode_raw
 from edge.wire.fields import RSSI_RANGE, TX_POWER_RANGE, U16_RANGE, UUID_RE, int_field, show, str_field
 from edge.wire.inbound import Inbound
-
-STATUS_TOPIC = "home/{id}/LWT"
 
 
 def sighting(msg: Inbound, zone: str) -> list[Event]:
@@ -54,9 +51,5 @@ def route(levels: list[str]) -> Route | None:
     return None
 
 
-def topics(g: GatewayConfig) -> list[str]:
-    return [g.topic or GATEWAY_TOPICS["theengs"].format(id=g.id), STATUS_TOPIC.format(id=g.id)]
-
-
 ADAPTER = Adapter("theengs", "Theengs/OpenMQTTGateway gateway", ("home/<gateway>/BTtoMQTT/<MAC>", "home/<gateway>/LWT"),
-                  route, topics)
+                  route, status_topic="home/{id}/LWT")

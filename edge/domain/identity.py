@@ -1,8 +1,8 @@
 """Who a subject is: a customer id from the local cache (or the central store), else an anonymous visitor.
 
 Subject keys (`ibeacon:…`, `eddystone:…`, `device:…`, `irk:…`, `known:…`, `session:…`) resolve through
-the local `identities` table. A miss may be asked of the central store through `remote` (the sync
-client sets it; it answers later through `learn`, never blocking the writer). Without a match the
+the local `identities` table. A miss is noted (`take_wanted`): after the commit the pipeline asks the
+central store, which answers later through `remember`, never blocking the writer. Without a match the
 subject stays anonymous, known only by the visit id presence gives it, which lasts one visit.
 
 When a shopper identifies at a kiosk or by QR during a visit, the anonymous history that visit or that
@@ -13,7 +13,7 @@ event tells the central store. Staff and asset beacons are never linked or perso
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge.config import Config
@@ -39,25 +39,32 @@ class Identity:
         self.cfg = cfg
         self.staff = {b.key for b in cfg.beacons}
         self.known: dict[str, str] = dict(conn.execute("SELECT key, customer_id FROM identities"))
-        self.remote: Callable[[list[str]], None] | None = None
         self.asked: set[str] = set()
+        self.wanted: list[str] = []  # misses to ask the central store about, after the commit
+
+    def reload(self, conn: sqlite3.Connection) -> None:
+        """Take the identities table again (after a rolled-back transaction), in place."""
+        known = dict(conn.execute("SELECT key, customer_id FROM identities"))
+        self.known.clear()
+        self.known.update(known)
 
     def is_staff(self, subject: str | None) -> bool:
         return subject is not None and subject in self.staff
 
     def resolve(self, subject: str | None) -> str | None:
-        """The customer behind a subject, from the local cache; queues a central look-up on a miss."""
+        """The customer behind a subject, from the local cache; a miss is noted for the central store."""
         if subject is None or subject in self.staff:
             return None
         customer = self.known.get(subject)
-        if customer is None and self.remote is not None and subject not in self.asked \
-                and subject.startswith(SUBJECT_PREFIXES):
+        if customer is None and subject not in self.asked and subject.startswith(SUBJECT_PREFIXES):
             self.asked.add(subject)
-            try:
-                self.remote([subject])
-            except Exception:  # the central store is optional: offline means anonymous, not broken
-                pass
+            self.wanted.append(subject)
         return customer
+
+    def take_wanted(self) -> list[str]:
+        """The subjects missed since the last call: the pipeline asks the central store about them."""
+        wanted, self.wanted = self.wanted, []
+        return wanted
 
     def learn(self, conn: sqlite3.Connection, key: str, customer: str, via: str) -> bool:
         """Remember key → customer (from a profile, a kiosk, the central store); True when it is new."""
@@ -74,9 +81,10 @@ class Identity:
         if key not in self.staff:
             self.known[key] = customer
 
-    def forget_customer(self, conn: sqlite3.Connection, customer: str) -> None:
-        conn.execute("DELETE FROM identities WHERE customer_id = ?", (customer,))
-        self.known = {k: v for k, v in self.known.items() if v != customer}
+    def forget(self, customer: str, keys: Sequence[str] = ()) -> None:
+        """Erasure: the customer's keys leave memory (edge.privacy deletes their rows)."""
+        for key in [k for k, v in self.known.items() if v == customer]:
+            del self.known[key]
 
     def on_identify(self, conn: sqlite3.Connection, event: Event,
                     visit_of: Callable[[str], tuple[str | None, float | None]]) -> list[Link]:

@@ -45,7 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,8 +188,21 @@ class PresenceTracker:
             self._restore(r)
 
     def reload(self, rows: list[dict]) -> None:
-        """Start over from stored rows (after a rolled-back transaction), in place: others hold this object."""
-        self.__init__(self.cfg, rows)  # type: ignore[misc]
+        """Start over from stored rows (after a rolled-back transaction), in place: the pipeline owns this object
+        and an erasure must find the state that is in use."""
+        self.state.clear()
+        self.dirty.clear()
+        self.gone.clear()
+        self._wheel.clear()
+        self._slot = -(1 << 62)
+        for r in rows:
+            self._restore(r)
+
+    def forget(self, customer: str, keys: Sequence[str] = ()) -> None:
+        """Erasure: subjects linked to the customer stay present, anonymous (persisted with the next commit)."""
+        for subject, st in list(self.state.items()):
+            if st.customer == customer:
+                self.set_customer(subject, None)
 
     # --- input ---
     def observe(self, event: Event) -> list[Event]:

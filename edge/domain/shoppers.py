@@ -1,11 +1,14 @@
-"""The shopper's context for decisions: who they are (a cached profile subset) and what they just did.
+"""Shoppers: who they are (a cached profile subset), what they just did, and THE consent gate.
 
-Profiles are read from the local `profiles` table (filled by sync/client.py) through the connection the
-caller gives, normally the writer's: decisions run in the writer thread, and a profile upserted earlier in
-the same transaction is already visible there. Parsed profiles are kept in a small LRU; sync calls
-`invalidate(customer_id)` when it applies a change, and entries also age out (`max_age_s`), so a revoked
-consent takes effect at once with the hook and within seconds without it. A customer the table does
-not hold is remembered as absent for a few seconds only: the sync client may be fetching it.
+Profiles are read from the local `profiles` table (filled by sync) through the connection the caller
+gives, normally the writer's: decisions run in the writer thread, and a profile upserted earlier in the
+same transaction is already visible there. Parsed profiles are kept in a small LRU; sync invalidates
+them when it applies a change, and entries also age out (`max_age_s`), so a revoked consent takes effect
+at once. A customer the table does not hold is noted (`take_missing`: the pipeline asks the central store
+for the profile after the commit) and remembered as absent for a few seconds only.
+
+`consented` is the one consent gate: rules, the kiosk and the shoppers' landing pages all ask it whether a
+profile may shape what a shopper sees. `kiosk_view` is what a kiosk may show of a shopper.
 
 Recent in-store activity is kept in memory only, the last ACTIVITY_LEN events per key, where a key is
 the event's subject (a device or a kiosk/window session) and, for identified events, its customer id.
@@ -24,14 +27,16 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from edge.config import Config, ProductConfig
+from edge.domain.catalogue import Catalogue
 from edge.model import Event
+from edge.store.db import connect
 
-log = logging.getLogger("instore_edge.context")
+log = logging.getLogger(__name__)
 
 PROFILE_CACHE_MAX = 4096  # parsed profiles kept in memory
 PROFILE_MAX_AGE_S = 60.0  # a cached profile is re-read after this long, invalidated or not
@@ -41,6 +46,7 @@ ACTIVITY_KEYS_MAX = 10000  # subjects + customers with activity kept in memory (
 ACTIVITY_MAX_AGE_S = 4 * 3600.0  # activity older than this is ignored (and dropped on the way)
 NOT_NOTED = frozenset({"beacon", "gateway_status"})
 MAX_LIST = 64  # wishlist / cart / orders entries kept per profile
+MAX_CODE_LEN = 128  # a code typed or scanned at a kiosk
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,12 @@ class Shopper:
             orders_ready=tuple(o for o in _list(profile.get("orders_ready")) if isinstance(o, dict)),
             preferences=prefs if isinstance(prefs, dict) else {},
         )
+
+
+def consented(shopper: Shopper | None, require_consent: bool) -> bool:
+    """THE consent gate: a profile may shape what its shopper sees only with the personalization consent,
+    unless the store does not require it (privacy.require_consent = false)."""
+    return shopper is not None and (shopper.personalization or not require_consent)
 
 
 def _list(value: Any) -> list[Any]:
@@ -154,8 +166,8 @@ class CustomerContext:
         self.activity_len = activity_len
         self.activity_keys_max = activity_keys_max
         self.clock = clock
-        self.on_miss: Callable[[str], None] | None = None
-        self.products: dict[str, ProductConfig] = {p.sku: p for p in getattr(cfg, "products", [])}
+        self.catalogue = Catalogue(cfg)
+        self.missing: set[str] = set()  # customers without a cached profile, for the central store
         self._profiles: OrderedDict[str, tuple[Shopper | None, float]] = OrderedDict()
         self._lock = threading.Lock()
         self._activity: OrderedDict[str, deque[Touch]] = OrderedDict()
@@ -190,9 +202,9 @@ class CustomerContext:
         found, shopper = self._load(customer_id)
         if not found:
             return shopper  # a read error: not cached, the next event tries again
-        if shopper is None and self.on_miss is not None:
-            self.on_miss(customer_id)  # e.g. an on-demand fetch from the central store; must not block
         with self._lock:
+            if shopper is None:
+                self.missing.add(customer_id)
             self._profiles[customer_id] = (shopper, now)
             self._profiles.move_to_end(customer_id)
             while len(self._profiles) > self.max_profiles:
@@ -234,15 +246,61 @@ class CustomerContext:
                 for cid in customer_id:
                     self._profiles.pop(cid, None)
 
-    def forget(self, customer_id: str) -> None:
-        """Erasure: drop the customer's cached profile and activity."""
-        self.invalidate(customer_id)
+    def take_missing(self) -> list[str]:
+        """Customers looked up and not cached since the last call: the central store may have them."""
         with self._lock:
-            self._activity.pop(customer_id, None)
+            missing = list(self.missing)
+            self.missing.clear()
+        return missing
+
+    def personal(self, customer_id: str | None) -> Shopper | None:
+        """The shopper's profile when it may shape what they see (the consent gate), else None."""
+        shopper = self.profile(customer_id)
+        return shopper if consented(shopper, self.cfg.privacy.require_consent) else None
+
+    def forget(self, customer: str, keys: Sequence[str] = ()) -> None:
+        """Erasure: drop the cached profile and the activity kept under the customer, their phones and sessions."""
+        self.invalidate(customer)
+        with self._lock:
+            for key in (customer, *keys):
+                self._activity.pop(key, None)
 
     # --- products ---
     def product(self, sku: str | None) -> ProductConfig | None:
-        return self.products.get(sku) if sku else None
+        return self.catalogue.get(sku)
+
+    # --- the kiosk ---
+    def kiosk_view(self, code: str) -> dict[str, Any]:
+        """What a kiosk may show of the shopper behind a customer id, loyalty card number or identity key.
+        Without the consent (the gate) only the customer id, so events can name them; the kiosk then shows
+        generic zone content. Read on its own connection (HTTP threads call it)."""
+        code = code.strip()[:MAX_CODE_LEN]
+        if not code:
+            return _anonymous(None)
+        conn = connect(self.cfg.db.path)
+        try:
+            customer = resolve_customer(conn, code)
+            if customer is None:
+                return _anonymous(None)
+            row = conn.execute("SELECT profile FROM profiles WHERE customer_id = ?", (customer,)).fetchone()
+        except sqlite3.OperationalError:  # no sync tables yet: nobody is known
+            return _anonymous(None)
+        finally:
+            conn.close()
+        try:
+            profile = json.loads(row[0]) if row is not None else None
+        except (TypeError, ValueError):
+            profile = None
+        shopper = Shopper.from_profile(customer, profile) if isinstance(profile, dict) else None
+        if shopper is None or not consented(shopper, self.cfg.privacy.require_consent):
+            return _anonymous(customer)  # known, but no profile cached (yet) or no consent
+        product = self.catalogue.product
+        orders = [{"order_id": str(o.get("order_id", "")), "pickup_bay": str(o.get("pickup_bay") or ""),
+                   "ready_at": str(o.get("ready_at") or ""),
+                   "items": [product(str(s))["name"] for s in _list(o.get("items"))]} for o in shopper.orders_ready]
+        return {"customer": customer, "known": True, "personalized": True, "first_name": shopper.first_name,
+                "wishlist": [product(s) for s in shopper.wishlist], "cart": [product(s) for s in shopper.cart],
+                "orders_ready": orders}
 
     # --- activity ---
     def note(self, event: Event, now: float | None = None) -> None:
@@ -289,14 +347,7 @@ class CustomerContext:
     def recent(self, key: str | None, names: frozenset[str] | None, since: float) -> Touch | None:
         """The latest event of `key` named in `names` (a name or a kind) at or after `since`."""
         touches = self._activity.get(key) if key else None
-        if not touches:
-            return None
-        for t in reversed(touches):
-            if t.ts < since:
-                return None
-            if names is None or t.name in names or t.name.partition(".")[0] in names:
-                return t
-        return None
+        return Activity(touches).last(names, since) if touches else None
 
     def last_item(self, key: str | None, since: float) -> str | None:
         """The last item `key` touched at or after `since`."""
@@ -322,3 +373,24 @@ class CustomerContext:
     def stats(self) -> dict[str, int]:
         return {"profiles_cached": len(self._profiles), "activity_keys": len(self._activity),
                 "profile_hits": self.hits, "profile_misses": self.misses}
+
+
+def _candidates(code: str) -> list[str]:
+    """Identity keys a typed or scanned code may be: a loyalty card number, or an already-prefixed key."""
+    return [code] if ":" in code else [f"loyalty:{code}", code]
+
+
+def resolve_customer(conn: sqlite3.Connection, code: str) -> str | None:
+    """The customer id behind a customer id, a loyalty card number or an identity key, or None."""
+    if conn.execute("SELECT 1 FROM profiles WHERE customer_id = ?", (code,)).fetchone():
+        return code
+    for key in _candidates(code):
+        row = conn.execute("SELECT customer_id FROM identities WHERE key = ?", (key,)).fetchone()
+        if row and row[0]:
+            return str(row[0])
+    return None
+
+
+def _anonymous(customer: str | None) -> dict[str, Any]:
+    return {"customer": customer, "known": customer is not None, "personalized": False, "first_name": None,
+            "wishlist": [], "cart": [], "orders_ready": []}

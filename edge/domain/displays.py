@@ -1,20 +1,22 @@
-"""What each screen shows now: rule content until it expires, else the screen's fallback playlist.
+"""What each display (a screen, or a kiosk) shows now: rule content until it expires, else its fallback.
 
-Screens are driven by state, not by messages: the current content of every screen is kept in the
-`displays` table and published retained on `P/display/{screen}/content`, so a screen that (re)connects,
-an edge that restarts, or a broker that comes back always converges on the right content.
+Displays are driven by state, not by messages: the current content of every display is kept in the
+`displays` table and published retained on `P/display/{display}/content`, so a display that (re)connects,
+an edge that restarts, or a broker that comes back always converges on the right content. The pipeline
+owns this object: decisions, expiries and erasures change it in its writer thread, and it persists and
+publishes what changed (`take_changes`) after each commit.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from edge.config import Config
-from edge.model import FALLBACK_PRIORITY, SCREEN, Decision
+from edge.model import FALLBACK_PRIORITY, SCREEN, Decision, Publication
 
 PLAYLIST_CONTENT_ID = "playlist"
 KIOSK_IDLE_CONTENT_ID = "kiosk-idle"
@@ -32,26 +34,34 @@ def _iso_ms(ts: float | None) -> int | None:
 
 
 class Displays:
-    """Current content per screen. Mutated only by the pipeline thread; read by HTTP/SSE under a lock."""
+    """Current content per display. Mutated only by the pipeline thread; read by HTTP/SSE under a lock."""
 
     def __init__(self, cfg: Config, rows: list[dict] | None = None) -> None:
         self.cfg = cfg
+        self.prefix = cfg.prefix
         self.lock = threading.Lock()
         self.current: dict[str, Showing] = {}
-        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.changed: dict[str, dict[str, Any]] = {}  # back to their fallback since take_changes
         self.screen_ids = {s.id for s in cfg.screens}
-        known = self.screen_ids | {k.id for k in cfg.kiosks}
-        for r in rows or []:
-            if r["screen"] in known:
-                self.current[r["screen"]] = Showing(json.loads(r["payload"]), r["priority"], r["expires_at"])
-        for ident in known:
-            self.current.setdefault(ident, Showing(self.fallback(ident), FALLBACK_PRIORITY, None))
+        self.known = self.screen_ids | {k.id for k in cfg.kiosks}
+        self.current = self._restore(rows or [])
+
+    def _restore(self, rows: list[dict]) -> dict[str, Showing]:
+        current = {}
+        for r in rows:
+            if r["screen"] in self.known:
+                current[r["screen"]] = Showing(json.loads(r["payload"]), r["priority"], r["expires_at"])
+        for ident in self.known:
+            current.setdefault(ident, Showing(self.fallback(ident), FALLBACK_PRIORITY, None))
+        return current
 
     def reload(self, rows: list[dict]) -> None:
-        """Take the stored content again (after a rolled-back transaction): what screens show is what committed."""
-        current = Displays(self.cfg, rows).current
+        """Take the stored content again (after a rolled-back transaction), in place: what displays show is
+        what committed."""
+        current = self._restore(rows)
         with self.lock:
             self.current = current
+            self.changed.clear()
 
     def fallback(self, screen: str) -> dict[str, Any]:
         """The screen's playlist, as the content to show when no rule is active (a kiosk: its own UI)."""
@@ -87,28 +97,31 @@ class Displays:
             payload["target"] = d.target
         with self.lock:
             self.current[d.display] = Showing(payload, d.priority, d.expires_at)
+        self.changed.pop(d.display, None)  # the decision's content, not an earlier fallback, is what it shows
         return payload
 
-    def expire(self, now: float) -> list[tuple[str, dict[str, Any]]]:
-        """Screens whose content ran out return to their playlist."""
-        out = []
+    def expire(self, now: float) -> None:
+        """Displays whose content ran out return to their fallback (see take_changes)."""
         for screen, cur in list(self.current.items()):
             if cur.expires_at is not None and cur.expires_at <= now:
-                payload = self.fallback(screen)
-                with self.lock:
-                    self.current[screen] = Showing(payload, FALLBACK_PRIORITY, None)
-                out.append((screen, payload))
-        return out
+                self._fall_back(screen)
 
-    def clear_customer(self, customer: str) -> list[tuple[str, dict[str, Any]]]:
-        """Erasure: screens showing this customer's content return to their playlist at once."""
-        out = []
+    def forget(self, customer: str, keys: Sequence[str] = ()) -> None:
+        """Erasure, or a revoked consent: displays showing this customer's content return to their fallback."""
         for screen, cur in list(self.current.items()):
             if cur.payload.get("customer") == customer:
-                payload = self.fallback(screen)
-                with self.lock:
-                    self.current[screen] = Showing(payload, FALLBACK_PRIORITY, None)
-                out.append((screen, payload))
+                self._fall_back(screen)
+
+    def _fall_back(self, screen: str) -> None:
+        payload = self.fallback(screen)
+        with self.lock:
+            self.current[screen] = Showing(payload, FALLBACK_PRIORITY, None)
+        self.changed[screen] = payload
+
+    def take_changes(self) -> list[tuple[str, dict[str, Any]]]:
+        """Displays back to their fallback since the last call: to store (FALLBACK_PRIORITY) and publish."""
+        out = list(self.changed.items())
+        self.changed.clear()
         return out
 
     def snapshot(self, screen: str) -> dict[str, Any] | None:
@@ -120,9 +133,10 @@ class Displays:
         with self.lock:
             return {k: dict(v.payload) for k, v in self.current.items()}
 
-    def notify(self, screen: str, payload: dict[str, Any]) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(screen, payload)
-            except Exception:  # a broken page stream must not stop the pipeline
-                pass
+    def publication(self, screen: str, payload: dict[str, Any]) -> Publication:
+        """The retained message that tells a display (and anything watching it) what it shows."""
+        return Publication(f"{self.prefix}/display/{screen}/content", payload, retain=True)
+
+    def publications(self) -> list[Publication]:
+        """What every display shows, as retained messages: sent after every (re)connect to the broker."""
+        return [self.publication(screen, payload) for screen, payload in self.all().items()]

@@ -22,9 +22,8 @@ profile is read (from the context's LRU) at most once per event, the local time 
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,10 +31,8 @@ from zoneinfo import ZoneInfo
 
 from edge.config import (PERSONAL_PLACEHOLDERS, WEEKDAYS, Config, RuleCap, RuleConfig, data_placeholders,
                          parse_hours, template_fields)
-from edge.context import CustomerContext, Shopper
+from edge.domain.shoppers import CustomerContext, Shopper, consented
 from edge.model import KIOSK, SCREEN, Decision, EdgeError, Event
-
-log = logging.getLogger("instore_edge.rules")
 
 PLACEHOLDER_MAX = 60  # characters of one filled-in value (a long name is cut with "…")
 TEXT_MAX = 500  # characters of a string with placeholders, once filled in
@@ -160,10 +157,7 @@ class _Eval:
             return False
         if not needs_profile:
             return True
-        shopper = self.shopper()
-        if shopper is None:
-            return False
-        return shopper.personalization or not self.engine.require_consent
+        return consented(self.shopper(), self.engine.require_consent)
 
 
 Check = Callable[[_Eval, dict[str, Any]], bool]
@@ -196,22 +190,12 @@ class CompiledRule:
     def priority(self) -> int:
         return self.rule.priority
 
-    def matches(self, event: Event) -> bool:
-        """Zone and event only (what the candidate index checks); kept for callers of the first engine."""
-        if self.zones is not None and event.zone not in self.zones:
-            return False
-        if self.events is not None and event.kind not in self.events and event.name not in self.events:
-            return False
-        return True
-
 
 class RuleEngine:
-    def __init__(self, cfg: Config, context: CustomerContext | None = None, *, kiosk_output: bool = False) -> None:
-        """`context`: profiles and activity (None: no rule sees a customer). `kiosk_output`: emit decisions
-        for kiosks (Decision.target == "kiosk"); off until the outputs know kiosks (they would not expire)."""
+    def __init__(self, cfg: Config, context: CustomerContext | None = None) -> None:
+        """`context`: profiles and activity (None: no rule sees a customer)."""
         self.cfg = cfg
         self.context = context
-        self.kiosk_output = kiosk_output
         self.tz = ZoneInfo(cfg.store.timezone)
         self.require_consent = cfg.privacy.require_consent
         self.screen_ids = frozenset(s.id for s in cfg.screens)
@@ -227,13 +211,6 @@ class RuleEngine:
         compiled = [self._compile(r, i) for i, r in enumerate(cfg.rules)]
         # Highest priority first; config order breaks ties, so the file reads top-down.
         self.rules = sorted(compiled, key=lambda c: (-c.rule.priority, c.order))
-        if not kiosk_output:
-            for c in self.rules:
-                if c.kiosks or c.zone_kiosks or c.source_kiosk:
-                    log.warning("rule %s shows on kiosks, but kiosk output is off: only its screens are used",
-                                c.id)
-                c.kiosks, c.zone_kiosks, c.source_kiosk = (), False, False
-                c.target_cache.clear()
         self._candidates: dict[tuple[str, str | None, str | None], list[CompiledRule]] = {}
         # Frequency caps: (scope, key, rule id) -> the times of the last `count` showings.
         self.caps: dict[tuple[str, str, str], tuple[deque[float], float]] = {}
@@ -369,7 +346,9 @@ class RuleEngine:
         key = (event.kind, event.type, event.zone)
         found = self._candidates.get(key)
         if found is None:
-            found = [c for c in self.rules if c.matches(event)]
+            kind, name, zone = event.kind, event.name, event.zone
+            found = [c for c in self.rules if (c.zones is None or zone in c.zones)
+                     and (c.events is None or kind in c.events or name in c.events)]
             if len(self._candidates) >= CANDIDATES_CACHE_MAX:
                 self._candidates.clear()
             self._candidates[key] = found
@@ -553,12 +532,11 @@ class RuleEngine:
             for key in list(self.caps)[:CAP_KEYS_MAX // 2]:
                 del self.caps[key]
 
-    def forget(self, customer_id: str) -> None:
-        """Erasure: drop the customer's cap counters and context (profile cache, activity)."""
-        for key in [k for k in self.caps if k[1] == customer_id]:
+    def forget(self, customer: str, keys: Sequence[str] = ()) -> None:
+        """Erasure: drop the cap counters kept under the customer and under their phones and kiosk sessions."""
+        whose = {customer, *keys}
+        for key in [k for k in self.caps if k[1] in whose]:
             del self.caps[key]
-        if self.context is not None:
-            self.context.forget(customer_id)
 
     # --- reasons ---
     def _explain(self, c: CompiledRule, ev: _Eval, m: dict[str, Any], content: _Content,

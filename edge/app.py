@@ -1,0 +1,381 @@
+"""The composition root: builds every part of the running edge once, in dependency order, and runs its threads.
+
+Nothing is wired after construction: each part gets what it talks to as constructor arguments. The writer's
+`Inbox` comes first, so that MQTT, sync and HTTP can hand it work before the pipeline that drains it exists;
+the domain parts next (the pipeline becomes their one owner), then privacy, sync, MQTT, the pages and the
+pipeline. `App` is also what the HTTP layer and the pages see of the edge (edge.web.ports.Edge,
+kiosk_ui.ports.Store): thin methods that hand each request to the part that owns the answer.
+
+One process, a handful of threads: paho's network loop, the pipeline writer, the HTTP server, sync (push,
+pull, resolve), housekeeping; the watchdog has the process exit (EXIT_THREAD_DIED) when one dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Flask
+
+from edge import faults
+from edge.clients import TrustedProxies
+from edge.config import Config
+from edge.domain.displays import Displays
+from edge.domain.gateways import GatewayHealth
+from edge.domain.identity import Identity
+from edge.domain.journeys import Journeys
+from edge.domain.presence import PresenceTracker
+from edge.domain.rules import RuleEngine
+from edge.domain.shoppers import CustomerContext, Shopper
+from edge.httpserver import ServerLimits, create_server
+from edge.maintenance import purge_expired
+from edge.metrics import Metrics
+from edge.model import Decision, Message
+from edge.pipeline import Inbox, Pipeline, rows
+from edge.privacy import Privacy
+from edge.qr import Signer, Token
+from edge.store.db import connect
+from edge.store.queries import outbox_stats
+from edge.store.writer import Writer, open_writer
+from edge.watchdog import EXIT_THREAD_DIED, WATCH_S, Watchdog
+from edge.web import create_app
+from edge.wire.mqtt import MqttLink
+from kiosk_ui import Pages
+from sync.client import SyncClient
+
+log = logging.getLogger(__name__)
+
+FETCH_IN_FLIGHT_MAX = 100  # on-demand profile fetches at once; more misses wait for the next event
+
+
+class CentralLink:
+    """The central store as the pipeline needs it (edge.pipeline.Central): never blocking the writer."""
+
+    def __init__(self, sync: SyncClient) -> None:
+        self.sync = sync
+        self._fetching: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="profile-fetch")
+
+    def wake(self) -> None:
+        self.sync.wake()
+
+    def resolve(self, keys: list[str]) -> None:
+        try:
+            self.sync.request_resolution(keys)
+        except Exception:  # the central store is optional: offline means anonymous, not broken
+            log.exception("cannot queue an identity resolution")
+
+    def fetch(self, customers: list[str]) -> None:
+        """A cache miss for an identified shopper: ask the central store in the background; until the profile
+        arrives (or if the store is offline) the shopper gets what is cached, or zone content."""
+        for customer in customers:
+            if customer in self._fetching or len(self._fetching) > FETCH_IN_FLIGHT_MAX:
+                continue
+            self._fetching.add(customer)
+
+            def fetch(customer: str = customer) -> None:
+                try:
+                    self.sync.fetch_profile(customer)
+                finally:
+                    self._fetching.discard(customer)
+
+            self._pool.submit(fetch)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def server_threads(cfg: Config) -> int:
+    """HTTP worker threads. Each open page stream (SSE) holds one: two per screen and kiosk (a reloaded page's
+    stream lingers until its client is noticed gone), one client's share, and 8 for pages and the API."""
+    return 8 + cfg.http.streams_per_client + 2 * (len(cfg.screens) + len(cfg.kiosks))
+
+
+class App:
+    """The running edge: every part built once, here."""
+
+    def __init__(self, cfg: Config, *, on_decision: Callable[[Decision], None] | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.conn = open_writer(cfg.db.path)
+        writer = Writer(self.conn)
+        self.inbox = Inbox()
+        self.signer = Signer.from_config(cfg)
+        self.trusted_proxies = TrustedProxies(cfg.http.trusted_proxies)
+
+        presence = PresenceTracker(cfg, rows(self.conn, "SELECT * FROM presence"))
+        identity = Identity(cfg, self.conn)
+        # Decisions run in the writer thread: profiles are read through the writer's connection.
+        shoppers = CustomerContext(cfg, self.conn)
+        rules = RuleEngine(cfg, shoppers)
+        displays = Displays(cfg, rows(self.conn, "SELECT * FROM displays"))
+        journeys = Journeys(cfg, self.signer, self.metrics)
+        gateways = GatewayHealth(cfg)
+        self.privacy = Privacy(cfg, writer, (presence, identity, rules, shoppers, displays), shoppers=shoppers,
+                               displays=displays)
+
+        self.sync = SyncClient(
+            cfg, cfg.db.path, self.inbox.submit_task, self.metrics, max_profiles=cfg.central.cache_max_profiles,
+            profile_ttl_s=cfg.central.cache_ttl_s,
+            identity_hooks=[lambda conn, key, customer, via: identity.remember(key, customer)],
+            profile_hooks=[self.privacy.profiles_changed], erase_by_key=self.privacy.erase_by_key)
+        self.central = CentralLink(self.sync) if self.sync.enabled else None
+        self.mqtt = MqttLink(cfg, self.inbox.put, backlog=self.inbox.qsize, retained=displays.publications)
+        self.pages = Pages(cfg, self.metrics, server_threads=server_threads(cfg))
+        self.pipeline = Pipeline(cfg, self.inbox, writer, self.metrics, presence=presence, identity=identity,
+                                 shoppers=shoppers, rules=rules, displays=displays, journeys=journeys,
+                                 gateways=gateways, link=self.mqtt, central=self.central, on_decision=on_decision,
+                                 on_display=self.pages.on_display)
+
+        self.http_server: Any = None
+        self.http_port: int | None = None
+        self._http_thread: threading.Thread | None = None
+        self._housekeeping_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self.watchdog = Watchdog()
+        self.watchdog.watch("pipeline-writer", lambda: self.pipeline.thread)
+        self.watchdog.watch("housekeeping", lambda: self._housekeeping_thread)
+        self.watchdog.watch("http", lambda: self._http_thread)
+        self.watchdog.watch("mqtt", lambda: self.mqtt.thread)
+        for i, name in enumerate(("sync-push", "sync-pull", "sync-resolve")):
+            self.watchdog.watch(name, lambda i=i: self.sync._threads[i] if len(self.sync._threads) > i else None)
+        self.metrics.gauge("instore_edge_mqtt_connected", lambda: 1.0 if self.mqtt.connected.is_set() else 0.0)
+        self.metrics.gauge("instore_edge_outbox_pending", self._outbox_pending)
+        self.metrics.gauge("instore_edge_outbox_capacity_ratio",
+                           lambda: self._outbox_pending() / self.cfg.central.outbox_max_events)
+
+    # --- what HTTP and the pages ask of the edge (edge.web.ports.Edge, kiosk_ui.ports.Store) -----------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
+
+    def submit(self, msg: Message) -> None:
+        self.inbox.put(msg)
+
+    def run_in_writer(self, fn: Callable[[Writer], Any], timeout: float = 10.0) -> Any:
+        return self.inbox.run(fn, timeout)
+
+    def erase(self, customer: str, timeout: float = 30.0) -> bool:
+        """Remove a shopper from every table, every in-memory state and the file's bytes on this device, and
+        ask the central store to erase them everywhere (edge.privacy); True once committed."""
+        try:
+            self.inbox.run(lambda writer: self.privacy.erase(customer, time.time()), timeout)
+        except (TimeoutError, RuntimeError):
+            return False
+        self.sync.wake()
+        return True
+
+    def consume(self, tok: Token, by: str) -> bool:
+        return self.pipeline.journeys.consume(tok, by, self.inbox.run)
+
+    def mint_handoff(self, kiosk: str, session: str, customer: str | None) -> str:
+        return self.pipeline.journeys.mint_handoff(kiosk, session, customer, self.inbox.run)
+
+    def personal(self, customer: str | None) -> Shopper | None:
+        return self.pipeline.shoppers.personal(customer)
+
+    def kiosk_view(self, code: str) -> dict[str, Any]:
+        return self.pipeline.shoppers.kiosk_view(code)
+
+    def products_for(self, zone: str | None) -> list[dict[str, Any]]:
+        return self.pipeline.shoppers.catalogue.for_zone(zone)
+
+    def displays(self) -> dict[str, dict[str, Any]]:
+        return self.pipeline.displays.all()
+
+    def display(self, ident: str) -> dict[str, Any] | None:
+        return self.pipeline.displays.snapshot(ident)
+
+    def fallback(self, ident: str) -> dict[str, Any]:
+        return self.pipeline.displays.fallback(ident)
+
+    def gateways(self) -> list[dict[str, Any]]:
+        return self.pipeline.gateways.report()
+
+    def sync_status(self) -> dict[str, Any]:
+        return self.sync.status()
+
+    def dead_threads(self) -> dict[str, str]:
+        return self.watchdog.dead()
+
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        checks: dict[str, dict[str, Any]] = {}
+        connected = self.mqtt.connected.is_set()
+        checks["broker"] = {"ok": connected, "detail": "connected" if connected else
+                            (self.mqtt.last_error or f"not connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}")}
+        checks["db"] = {"ok": self.pipeline.healthy, "detail": self.pipeline.last_error or "writable"}
+        lag = self.pipeline.lag()
+        checks["ingest"] = {"ok": lag < 30, "lag_s": round(lag, 3)}
+        gws = self.gateways()
+        offline = [g["id"] for g in gws if g["state"] == "offline"]
+        # Informational: one gateway down degrades presence in a zone, not the edge itself.
+        checks["gateways"] = {"ok": True, "offline": offline,
+                              "never_heard": [g["id"] for g in gws if g["silent_s"] is None]}
+        if self.sync.enabled:
+            st = self.sync.status()
+            age = st["outbox_oldest_age_s"] or 0.0
+            # Offline is normal for a while (the outbox holds days): not ready only once it is long or refused.
+            full = st["outbox_pending"] >= 0.9 * self.cfg.central.outbox_max_events
+            checks["sync"] = {"ok": st["auth_ok"] is not False and age < 3600 and not full,
+                              "outbox_full": full,
+                              "outbox_pending": st["outbox_pending"], "oldest_pending_s": round(age, 1),
+                              "breaker": st["breaker"], "detail": st["last_error"] or "ok"}
+        return checks
+
+    def create_app(self) -> Flask:
+        app = create_app(self)
+        self.pages.register(app, self)
+        return app
+
+    # --- threads ---------------------------------------------------------------------------------------------
+
+    def _outbox_pending(self) -> float:
+        conn = connect(self.cfg.db.path)
+        try:
+            return float(outbox_stats(conn, time.time())[0])
+        finally:
+            conn.close()
+
+    def _purge_expired(self) -> None:
+        """Retention, in the writer thread, in batches so ingest never waits long behind it."""
+        days, total = self.cfg.privacy.retention_days, 0
+        while not self._stopped.is_set():
+            def purge(w: Writer) -> int:
+                n = purge_expired(w.conn, days, time.time(), limit=20000)
+                if n:
+                    w.want_wipe()  # the purged rows' old pages leave the WAL too
+                return n
+
+            try:
+                purged = self.inbox.run(purge, 120)
+            except (TimeoutError, RuntimeError):
+                break
+            total += purged
+            if purged < 20000:
+                break
+        if total:
+            log.info("retention: purged %d rows older than %d days", total, days)
+
+    def _housekeeping(self) -> None:
+        """Every 30 s: say loudly when the outbox nears its bound (the central store has been away long);
+        every hour: retention (synced events older than privacy.retention_days)."""
+        faults.thread_start("housekeeping")
+        last_purge = time.monotonic()
+        while not self._stopped.wait(30.0):
+            if time.monotonic() - last_purge >= 3600:
+                last_purge = time.monotonic()
+                self._purge_expired()
+            try:
+                conn = connect(self.cfg.db.path)
+                try:
+                    pending, age = outbox_stats(conn, time.time())
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                continue
+            bound = self.cfg.central.outbox_max_events
+            if pending >= 0.9 * bound:
+                log.warning("outbox nearly full: %d of %d events not yet accepted by the central store, the oldest "
+                            "%.0f h old; check the uplink and [central] (nothing is dropped: raise "
+                            "central.outbox_max_events if the disk allows)", pending, bound, (age or 0) / 3600)
+
+    def start(self, *, http: bool = True) -> App:
+        log.info("starting store %s: db %s, broker %s:%s", self.cfg.store.id, self.cfg.db.path,
+                 self.cfg.mqtt.host, self.cfg.mqtt.port)
+        self.pipeline.start()
+        self.sync.start()
+        self._housekeeping_thread = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        self._housekeeping_thread.start()
+        self.mqtt.start()
+        if http:
+            self._start_http()
+        return self
+
+    def _start_http(self) -> None:
+        app = self.create_app()
+        http = self.cfg.http
+        limits = ServerLimits(max_body_bytes=self.cfg.limits.http_body_bytes,
+                              connection_limit=http.connection_limit, per_client=http.connections_per_client,
+                              request_timeout_s=http.request_timeout_s, idle_timeout_s=http.idle_timeout_s,
+                              trusted=self.trusted_proxies)
+        self.http_server = create_server(
+            app, host=http.host, port=http.port, threads=server_threads(self.cfg), limits=limits,
+            ident="instore-edge",
+            on_drop=lambda reason: self.metrics.inc("instore_edge_http_connections_dropped_total", reason=reason))
+        self.metrics.gauge("instore_edge_http_connections", lambda: float(len(self.http_server.active_channels)))
+        self.http_port = self.http_server.effective_port
+        self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
+        self._http_thread.start()
+        log.info("HTTP on http://%s:%s/", http.host, self.http_port)
+
+    def _serve_http(self) -> None:
+        faults.thread_start("http")
+        try:
+            self.http_server.run()
+        except OSError:
+            if not self._stopped.is_set():  # closing the listener on stop ends the loop this way
+                log.exception("HTTP server failed")
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.watchdog.stopping = True
+        log.info("stopping")
+        try:
+            self.pages.close()  # first, while HTTP still serves: the pages reconnect to the next process
+        except Exception:
+            log.exception("ending the page streams failed")
+        if self.http_server is not None:
+            # Let requests in flight finish first: a worker finishing after close() writes to the closed
+            # trigger and waitress logs a traceback.
+            self.http_server.task_dispatcher.shutdown(timeout=5)  # type: ignore[attr-defined]
+            self.http_server.close()
+            # close() only stops accepting: have the server's loop close the connections still open (idle
+            # keep-alive ones too), or a browser reuses them and talks to a service that has stopped.
+            for channel in list(self.http_server._map.values()):  # type: ignore[attr-defined]
+                channel.will_close = True
+        self.mqtt.client.on_message = None  # stop taking new messages; unacked ones stay with the broker
+        self.sync.stop()
+        if self.central is not None:
+            self.central.close()
+        self.pipeline.stop()
+        self.mqtt.stop()
+        self.conn.close()
+        log.info("stopped")
+
+    def run_forever(self) -> int:
+        """Run until SIGTERM/SIGINT (systemd stop, Ctrl-C): 0; or until a thread dies: EXIT_THREAD_DIED, so
+        systemd restarts a whole process rather than leave one that looks alive and is deaf."""
+        done = threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            log.info("received signal %s", signal.Signals(signum).name)
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            self.start()
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        code = 0
+        while not done.wait(WATCH_S):
+            dead = self.watchdog.dead()
+            if dead:
+                log.critical("thread(s) died: %s; exiting (code %d) so that the service manager restarts the edge",
+                             ", ".join(f"{name} ({why})" for name, why in dead.items()), EXIT_THREAD_DIED)
+                code = EXIT_THREAD_DIED
+                break
+        stopper = threading.Thread(target=self.stop, name="stop", daemon=True)
+        stopper.start()
+        stopper.join(30)  # a half-dead service may not stop cleanly: exit anyway (unacked messages stay queued)
+        return code

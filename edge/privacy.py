@@ -1,0 +1,182 @@
+"""Privacy: the one place that knows where a shopper is held, and erases them from all of it.
+
+An erasure removes the shopper from every table (profile, identity keys, presence link, decisions, who
+collected a pickup or scanned a handoff; their events keep only what is not personal, and events, dead
+letters and sync rejects that quote the id, an identity key or the first name lose that text), from every
+in-memory trace (the domain parts' `forget`: identity map, presence, profile cache and activity, cap
+counters, displays showing them), and from the bytes on disk: the writer deletes with secure_delete, and
+the WAL is truncated after the commit (Writer.want_wipe). A tombstone keeps the erasure by hash only
+(sync.protocol.erase_key). Everything here runs in the writer thread, inside its transaction.
+
+Two ways in: `erase` (asked at this store: DELETE /api/v1/customers/<id>; the tombstone stays pending and
+an `erasure` event asks the central store to erase the shopper everywhere) and `erase_by_key` (erasures
+the central store confirmed, by erase key, from its change feed). `profiles_changed` is the consent side:
+a profile that no longer allows personal content clears the displays showing it at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from edge.config import Config
+from edge.domain.displays import Displays
+from edge.domain.shoppers import CustomerContext
+from edge.model import Event
+from edge.store.writer import Writer
+from sync import protocol as p
+
+SQL_CHUNK = 500  # host parameters per IN (...) list
+_EXCERPT_ERASED = "(removed by an erasure)"
+# Where a customer id may sit on the edge (customer ids by column), for an erasure that names a hash.
+_CUSTOMER_COLUMNS = (("profiles", "customer_id"), ("identities", "customer_id"), ("presence", "customer"),
+                     ("events", "customer"), ("decisions", "customer"), ("pickups", "customer_id"),
+                     ("qr_handoffs", "customer"))
+
+
+class Forgets(Protocol):
+    """A part that keeps something of shoppers in memory, and drops it on erasure."""
+
+    def forget(self, customer: str, keys: Sequence[str]) -> None:
+        """Drop what is kept under the customer id and under their identity keys (phones, kiosk sessions)."""
+
+
+class Privacy:
+    """Erasure across tables, memory and disk; consent changes on the displays. Writer thread only."""
+
+    def __init__(self, cfg: Config, writer: Writer, forgets: Sequence[Forgets], *, shoppers: CustomerContext,
+                 displays: Displays) -> None:
+        self.cfg = cfg
+        self.writer = writer
+        self.forgets = tuple(forgets)
+        self.shoppers = shoppers
+        self.displays = displays
+
+    def erase(self, customer: str, now: float) -> None:
+        """Erase a shopper asked here, and ask the central store to erase them everywhere (an outbox event,
+        by hash, pushed in seq order after what was recorded before). Until the central store confirms, the
+        pending tombstone keeps the edge from learning them again."""
+        conn = self.writer.conn
+        row = conn.execute("SELECT version FROM profiles WHERE customer_id = ?", (customer,)).fetchone()
+        self.erase_customers(conn, [(customer, row[0] if row else 0)], now, pending=True)
+        self.writer.insert_event(Event(event_id=f"erasure:{secrets.token_hex(12)}", kind=p.ERASURE_KIND,
+                                       source="edge", ts=now, received_at=now,
+                                       data={"customer_hash": p.erase_key(customer)}))
+
+    def erase_by_key(self, conn: sqlite3.Connection, erases: list[tuple[str, int]], now: float) -> None:
+        """Erasures the central store confirmed (change feed, by erase key): erase whoever this device holds
+        under each key, and keep (or confirm) the tombstone."""
+        found = customers_by_key(conn, {key for key, _ in erases})
+        targets = [(cid, v) for key, v in erases for cid in found.get(key, [])]
+        newer: dict[str, int] = {}  # a profile fetched since the erasure was fed (re-created): it stays
+        for chunk in _chunks([cid for cid, _ in targets]):
+            marks = ",".join("?" * len(chunk))
+            newer.update(conn.execute(f"SELECT customer_id, version FROM profiles WHERE customer_id IN ({marks})",
+                                      chunk))
+        self.erase_customers(conn, [(cid, v) for cid, v in targets if newer.get(cid, -1) < v], now)
+        _tombstone(conn, erases, now, pending=False)
+
+    def erase_customers(self, conn: sqlite3.Connection, erases: list[tuple[str, int]], now: float, *,
+                        pending: bool = False) -> None:
+        """Remove customers from every table, every in-memory trace and (after the commit) the WAL; remember
+        each erasure as a tombstone (hash only), `pending` when asked here until the central store confirms."""
+        if not erases:
+            return
+        keys = erase_rows(conn, [cid for cid, _ in erases])
+        _tombstone(conn, ((p.erase_key(cid), v) for cid, v in erases), now, pending=pending)
+        self.writer.want_wipe()  # the rows' old page images are still in the WAL
+        for cid, _ in erases:
+            for part in self.forgets:
+                part.forget(cid, keys.get(cid, ()))
+
+    def profiles_changed(self, conn: sqlite3.Connection, customers: list[str]) -> None:
+        """Profile upserts from the central store: re-read them; a revoked consent clears the displays now."""
+        self.shoppers.invalidate(customers)
+        for customer in customers:
+            if self.shoppers.personal(customer) is None:
+                self.displays.forget(customer)
+
+
+def erase_rows(conn: sqlite3.Connection, ids: list[str]) -> dict[str, list[str]]:
+    """Remove customers from every edge table: profile, identity keys, presence link, event content
+    (pseudonymized: customer, subject and data cleared, also where the data quotes the id), decisions, who
+    collected a pickup or took a handoff, dead letters and sync rejects quoting them. Returns each
+    customer's identity keys (what memory may hold them under)."""
+    by_customer: dict[str, list[str]] = {}
+    names: list[str] = []
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        for key, cid in conn.execute(f"SELECT key, customer_id FROM identities WHERE customer_id IN ({marks})", chunk):
+            by_customer.setdefault(cid, []).append(key)
+        names += [r[0] for r in conn.execute(f"SELECT first_name FROM profiles WHERE customer_id IN ({marks}) "
+                                             "AND first_name IS NOT NULL", chunk)]
+    keys = [k for ks in by_customer.values() for k in ks]
+    # What a device may have quoted in free text: the id, an identity key (and its value: a phone's id as
+    # the gateway reported it), the first name. Short ones would match unrelated text.
+    quoted = list(dict.fromkeys([*ids, *keys, *(k.partition(":")[2] for k in keys)]))
+    distinctive = [q for q in quoted if len(q) >= 6]
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        conn.execute(f"DELETE FROM profiles WHERE customer_id IN ({marks})", chunk)
+        conn.execute(f"DELETE FROM identities WHERE customer_id IN ({marks})", chunk)
+        conn.execute(f"UPDATE presence SET customer = NULL WHERE customer IN ({marks})", chunk)
+        conn.execute(f"UPDATE events SET customer = NULL, subject = NULL, data = NULL WHERE customer IN ({marks})",
+                     chunk)
+        conn.execute(f"UPDATE decisions SET customer = NULL, extra = NULL, payload = NULL "
+                     f"WHERE customer IN ({marks})", chunk)
+        # The store keeps that an order was collected (and a handoff made), never by whom.
+        conn.execute(f"UPDATE pickups SET customer_id = NULL WHERE customer_id IN ({marks})", chunk)
+        conn.execute(f"UPDATE qr_handoffs SET customer = NULL WHERE customer IN ({marks})", chunk)
+    # Anonymous history of the shopper's devices and sessions, and data quoting the id: one pass over the log.
+    for key_chunk, text_chunk in _pairs(keys, distinctive):
+        marks = ",".join("?" * len(key_chunk)) or "NULL"
+        where = f"subject IN ({marks})" + (f" OR (data IS NOT NULL AND {_instr_any('data', len(text_chunk))})"
+                                            if text_chunk else "")
+        conn.execute(f"UPDATE events SET subject = NULL, data = NULL WHERE {where}", [*key_chunk, *text_chunk])
+    for chunk in _chunks([q for q in [*quoted, *names] if len(q) >= 3], 200):
+        n = len(chunk)
+        conn.execute(f"UPDATE deadletters SET payload_excerpt = '', detail = ? "
+                     f"WHERE {_instr_any('payload_excerpt', n)} OR {_instr_any('detail', n)}",
+                     [_EXCERPT_ERASED, *chunk, *chunk])
+        conn.execute(f"UPDATE sync_rejects SET detail = NULL WHERE {_instr_any('detail', n)}", chunk)
+    return by_customer
+
+
+def customers_by_key(conn: sqlite3.Connection, keys: set[str]) -> dict[str, list[str]]:
+    """erase key → the customer ids this device holds anything about under that key (the partial indexes
+    on events and decisions keep this to the customers' rows, not the whole log)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    union = " UNION ".join(f"SELECT {col} FROM {table} WHERE {col} IS NOT NULL"
+                           for table, col in _CUSTOMER_COLUMNS if table in tables)
+    found: dict[str, list[str]] = {}
+    for (cid,) in conn.execute(union):
+        key = p.erase_key(cid)
+        if key in keys:
+            found.setdefault(key, []).append(cid)
+    return found
+
+
+def _tombstone(conn: sqlite3.Connection, rows: Iterable[tuple[str, int]], now: float, *, pending: bool) -> None:
+    """(erase key, version) tombstones; a confirmed one (pending False) clears the pending mark."""
+    conn.executemany("INSERT INTO sync_tombstones(customer_id, version, erased_at, pending) VALUES (?,?,?,?) "
+                     "ON CONFLICT(customer_id) DO UPDATE SET version=max(version, excluded.version), "
+                     "erased_at=excluded.erased_at, pending=excluded.pending",
+                     ((key, v, now, 1 if pending else 0) for key, v in rows))
+
+
+def _instr_any(column: str, n: int) -> str:
+    return "(" + " OR ".join([f"instr({column}, ?) > 0"] * n) + ")"
+
+
+def _pairs(keys: list[str], texts: list[str]) -> Iterable[tuple[list[str], list[str]]]:
+    """Chunks of both lists side by side (at least one pair when either has items)."""
+    key_chunks, text_chunks = list(_chunks(keys, 400)), list(_chunks(texts, 100))
+    for i in range(max(len(key_chunks), len(text_chunks))):
+        yield (key_chunks[i] if i < len(key_chunks) else []), (text_chunks[i] if i < len(text_chunks) else [])
+
+
+def _chunks(items: list[Any], n: int = SQL_CHUNK) -> Iterable[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
