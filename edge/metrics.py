@@ -1,14 +1,20 @@
-"""Counters and gauges rendered as Prometheus text (names start with `instore_edge_`).
+"""The edge's metrics (names start with `instore_edge_`), exposed as Prometheus text by prometheus_client.
 
-A few dozen lines rather than a client library: the edge has one process, a handful of series, and
-tests build several services in one interpreter, which a global registry would make awkward.
+A small façade keeps call sites simple (`inc`, `add_many`, `gauge`, `render`) over one
+`CollectorRegistry` per running edge, never the global one: tests build several edges in one process.
+Counters are kept here (the writer adds a whole batch's counts under one lock) and handed to the registry
+as metric families when it collects; gauges are read from their callbacks at that moment.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 HELP = {
     "instore_edge_events_total": ("counter", "Events recorded, by kind."),
@@ -38,20 +44,16 @@ HELP = {
     "instore_edge_http_rate_limited_total": ("counter", "Requests answered 429 by a per-client rate limit, by route."),
 }
 
-
-def _labels(labels: tuple[tuple[str, str], ...]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-                     for k, v in labels)
-    return "{" + inner + "}"
+Labels = tuple[tuple[str, str], ...]
 
 
-class Metrics:
+class Metrics(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
-        self._gauges: dict[str, Callable[[], float | dict[tuple[tuple[str, str], ...], float]]] = {}
+        self._counters: dict[str, dict[Labels, float]] = defaultdict(dict)
+        self._gauges: dict[str, Callable[[], float]] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
@@ -74,21 +76,25 @@ class Metrics:
         self._gauges[name] = fn
 
     def render(self) -> str:
-        lines: list[str] = []
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry).decode()
+
+    def collect(self) -> Iterator[Metric]:
+        """For the registry: each counter with its labelled series, each gauge read now (one that raises is
+        left out of this scrape)."""
         with self._lock:
             counters = {k: dict(v) for k, v in self._counters.items()}
-        names = sorted(set(counters) | set(self._gauges))
-        for name in names:
-            kind, text = HELP.get(name, ("gauge" if name in self._gauges else "counter", name))
-            lines.append(f"# HELP {name} {text}")
-            lines.append(f"# TYPE {name} {kind}")
-            if name in counters:
-                for labels, value in sorted(counters[name].items()):
-                    lines.append(f"{name}{_labels(labels)} {value:g}")
-            else:
-                try:
-                    value = self._gauges[name]()
-                except Exception:
-                    continue
-                lines.append(f"{name} {float(value):g}")
-        return "\n".join(lines) + "\n"
+        for name in sorted(counters):
+            series = counters[name]
+            labels = sorted({k for key in series for k, _ in key})
+            family = CounterMetricFamily(name, HELP.get(name, ("counter", name))[1], labels=labels)
+            for key, value in sorted(series.items()):
+                values = dict(key)
+                family.add_metric([values.get(label, "") for label in labels], value)
+            yield family
+        for name in sorted(self._gauges):
+            try:
+                value = float(self._gauges[name]())
+            except Exception:
+                continue
+            yield GaugeMetricFamily(name, HELP.get(name, ("gauge", name))[1], value=value)
