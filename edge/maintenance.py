@@ -1,6 +1,6 @@
 """Data lifecycle and operations helpers: retention purge, online backup, erasure over HTTP, MQTT diagnosis.
 
-`purge_expired` runs in the writer thread (Service housekeeping hands it to `pipeline.submit_task`), so
+`purge_expired` runs in the writer thread (the app's housekeeping hands it to the writer's inbox), so
 the one write connection stays the only one; `backup` uses SQLite's online backup API from its own
 connection and works while the service writes; `erase_via_http` and `diagnose_mqtt` back CLI commands
 and clearer error messages.
@@ -38,7 +38,7 @@ def purge_expired_detail(conn: sqlite3.Connection, retention_days: float, now: f
     still in the outbox is kept whatever its age: nothing leaves the device unsynced), decisions, dead
     letters and sync rejects. Age is the edge's receive time (devices' clocks may be wrong).
 
-    Runs inside the caller's transaction when there is one (the pipeline's submit_task), else in its own.
+    Runs inside the caller's transaction when there is one (a writer task), else in its own.
     `limit` bounds the events deleted per call, so a first purge of months of data does not hold the
     writer for long: call again while it returns `limit` events.
     """

@@ -22,7 +22,7 @@ import struct
 import time
 from collections.abc import Iterable
 
-log = logging.getLogger("instore_edge.quarantine")
+log = logging.getLogger(__name__)
 
 QUARANTINE_AFTER = 2  # failed attempts after which a message is set aside instead of processed
 KEEP_S = 7 * 86400

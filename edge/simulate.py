@@ -33,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from edge.config import Config
 from edge.model import EdgeError
 
-log = logging.getLogger("instore_edge.simulate")
+log = logging.getLogger(__name__)
 
 # Every shopper's phone runs the store app, which advertises an iBeacon with this UUID, major 1 and the
 # shopper number as minor. Shoppers logged in to the app are "known": it advertises their app id instead.
