@@ -37,8 +37,8 @@ from typing import Any
 
 import requests
 
-from edge.text import network_reason, shorten
 from sync import protocol as p
+from sync.text import network_reason, shorten
 
 log = logging.getLogger("instore_edge.sync")
 

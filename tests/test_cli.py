@@ -19,9 +19,9 @@ from conftest import ADMIN, ROOT, EdgeHandle, now_ms, sighting, store_config, wa
 from edge.broker import free_port
 from edge.cli import build_parser
 from edge.config import parse_config
-from edge.text import network_reason, shorten
 from edge.toml_writer import write_toml
 from sync.central import CentralServer
+from sync.text import network_reason, shorten
 
 SECRET = "-xJ4uQuoZJTjLvF2OeGJTxlu"
 PRODUCTS = [{"sku": "runner-42", "name": "Trail runner", "zone": "shoes", "price": 89.9}]
