@@ -36,10 +36,8 @@ CUSTOMERS = 2000
 def build(db: Path, n: int) -> None:
     """A store's log: n beacon events over 30 days, 1 in 10 by a known customer, and their profiles."""
     from edge.store.writer import open_writer
-    from sync.client import ensure_schema
 
     conn = open_writer(db)
-    ensure_schema(conn)
     start = time.time() - 30 * 86400
     conn.execute("BEGIN")
     conn.executemany(

@@ -3,7 +3,7 @@
 A synthetic store: ZONES zones with two screens and one kiosk each, a 120-product catalogue, RULES rules
 drawn from a seed with a mix of every condition (zone/event lists, dwell, hours/days, segments, tier,
 known, wishlist_in_zone, cart, orders, recent events), placeholders, frequency caps and A/B variants.
-PROFILES customers sit in an in-memory `profiles` table (sync.client schema), 70% with the
+PROFILES customers sit in an in-memory `profiles` table (the edge's schema), 70% with the
 personalization consent. The event stream is what the writer feeds the engine: presence events
 (enter/dwell/exit), window and kiosk interactions, sales and raw beacon sightings, half of the shopper
 events identified. A warm-up pass fills the profile cache (as a running store has it), then each
@@ -36,7 +36,7 @@ from edge.config import parse_config  # noqa: E402
 from edge.domain.shoppers import CustomerContext  # noqa: E402
 from edge.model import Event  # noqa: E402
 from edge.domain.rules import RuleEngine  # noqa: E402
-from sync.client import ensure_schema  # noqa: E402
+from edge.store.schema import migrate  # noqa: E402
 
 ZONES = 10
 SEGMENTS = ("sneakers", "outdoor", "formal", "kids", "denim", "accessories", "athleisure")
@@ -111,7 +111,7 @@ def build_config(n_rules: int, rng: random.Random) -> dict[str, Any]:
 
 
 def fill_profiles(conn: sqlite3.Connection, n: int, rng: random.Random) -> None:
-    ensure_schema(conn)
+    migrate(conn)
     rows = []
     for i in range(n):
         consent = rng.random() < 0.7

@@ -20,8 +20,7 @@ from a11y import assert_accessible
 from conftest import ADMIN, KIOSK, SIGNAGE, EdgeHandle
 from edge.config import Config
 from edge.qr import REFUSALS, Signer
-from edge.store.db import connect
-from sync.client import ensure_schema
+from edge.store.writer import open_writer
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -47,10 +46,9 @@ def browser() -> Iterator[Any]:
 
 
 def cache_profile(cfg: Config, profile: dict[str, Any]) -> None:
-    conn = connect(cfg.db.path)
+    conn = open_writer(cfg.db.path)  # the edge may not have created the file yet
     try:
         conn.execute("BEGIN")
-        ensure_schema(conn)
         conn.execute("INSERT OR REPLACE INTO profiles(customer_id, version, profile, first_name, "
                      "consent_personalization, updated_at, last_seen) VALUES (?, 1, ?, ?, 1, ?, NULL)",
                      (profile["customer_id"], json.dumps(profile), profile["first_name"], time.time()))

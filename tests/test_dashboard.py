@@ -283,13 +283,11 @@ CHART_TEXTS_OUTSIDE = """() => {
 
 def add_cached_profile(edge: EdgeHandle, customer: str) -> None:
     """One profile in the edge's cache, as sync would have written it (the status card counts them)."""
-    from sync.client import ensure_schema
     from edge.store.db import connect
 
     conn = connect(edge.cfg.db.path)
     try:
         conn.execute("BEGIN")
-        ensure_schema(conn)
         conn.execute("INSERT OR REPLACE INTO profiles(customer_id, version, profile, first_name, "
                      "consent_personalization, updated_at, last_seen) VALUES (?, 1, '{}', NULL, 0, ?, NULL)",
                      (customer, time.time()))

@@ -19,8 +19,8 @@ import requests
 from edge.broker import free_port
 from edge.config import Config
 from edge.store.db import connect
+from edge.store.writer import open_writer
 from kiosk_ui.streams import Hub, StreamsFull
-from sync.client import ensure_schema
 from a11y import assert_accessible, assert_open_pages_accessible
 from conftest import ADMIN, KIOSK, SIGNAGE, EdgeHandle, now_ms, sighting, store_config, wait_until
 from edge.broker import MosquittoBroker
@@ -208,10 +208,9 @@ def add_profile(cfg: Config, customer: str, first_name: str, *, consent: bool, l
                "orders_ready": [{"order_id": "ORD-4242", "items": ["KID-001"], "ready_at": "2025-03-14T09:00:00Z",
                                  "pickup_bay": "B2"}],
                "identities": keys, "version": 3}
-    conn = connect(cfg.db.path)
+    conn = open_writer(cfg.db.path)  # the edge may not have created the file yet
     try:
         conn.execute("BEGIN")
-        ensure_schema(conn)
         conn.execute("INSERT OR REPLACE INTO profiles(customer_id, version, profile, first_name, "
                      "consent_personalization, updated_at, last_seen) VALUES (?,?,?,?,?,?,NULL)",
                      (customer, 3, json.dumps(profile), first_name, int(consent), time.time()))

@@ -18,7 +18,7 @@ from edge.domain.shoppers import CustomerContext
 from edge.model import Event
 from edge.model import Decision
 from edge.domain.rules import RuleEngine
-from sync.client import ensure_schema
+from edge.store.schema import migrate
 from sync.protocol import TIERS as PROTOCOL_TIERS
 
 ROME = ZoneInfo("Europe/Rome")
@@ -56,7 +56,7 @@ def rule(rid: str, when: dict[str, Any] | None = None, show: dict[str, Any] | No
 @pytest.fixture
 def conn() -> sqlite3.Connection:
     c = sqlite3.connect(":memory:", isolation_level=None)
-    ensure_schema(c)
+    migrate(c)
     yield c
     c.close()
 
