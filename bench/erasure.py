@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -115,17 +114,18 @@ def main() -> int:
             if traces(db, victim, name):
                 raise SystemExit("bench/erasure.py: the erased customer is still in the files")
 
-            def feed(change: dict) -> float:
-                done = threading.Event()
-                t = time.perf_counter()
-                svc.inbox.submit_task(lambda w: svc.sync._apply_changes(w.conn, [change]) and None, done.set)
-                assert done.wait(120)
-                return time.perf_counter() - t
-
+            from sync.local import FeedErasure, ProfileChanges
             from sync.protocol import erase_key
 
-            seen_s = feed({"op": "erase", "customer_hash": erase_key("cust-00421"), "version": 9})
-            unseen_s = feed({"op": "erase", "customer_hash": erase_key("cust-elsewhere"), "version": 9})
+            def feed(customer: str) -> float:
+                """The central store's erasure of a customer, by hash, applied from the change feed."""
+                t = time.perf_counter()
+                svc.uplink.apply_changes(ProfileChanges(erasures=(FeedErasure(erase_key(customer), 9),)),
+                                         resync=False, feed_reset=False).result(120)
+                return time.perf_counter() - t
+
+            seen_s = feed("cust-00421")
+            unseen_s = feed("cust-elsewhere")
             deadline = time.monotonic() + 30
             while traces(db, "cust-00421", "Name00421x"):
                 if time.monotonic() > deadline:

@@ -2,13 +2,13 @@
 
 The central store runs as its own process (`python -m sync.central.cli`, so it does not share the
 edge's GIL); the edge is this process: the real pipeline writer (edge.app.App, MQTT not
-started) and the real SyncClient.
+started), its side of sync (edge.uplink.Uplink) and the real SyncClient.
 
 - drain: OUTBOX events are put in the outbox (untimed), then the client pushes them all; figure:
   events/s from the first POST to the outbox being empty (every deletion committed).
 - apply: PROFILES profiles are created at the central store (untimed), then one `pull_once()` fetches
-  and applies the whole change feed (profiles + identity keys + cursor, in the writer's transactions);
-  figure: profiles/s. The cache bound is raised above PROFILES so nothing is evicted while measuring.
+  and applies the whole change feed (profiles + identity keys + cursor, in the writer's transactions;
+  the edge's in-memory updates that follow them are not part of the figure); figure: profiles/s. The cache bound is raised above PROFILES so nothing is evicted while measuring.
 
 Peak RSS (VmHWM) of both processes is reported. The last line printed is a JSON object.
 
@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from bench._common import ADMIN, ROOT, STORE, proc_status_kb, store_config  # no
 from edge.broker import free_port, wait_for_port  # noqa: E402
 from edge.config import parse_config  # noqa: E402
 from edge.app import App  # noqa: E402
+from edge.uplink import Uplink, sync_settings  # noqa: E402
 from sync.client import SyncClient  # noqa: E402
 
 STORE_TOKEN = "VS5GovlIgicUA9zmAlW8qQ7Y"
@@ -60,6 +62,14 @@ def fill_outbox(svc: App, n: int, chunk: int = 20_000) -> None:
 
         svc.inbox.submit_task(task, done.set)
         done.wait()
+
+
+def edge_side(svc: App, max_profiles: int) -> Uplink:
+    """The edge's side of sync on the app's writer, its memory left out (the figures are sync and the
+    tables' work, as this benchmark has always measured them), with its own profile cache bound."""
+    return Uplink(svc.cfg.db.path, svc.inbox.submit_task, remember=lambda key, customer: None,
+                  profiles_changed=lambda conn, customers: None, erase_by_key=svc.privacy.erase_by_key,
+                  max_profiles=max_profiles, profile_ttl_s=svc.cfg.central.cache_ttl_s)
 
 
 def create_profiles(url: str, n: int, chunk: int = 1000) -> None:
@@ -103,10 +113,7 @@ def main() -> None:
             svc.pipeline.start()
 
             fill_outbox(svc, args.events)
-            client = SyncClient(cfg, cfg.db.path, svc.inbox.submit_task, svc.metrics,
-                                max_profiles=args.profiles * 2)
-            from sync.client import ensure_schema_task
-            assert client.run_task(ensure_schema_task)
+            client = SyncClient(sync_settings(cfg), edge_side(svc, args.profiles * 2), svc.metrics)
             t0 = time.perf_counter()
             delivered = client.push_once()
             drain_s = time.perf_counter() - t0
@@ -121,13 +128,14 @@ def main() -> None:
             applied = client.pull_once()
             apply_s = time.perf_counter() - t0
             assert applied == args.profiles, applied
-            n_ids = client._reader().execute("SELECT count(*) FROM identities").fetchone()[0]
+            with sqlite3.connect(cfg.db.path) as conn:
+                n_ids = conn.execute("SELECT count(*) FROM identities").fetchone()[0]
             assert n_ids == 2 * args.profiles, n_ids
 
             # The same feed applied again with the cache bounded to the default (5000): eviction cost.
-            client.max_profiles = 5000
+            bounded = edge_side(svc, 5000)
             t0 = time.perf_counter()
-            evicted = client.evict()
+            evicted = bounded.evict_profiles().result(120)
             evict_s = time.perf_counter() - t0
 
             res = {

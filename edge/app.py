@@ -2,9 +2,10 @@
 
 Nothing is wired after construction: each part gets what it talks to as constructor arguments. The writer's
 `Inbox` comes first, so that MQTT, sync and HTTP can hand it work before the pipeline that drains it exists;
-the domain parts next (the pipeline becomes their one owner), then privacy, sync, MQTT, the pages and the
-pipeline. `App` is also what the HTTP layer and the pages see of the edge (edge.web.ports.Edge,
-kiosk_ui.ports.Store): thin methods that hand each request to the part that owns the answer.
+the domain parts next (the pipeline becomes their one owner), then privacy, sync (edge.uplink, the edge's
+side of the link, and the client over it), MQTT, the pages and the pipeline. `App` is also what the HTTP
+layer and the pages see of the edge (edge.web.ports.Edge, kiosk_ui.ports.Store): thin methods that hand
+each request to the part that owns the answer.
 
 One process, a handful of threads: paho's network loop, the pipeline writer, the HTTP server, sync (push,
 pull, resolve), housekeeping; the watchdog has the process exit (EXIT_THREAD_DIED) when one dies.
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from flask import Flask
@@ -43,11 +45,12 @@ from edge.qr import Signer, Token
 from edge.store.db import connect
 from edge.store.queries import outbox_stats
 from edge.store.writer import Writer, open_writer
+from edge.uplink import Uplink, sync_settings
 from edge.watchdog import EXIT_THREAD_DIED, WATCH_S, Watchdog
 from edge.web import create_app
 from edge.wire.mqtt import MqttLink
 from kiosk_ui import Pages
-from sync.client import SyncClient
+from sync.client import THREADS as SYNC_THREADS, SyncClient
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +123,10 @@ class App:
         self.privacy = Privacy(cfg, writer, (presence, identity, rules, shoppers, displays), shoppers=shoppers,
                                displays=displays)
 
-        self.sync = SyncClient(
-            cfg, cfg.db.path, self.inbox.submit_task, self.metrics, max_profiles=cfg.central.cache_max_profiles,
-            profile_ttl_s=cfg.central.cache_ttl_s,
-            identity_hooks=[lambda conn, key, customer, via: identity.remember(key, customer)],
-            profile_hooks=[self.privacy.profiles_changed], erase_by_key=self.privacy.erase_by_key)
+        self.uplink = Uplink(cfg.db.path, self.inbox.submit_task, remember=identity.remember,
+                             profiles_changed=self.privacy.profiles_changed, erase_by_key=self.privacy.erase_by_key,
+                             max_profiles=cfg.central.cache_max_profiles, profile_ttl_s=cfg.central.cache_ttl_s)
+        self.sync = SyncClient(sync_settings(cfg), self.uplink, self.metrics)
         self.central = CentralLink(self.sync) if self.sync.enabled else None
         self.mqtt = MqttLink(cfg, self.inbox.put, backlog=self.inbox.qsize, retained=displays.publications)
         self.pages = Pages(cfg, self.metrics, server_threads=server_threads(cfg))
@@ -143,8 +145,8 @@ class App:
         self.watchdog.watch("housekeeping", lambda: self._housekeeping_thread)
         self.watchdog.watch("http", lambda: self._http_thread)
         self.watchdog.watch("mqtt", lambda: self.mqtt.thread)
-        for i, name in enumerate(("sync-push", "sync-pull", "sync-resolve")):
-            self.watchdog.watch(name, lambda i=i: self.sync._threads[i] if len(self.sync._threads) > i else None)
+        for name in SYNC_THREADS:
+            self.watchdog.watch(name, partial(self.sync.thread, name))
         self.metrics.gauge("instore_edge_mqtt_connected", lambda: 1.0 if self.mqtt.connected.is_set() else 0.0)
         self.metrics.gauge("instore_edge_outbox_pending", self._outbox_pending)
         self.metrics.gauge("instore_edge_outbox_capacity_ratio",

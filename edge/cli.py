@@ -110,12 +110,13 @@ def cmd_sync_status(args: argparse.Namespace) -> int:
     status, why = _live_sync_status(http_base(cfg.http.host, cfg.http.port), cfg.http.tokens.admin)
     live = status is not None
     if status is None:
-        from sync.client import SyncClient
+        from edge.uplink import UplinkReads, sync_settings
+        from sync.client import status as stored_status
 
         if not Path(cfg.db.path).exists():
             print(f"no database at {cfg.db.path} and {why}: has the edge run with this config?", file=sys.stderr)
             return 1
-        status = SyncClient(cfg, cfg.db.path, submit_task=lambda *a: None).status()
+        status = stored_status(sync_settings(cfg), UplinkReads(cfg.db.path))
         why = f"the database {cfg.db.path} ({why})"
     if args.json:
         print(json.dumps({**status, "read_from": "edge" if live else "database"}, indent=2, default=str))

@@ -10,25 +10,29 @@ the WAL is truncated after the commit (Writer.want_wipe). A tombstone keeps the 
 
 Two ways in: `erase` (asked at this store: DELETE /api/v1/customers/<id>; the tombstone stays pending and
 an `erasure` event asks the central store to erase the shopper everywhere) and `erase_by_key` (erasures
-the central store confirmed, by erase key, from its change feed). `profiles_changed` is the consent side:
-a profile that no longer allows personal content clears the displays showing it at once.
+the central store fed, by erase key, through edge/uplink.py). The tombstones are this module's too: they
+say whom the edge must not learn again (`still_erased`) until the erasure is confirmed and old.
+`profiles_changed` is the consent side: a profile that no longer allows personal content clears the
+displays showing it at once.
 """
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 from edge.config import Config
 from edge.domain.displays import Displays
 from edge.domain.shoppers import CustomerContext
 from edge.model import Event
+from edge.store.db import chunks, marks
+from edge.store.profiles import cached_version, cached_versions
 from edge.store.writer import Writer
 from sync import protocol as p
 
-SQL_CHUNK = 500  # host parameters per IN (...) list
+TOMBSTONE_MIN_S = 30 * 24 * 3600.0  # a confirmed tombstone is kept at least this long (see expire_tombstones)
 _EXCERPT_ERASED = "(removed by an erasure)"
 # Where a customer id may sit on the edge (customer ids by column), for an erasure that names a hash.
 _CUSTOMER_COLUMNS = (("profiles", "customer_id"), ("identities", "customer_id"), ("presence", "customer"),
@@ -59,24 +63,31 @@ class Privacy:
         by hash, pushed in seq order after what was recorded before). Until the central store confirms, the
         pending tombstone keeps the edge from learning them again."""
         conn = self.writer.conn
-        row = conn.execute("SELECT version FROM profiles WHERE customer_id = ?", (customer,)).fetchone()
-        self.erase_customers(conn, [(customer, row[0] if row else 0)], now, pending=True)
+        self.erase_customers(conn, [(customer, cached_version(conn, customer))], now, pending=True)
         self.writer.insert_event(Event(event_id=f"erasure:{secrets.token_hex(12)}", kind=p.ERASURE_KIND,
                                        source="edge", ts=now, received_at=now,
                                        data={"customer_hash": p.erase_key(customer)}))
 
-    def erase_by_key(self, conn: sqlite3.Connection, erases: list[tuple[str, int]], now: float) -> None:
-        """Erasures the central store confirmed (change feed, by erase key): erase whoever this device holds
-        under each key, and keep (or confirm) the tombstone."""
-        found = customers_by_key(conn, {key for key, _ in erases})
-        targets = [(cid, v) for key, v in erases for cid in found.get(key, [])]
-        newer: dict[str, int] = {}  # a profile fetched since the erasure was fed (re-created): it stays
-        for chunk in _chunks([cid for cid, _ in targets]):
-            marks = ",".join("?" * len(chunk))
-            newer.update(conn.execute(f"SELECT customer_id, version FROM profiles WHERE customer_id IN ({marks})",
-                                      chunk))
+    def erase_by_key(self, conn: sqlite3.Connection, erases: Sequence[tuple[str, int]], now: float, *,
+                     force: bool = False) -> int:
+        """Erasures the central store fed (change feed, by erase key): those newer than the tombstone held
+        (any, with `force`: a full resync; always one confirming a pending tombstone) erase whoever this
+        device holds under the key, and keep (or confirm) the tombstone. Returns how many were taken."""
+        held = _tombstones(conn, [key for key, _ in erases])
+        take: list[tuple[str, int]] = []
+        for key, v in erases:
+            erased_v, pending = held.get(key, (-1, False))
+            if force or pending or v > erased_v:
+                take.append((key, v))
+        if not take:
+            return 0
+        found = customers_by_key(conn, {key for key, _ in take})
+        targets = [(cid, v) for key, v in take for cid in found.get(key, [])]
+        # A profile fetched since the erasure was fed (re-created, a newer version) stays.
+        newer = cached_versions(conn, [cid for cid, _ in targets])
         self.erase_customers(conn, [(cid, v) for cid, v in targets if newer.get(cid, -1) < v], now)
-        _tombstone(conn, erases, now, pending=False)
+        _tombstone(conn, take, now, pending=False)
+        return len(take)
 
     def erase_customers(self, conn: sqlite3.Connection, erases: list[tuple[str, int]], now: float, *,
                         pending: bool = False) -> None:
@@ -106,36 +117,36 @@ def erase_rows(conn: sqlite3.Connection, ids: list[str]) -> dict[str, list[str]]
     customer's identity keys (what memory may hold them under)."""
     by_customer: dict[str, list[str]] = {}
     names: list[str] = []
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        for key, cid in conn.execute(f"SELECT key, customer_id FROM identities WHERE customer_id IN ({marks})", chunk):
+    for chunk in chunks(ids):
+        for key, cid in conn.execute(f"SELECT key, customer_id FROM identities WHERE customer_id IN ({marks(chunk)})",
+                                     chunk):
             by_customer.setdefault(cid, []).append(key)
-        names += [r[0] for r in conn.execute(f"SELECT first_name FROM profiles WHERE customer_id IN ({marks}) "
+        names += [r[0] for r in conn.execute(f"SELECT first_name FROM profiles WHERE customer_id IN ({marks(chunk)}) "
                                              "AND first_name IS NOT NULL", chunk)]
     keys = [k for ks in by_customer.values() for k in ks]
     # What a device may have quoted in free text: the id, an identity key (and its value: a phone's id as
     # the gateway reported it), the first name. Short ones would match unrelated text.
     quoted = list(dict.fromkeys([*ids, *keys, *(k.partition(":")[2] for k in keys)]))
     distinctive = [q for q in quoted if len(q) >= 6]
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        conn.execute(f"DELETE FROM profiles WHERE customer_id IN ({marks})", chunk)
-        conn.execute(f"DELETE FROM identities WHERE customer_id IN ({marks})", chunk)
-        conn.execute(f"UPDATE presence SET customer = NULL WHERE customer IN ({marks})", chunk)
-        conn.execute(f"UPDATE events SET customer = NULL, subject = NULL, data = NULL WHERE customer IN ({marks})",
+    for chunk in chunks(ids):
+        ins = marks(chunk)
+        conn.execute(f"DELETE FROM profiles WHERE customer_id IN ({ins})", chunk)
+        conn.execute(f"DELETE FROM identities WHERE customer_id IN ({ins})", chunk)
+        conn.execute(f"UPDATE presence SET customer = NULL WHERE customer IN ({ins})", chunk)
+        conn.execute(f"UPDATE events SET customer = NULL, subject = NULL, data = NULL WHERE customer IN ({ins})",
                      chunk)
         conn.execute(f"UPDATE decisions SET customer = NULL, extra = NULL, payload = NULL "
-                     f"WHERE customer IN ({marks})", chunk)
+                     f"WHERE customer IN ({ins})", chunk)
         # The store keeps that an order was collected (and a handoff made), never by whom.
-        conn.execute(f"UPDATE pickups SET customer_id = NULL WHERE customer_id IN ({marks})", chunk)
-        conn.execute(f"UPDATE qr_handoffs SET customer = NULL WHERE customer IN ({marks})", chunk)
+        conn.execute(f"UPDATE pickups SET customer_id = NULL WHERE customer_id IN ({ins})", chunk)
+        conn.execute(f"UPDATE qr_handoffs SET customer = NULL WHERE customer IN ({ins})", chunk)
     # Anonymous history of the shopper's devices and sessions, and data quoting the id: one pass over the log.
     for key_chunk, text_chunk in _pairs(keys, distinctive):
-        marks = ",".join("?" * len(key_chunk)) or "NULL"
-        where = f"subject IN ({marks})" + (f" OR (data IS NOT NULL AND {_instr_any('data', len(text_chunk))})"
-                                            if text_chunk else "")
+        where = f"subject IN ({marks(key_chunk) or 'NULL'})"
+        if text_chunk:
+            where += f" OR (data IS NOT NULL AND {_instr_any('data', len(text_chunk))})"
         conn.execute(f"UPDATE events SET subject = NULL, data = NULL WHERE {where}", [*key_chunk, *text_chunk])
-    for chunk in _chunks([q for q in [*quoted, *names] if len(q) >= 3], 200):
+    for chunk in chunks([q for q in [*quoted, *names] if len(q) >= 3], 200):
         n = len(chunk)
         conn.execute(f"UPDATE deadletters SET payload_excerpt = '', detail = ? "
                      f"WHERE {_instr_any('payload_excerpt', n)} OR {_instr_any('detail', n)}",
@@ -158,6 +169,9 @@ def customers_by_key(conn: sqlite3.Connection, keys: set[str]) -> dict[str, list
     return found
 
 
+# --- tombstones: erasures by erase key (sync.protocol.erase_key), never by id ---------------------------------
+
+
 def _tombstone(conn: sqlite3.Connection, rows: Iterable[tuple[str, int]], now: float, *, pending: bool) -> None:
     """(erase key, version) tombstones; a confirmed one (pending False) clears the pending mark."""
     conn.executemany("INSERT INTO sync_tombstones(customer_id, version, erased_at, pending) VALUES (?,?,?,?) "
@@ -166,17 +180,54 @@ def _tombstone(conn: sqlite3.Connection, rows: Iterable[tuple[str, int]], now: f
                      ((key, v, now, 1 if pending else 0) for key, v in rows))
 
 
+def _tombstones(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, tuple[int, bool]]:
+    """erase key → (version, pending) for the keys that have a tombstone."""
+    out: dict[str, tuple[int, bool]] = {}
+    for chunk in chunks(keys):
+        out.update((k, (v, bool(pending))) for k, v, pending in conn.execute(
+            f"SELECT customer_id, version, pending FROM sync_tombstones WHERE customer_id IN ({marks(chunk)})",
+            chunk))
+    return out
+
+
+def still_erased(conn: sqlite3.Connection, versions: Mapping[str, int], *, force: bool = False) -> set[str]:
+    """Of these customers (id → the version about to be learned; -1 for none), those the edge must not
+    learn: erased here and not yet confirmed by the central store (whatever the version, even with
+    `force`), or erased at that version or a later one (a stale copy of an erased profile)."""
+    by_key = {p.erase_key(c): c for c in versions}
+    out: set[str] = set()
+    for key, (erased_v, pending) in _tombstones(conn, list(by_key)).items():
+        customer = by_key[key]
+        if pending or (not force and versions[customer] <= erased_v):
+            out.add(customer)
+    return out
+
+
+def pending_count(conn: sqlite3.Connection) -> int:
+    """Erasures asked here that the central store has not confirmed yet."""
+    return conn.execute("SELECT count(*) FROM sync_tombstones WHERE pending = 1").fetchone()[0]
+
+
+def forget_confirmed_tombstones(conn: sqlite3.Connection) -> None:
+    """The change feed restarted (another central database): its erasures will come again; erasures asked
+    here and not yet confirmed stay."""
+    conn.execute("DELETE FROM sync_tombstones WHERE pending = 0")
+
+
+def expire_tombstones(conn: sqlite3.Connection, now: float, profile_ttl_s: float) -> None:
+    """Confirmed tombstones go once no stale copy can come back: older than the profile cache's TTL and
+    TOMBSTONE_MIN_S. Erasures asked here stay until the central store confirms them (it always does, by
+    feeding them back)."""
+    conn.execute("DELETE FROM sync_tombstones WHERE erased_at < ? AND pending = 0",
+                 (now - max(profile_ttl_s, TOMBSTONE_MIN_S),))
+
+
 def _instr_any(column: str, n: int) -> str:
     return "(" + " OR ".join([f"instr({column}, ?) > 0"] * n) + ")"
 
 
-def _pairs(keys: list[str], texts: list[str]) -> Iterable[tuple[list[str], list[str]]]:
+def _pairs(keys: list[str], texts: list[str]) -> Iterable[tuple[Sequence[str], Sequence[str]]]:
     """Chunks of both lists side by side (at least one pair when either has items)."""
-    key_chunks, text_chunks = list(_chunks(keys, 400)), list(_chunks(texts, 100))
+    key_chunks, text_chunks = list(chunks(keys, 400)), list(chunks(texts, 100))
     for i in range(max(len(key_chunks), len(text_chunks))):
         yield (key_chunks[i] if i < len(key_chunks) else []), (text_chunks[i] if i < len(text_chunks) else [])
-
-
-def _chunks(items: list[Any], n: int = SQL_CHUNK) -> Iterable[list[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]

@@ -256,7 +256,7 @@ def outcome(cfg: Any, topic: str, payload: bytes) -> tuple[str, Any]:
 
 
 def as_wire(e: ev.Event, seq: int) -> dict[str, Any]:
-    """The event as the edge's sync client sends it (sync/client.py, _read_batch)."""
+    """The event as the edge's sync client sends it (edge/store/outbox.py, outbox_batch)."""
     out: dict[str, Any] = {"event_id": e.event_id, "kind": e.kind, "ts": e.ts, "seq": seq, "received_at": e.received_at}
     for name in ("type", "source", "zone", "subject", "customer"):
         if getattr(e, name) is not None:

@@ -23,8 +23,10 @@ import requests
 
 from edge.broker import free_port
 from edge.config import Config
+from edge.uplink import Uplink, sync_settings
 from sync.central import CentralServer
-from sync.client import SyncClient, ensure_schema_task
+from sync.client import SyncClient
+from sync.local import ProfileUpsert
 from sync.protocol import erase_key
 from tests.conftest import wait_until
 
@@ -80,6 +82,13 @@ def produce(service: Any, n: int, start: int = 0, **fields: Any) -> None:
     assert done.wait(30)
 
 
+def in_writer(service: Any, fn: Callable[[Any], Any]) -> None:
+    """fn(write connection) in the edge's writer; returns once committed (so earlier writes are too)."""
+    done = threading.Event()
+    service.inbox.submit_task(lambda writer: fn(writer.conn) and None, done.set)
+    assert done.wait(30)
+
+
 def query(cfg: Config, sql: str, params: tuple = ()) -> list[tuple]:
     import sqlite3
 
@@ -121,14 +130,16 @@ def service(make_config: Callable[..., Config]) -> Iterator[Callable[..., Any]]:
 def clients() -> Iterator[Callable[..., SyncClient]]:
     made: list[SyncClient] = []
 
-    def make(svc: Any, *, start: bool = True, **kw: Any) -> SyncClient:
-        c = SyncClient(svc.cfg, svc.cfg.db.path, svc.inbox.submit_task, svc.metrics,
-                       erase_by_key=svc.privacy.erase_by_key, **{**FAST, **kw})
+    def make(svc: Any, *, start: bool = True, max_profiles: int | None = None, **kw: Any) -> SyncClient:
+        local = svc.uplink
+        if max_profiles is not None:  # the edge's side of sync with a smaller profile cache (below config's least)
+            local = Uplink(svc.cfg.db.path, svc.inbox.submit_task, remember=local.remember,
+                           profiles_changed=local.profiles_changed, erase_by_key=local.erase_by_key,
+                           max_profiles=max_profiles, profile_ttl_s=local.profile_ttl_s)
+        c = SyncClient(sync_settings(svc.cfg, **{**FAST, **kw}), local, svc.metrics)
         made.append(c)
         if start:
             c.start()
-        else:
-            assert c.run_task(ensure_schema_task)
         return c
 
     yield make
@@ -351,8 +362,8 @@ def test_erase_and_consent_revocation_propagate_within_one_pull(central, service
         [("b1", None, None, None), ("k1", None, None, None)]
     assert query(svc.cfg, "SELECT count(*) FROM decisions WHERE customer IS NOT NULL") == [(0,)]
     # A stale copy of the erased profile (an on-demand fetch that raced the erasure) is not resurrected.
-    stale = {"customer_id": "c-1", "version": 1, "op": "upsert", "profile": profile("c-1", version=1)}
-    assert client.run_task(lambda conn: client._apply_changes(conn, [stale]) and None)
+    stale = profile("c-1", version=1)
+    svc.uplink.cache_profile(ProfileUpsert("c-1", 1, stale)).result(10)
     assert query(svc.cfg, "SELECT count(*) FROM profiles WHERE customer_id = 'c-1'") == [(0,)]
     assert client.pull_once() == 0
     assert client.status()["cursor"]
@@ -380,11 +391,11 @@ def test_an_erasure_asked_at_the_store_reaches_the_central_and_nothing_brings_th
     assert client.pull_once() == 0
     matches = client.resolve(["device:app-c-1"])
     assert matches == {"device:app-c-1": "c-1"}  # the central store still knows the device
-    assert client.run_task(lambda conn: client._store_matches(conn, matches))
+    svc.uplink.store_identity_matches(matches).result(10)
     assert client.fetch_profile("c-1") is not None
-    assert client.run_task(lambda conn: None)  # the fetched profile's write has run by now
+    in_writer(svc, lambda conn: None)  # the fetched profile's write has run by now
     # A full resync (the central store's feed restarted: a cursor from another database).
-    assert client.run_task(lambda conn: conn.execute("UPDATE sync_state SET value = 'feed0.1' WHERE key = 'cursor'"))
+    in_writer(svc, lambda conn: conn.execute("UPDATE sync_state SET value = 'feed0.1' WHERE key = 'cursor'"))
     assert client.pull_once() == 1  # c-2 again; c-1 still refused
     assert query(svc.cfg, "SELECT count(*) FROM profiles WHERE customer_id = 'c-1'") == [(0,)]
     assert query(svc.cfg, "SELECT count(*) FROM identities WHERE customer_id = 'c-1'") == [(0,)]
@@ -421,8 +432,7 @@ def test_feed_reset_resyncs_and_cache_is_bounded_keeping_present_shoppers(centra
     assert {r[0] for r in query(svc.cfg, "SELECT customer_id FROM identities")} == cached
 
     # A cursor from another central database: the feed restarts with reset, the edge resyncs fully.
-    assert client.run_task(lambda conn: conn.execute("UPDATE sync_state SET value = 'feedfeed.999' "
-                                                     "WHERE key = 'cursor'"))
+    in_writer(svc, lambda conn: conn.execute("UPDATE sync_state SET value = 'feedfeed.999' WHERE key = 'cursor'"))
     assert client.pull_once() >= 6
     assert client.status()["cursor"].split(".")[0] != "feedfeed"
     assert len(query(svc.cfg, "SELECT customer_id FROM profiles")) == 3
@@ -438,7 +448,8 @@ def test_fetch_and_resolve_cache_what_they_find(central, service, clients) -> No
     prof = client.fetch_profile("c-9")
     assert prof is not None and prof["first_name"] == "Anna"
     assert client.fetch_profile("nobody") is None
-    wait_until(lambda: client.cached_profile("c-9"), what="the fetched profile to be cached")
+    wait_until(lambda: query(svc.cfg, "SELECT 1 FROM profiles WHERE customer_id = 'c-9'"),
+               what="the fetched profile to be cached")
     assert client.resolve(["loyalty:999", "loyalty:000"]) == {"loyalty:999": "c-9"}
     admin(central.url, "POST", "/v1/admin/profiles", json=profile("c-10", identities=["loyalty:1010"]))
     client.request_resolution(["loyalty:1010"])
@@ -471,3 +482,116 @@ def test_fetch_times_out_cleanly_when_central_hangs_and_the_breaker_opens(servic
         assert "did not answer" in client.status()["errors"]["fetch"]
     finally:
         hang.stop()
+
+
+# --- sync below the edge ------------------------------------------------------------------------------------
+
+SYNC_WITHOUT_EDGE = r'''
+import json, sys, time
+from concurrent.futures import Future
+
+
+class NoEdge:
+    """Any import of the edge package fails, as on a machine that has sync alone."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "edge" or name.startswith("edge."):
+            raise ImportError(f"sync imported {name}")
+        return None
+
+
+sys.meta_path.insert(0, NoEdge())
+import pkgutil, importlib, sync
+for info in pkgutil.walk_packages(sync.__path__, "sync."):
+    if not info.name.startswith("sync.central"):  # the central store's HTTP plumbing moves separately
+        importlib.import_module(info.name)
+from sync.client import SyncClient, SyncSettings
+from sync.local import Applied, LocalCounts, OutboxBatch, OutboxStats
+
+
+def committed(value=None):
+    done = Future()
+    done.set_result(value)
+    return done
+
+
+class MemoryLocal:
+    """sync.local.Local in memory: three events in the outbox, a profile cache, identity matches."""
+
+    def __init__(self):
+        now = time.time()
+        self.outbox = {seq: json.dumps({"event_id": f"m-{seq}", "kind": "window", "ts": now, "seq": seq,
+                                        "source": "window-1"}) for seq in (1, 2, 3)}
+        self.profiles, self.matches, self.kept_cursor = {}, {}, None
+
+    def outbox_batch(self, after_seq, limit):
+        seqs = sorted(s for s in self.outbox if s > after_seq)[:limit]
+        return OutboxBatch(tuple(seqs), tuple(f"m-{s}" for s in seqs), tuple(self.outbox[s] for s in seqs)) \
+            if seqs else None
+
+    def outbox_stats(self):
+        return OutboxStats(len(self.outbox), None)
+
+    def cursor(self):
+        return self.kept_cursor
+
+    def counts(self):
+        return LocalCounts(0, len(self.profiles), 0)
+
+    def settle(self, delivered, refused):
+        for seq in [*delivered, *(r.seq for r in refused)]:
+            del self.outbox[seq]
+        return committed()
+
+    def apply_changes(self, changes, *, resync, feed_reset):
+        for u in changes.upserts:
+            self.profiles[u.customer_id] = dict(u.profile)
+        self.kept_cursor = changes.cursor
+        return committed(Applied(len(changes.upserts)))
+
+    def cache_profile(self, profile):
+        self.profiles[profile.customer_id] = dict(profile.profile)
+        return committed(Applied(1))
+
+    def store_identity_matches(self, matches):
+        self.matches.update(matches)
+        return committed()
+
+    def drop_stale_profiles(self, since):
+        return committed()
+
+    def evict_profiles(self):
+        return committed(0)
+
+
+url, token, store = sys.argv[1:4]
+local = MemoryLocal()
+client = SyncClient(SyncSettings(store_id=store, url=url, token=token), local)
+pushed = client.push_once()
+pulled = client.pull_once()
+local.profiles.clear()
+fetched = client.fetch_profile("c-7")
+status = client.status()
+client.stop()
+print(json.dumps({"pushed": pushed, "pulled": pulled, "fetched": fetched and fetched["first_name"],
+                  "cached": sorted(local.profiles), "outbox": len(local.outbox), "cursor": status["cursor"],
+                  "edge_modules": sorted(m for m in sys.modules if m.split(".")[0] == "edge")}))
+'''
+
+
+def test_sync_pushes_pulls_and_fetches_without_the_edge_package(central) -> None:
+    """sync/ sits below the edge: with `edge` unimportable, every sync module loads and a client works
+    through its narrow interface (sync.local.Local), here an in-memory one."""
+    import subprocess
+    import sys
+
+    admin(central.url, "POST", "/v1/admin/profiles", json=profile("c-7"))
+    out = subprocess.run([sys.executable, "-c", SYNC_WITHOUT_EDGE, central.url, STORE_TOKEN, STORE],
+                         capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["edge_modules"] == []
+    assert (result["pushed"], result["outbox"]) == (3, 0)
+    assert [e["event_id"] for e in central_events(central.url)] == ["m-1", "m-2", "m-3"]
+    assert result["pulled"] == 1 and result["cursor"]
+    assert (result["fetched"], result["cached"]) == ("Anna", ["c-7"])

@@ -38,6 +38,12 @@ def edge_event_ids(db_path: str) -> list[str]:
         return [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY seq")]
 
 
+def cached(db_path: str, customer: str) -> bool:
+    """The edge holds the customer's profile in its cache."""
+    with sqlite3.connect(db_path, timeout=10) as conn:
+        return conn.execute("SELECT 1 FROM profiles WHERE customer_id = ?", (customer,)).fetchone() is not None
+
+
 def test_kill_9_during_a_push_loses_nothing_and_duplicates_nothing_at_the_central(edge_process, mqtt_client,
                                                                                    tmp_path):
     central = start_central(tmp_path)
@@ -105,7 +111,7 @@ def test_profiles_drive_the_screen_with_consent_and_stop_when_revoked_or_erased(
         # Cache miss: zone content now, the profile is fetched in the background meanwhile.
         first = identify(1)
         assert first["content_id"] == "welcome" and "customer" not in first
-        wait_until(lambda: edge.service.sync.cached_profile("C-0100"), what="on-demand fetch")
+        wait_until(lambda: cached(edge.cfg.db.path, "C-0100"), what="on-demand fetch")
         second = identify(2)
         assert second["content_id"] == "hello" and second["data"]["title"] == "Ciao Giulia"
         assert second["customer"] == "C-0100"

@@ -9,7 +9,9 @@ the extra fsync costs nothing measurable.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from edge.model import EdgeError
 
@@ -20,6 +22,9 @@ class StoreError(EdgeError):
 
 BUSY_TIMEOUT_MS = 30000
 WIPE_BUSY_MS = 50  # how long one attempt to truncate the WAL waits for readers (the writer waits meanwhile)
+SQL_CHUNK = 500  # host parameters per IN (...) list
+
+T = TypeVar("T")
 
 
 def connect(path: str | Path, *, writer: bool = False) -> sqlite3.Connection:
@@ -49,3 +54,14 @@ def truncate_wal(conn: sqlite3.Connection, busy_ms: int = WIPE_BUSY_MS) -> bool:
     finally:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return busy == 0
+
+
+def chunks(items: Sequence[T], n: int = SQL_CHUNK) -> Iterator[Sequence[T]]:
+    """`items` in slices of at most n: an IN (...) list per slice stays within SQLite's host parameters."""
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def marks(chunk: Sequence[object]) -> str:
+    """The `?,?,?` of an IN (...) list for `chunk`."""
+    return ",".join("?" * len(chunk))

@@ -89,9 +89,9 @@ CREATE TABLE IF NOT EXISTS sync_tombstones (
 
 
 def _v4(db: sqlite_utils.Database) -> None:
-    """Sync and identity: the profile context cache, identities, sync cursor, rejects and tombstones.
-
-    A frozen copy of sync.client's schema at this version (later changes get their own migration)."""
+    """Sync and identity: the profile context cache, identities, sync cursor, rejects and tombstones
+    (written through edge/uplink.py: SQL in store/outbox.py, store/profiles.py and edge/privacy.py; later
+    changes get their own migration)."""
     for stmt in _V4_SQL.split(";"):
         if stmt.strip():
             db.execute(stmt)
@@ -122,7 +122,7 @@ def _v5(db: sqlite_utils.Database) -> None:
 def _v6(db: sqlite_utils.Database) -> None:
     """Erasure: tombstones of erasures asked here stay `pending` until the central store confirms them;
     partial indexes find a customer's events and decisions without reading the whole log."""
-    if "pending" not in db["sync_tombstones"].columns_dict:  # sync.client.ensure_schema may have made it
+    if "pending" not in db["sync_tombstones"].columns_dict:  # older sync code created the table itself
         db.execute("ALTER TABLE sync_tombstones ADD COLUMN pending INTEGER NOT NULL DEFAULT 0")
     db.execute("CREATE INDEX IF NOT EXISTS idx_events_customer ON events(customer) WHERE customer IS NOT NULL")
     db.execute("CREATE INDEX IF NOT EXISTS idx_decisions_customer ON decisions(customer) WHERE customer IS NOT NULL")

@@ -1,0 +1,195 @@
+"""The edge's side of the sync link: `sync.local.Local` over the edge's database and memory.
+
+Sync (sync/) asks in the words of sync/local.py; this answers from the edge. Each write runs as a task
+in the pipeline's single writer (`submit_task`, edge.pipeline.Inbox), inside its transaction, and its
+Future completes after the commit. The SQL is edge/store's (`outbox.py`, `profiles.py`); erasures and
+the tombstones that keep erased shoppers from being learned again are edge/privacy.py's. In the same
+task the in-memory state follows the tables through what the composition root hands in: identity's map
+(`remember`), the shoppers' cache and the displays (`profiles_changed`), and every trace of a customer
+the feed erased (`erase_by_key`, which forgets them everywhere). Reads use a WAL connection of their
+own per thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from edge import privacy
+from edge.config import Config
+from edge.store import outbox, profiles
+from edge.store.queries import outbox_stats
+from edge.store.writer import Writer
+from sync.client import SyncSettings
+from sync.local import (Applied, LocalCounts, LocalError, OutboxBatch, OutboxStats, ProfileChanges, ProfileUpsert,
+                        Refusal)
+
+T = TypeVar("T")
+SubmitTask = Callable[[Callable[[Writer], None], Callable[[], None] | None], None]  # Inbox.submit_task
+Remember = Callable[[str, str], None]  # identity key, customer id: Identity.remember
+ProfilesChanged = Callable[[sqlite3.Connection, list[str]], None]  # Privacy.profiles_changed
+
+
+class EraseByKey(Protocol):
+    """edge.privacy.Privacy.erase_by_key: erasures the central store fed, everywhere; returns how many it took."""
+
+    def __call__(self, conn: sqlite3.Connection, erases: Sequence[tuple[str, int]], now: float, *,
+                 force: bool = False) -> int: ...
+
+
+def sync_settings(cfg: Config, **tuning: Any) -> SyncSettings:
+    """The sync client's settings from [store] and [central]; `tuning` sets the rest (tests, benchmarks)."""
+    central = cfg.central
+    return SyncSettings(store_id=cfg.store.id, url=central.url, token=central.token,
+                        pull_interval_s=float(central.pull_interval_s), push_batch=int(central.push_batch),
+                        fetch_timeout_s=central.fetch_timeout_ms / 1000.0, **tuning)
+
+
+class UplinkReads:
+    """What sync reads of the edge, on a WAL connection per thread. Alone (without a writer) it serves
+    `instore-edge sync status` while the edge is stopped."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.db_path = str(db_path)
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def _read(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._conn())
+        except sqlite3.Error as exc:
+            raise LocalError(f"cannot read {what} ({exc})") from None
+
+    def outbox_batch(self, after_seq: int, limit: int) -> OutboxBatch | None:
+        return self._read("the outbox", lambda conn: outbox.outbox_batch(conn, after_seq, limit))
+
+    def outbox_stats(self) -> OutboxStats:
+        pending, age = self._read("the outbox", lambda conn: outbox_stats(conn, time.time()))
+        return OutboxStats(pending, age)
+
+    def cursor(self) -> str | None:
+        return self._read("the change feed cursor", profiles.read_cursor)
+
+    def counts(self) -> LocalCounts:
+        return self._read("the sync counts", lambda conn: LocalCounts(
+            rejected=outbox.rejected_count(conn), profiles_cached=profiles.cached_count(conn),
+            erasures_pending=privacy.pending_count(conn)))
+
+
+class Uplink(UplinkReads):
+    """sync.local.Local for a running edge: writes through the pipeline's writer, memory kept in step.
+
+    remember(key, customer): an identity key the central store gave; profiles_changed(conn, ids): cached
+    profiles changed (the shoppers' cache, displays of a revoked consent); erase_by_key(conn, erasures,
+    now, force=): erasures the central store fed, everywhere (tables, memory, the WAL's old pages).
+    max_profiles, profile_ttl_s: the cache's bound ([central] cache_max_profiles, cache_ttl_s)."""
+
+    def __init__(self, db_path: str | Path, submit_task: SubmitTask, *, remember: Remember,
+                 profiles_changed: ProfilesChanged, erase_by_key: EraseByKey,
+                 max_profiles: int, profile_ttl_s: float) -> None:
+        super().__init__(db_path)
+        self.submit_task = submit_task
+        self.remember = remember
+        self.profiles_changed = profiles_changed
+        self.erase_by_key = erase_by_key
+        self.max_profiles = max_profiles
+        self.profile_ttl_s = profile_ttl_s
+
+    def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Run fn(write connection) in the writer's transaction; the Future gets its result at the commit,
+        or LocalError when fn raised (the writer rolled it back and logged why)."""
+        pending: Future[T] = Future()
+        outcome: list[T] = []
+
+        def task(writer: Writer) -> None:
+            outcome.clear()  # a batch the writer retries runs its tasks again
+            outcome.append(fn(writer.conn))
+
+        def done() -> None:
+            if outcome:
+                pending.set_result(outcome[0])
+            else:
+                pending.set_exception(LocalError(f"the edge writer failed to {what}; see the edge log"))
+
+        self.submit_task(task, done)
+        return pending
+
+    def settle(self, delivered: Sequence[int], refused: Sequence[Refusal]) -> Future[None]:
+        now = time.time()
+        return self._write("settle pushed events in the outbox",
+                           lambda conn: outbox.settle(conn, delivered, refused, now))
+
+    def apply_changes(self, changes: ProfileChanges, *, resync: bool, feed_reset: bool) -> Future[Applied]:
+        def apply(conn: sqlite3.Connection) -> Applied:
+            if feed_reset:
+                privacy.forget_confirmed_tombstones(conn)
+            applied = self._apply(conn, changes, force=resync)
+            if changes.cursor is not None:
+                profiles.keep_cursor(conn, changes.cursor)
+            return applied
+
+        return self._write("apply a change feed page (the cursor stays where it was)", apply)
+
+    def cache_profile(self, profile: ProfileUpsert) -> Future[Applied]:
+        return self._write("cache a fetched profile",
+                           lambda conn: self._apply(conn, ProfileChanges(upserts=(profile,)), force=False))
+
+    def _apply(self, conn: sqlite3.Connection, changes: ProfileChanges, *, force: bool) -> Applied:
+        """Upserts, then erasures; memory follows each (upserted profiles are re-read before any erasure).
+
+        A customer erased here and not yet confirmed is never learned again, whatever the version, even on a
+        full resync; a confirmed erasure refuses the versions up to its own (privacy.still_erased)."""
+        now = time.time()
+        upserts = changes.upserts
+        if upserts:
+            erased = privacy.still_erased(conn, {u.customer_id: u.version for u in upserts}, force=force)
+            if erased:
+                upserts = tuple(u for u in upserts if u.customer_id not in erased)
+        upserted = profiles.upsert_profiles(conn, upserts, force=force, now=now)
+        for key, customer in upserted.identities:
+            self.remember(key, customer)
+        if upserted.customers:
+            self.profiles_changed(conn, upserted.customers)
+        erasures = 0
+        if changes.erasures:
+            erasures = self.erase_by_key(conn, [(e.key, e.version) for e in changes.erasures], now, force=force)
+        return Applied(len(upserted.customers) + erasures, erasures)
+
+    def store_identity_matches(self, matches: Mapping[str, str]) -> Future[None]:
+        def store(conn: sqlite3.Connection) -> None:
+            # Not to customers erased here: a resolve answered before the central store applied the erasure
+            # must not bring the shopper back.
+            customers = list(set(matches.values()))
+            cached = profiles.cached_versions(conn, customers)
+            erased = privacy.still_erased(conn, {c: cached.get(c, -1) for c in customers})
+            kept = {k: c for k, c in matches.items() if c not in erased}
+            profiles.keep_identities(conn, kept, time.time())
+            for key, customer in kept.items():
+                self.remember(key, customer)
+
+        return self._write("keep identity matches", store)
+
+    def drop_stale_profiles(self, since: float) -> Future[None]:
+        return self._write("drop profiles a full resync did not deliver",
+                           lambda conn: profiles.drop_stale_profiles(conn, since))
+
+    def evict_profiles(self) -> Future[int]:
+        def evict(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            evicted = profiles.evict_profiles(conn, self.max_profiles, self.profile_ttl_s, now)
+            privacy.expire_tombstones(conn, now, self.profile_ttl_s)
+            return evicted
+
+        return self._write("bound the profile cache", evict)

@@ -1,0 +1,169 @@
+"""Pull: the central store's profile change feed into the edge's profile cache.
+
+GET /v1/profiles/changes from the cursor the edge kept; each page is applied (upserts newer than the
+cached version, erasures everywhere) in one transaction together with the new cursor, while the next
+page is fetched. Erasures arrive by hash (`customer_hash`, sync.protocol.erase_key). A page with `reset`
+(the cursor came from another central database) starts a full resync: every entry is taken whatever its
+version, and the profiles the new feed did not deliver are dropped at the end. After each pull the edge
+bounds its cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from sync import protocol as p
+from sync.local import Applied, FeedErasure, Local, ProfileChanges, ProfileUpsert, committed
+from sync.transport import AuthError, Backoff, Errors, Metrics, SyncError, Transport, error_message
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def parse_changes(page: p.ChangesPage) -> ProfileChanges:
+    """A page's entries as the edge takes them: the newest per customer, the cursor to keep with them.
+
+    Malformed entries are skipped with a warning. An erasure from a central store older than hashed
+    erasures names the customer id: it is hashed here, so the edge only ever sees the erase key."""
+    upserts: dict[str, tuple[int, Mapping[str, Any]]] = {}
+    erasures: dict[str, int] = {}
+    for ch in page.changes:
+        version = ch.get("version") if isinstance(ch, dict) else None
+        if isinstance(version, int):
+            op, cid = ch.get("op"), ch.get("customer_id")
+            if op == "erase":
+                hashed = ch.get("customer_hash")
+                if hashed is None and isinstance(cid, str):
+                    hashed = p.erase_key(cid)
+                if isinstance(hashed, str) and p.ERASE_KEY_RE.fullmatch(hashed):
+                    if hashed not in erasures or version > erasures[hashed]:
+                        erasures[hashed] = version
+                    continue
+            elif op == "upsert" and isinstance(cid, str) and isinstance(ch.get("profile"), dict):
+                if cid not in upserts or version > upserts[cid][0]:
+                    upserts[cid] = (version, ch["profile"])
+                continue
+        log.warning("ignoring a malformed change feed entry")
+    return ProfileChanges(upserts=tuple(ProfileUpsert(cid, v, prof) for cid, (v, prof) in upserts.items()),
+                          erasures=tuple(FeedErasure(key, v) for key, v in erasures.items()),
+                          cursor=page.next)
+
+
+class Puller:
+    """Follows the change feed; counts what it applied for status."""
+
+    def __init__(self, transport: Transport, local: Local, errors: Errors, metrics: Metrics | None, *,
+                 limit: int, timeout_s: float, task_timeout_s: float, stop: threading.Event) -> None:
+        self.transport = transport
+        self.local = local
+        self.errors = errors
+        self.metrics = metrics
+        self.limit = max(1, min(limit, p.MAX_CHANGES_LIMIT))
+        self.timeout_s = timeout_s
+        self.task_timeout_s = task_timeout_s
+        self.stop = stop
+        self.last_pull: float | None = None
+        self.last_attempt: float | None = None
+        self.applied = 0
+        self.erased = 0
+        self._lock = threading.Lock()
+
+    def changes(self, since: str | None) -> p.ChangesPage:
+        """One page of the change feed after `since` (from the beginning when None)."""
+        params: dict[str, Any] = {"limit": self.limit}
+        if since:
+            params["since"] = since
+        r = self.transport.request("GET", p.CHANGES_PATH, params=params,
+                                   timeout=(min(5.0, self.timeout_s), self.timeout_s))
+        if r.status_code != 200:
+            raise SyncError(f"central store answered HTTP {r.status_code} to the change feed: {error_message(r)}",
+                            status=r.status_code, retryable=r.status_code != 400)
+        try:
+            return p.ChangesPage.from_dict(r.json())
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise SyncError(f"central store sent an unreadable change feed page ({exc})") from None
+
+    def pull_once(self) -> int:
+        """Fetch and apply every change after the kept cursor; returns the changes applied. Raises SyncError."""
+        with self._lock:
+            return self._pull()
+
+    def _pull(self) -> int:
+        self.last_attempt = time.time()
+        page = self.changes(self.local.cursor())
+        changes = parse_changes(page)
+        applied = 0
+        resync_started: float | None = None
+        while True:
+            if page.reset and resync_started is None:
+                log.warning("the central store's change feed restarted (another or restored database): full resync")
+                resync_started = time.time()
+            pending = self.local.apply_changes(changes, resync=resync_started is not None, feed_reset=page.reset)
+            nxt: tuple[p.ChangesPage, ProfileChanges] | SyncError | None = None
+            if page.more:  # fetch (and read) the next page while the edge applies this one
+                try:
+                    following = self.changes(page.next)
+                    nxt = following, parse_changes(following)
+                except SyncError as exc:
+                    nxt = exc
+            done = committed(pending, "apply a change feed page", self.task_timeout_s, self.stop)
+            self._count(done)
+            applied += done.changes
+            if isinstance(nxt, SyncError):
+                raise nxt
+            if nxt is None:
+                break
+            page, changes = nxt
+        if resync_started is not None:
+            # Whatever the new feed did not mention is not in the central store any more.
+            self._quietly(self.local.drop_stale_profiles(resync_started), "drop profiles the resync did not deliver")
+        self.evict()
+        self.last_pull = time.time()
+        self.errors.clear("pull")
+        return applied
+
+    def _count(self, done: Applied) -> None:
+        self.applied += done.changes
+        self.erased += done.erased
+        if self.metrics is not None and done.changes:
+            self.metrics.inc("instore_edge_sync_profile_changes_total", done.changes)
+
+    def _quietly(self, pending: Future[T], what: str) -> T | None:
+        """Housekeeping after a pull: a failure is logged, and the pull still counts (it is redone later)."""
+        try:
+            return committed(pending, what, self.task_timeout_s, self.stop)
+        except SyncError as exc:
+            log.warning("could not %s: %s", what, exc)
+            return None
+
+    def evict(self) -> int:
+        """Have the edge bound its profile cache; returns how many profiles it evicted."""
+        return self._quietly(self.local.evict_profiles(), "bound the profile cache") or 0
+
+    def run(self, backoff: Backoff, interval_s: float) -> None:
+        """The pull thread: a pull every interval_s, backing off on failures."""
+        delay = 0.0
+        while not self.stop.is_set():
+            if delay and self.stop.wait(delay):
+                return
+            try:
+                self.pull_once()
+                backoff.reset()
+                delay = interval_s
+            except AuthError as exc:
+                self.errors.record("pull", str(exc), logging.ERROR)
+                delay = max(backoff.next_delay(), min(backoff.cap_s, 5.0))
+            except SyncError as exc:
+                delay = min(backoff.next_delay(), interval_s)
+                self.errors.record("pull", f"profile pull failed, retrying in {delay:.2f}s: {exc}")
+            except Exception as exc:
+                log.exception("sync pull failed unexpectedly")
+                delay = backoff.next_delay()
+                self.errors.record("pull", f"profile pull failed unexpectedly ({type(exc).__name__}: {exc})",
+                                   logging.ERROR)

@@ -1,0 +1,187 @@
+"""Push: the edge's outbox to the central store, in seq order, one batch at a time.
+
+`push_batch` events per POST, each with an Idempotency-Key from its first/last seq and a hash of its
+body. A batch leaves the outbox only once the central store answered for it (the edge settles it), so a
+crash between the POST and the settling sends it again, which the central store recognises (same key,
+or same event ids: duplicates). On a 5xx, a timeout or a connection error the same batch is retried
+after a back-off: never skipped, never reordered. Events refused are recorded with the reason before
+they leave the outbox. A batch refused whole (400/413) is halved until the one event at fault is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from sync import protocol as p
+from sync.local import Local, LocalError, OutboxBatch, Refusal, committed
+from sync.transport import AuthError, Backoff, Errors, Metrics, SyncError, Transport, error_message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A batch ready to send: the POST body (the events as the edge serialized them) and its
+    Idempotency-Key, the same whenever the same batch is sent again (after a crash or a lost answer)."""
+
+    batch: OutboxBatch
+    body: bytes
+    key: str
+
+    @classmethod
+    def of(cls, store_id: str, batch: OutboxBatch | None) -> Post | None:
+        if batch is None:
+            return None
+        body = ('{"events":[' + ",".join(batch.events) + "]}").encode()
+        return cls(batch, body, f"{store_id}:{batch.first}-{batch.last}:{hashlib.sha256(body).hexdigest()[:16]}")
+
+
+def settlement(batch: OutboxBatch, result: p.PushResult) -> tuple[list[int], list[Refusal]]:
+    """The central store's answer as outbox seqs: delivered (accepted or duplicates) and refused (a
+    rejection names its event by id, or by index in the batch)."""
+    by_id = dict(zip(batch.ids, batch.seqs))
+    refused: list[Refusal] = []
+    for r in result.rejected:
+        event_id = r.get("id")
+        seq = by_id.get(event_id) if event_id is not None else None
+        if seq is None and 0 <= r.get("index", -1) < len(batch.seqs):
+            seq = batch.seqs[r["index"]]
+            if event_id is None:
+                event_id = batch.ids[r["index"]]
+        if seq is not None and event_id is not None:
+            refused.append(Refusal(seq, event_id, r["reason"], r.get("detail")))
+    delivered = [by_id[i] for i in (*result.accepted, *result.duplicates) if i in by_id]
+    return delivered, refused
+
+
+class Pusher:
+    """Sends the outbox; counts what it did for status."""
+
+    def __init__(self, transport: Transport, local: Local, errors: Errors, metrics: Metrics | None, *,
+                 batch: int, timeout_s: float, task_timeout_s: float, stop: threading.Event) -> None:
+        self.transport = transport
+        self.local = local
+        self.errors = errors
+        self.metrics = metrics
+        self.batch = max(1, min(int(batch), p.MAX_BATCH_EVENTS))
+        self.timeout_s = timeout_s
+        self.task_timeout_s = task_timeout_s
+        self.stop = stop
+        self.last_success: float | None = None
+        self.last_attempt: float | None = None
+        self.pushed = 0
+        self.duplicates = 0
+        self.replayed = 0
+        self.rejected = 0
+
+    def _next(self, after_seq: int, limit: int) -> Post | None:
+        return Post.of(self.transport.store_id, self.local.outbox_batch(after_seq, limit))
+
+    def _post(self, post: Post) -> p.PushResult:
+        batch = post.batch
+        r = self.transport.request("POST", p.EVENTS_PATH.format(store=self.transport.store_id), data=post.body,
+                                   timeout=(min(5.0, self.timeout_s), self.timeout_s),
+                                   headers={"Content-Type": "application/json", p.IDEMPOTENCY_HEADER: post.key})
+        if r.status_code != 200:
+            raise SyncError(f"central store answered HTTP {r.status_code} to a batch of {len(batch.seqs)} events "
+                            f"(seq {batch.first}..{batch.last}): {error_message(r)}", retryable=False,
+                            status=r.status_code)
+        if r.headers.get("Idempotent-Replayed") == "true":
+            self.replayed += 1  # the central store had this batch already: its first answer, replayed
+        try:
+            return p.PushResult.from_dict(r.json())
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise SyncError(f"central store sent an unreadable answer to a push ({exc})") from None
+
+    def push_once(self, max_batches: int | None = None) -> int:
+        """Push until the outbox is empty (or max_batches sent); returns events delivered. Raises SyncError."""
+        sent = 0
+        batches = 0
+        limit = self.batch
+        nxt: Post | None = None
+        while not self.stop.is_set() and (max_batches is None or batches < max_batches):
+            post = nxt or self._next(0, limit)
+            nxt = None
+            if post is None:
+                break
+            batch = post.batch
+            self.last_attempt = time.time()
+            result: p.PushResult | None
+            try:
+                result = self._post(post)
+                delivered, refused = settlement(batch, result)
+            except SyncError as exc:
+                if exc.retryable or exc.status not in (400, 413):
+                    raise
+                if len(batch.seqs) > 1:
+                    # The batch as a whole cannot be taken (too large...): send smaller ones.
+                    limit = max(1, len(batch.seqs) // 2)
+                    log.warning("%s; retrying with batches of %d", exc, limit)
+                    continue
+                reason = p.OVERSIZED if exc.status == 413 else p.INVALID_VALUE
+                log.error("central store refuses event seq %d whole (%s): recorded in sync_rejects", batch.first, exc)
+                result = None
+                delivered, refused = [], [Refusal(batch.first, batch.ids[0], reason, str(exc)[:500])]
+            if result is not None:
+                missing = len(batch.ids) - len(result.accepted) - len(result.duplicates) - len(result.rejected)
+                if missing > 0:
+                    raise SyncError(f"central store answered for {len(batch.ids) - missing} of {len(batch.ids)} "
+                                    "events of a batch; retrying it")
+            settled = self.local.settle(delivered, refused)
+            # While the edge commits the settling, read and prepare the next batch (events after this one).
+            nxt = self._next(batch.last, limit)
+            committed(settled, "settle pushed events in the outbox", self.task_timeout_s, self.stop)
+            if result is not None:
+                self._count(result)
+                sent += len(result.accepted) + len(result.duplicates)
+            self.last_success = time.time()
+            self.errors.clear("push")
+            batches += 1
+            limit = self.batch
+        return sent
+
+    def _count(self, result: p.PushResult) -> None:
+        self.pushed += len(result.accepted)
+        self.duplicates += len(result.duplicates)
+        self.rejected += len(result.rejected)
+        if result.rejected:
+            log.warning("central store rejected %d event(s) (first: %s: %s); kept in sync_rejects",
+                        len(result.rejected), result.rejected[0]["reason"], result.rejected[0]["detail"])
+        if self.metrics is not None:
+            for name, n in (("accepted", len(result.accepted)), ("duplicate", len(result.duplicates)),
+                            ("rejected", len(result.rejected))):
+                if n:
+                    self.metrics.inc("instore_edge_sync_events_total", n, result=name)
+
+    def run(self, wake: threading.Event, backoff: Backoff, idle_s: float) -> None:
+        """The push thread: push whenever woken (new events) or every idle_s; back off on failures."""
+        while not self.stop.is_set():
+            try:
+                self.push_once()
+                backoff.reset()
+            except AuthError as exc:
+                delay = max(backoff.next_delay(), min(backoff.cap_s, 5.0))
+                self.errors.record("push", str(exc), logging.ERROR)
+                if self.stop.wait(delay):
+                    return
+                continue
+            except SyncError as exc:  # the edge's own trouble (LocalError: its database) is logged louder
+                delay = backoff.next_delay()
+                self.errors.record("push", f"push failed, retrying the same batch in {delay:.2f}s: {exc}",
+                                   logging.ERROR if isinstance(exc, LocalError) else logging.WARNING)
+                if self.stop.wait(delay):
+                    return
+                continue
+            except Exception as exc:  # a bug must not end the thread: the outbox would grow unseen
+                delay = backoff.next_delay()
+                log.exception("sync push failed unexpectedly")
+                self.errors.record("push", f"push failed unexpectedly ({type(exc).__name__}: {exc})", logging.ERROR)
+                if self.stop.wait(delay):
+                    return
+                continue
+            wake.wait(idle_s)
+            wake.clear()
