@@ -135,6 +135,8 @@ class App:
                                  gateways=gateways, link=self.mqtt, central=self.central, on_decision=on_decision,
                                  on_display=self.pages.on_display)
 
+        self._finish_interrupted_check(writer)
+
         self.http_server: Any = None
         self.http_port: int | None = None
         self._http_thread: threading.Thread | None = None
@@ -151,6 +153,21 @@ class App:
         self.metrics.gauge("instore_edge_outbox_pending", self._outbox_pending)
         self.metrics.gauge("instore_edge_outbox_capacity_ratio",
                            lambda: self._outbox_pending() / self.cfg.central.outbox_max_events)
+
+    def _finish_interrupted_check(self, writer: Writer) -> None:
+        """An erasure whose bytes the edge stopped before checking: the file is rebuilt before ingest starts."""
+        try:
+            took = writer.finish_interrupted_check()
+        except sqlite3.Error as exc:
+            self.pipeline.erasures_unverified += 1
+            log.error("the edge stopped before checking an erasure's bytes, and VACUUM failed (%s): copies of erased "
+                      "data may be left in %s; free disk space (VACUUM needs about the file's size) and restart",
+                      exc, self.cfg.db.path)
+            return
+        if took is not None:
+            log.warning("the edge stopped before checking an erasure's bytes (or left copies it could not remove): "
+                        "VACUUM rewrote %s from the live rows in %.1f s (the erased values are not kept, so this "
+                        "cannot look for them)", self.cfg.db.path, took)
 
     # --- what HTTP and the pages ask of the edge (edge.web.ports.Edge, kiosk_ui.ports.Store) -----------------
 
@@ -215,6 +232,10 @@ class App:
         checks["db"] = {"ok": self.pipeline.healthy, "detail": self.pipeline.last_error or "writable"}
         lag = self.pipeline.lag()
         checks["ingest"] = {"ok": lag < 30, "lag_s": round(lag, 3)}
+        unverified = self.pipeline.erasures_unverified
+        checks["erasure"] = {"ok": unverified == 0, "unverified": unverified,
+                             "detail": "erased data found on disk after an erasure: see the log" if unverified else
+                             "every erasure verified gone from the database file"}
         gws = self.gateways()
         offline = [g["id"] for g in gws if g["state"] == "offline"]
         # Informational: one gateway down degrades presence in a zone, not the edge itself.

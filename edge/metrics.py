@@ -42,6 +42,10 @@ HELP = {
                                                     "server, by reason (per_client, limit, slow_request)."),
     "instore_edge_page_streams": ("gauge", "Open signage and kiosk page streams (SSE), each holding a thread."),
     "instore_edge_http_rate_limited_total": ("counter", "Requests answered 429 by a per-client rate limit, by route."),
+    "instore_edge_erasures_unverified": ("gauge", "Erasures whose erased values were still found in the database "
+                                         "file's free space after every rebuild (0 when all are verified gone)."),
+    "instore_edge_erasure_rebuilds_total": ("counter", "Rebuilds after an erasure found copies of erased data in the "
+                                            "file's free space, by how (reindex, rewrite, vacuum, rebuild=failed)."),
 }
 
 Labels = tuple[tuple[str, str], ...]

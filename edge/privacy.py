@@ -5,8 +5,9 @@ collected a pickup or scanned a handoff; their events keep only what is not pers
 letters and sync rejects that quote the id, an identity key or the first name lose that text), from every
 in-memory trace (the domain parts' `forget`: identity map, presence, profile cache and activity, cap
 counters, displays showing them), and from the bytes on disk: the writer deletes with secure_delete, and
-the WAL is truncated after the commit (Writer.want_wipe). A tombstone keeps the erasure by hash only
-(sync.protocol.erase_key). Everything here runs in the writer thread, inside its transaction.
+after the commit truncates the WAL and checks the file for the values erased here (`Erased.values`),
+rebuilding what still holds a copy (Writer.want_wipe, edge/store/scrub.py). A tombstone keeps the erasure
+by hash only (sync.protocol.erase_key). Everything here runs in the writer thread, inside its transaction.
 
 Two ways in: `erase` (asked at this store: DELETE /api/v1/customers/<id>; the tombstone stays pending and
 an `erasure` event asks the central store to erase the shopper everywhere) and `erase_by_key` (erasures
@@ -21,6 +22,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from edge.config import Config
@@ -34,10 +36,21 @@ from sync import protocol as p
 
 TOMBSTONE_MIN_S = 30 * 24 * 3600.0  # a confirmed tombstone is kept at least this long (see expire_tombstones)
 _EXCERPT_ERASED = "(removed by an erasure)"
+# The byte check of the file looks for values this long at least: shorter ones occur in any file by chance.
+TRACE_MIN_CHARS = 4
 # Where a customer id may sit on the edge (customer ids by column), for an erasure that names a hash.
 _CUSTOMER_COLUMNS = (("profiles", "customer_id"), ("identities", "customer_id"), ("presence", "customer"),
                      ("events", "customer"), ("decisions", "customer"), ("pickups", "customer_id"),
                      ("qr_handoffs", "customer"))
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What erase_rows removed: each customer's identity keys (what memory may hold them under), and the
+    values whose bytes must not stay in the file (ids, identity keys and their ids, first names)."""
+
+    keys: dict[str, list[str]]
+    values: tuple[str, ...]
 
 
 class Forgets(Protocol):
@@ -95,12 +108,14 @@ class Privacy:
         each erasure as a tombstone (hash only), `pending` when asked here until the central store confirms."""
         if not erases:
             return
-        keys = erase_rows(conn, [cid for cid, _ in erases])
+        erased = erase_rows(conn, [cid for cid, _ in erases])
         _tombstone(conn, ((p.erase_key(cid), v) for cid, v in erases), now, pending=pending)
-        self.writer.want_wipe()  # the rows' old page images are still in the WAL
+        # The rows' old page images are still in the WAL, and b-tree rebalancing may have left copies of their
+        # bytes in the file: after the commit, the WAL goes and the file is checked for these values.
+        self.writer.want_wipe(erased.values)
         for cid, _ in erases:
             for part in self.forgets:
-                part.forget(cid, keys.get(cid, ()))
+                part.forget(cid, erased.keys.get(cid, ()))
 
     def profiles_changed(self, conn: sqlite3.Connection, customers: list[str]) -> None:
         """Profile upserts from the central store: re-read them; a revoked consent clears the displays now."""
@@ -110,11 +125,11 @@ class Privacy:
                 self.displays.forget(customer)
 
 
-def erase_rows(conn: sqlite3.Connection, ids: list[str]) -> dict[str, list[str]]:
+def erase_rows(conn: sqlite3.Connection, ids: list[str]) -> Erased:
     """Remove customers from every edge table: profile, identity keys, presence link, event content
     (pseudonymized: customer, subject and data cleared, also where the data quotes the id), decisions, who
-    collected a pickup or took a handoff, dead letters and sync rejects quoting them. Returns each
-    customer's identity keys (what memory may hold them under)."""
+    collected a pickup or took a handoff, dead letters and sync rejects quoting them. Returns their identity
+    keys and the values the file must then be checked for."""
     by_customer: dict[str, list[str]] = {}
     names: list[str] = []
     for chunk in chunks(ids):
@@ -152,7 +167,8 @@ def erase_rows(conn: sqlite3.Connection, ids: list[str]) -> dict[str, list[str]]
                      f"WHERE {_instr_any('payload_excerpt', n)} OR {_instr_any('detail', n)}",
                      [_EXCERPT_ERASED, *chunk, *chunk])
         conn.execute(f"UPDATE sync_rejects SET detail = NULL WHERE {_instr_any('detail', n)}", chunk)
-    return by_customer
+    values = dict.fromkeys(v for v in [*distinctive, *ids, *names] if len(v) >= TRACE_MIN_CHARS)
+    return Erased(by_customer, tuple(values))
 
 
 def customers_by_key(conn: sqlite3.Connection, keys: set[str]) -> dict[str, list[str]]:

@@ -8,16 +8,25 @@ a second store's edge in-process."""
 from __future__ import annotations
 
 import contextlib
+import random
+import shutil
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from conftest import ADMIN, KIOSK, EdgeHandle, MqttHelper, now_ms, store_config, wait_until
+from edge.app import App
+from edge.broker import free_port
 from edge.config import parse_config
+from edge.privacy import erase_rows
+from edge.store.db import truncate_wal
+from edge.store.writer import open_writer
 from sync.central import CentralServer
+from sync.local import FeedErasure, ProfileChanges
 from sync.protocol import erase_key
 
 P = "instore/teststore"
@@ -246,3 +255,162 @@ def test_an_erasure_after_a_database_error_clears_the_presence_the_edge_uses(edg
     assert [p["customer"] for p in present()] == [None]
     assert edge.service.pipeline.presence.state[f"device:{phone}"].customer is None
     assert customer not in str(edge.get("/api/v1/events", params={"limit": 1000}).json())
+
+
+# --- bytes that b-tree rebalancing moved: what secure_delete alone misses ------------------------------------
+
+
+def build_store_log(db: Path, events: int = 5000, customers: int = 500) -> list[str]:
+    """A store's log whose index on events(customer) filled in random customer order (as shoppers come), and a
+    profile cache whose rows changed size over versions: page splits and merges moved cells, leaving copies
+    of them in the gaps of the pages they left. Returns the customer ids."""
+    ids = [f"cust-{c:05d}" for c in range(customers)]
+    rnd = random.Random(7)
+    with contextlib.closing(open_writer(db)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO events(event_id, kind, source, zone, subject, customer, ts, received_at, data) "
+                         "VALUES (?,'beacon','gw-shoes','shoes',?,?,?,?,'{\"rssi\":-60}')",
+                         ((f"e-{i:06d}", f"device:phone-{c[5:]}", c, 1.7e9 + i, 1.7e9 + i)
+                          for i, c in enumerate(rnd.choice(ids) for _ in range(events))))
+        conn.executemany("INSERT INTO profiles(customer_id, version, profile, first_name, consent_personalization, "
+                         "updated_at) VALUES (?,1,?,?,1,0)",
+                         ((c, f'{{"customer_id":"{c}","first_name":"{name(c)}"}}', name(c)) for c in ids))
+        conn.executemany("INSERT INTO identities(key, customer_id, via, learned_at) VALUES (?,?,'central',0)",
+                         ((f"device:phone-{c[5:]}", c) for c in ids))
+        conn.execute("COMMIT")
+        for version in (2, 3):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("UPDATE profiles SET version = ?, profile = ? WHERE customer_id = ?",
+                             ((version, f'{{"customer_id":"{c}","first_name":"{name(c)}","cart":'
+                               f'[{",".join(["1234567"] * rnd.randrange(12))}]}}', c)
+                              for c in ids if rnd.random() < .5))
+            conn.execute("COMMIT")
+        assert truncate_wal(conn)
+    return ids
+
+
+def name(customer: str) -> str:
+    return f"Nm{customer[5:]}q"
+
+
+def shopper_bytes(customer: str) -> tuple[str, ...]:
+    return customer, name(customer), f"device:phone-{customer[5:]}"
+
+
+def left_on_disk(db: Path, customers: list[str]) -> list[str]:
+    data = b"".join(p.read_bytes() for p in sqlite_files(db) if p.exists())
+    return [c for c in customers if any(v.encode() in data for v in shopper_bytes(c))]
+
+
+def test_an_erasure_leaves_no_copy_that_b_tree_rebalancing_moved_into_a_page_gap(tmp_path: Path) -> None:
+    """secure_delete zeroes deleted cells and freed pages, not the old bytes a page split or merge leaves in
+    the gap of a page it moved cells out of: the erasure checks the file for what it erased and rebuilds
+    what still holds a copy, and every other shopper's data stays."""
+    db = tmp_path / "edge.db"
+    customers = build_store_log(db)
+    victims = customers[::2]
+    # The hole is real: on a copy of the file, the erasure's SQL with secure_delete and a truncated WAL leaves
+    # copies of erased shoppers in the file.
+    copy = tmp_path / "copy" / "edge.db"
+    copy.parent.mkdir()
+    shutil.copyfile(db, copy)
+    with contextlib.closing(open_writer(copy)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        erase_rows(conn, victims)
+        conn.execute("COMMIT")
+        assert truncate_wal(conn)
+    assert left_on_disk(copy, victims), "the test must start with copies that secure_delete misses"
+
+    svc = App(parse_config(store_config(tmp_path, free_port()), env={}))
+    svc.pipeline.start()
+    try:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            others = "SELECT customer, count(*) FROM events WHERE customer IS NOT NULL GROUP BY customer"
+            kept = [r for r in conn.execute(others) if r[0] not in victims]
+            # Erasures from the central store's change feed, by erase key, in one transaction.
+            svc.uplink.apply_changes(ProfileChanges(erasures=tuple(FeedErasure(erase_key(c), 5) for c in victims)),
+                                     resync=False, feed_reset=False).result(60)
+            wait_until(lambda: svc.pipeline.writer.wipe_due_since is None, timeout=30, what="the file checked")
+
+            assert left_on_disk(db, victims) == []
+            assert conn.execute(others).fetchall() == kept
+            assert conn.execute("SELECT count(*) FROM profiles").fetchone()[0] == len(customers) - len(victims)
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        check = svc.pipeline.last_erasure_check
+        assert check is not None and check.clean and check.found and check.actions, check
+        assert svc.readiness()["erasure"]["ok"] is True
+    finally:
+        svc.pipeline.stop()
+        svc.conn.close()
+
+
+def test_an_erasure_whose_copies_cannot_be_rebuilt_away_is_reported_never_claimed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Copies in an index the edge cannot rebuild (its collation is not the edge's: REINDEX and VACUUM both
+    fail) stay: the edge says so, in the log (never the shopper), the metric and /readyz."""
+    db = tmp_path / "edge.db"
+    ids = [f"who-{i:05d}" for i in range(10000)]
+    random.Random(3).shuffle(ids)
+    with contextlib.closing(open_writer(db)) as conn:
+        conn.create_collation("folded", lambda a, b: (a.lower() > b.lower()) - (a.lower() < b.lower()))
+        conn.execute("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("CREATE INDEX idx_notes_body ON notes(body COLLATE folded)")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO notes(body) VALUES (?)", [(i,) for i in ids])
+        conn.execute("COMMIT")
+        conn.execute("DELETE FROM notes WHERE substr(body, -1) IN ('0', '2', '4', '6', '8')")
+        assert truncate_wal(conn)
+    data = db.read_bytes()
+    left = [i for i in ids if int(i[-1]) % 2 == 0 and i.encode() in data]
+    assert left, "the test must start with copies of deleted rows in the index's page gaps"
+    victim = left[0]
+
+    svc = App(parse_config(store_config(tmp_path, free_port()), env={}))
+    svc.pipeline.start()
+    try:
+        assert svc.erase(victim)
+        wait_until(lambda: svc.pipeline.writer.wipe_due_since is None, timeout=30, what="the file checked")
+        check = svc.pipeline.last_erasure_check
+        assert check is not None and not check.clean
+        assert {t.btree for t in check.left} == {"idx_notes_body"}
+        assert [a.split(":")[:2] for a in check.actions] == [["failed", " rebuild"], ["failed", " VACUUM"]]
+        ready = svc.readiness()["erasure"]
+        assert ready["ok"] is False and ready["unverified"] == 1
+        assert "instore_edge_erasures_unverified 1.0" in svc.metrics.render()
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert any("erasure incomplete on disk" in e and "idx_notes_body" in e for e in errors), errors
+        assert victim not in caplog.text
+    finally:
+        svc.pipeline.stop()
+        svc.conn.close()
+
+
+def test_an_erasure_the_edge_stopped_before_checking_is_finished_at_the_next_start(tmp_path: Path) -> None:
+    """A reader holds the WAL, so the writer cannot truncate it nor check the file before the edge stops: the
+    next start finds the check due (the values are not kept) and rewrites the file before ingest."""
+    db = tmp_path / "edge.db"
+    victims = build_store_log(db)[::2]
+    cfg = parse_config(store_config(tmp_path, free_port()), env={})
+    svc = App(cfg)
+    svc.pipeline.start()
+    reader = sqlite3.connect(db, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchone()  # an old snapshot: no WAL truncation meanwhile
+        svc.uplink.apply_changes(ProfileChanges(erasures=tuple(FeedErasure(erase_key(c), 5) for c in victims)),
+                                 resync=False, feed_reset=False).result(60)
+    finally:
+        svc.pipeline.stop()
+        svc.conn.close()
+        reader.close()
+    assert svc.pipeline.last_erasure_check is None
+    assert left_on_disk(db, victims), "the test must stop the edge with copies of erased data in the file"
+
+    again = App(cfg)
+    try:
+        assert left_on_disk(db, victims) == []
+        assert again.conn.execute("SELECT count(*) FROM kv WHERE key = 'erasure_check_due'").fetchone()[0] == 0
+        assert again.conn.execute("SELECT count(*) FROM profiles").fetchone()[0] == len(victims)
+        assert again.readiness()["erasure"]["ok"] is True
+    finally:
+        again.conn.close()

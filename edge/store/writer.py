@@ -12,6 +12,11 @@ from typing import Any
 from edge.model import Event
 from edge.store.db import StoreError, connect, truncate_wal
 from edge.store.schema import migrate
+from edge.store.scrub import Check, Scrub
+
+# A row of `kv` while an erasure's bytes are not yet checked (no value kept: the check's values live in memory
+# only); found at start, it means the edge stopped before the check (see Writer.finish_interrupted_check).
+CHECK_DUE_KEY = "erasure_check_due"
 
 
 def open_writer(path: str | Path) -> sqlite3.Connection:
@@ -41,26 +46,63 @@ class Writer:
         # Set by an erasure or a purge: the WAL still holds the deleted rows' old pages (see wipe_wal).
         self.wipe_due_since: float | None = None
         self._next_wipe = 0.0
+        self.scrub: Scrub | None = None  # an erasure's values, until the file is checked for them
+        self.checked: Check | None = None  # the last verdict on an erasure's bytes, until the pipeline reports it
 
-    def want_wipe(self) -> None:
-        """Deleted personal data must leave the WAL too: truncate it after this transaction commits."""
+    def want_wipe(self, values: Iterable[str] = ()) -> None:
+        """Deleted personal data must leave the WAL too: truncate it after this transaction commits. With an
+        erasure's values (edge.privacy says which), the file is then checked for them and what still holds
+        them rebuilt (edge/store/scrub.py): secure_delete misses the bytes b-tree rebalancing left behind.
+        Inside the transaction: with values, it notes in the file that a check is due."""
+        values = set(values)
+        if values:
+            self.conn.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, '1')", (CHECK_DUE_KEY,))
+            if self.scrub is None:
+                self.scrub = Scrub(values)
+            else:
+                self.scrub.add(values)
         if self.wipe_due_since is None:
             self.wipe_due_since = time.monotonic()
             self._next_wipe = 0.0
 
     def wipe_wal(self) -> bool | None:
-        """After a commit: truncate the WAL when an erasure asked for it. None when nothing was due or it
-        is not time to retry yet; True when done; False when readers held it up (retried with back-off)."""
+        """After a commit: truncate the WAL when an erasure or a purge asked for it, then check an erasure's
+        values are gone from the file (rebuilding what holds them and truncating again: `checked` gets the
+        verdict). None when nothing was due or it is not time to retry yet; True when done; False when
+        readers held the truncation up (retried with back-off, as is a check that raised)."""
         if self.wipe_due_since is None or self.conn.in_transaction:
             return None
         now = time.monotonic()
         if now < self._next_wipe:
             return None
-        if truncate_wal(self.conn):
-            self.wipe_due_since = None
-            return True
-        self._next_wipe = now + min(5.0, 0.1 + (now - self.wipe_due_since) / 4)
-        return False
+        self._next_wipe = now + min(5.0, 0.1 + (now - self.wipe_due_since) / 4)  # unless this attempt finishes
+        while True:
+            if not truncate_wal(self.conn):
+                return False
+            if self.scrub is None:
+                break
+            check = self.scrub.step(self.conn)
+            if check is not None:
+                self.scrub, self.checked = None, check
+                if check.clean:
+                    self.conn.execute("DELETE FROM kv WHERE key = ?", (CHECK_DUE_KEY,))
+                break
+        self.wipe_due_since = None
+        return True
+
+    def finish_interrupted_check(self) -> float | None:
+        """At start, before the pipeline: when the edge stopped before checking an erasure's bytes (or the
+        check found copies it could not remove), VACUUM (every page written anew from the live rows: what
+        removes such copies; the values were not kept, so they cannot be looked for) and truncate the WAL.
+        Returns the seconds it took, None when nothing was due; raises sqlite3.Error when VACUUM failed."""
+        if not self.conn.execute("SELECT 1 FROM kv WHERE key = ?", (CHECK_DUE_KEY,)).fetchone():
+            return None
+        t0 = time.perf_counter()
+        self.conn.execute("PRAGMA secure_delete=ON")
+        self.conn.execute("VACUUM")
+        self.conn.execute("DELETE FROM kv WHERE key = ?", (CHECK_DUE_KEY,))
+        truncate_wal(self.conn, busy_ms=5000)
+        return time.perf_counter() - t0
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
