@@ -45,7 +45,7 @@ HELP = {
     "instore_edge_erasures_unverified": ("gauge", "Erasures whose erased values were still found in the database "
                                          "file's free space after every rebuild (0 when all are verified gone)."),
     "instore_edge_erasure_rebuilds_total": ("counter", "Rebuilds after an erasure found copies of erased data in the "
-                                            "file's free space, by how (reindex, rewrite, vacuum, rebuild=failed)."),
+                                            "file's free space, by how (reindex, rewrite, vacuum, failed)."),
 }
 
 Labels = tuple[tuple[str, str], ...]

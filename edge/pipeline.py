@@ -309,7 +309,7 @@ class Pipeline:
         """Say what the check of an erasure's bytes found and did (where, never what), and count a failure."""
         self.last_erasure_check = check
         for action in check.actions:
-            self.metrics.inc("instore_edge_erasure_rebuilds_total", how=action.split()[0].lower())
+            self.metrics.inc("instore_edge_erasure_rebuilds_total", how=action.split()[0].rstrip(":").lower())
         if not check.clean:
             self.erasures_unverified += 1
             log.error("erasure incomplete on disk: bytes of the erased values are still in %d places of %s outside "

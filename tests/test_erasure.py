@@ -376,7 +376,9 @@ def test_an_erasure_whose_copies_cannot_be_rebuilt_away_is_reported_never_claime
         assert [a.split(":")[:2] for a in check.actions] == [["failed", " rebuild"], ["failed", " VACUUM"]]
         ready = svc.readiness()["erasure"]
         assert ready["ok"] is False and ready["unverified"] == 1
-        assert "instore_edge_erasures_unverified 1.0" in svc.metrics.render()
+        metrics = svc.metrics.render()
+        assert "instore_edge_erasures_unverified 1.0" in metrics
+        assert 'instore_edge_erasure_rebuilds_total{how="failed"} 2.0' in metrics
         errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
         assert any("erasure incomplete on disk" in e and "idx_notes_body" in e for e in errors), errors
         assert victim not in caplog.text
