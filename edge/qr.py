@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import qrcode
 from qrcode.constants import ERROR_CORRECT_M
 
+from edge.i18n import N_, format_date, localized, translate
 from edge.model import EdgeError
 
 if TYPE_CHECKING:
@@ -53,24 +54,26 @@ MAX_TARGET = 64
 OLD_SECRETS_ENV = "INSTORE_EDGE_QR_OLD_SECRETS"
 HANDOFF_TTL_S = 10 * 60
 
-# Refusal reasons (metric label instore_edge_qr_refused_total{reason}) → (HTTP status, title, what to do)
+# Refusal reasons (metric label instore_edge_qr_refused_total{reason}) → (HTTP status, title, what to do);
+# the texts are msgids: the landing page shows them in the phone's language, errors elsewhere in English.
 REFUSALS: dict[str, tuple[int, str, str]] = {
-    "not_configured": (503, "QR codes are not set up",
-                       "This store has not configured its QR codes yet ([qr] secret). Please ask a member of staff."),
-    "malformed": (400, "This code cannot be read",
-                  "The link is incomplete or damaged. Scan the code again, or ask a member of staff."),
-    "forged": (403, "This code is not valid",
-               "The code was not issued by this store or has been altered. Please ask a member of staff."),
-    "wrong_store": (404, "This code belongs to another store",
-                    "The code was issued by a different store. Use it there, or ask a member of staff."),
-    "expired": (410, "This code has expired",
-                "Ask a member of staff or the kiosk for a new code."),
-    "used": (409, "This code has already been used",
-             "Each code of this kind works once. Ask the kiosk or a member of staff for a new one."),
-    "unknown_order": (404, "Order not found",
-                      "We could not find this order ready for pickup here. Please ask a member of staff."),
-    "wrong_kind": (400, "This code cannot be used here",
-                   "This code is meant for another purpose. Please ask a member of staff."),
+    "not_configured": (503, N_("QR codes are not set up"),
+                       N_("This store has not configured its QR codes yet ([qr] secret). "
+                          "Please ask a member of staff.")),
+    "malformed": (400, N_("This code cannot be read"),
+                  N_("The link is incomplete or damaged. Scan the code again, or ask a member of staff.")),
+    "forged": (403, N_("This code is not valid"),
+               N_("The code was not issued by this store or has been altered. Please ask a member of staff.")),
+    "wrong_store": (404, N_("This code belongs to another store"),
+                    N_("The code was issued by a different store. Use it there, or ask a member of staff.")),
+    "expired": (410, N_("This code has expired"),
+                N_("Ask a member of staff or the kiosk for a new code.")),
+    "used": (409, N_("This code has already been used"),
+             N_("Each code of this kind works once. Ask the kiosk or a member of staff for a new one.")),
+    "unknown_order": (404, N_("Order not found"),
+                      N_("We could not find this order ready for pickup here. Please ask a member of staff.")),
+    "wrong_kind": (400, N_("This code cannot be used here"),
+                   N_("This code is meant for another purpose. Please ask a member of staff.")),
 }
 
 
@@ -382,18 +385,21 @@ def minted(signer: Signer, kind: str, target: str, ttl_s: int | None = None, fmt
 # --- printable sheet -------------------------------------------------------------------------------------
 
 def zone_touchpoints(cfg: Config, zone: str) -> list[tuple[str, str]]:
-    """(target, label) of a zone's touchpoints: its screens, the content they play, its products."""
+    """(target, label) of a zone's touchpoints: its screens, the content they play, its products; the labels
+    in the store's language (the sheet hangs in the store)."""
+    lang = cfg.store.language
     out: dict[str, str] = {}
     contents = {c.id: c for c in cfg.content}
     for s in cfg.screens:
         if s.zone == zone:
-            out[s.id] = f"Screen {s.id}"
+            out[s.id] = translate(lang, "Screen %(screen)s", screen=s.id)
             for cid in s.playlist:
                 c = contents.get(cid)
-                out.setdefault(cid, (c.title if c and c.title else cid))
+                title = localized(c.texts(), lang, lang)["title"] if c else ""
+                out.setdefault(cid, title or cid)
     for p in cfg.products:
         if p.zone == zone:
-            out.setdefault(p.sku, p.name)
+            out.setdefault(p.sku, localized(p.texts(), lang, lang, ("name",))["name"])
     return list(out.items())
 
 
@@ -409,20 +415,24 @@ def sheet_html(cfg: Config, signer: Signer, zone: str, ttl_s: int | None = None)
     zones = {z.id: z for z in cfg.zones}
     if zone not in zones:
         raise QrError("malformed", f"no zone {zone!r} in [[zones]]; known: {', '.join(zones) or 'none'}")
+    lang, tz = cfg.store.language, cfg.store.timezone
     cards = []
     for target, label in zone_touchpoints(cfg, zone):
         token = signer.mint("touchpoint", target, ttl_s)
         url = signer.url(token)
         exp = signer.verify(token).expiry
-        until = time.strftime("%Y-%m-%d", time.gmtime(exp)) if exp else "no expiry"
+        until = (translate(lang, "valid until %(date)s", date=format_date(exp, lang, tz)) if exp
+                 else translate(lang, "no expiry"))
         cards.append(f'<div class="card">{qr_svg(url, title=label)}<div class="label">{html.escape(label)}</div>'
-                     f'<div class="meta">{html.escape(target)} · valid until {until}</div></div>')
+                     f'<div class="meta">{html.escape(target)} · {html.escape(until)}</div></div>')
     name = zones[zone].name or zone
     store = cfg.store.name or cfg.store.id
-    body = "".join(cards) or "<p>No touchpoints in this zone (screens, their content, products).</p>"
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>QR codes · {html.escape(store)} · '
-            f'{html.escape(name)}</title><style>{SHEET_CSS}</style></head><body><h1>{html.escape(store)} — '
-            f'{html.escape(name)}</h1><div class="grid">{body}</div></body></html>')
+    none = translate(lang, "No touchpoints in this zone.")
+    body = "".join(cards) or f"<p>{html.escape(none)}</p>"
+    title = translate(lang, "QR codes")
+    return (f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{html.escape(title)} · '
+            f'{html.escape(store)} · {html.escape(name)}</title><style>{SHEET_CSS}</style></head><body><h1>'
+            f'{html.escape(store)} — {html.escape(name)}</h1><div class="grid">{body}</div></body></html>')
 
 
 # --- CLI: instore-edge qr ... ----------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from edge.config.sections import ID_PATTERN, StrictModel
+from edge.i18n import check_language
 
 
 class ZoneConfig(StrictModel):
@@ -107,6 +108,23 @@ class KioskConfig(StrictModel):
     zone: str
 
 
+def _check_languages(value: dict[str, Any]) -> dict[str, Any]:
+    """Per-language texts are keyed by a language the edge speaks (a typo would never show)."""
+    for code in value:
+        try:
+            check_language(code)
+        except ValueError as exc:
+            raise ValueError(f"{code!r}: {exc}") from None
+    return value
+
+
+class ContentText(StrictModel):
+    """A content item's text in one language ([content.i18n.<lang>]); what it leaves out falls back."""
+
+    title: str | None = None
+    body: str | None = None
+
+
 class ContentConfig(StrictModel):
     """An item screens can show: from a playlist or a rule."""
 
@@ -116,9 +134,27 @@ class ContentConfig(StrictModel):
     body: str = ""
     image: str | None = None
     duration_s: float = Field(default=8.0, gt=0)
+    # Per-language text: [content.i18n.it] title = "..." (edge.i18n.localized picks the page's language).
+    i18n: dict[str, ContentText] = Field(default_factory=dict)
+
+    @field_validator("i18n")
+    @classmethod
+    def _supported_languages(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_languages(value)
+
+    def texts(self) -> dict[str, Any]:
+        """Title and body with their translations, as edge.i18n.localized reads them."""
+        return {"title": self.title, "body": self.body,
+                "i18n": {lang: t.model_dump(exclude_none=True) for lang, t in self.i18n.items()}}
 
 
 # --- Rules (edge/rules.py) --------------------------------------------------------------------------
+
+
+class ProductText(StrictModel):
+    """A product's name in one language ([products.i18n.<lang>])."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
 
 
 class ProductConfig(StrictModel):
@@ -129,3 +165,14 @@ class ProductConfig(StrictModel):
     zone: str | None = None
     price: float | None = Field(default=None, ge=0)
     image: str | None = None
+    # Per-language name: [products.i18n.it] name = "..." (the store's currency is [store] currency).
+    i18n: dict[str, ProductText] = Field(default_factory=dict)
+
+    @field_validator("i18n")
+    @classmethod
+    def _supported_languages(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_languages(value)
+
+    def texts(self) -> dict[str, Any]:
+        """The name with its translations, as edge.i18n.localized reads them."""
+        return {"name": self.name, "i18n": {lang: t.model_dump(exclude_none=True) for lang, t in self.i18n.items()}}

@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge.i18n import DEFAULT_CURRENCY, DEFAULT_LANGUAGE, check_currency, check_language
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 ENV_PREFIX = "INSTORE_EDGE_"
 
@@ -24,6 +26,10 @@ class StoreSection(StrictModel):
     id: str = Field(pattern=ID_PATTERN)
     name: str = ""
     timezone: str = "UTC"
+    # The language of signage and of pages until a shopper picks another (edge.i18n.LANGUAGES).
+    language: str = DEFAULT_LANGUAGE
+    # ISO 4217 code of the store's prices ([[products]] price), formatted for each page's language.
+    currency: str = DEFAULT_CURRENCY
     # A demo store (config/demo.toml): example secrets are accepted, as long as it serves this machine only.
     demo: bool = False
 
@@ -35,6 +41,16 @@ class StoreSection(StrictModel):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown timezone {value!r}; use an IANA name such as 'Europe/Rome'") from exc
         return value
+
+    @field_validator("language")
+    @classmethod
+    def _supported_language(cls, value: str) -> str:
+        return check_language(value)
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        return check_currency(value)
 
 
 class MqttSection(StrictModel):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.config import Config
+from edge.domain.content import content_data
 from edge.model import FALLBACK_PRIORITY, SCREEN, Decision, Publication
 
 PLAYLIST_CONTENT_ID = "playlist"
@@ -77,8 +78,8 @@ class Displays:
                 items.append({"content_id": cid, "template": "message", "title": cid, "body": "", "image": None,
                               "duration_s": 8.0})
             else:
-                items.append({"content_id": item.id, "template": item.template, "title": item.title,
-                              "body": item.body, "image": item.image, "duration_s": item.duration_s})
+                items.append({"content_id": item.id, "template": item.template, "image": None,
+                              **content_data(item, self.cfg.store.language), "duration_s": item.duration_s})
         return {"content_id": PLAYLIST_CONTENT_ID, "template": "playlist", "data": {"items": items},
                 "reason": "fallback playlist: no rule is active on this screen", "expires_at": None,
                 "screen": screen}

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge.config import Config
+from edge.i18n import localized
 from edge.metrics import Metrics
 from edge.model import Event, Publication
 from edge.qr import HANDOFF_TTL_S, QrError, Signer, Token, token_from_code
@@ -109,24 +110,31 @@ def order_items(order: dict[str, Any]) -> list[Any]:
     return items if isinstance(items, list) else []
 
 
-def describe_target(cfg: Config, target: str) -> dict[str, Any]:
-    """What a touchpoint shows: a product (sku), a screen (its first playlist item) or a content item."""
+def describe_target(cfg: Config, target: str, lang: str | None = None) -> dict[str, Any]:
+    """What a touchpoint shows: a product (sku), a screen (its first playlist item) or a content item, with
+    its texts in `lang` (a page's language; by default the store's), falling back as edge.i18n.localized says."""
+    default = cfg.store.language
+    lang = lang or default
     for p in cfg.products:
         if p.sku == target:
-            return {"type": "product", "id": p.sku, "title": p.name, "body": "",
-                    "price": p.price, "zone": p.zone, "sku": p.sku}
+            name = localized(p.texts(), lang, default, ("name",))["name"]
+            return {"type": "product", "id": p.sku, "title": name, "body": "",
+                    "price": p.price, "currency": cfg.store.currency, "zone": p.zone, "sku": p.sku}
     contents = {c.id: c for c in cfg.content}
     for s in cfg.screens:
         if s.id == target:
             c = contents.get(s.playlist[0]) if s.playlist else None
-            return {"type": "screen", "id": s.id, "title": (c.title if c else "") or s.id,
-                    "body": c.body if c else "", "price": None, "zone": s.zone, "sku": None}
+            texts = localized(c.texts(), lang, default) if c else {"title": "", "body": ""}
+            return {"type": "screen", "id": s.id, "title": texts["title"] or s.id, "body": texts["body"],
+                    "price": None, "currency": None, "zone": s.zone, "sku": None}
     c = contents.get(target)
     if c is not None:
         zone = next((s.zone for s in cfg.screens if target in s.playlist), None)
-        return {"type": "content", "id": c.id, "title": c.title or c.id, "body": c.body, "price": None,
-                "zone": zone, "sku": None}
-    return {"type": "unknown", "id": target, "title": target, "body": "", "price": None, "zone": None, "sku": None}
+        texts = localized(c.texts(), lang, default)
+        return {"type": "content", "id": c.id, "title": texts["title"] or c.id, "body": texts["body"], "price": None,
+                "currency": None, "zone": zone, "sku": None}
+    return {"type": "unknown", "id": target, "title": target, "body": "", "price": None, "currency": None,
+            "zone": None, "sku": None}
 
 
 def session_cart(conn: sqlite3.Connection, kiosk: str, session: str) -> list[str]:

@@ -31,7 +31,9 @@ from zoneinfo import ZoneInfo
 
 from edge.config import (PERSONAL_PLACEHOLDERS, WEEKDAYS, Config, RuleCap, RuleConfig, data_placeholders,
                          parse_hours, template_fields)
+from edge.domain.content import content_data, without_overridden
 from edge.domain.shoppers import CustomerContext, Shopper, consented
+from edge.i18n import localized
 from edge.model import KIOSK, SCREEN, Decision, EdgeError, Event
 
 PLACEHOLDER_MAX = 60  # characters of one filled-in value (a long name is cut with "…")
@@ -208,6 +210,8 @@ class RuleEngine:
             self.kiosks_by_zone.setdefault(k.zone, []).append(k.id)
         self.zone_names = {z.id: z.name or z.id for z in cfg.zones}
         self.products = {p.sku: p for p in cfg.products}
+        lang = cfg.store.language  # placeholders are filled with names in the store's language
+        self.product_names = {p.sku: localized(p.texts(), lang, lang, ("name",))["name"] for p in cfg.products}
         compiled = [self._compile(r, i) for i, r in enumerate(cfg.rules)]
         # Highest priority first; config order breaks ties, so the file reads top-down.
         self.rules = sorted(compiled, key=lambda c: (-c.rule.priority, c.order))
@@ -262,16 +266,16 @@ class RuleEngine:
     def _content(self, r: RuleConfig, variant: Any) -> _Content:
         """The rule's content, or a variant's: its content_id/template, its data merged over the rule's.
 
-        A rule without data shows its [[content]] item's title/body/image (so does a variant that names
-        another content_id and has no data of its own)."""
+        A rule without data shows its [[content]] item's title/body/image, with the item's translations
+        (so does a variant that names another content_id and has no data of its own)."""
         content_id = variant.content_id if variant is not None and variant.content_id else r.show.content_id
         template = variant.template if variant is not None and variant.template else r.show.template
         base = r.show.data
         if not base or (content_id != r.show.content_id and variant is not None and not variant.data):
             item = self.cfg.content_item(content_id)
             if item is not None:
-                base = {"title": item.title, "body": item.body, **({"image": item.image} if item.image else {})}
-        data = {**base, **(variant.data if variant is not None else {})}
+                base = content_data(item, self.cfg.store.language)
+        data = without_overridden(base, variant.data if variant is not None else {})
         return _Content(variant.id if variant is not None else None, variant.weight if variant is not None else 1.0,
                         content_id, template, _compile_data(data), not data_placeholders(data))
 
@@ -459,7 +463,8 @@ class RuleEngine:
     def _fill(self, name: str, ev: _Eval, m: dict[str, Any]) -> str | None:
         if name == "wishlist_item" or name == "wishlist_image":
             product = self._wishlist_product(ev, m)
-            return None if product is None else product.name if name == "wishlist_item" else product.image
+            return None if product is None else self.product_names[product.sku] if name == "wishlist_item" \
+                else product.image
         values = ev.values
         if name in values:
             return values[name]
@@ -488,7 +493,7 @@ class RuleEngine:
             if not isinstance(sku, str) and self.context is not None:
                 sku = self.context.last_item(event.subject, ev.now - ITEM_RECENT_S)
             product = self.products.get(sku) if isinstance(sku, str) else None
-            return None if product is None else product.name if name == "item" else product.image
+            return None if product is None else self.product_names[product.sku] if name == "item" else product.image
         shopper = ev.shopper()
         if shopper is None:
             return None
@@ -497,7 +502,7 @@ class RuleEngine:
         if name == "tier":
             return shopper.tier
         if name == "cart_item":
-            return next((self.products[s].name for s in shopper.cart if s in self.products), None)
+            return next((self.product_names[s] for s in shopper.cart if s in self.products), None)
         if name == "cart_count":
             return str(len(shopper.cart)) if shopper.cart else None
         if name in ("order_id", "pickup_bay"):

@@ -297,7 +297,7 @@ class CustomerContext:
         product = self.catalogue.product
         orders = [{"order_id": str(o.get("order_id", "")), "pickup_bay": str(o.get("pickup_bay") or ""),
                    "ready_at": str(o.get("ready_at") or ""),
-                   "items": [product(str(s))["name"] for s in _list(o.get("items"))]} for o in shopper.orders_ready]
+                   "items": [product(str(s)) for s in _list(o.get("items"))]} for o in shopper.orders_ready]
         return {"customer": customer, "known": True, "personalized": True, "first_name": shopper.first_name,
                 "wishlist": [product(s) for s in shopper.wishlist], "cart": [product(s) for s in shopper.cart],
                 "orders_ready": orders}
