@@ -27,7 +27,8 @@ class Pages:
     def __init__(self, cfg: Config, metrics: Metrics, *, server_threads: int) -> None:
         self.cfg = cfg
         self.max_streams = max(1, server_threads - RESERVED_THREADS)
-        self.hub = Hub(lambda target, payload: screen_view(cfg, payload), max_streams=lambda: self.max_streams,
+        self.hub = Hub(lambda target, payload: screen_view(cfg, payload, every_language=target[0] == "kiosk"),
+                       max_streams=lambda: self.max_streams,
                        per_target=STREAMS_PER_TARGET, per_client=cfg.http.streams_per_client)
         metrics.gauge("instore_edge_page_streams", lambda: float(self.hub.count()))
 

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
+from flask_babel import gettext as _
 
 from edge.kpis import BUCKETS_S, KpiError, kpis, resolve_range
 from edge.store.db import connect
@@ -63,7 +64,7 @@ def add_routes(bp: Blueprint, store: Store, hub: Hub, max_streams: int) -> None:
     def dashboard():
         auth = page_auth("admin")
         if not auth.ok:
-            return error_page(auth.status, "Store IT sign-in", auth.message, token_form=True)
+            return error_page(auth.status, _("Store IT sign-in"), auth.message, token_form=True)
         if auth.source == "query":  # keep the token out of the address bar and the history
             return remember(redirect("/", code=303), auth)
         now = time.time()

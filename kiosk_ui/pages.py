@@ -11,14 +11,17 @@ import secrets
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template, request
+from flask_babel import gettext as _
 
 from edge.qr import QrError, qr_png
 from edge.web.auth import api_error, client_ip, page_auth, remember, require_role
+from edge.web.i18n import languages, strings_by_language, use_store_language
 from edge.jsonbody import request_json
 from kiosk_ui.dashboard import add_routes
 from kiosk_ui.ports import Store
 from kiosk_ui.streams import Hub, StreamsFull, Target, closing_error, now_ms, sse_message, sse_response
-from kiosk_ui.views import error_page, screen_view
+from kiosk_ui.strings import kiosk_strings
+from kiosk_ui.views import error_page, screen_view, with_texts
 
 KIOSK_IDLE_S = 90
 SESSION_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -49,7 +52,7 @@ def create_blueprint(store: Store, hub: Hub, max_streams: int) -> Blueprint:
     store_name = cfg.store.name or cfg.store.id
 
     def render(target: Target, payload: dict[str, Any]) -> dict[str, Any] | None:
-        return screen_view(cfg, payload)
+        return screen_view(cfg, payload, every_language=target[0] == "kiosk")
 
     def stream(target: Target, snapshot: dict[str, Any] | None) -> Response | tuple[Response, int]:
         if store.stopping:
@@ -82,12 +85,14 @@ def create_blueprint(store: Store, hub: Hub, max_streams: int) -> Blueprint:
     # --- signage ---------------------------------------------------------------------------------------
     @bp.get("/signage/<screen>")
     def signage(screen: str):
+        use_store_language()
         auth = page_auth("signage")
         if not auth.ok:
-            return error_page(auth.status, "Not authorised", auth.message)
+            return error_page(auth.status, _("Not authorised"), auth.message)
         conf = screens.get(screen)
         if conf is None:
-            return error_page(404, "Unknown screen", f"No screen {screen!r} in this store's config ([[screens]]).")
+            return error_page(404, _("Unknown screen"),
+                              _("No screen %(id)s in this store's config ([[screens]]).", id=repr(screen)))
         playlist = screen_view(cfg, store.fallback(screen)) or {"items": []}
         boot = {"screen": screen, "store": store_name, "now": now_ms(),
                 "content": screen_view(cfg, store.display(screen)), "playlist": playlist["items"]}
@@ -106,16 +111,19 @@ def create_blueprint(store: Store, hub: Hub, max_streams: int) -> Blueprint:
     # --- kiosk -----------------------------------------------------------------------------------------
     @bp.get("/kiosk/<kiosk>")
     def kiosk_page(kiosk: str):
+        use_store_language()  # a shopper may switch; the kiosk comes back to it when the session ends
         auth = page_auth("kiosk")
         if not auth.ok:
-            return error_page(auth.status, "Not authorised", auth.message)
+            return error_page(auth.status, _("Not authorised"), auth.message)
         conf = kiosks.get(kiosk)
         if conf is None:
-            return error_page(404, "Unknown kiosk", f"No kiosk {kiosk!r} in this store's config ([[kiosks]]).")
+            return error_page(404, _("Unknown kiosk"),
+                              _("No kiosk %(id)s in this store's config ([[kiosks]]).", id=repr(kiosk)))
         zone = zones.get(conf.zone)
         boot = {"kiosk": kiosk, "zone": conf.zone, "zone_name": zone.name if zone and zone.name else conf.zone,
                 "store": store_name, "token": cfg.http.tokens.kiosk or auth.token, "idle_s": KIOSK_IDLE_S,
-                "products": store.products_for(conf.zone), "now": now_ms()}
+                "products": [with_texts(cfg, p) for p in store.products_for(conf.zone)], "now": now_ms(),
+                "lang": cfg.store.language, "languages": languages(), "strings": strings_by_language(kiosk_strings)}
         return remember(Response(render_template("kiosk.html", boot=boot, kiosk=kiosk, store=store_name),
                                  mimetype="text/html"), auth)
 
@@ -138,7 +146,12 @@ def create_blueprint(store: Store, hub: Hub, max_streams: int) -> Blueprint:
         if not code.strip():
             return api_error(400, "bad_request", "query parameter 'customer' is required: a customer id, a "
                              "loyalty card number or an identity key")
-        resp = jsonify(store.kiosk_view(code))
+        view = store.kiosk_view(code)
+        for key in ("wishlist", "cart"):
+            view[key] = [with_texts(cfg, p) for p in view.get(key) or []]
+        for order in view.get("orders_ready") or []:
+            order["items"] = [with_texts(cfg, p) for p in order.get("items") or []]
+        resp = jsonify(view)
         resp.headers["Cache-Control"] = "no-store"
         return resp
 

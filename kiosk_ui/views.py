@@ -3,6 +3,8 @@
 Signage is public: the customer id never goes to the page. Rule content gets the title, body and
 image of its content item (from config) unless its data sets its own. Images must be served by the edge
 (an absolute path, not a URL elsewhere): store screens keep working offline and load nothing from the internet.
+Texts come in the page's language (edge.domain.content.text_for): signage speaks the store's; a kiosk, whose
+shopper may switch, also gets `texts` in every language.
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ from typing import Any
 
 from flask import Response, render_template
 
+from edge.config import Config
+from edge.domain.content import text_for, without_overridden
 # What a kiosk shows when no rule targets it (Displays.fallback): its own UI, nothing pushed.
 from edge.domain.displays import KIOSK_IDLE_CONTENT_ID, PLAYLIST_CONTENT_ID
-
-from edge.config import Config
-
-
+from edge.i18n import LANGUAGES, format_price, localized
 
 def local_image(value: Any) -> str | None:
     """An absolute path on the edge itself ("/media/autumn.jpg"), or None: URLs elsewhere, data URLs,
@@ -40,7 +41,16 @@ def _duration(value: Any) -> float:
     return min(max(seconds, 1.0), 3600.0)
 
 
-def screen_view(cfg: Config, payload: dict[str, Any] | None) -> dict[str, Any] | None:
+def _texts(cfg: Config, data: dict[str, Any], lang: str) -> dict[str, str]:
+    texts = text_for(data, lang, cfg)
+    return {"title": _text(texts["title"]), "body": _text(texts["body"], 2000)}
+
+
+def screen_view(cfg: Config, payload: dict[str, Any] | None, lang: str | None = None, *,
+                every_language: bool = False) -> dict[str, Any] | None:
+    """The page's view of a display payload, its texts in `lang` (default: the store's language); with
+    `every_language` (a kiosk) also `texts`: {lang: {"title", "body"}} for each language the edge speaks."""
+    lang = lang or cfg.store.language
     if not payload:
         return None
     content_id = _text(payload.get("content_id"), 64)
@@ -54,17 +64,35 @@ def screen_view(cfg: Config, payload: dict[str, Any] | None) -> dict[str, Any] |
         return view
     if content_id == PLAYLIST_CONTENT_ID:
         view["items"] = [{"content_id": _text(i.get("content_id"), 64), "template": _text(i.get("template"), 64),
-                          "title": _text(i.get("title")), "body": _text(i.get("body"), 2000),
-                          "image": local_image(i.get("image")), "duration_s": _duration(i.get("duration_s"))}
+                          **_texts(cfg, i, lang), "image": local_image(i.get("image")),
+                          "duration_s": _duration(i.get("duration_s"))}
                          for i in data.get("items") or [] if isinstance(i, dict)]
         view["expires_at"] = None
         return view
     item = cfg.content_item(content_id)
-    view["title"] = _text(data.get("title") if data.get("title") is not None else (item.title if item else ""))
-    view["body"] = _text(data.get("body") if data.get("body") is not None else (item.body if item else ""), 2000)
+    # The rule's data, else its content item's texts (with their translations).
+    texts = without_overridden(item.texts() if item else {},
+                               {k: data[k] for k in ("title", "body", "i18n") if data.get(k) is not None})
+    view.update(_texts(cfg, texts, lang))
+    if every_language:
+        view["texts"] = {code: _texts(cfg, texts, code) for code in LANGUAGES}
     view["subtitle"] = _text(data.get("subtitle"))
     view["image"] = local_image(data.get("image") if data.get("image") is not None else (item.image if item else None))
     return view
+
+
+def with_texts(cfg: Config, product: dict[str, Any]) -> dict[str, Any]:
+    """A product (edge.domain.catalogue) with `texts`: its name and formatted price in each language the edge
+    speaks, so a page script switches language without formatting anything itself."""
+    default = cfg.store.language
+    price = product.get("price")
+    currency = product.get("currency") or cfg.store.currency
+    texts = {}
+    for lang in LANGUAGES:
+        name = localized(product, lang, default, ("name",))["name"]
+        texts[lang] = {"name": name, "price": format_price(price, currency, lang) if isinstance(price, int | float)
+                       and not isinstance(price, bool) else ""}
+    return {**product, "texts": texts}
 
 
 def error_page(status: int, title: str, message: str, *, token_form: bool = False) -> Response:

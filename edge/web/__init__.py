@@ -1,7 +1,7 @@
 """The edge's HTTP side (Flask): `create_app(edge)` builds the app from the running edge's port.
 
 `health` (/healthz, /readyz, /metrics), `api` (/api/v1), `landing` (/q/ pages and POST /api/v1/qr), `auth`
-(roles, tokens, cookies, page auth). The pages (kiosk_ui) register their own blueprint on this app.
+(roles, tokens, cookies, page auth), `i18n` (each request's language, Flask-Babel). The pages (kiosk_ui) register their own blueprint on this app.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from flask import Flask, g
 from werkzeug.exceptions import HTTPException
 
 from edge.jsonbody import NotText, TooDeep
-from edge.web import api, health, landing
+from edge.web import api, health, i18n, landing
 from edge.web.auth import api_error
 from edge.web.ports import Edge
 
@@ -20,6 +20,7 @@ def create_app(edge: Edge) -> Flask:
     # The server refuses bigger bodies before reading them (edge.httpserver); this covers other servers.
     app.config["MAX_CONTENT_LENGTH"] = edge.cfg.limits.http_body_bytes
     app.json.sort_keys = False
+    i18n.init_app(app, edge.cfg)
 
     @app.before_request
     def _edge() -> None:

@@ -16,14 +16,16 @@ from functools import wraps
 from typing import Any
 
 from flask import Response, g, jsonify, request
+from flask_babel import gettext as _
 
 from edge.clients import client_address
+from edge.i18n import N_
 
 ROLES = ("admin", "kiosk", "signage")
 COOKIE = "instore_edge_{role}"
 COOKIE_MAX_AGE = {"admin": 12 * 3600, "kiosk": 30 * 24 * 3600, "signage": 30 * 24 * 3600}
-ROLE_HINT = {"signage": "the signage token ([http.tokens] signage)", "kiosk": "the kiosk token ([http.tokens] kiosk)",
-             "admin": "the admin token ([http.tokens] admin)"}
+ROLE_HINT = {"signage": N_("the signage token ([http.tokens] signage)"),
+             "kiosk": N_("the kiosk token ([http.tokens] kiosk)"), "admin": N_("the admin token ([http.tokens] admin)")}
 
 
 def api_error(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -101,7 +103,8 @@ class Auth:
 
 
 def page_auth(role: str) -> Auth:
-    """Bearer header, then ?token=, then this role's (or admin's) cookie; the admin token grants all."""
+    """Bearer header, then ?token=, then this role's (or admin's) cookie; the admin token grants all. The
+    refusal's message is for the page's error page: in the page's language."""
     token, source = bearer_token(), "header"
     if token is None:
         token, source = request.args.get("token") or None, "query"
@@ -110,14 +113,16 @@ def page_auth(role: str) -> Auth:
             token, source = request.cookies.get(COOKIE.format(role=r)) or None, "cookie"
             if token:
                 break
+    needs = _(ROLE_HINT[role])
     if not token:
-        return Auth(None, status=401, message=f"This page needs {ROLE_HINT[role]}: add ?token=<token> to its "
-                                              "address, or send it as 'Authorization: Bearer <token>'.")
+        return Auth(None, status=401, message=_("This page needs %(token)s: add ?token=<token> to its address, or "
+                                                "send it as 'Authorization: Bearer <token>'.", token=needs))
     found = token_role(token)
     if found is None:
-        return Auth(None, status=401, message=f"Unknown token. This page needs {ROLE_HINT[role]}.")
+        return Auth(None, status=401, message=_("Unknown token. This page needs %(token)s.", token=needs))
     if found != role and found != "admin":
-        return Auth(None, status=403, message=f"This page needs {ROLE_HINT[role]}, not the {found} token.")
+        return Auth(None, status=403, message=_("This page needs %(token)s, not the %(role)s token.", token=needs,
+                                                role=found))
     return Auth(found, token, source)
 
 

@@ -17,16 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jinja2
-from flask import Blueprint, Response, redirect, request
+from flask import Blueprint, Response, redirect, render_template, request
+from flask_babel import gettext as _
 
 from edge.domain.journeys import REFUSED_METRIC, describe_target, find_order, order_items, session_cart
+from edge.i18n import localized
 from edge.jsonbody import request_json
 from edge.model import Message
 from edge.qr import MINTABLE, REFUSALS, QrError, minted, qr_svg
 from edge.ratelimit import RateLimiter
 from edge.store.db import connect
 from edge.web.auth import api_error, client_ip, require_role
+from edge.web.i18n import page_lang
 from edge.web.ports import Edge
 
 log = logging.getLogger(__name__)
@@ -39,14 +41,12 @@ RATE_LIMITED_METRIC = "instore_edge_http_rate_limited_total"
 PUBLIC_PREFIX = "/q/"  # the shoppers' pages: rate-limited per client before anything is recorded
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
+# The landing templates live with the other pages' (kiosk_ui/templates): one look, one place to translate.
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "kiosk_ui" / "templates"
-
-_env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                          autoescape=jinja2.select_autoescape(default=True, default_for_string=True))
 
 
 def blueprint(edge: Edge) -> Blueprint:
-    bp = Blueprint("landing", __name__)
+    bp = Blueprint("landing", __name__, template_folder=str(TEMPLATES))
     cfg = edge.cfg
     signer = edge.signer
     prefix = cfg.prefix
@@ -62,7 +62,7 @@ def blueprint(edge: Edge) -> Blueprint:
         return conn
 
     def page(template: str, status: int = 200, **ctx: Any) -> Response:
-        body = _env.get_template(template).render(store=store_name, **ctx)
+        body = render_template(template, store=store_name, **ctx)
         resp = Response(body, status=status, mimetype="text/html")
         resp.headers["Content-Security-Policy"] = CSP
         resp.headers["Cache-Control"] = "no-store"
@@ -74,7 +74,7 @@ def blueprint(edge: Edge) -> Blueprint:
         if count:
             edge.metrics.inc(REFUSED_METRIC, reason=reason)
         status, title, message = REFUSALS[reason]
-        return page("landing_error.html", status, title=title, message=message, reason=reason)
+        return page("landing_error.html", status, title=_(title), message=_(message), reason=reason)
 
     limiter = RateLimiter(cfg.limits.public_rate_per_s, cfg.limits.public_burst)
 
@@ -91,6 +91,11 @@ def blueprint(edge: Edge) -> Blueprint:
         resp = page("landing_slow_down.html", 429, retry_after=retry)
         resp.headers["Retry-After"] = str(retry)
         return resp
+
+    def product_name(sku: str) -> str:
+        """A product's name in the page's language (an SKU the config does not list: its code)."""
+        p = products.get(sku)
+        return sku if p is None else localized(p.texts(), page_lang(), cfg.store.language, ("name",))["name"]
 
     def phone_customer() -> str | None:
         raw = request.cookies.get(PHONE_COOKIE)
@@ -124,8 +129,9 @@ def blueprint(edge: Edge) -> Blueprint:
         except QrError as exc:
             return refuse(exc.reason)
         if tok.kind == "touchpoint":
-            t = describe_target(cfg, tok.target)
-            record_scan(signer.url(token))
+            t = describe_target(cfg, tok.target, page_lang())
+            if "lang" not in request.args:  # switching the page's language is not another scan
+                record_scan(signer.url(token))
             s = shopper(phone_customer())
             wished = bool(s and t["sku"] and t["sku"] in s.wishlist)
             return page("landing.html", view="touchpoint", t=t, shopper=s, wished=wished)
@@ -137,8 +143,8 @@ def blueprint(edge: Edge) -> Blueprint:
             try:
                 fresh = edge.consume(tok, "web")
             except (TimeoutError, RuntimeError):
-                return page("landing_error.html", 503, title="Please try again",
-                            message="The store system is busy. Reload this page in a moment.", reason="busy")
+                return page("landing_error.html", 503, title=_("Please try again"),
+                            message=_("The store system is busy. Reload this page in a moment."), reason="busy")
             if not fresh:
                 return refuse("used")
             resp = redirect("/q/session", code=303)
@@ -158,14 +164,14 @@ def blueprint(edge: Edge) -> Blueprint:
                 return refuse("unknown_order")
             _customer, order = found
             done = conn.execute("SELECT collected_at FROM pickups WHERE order_id = ?", (tok.target,)).fetchone()
-            names = [products[i].name if isinstance(i, str) and i in products else str(i) for i in order_items(order)]
+            names = [product_name(i) if isinstance(i, str) else str(i) for i in order_items(order)]
             return page("landing.html", view="pickup", order_id=tok.target, bay=order.get("pickup_bay"),
                         items=names, collected=done is not None,
-                        qr=qr_svg(signer.url(token), module=6, title=f"QR code of order {tok.target}"))
+                        qr=qr_svg(signer.url(token), module=6, title=_("QR code of order %(order)s", order=tok.target)))
         if tok.kind == "return":
             done = db().execute("SELECT completed_at FROM returns WHERE rma_id = ?", (tok.target,)).fetchone()
             return page("landing.html", view="return", rma_id=tok.target, completed=done is not None,
-                        qr=qr_svg(signer.url(token), module=6, title=f"QR code of return {tok.target}"))
+                        qr=qr_svg(signer.url(token), module=6, title=_("QR code of return %(rma)s", rma=tok.target)))
         return refuse("wrong_kind")
 
     @bp.get("/q/session")
@@ -178,17 +184,17 @@ def blueprint(edge: Edge) -> Blueprint:
             except QrError:
                 tok = None
         if tok is None or tok.kind != "phone" or not tok.target.startswith("h:"):
-            return page("landing_error.html", 404, title="No kiosk session here",
-                        message="Scan the code on the kiosk again to continue on this phone.", reason="no_session")
+            return page("landing_error.html", 404, title=_("No kiosk session here"),
+                        message=_("Scan the code on the kiosk again to continue on this phone."), reason="no_session")
         row = db().execute("SELECT kiosk, session, customer FROM qr_handoffs WHERE token_id = ?",
                            (tok.target[2:],)).fetchone()
         if row is None:
-            return page("landing_error.html", 404, title="This kiosk session has ended",
-                        message="Scan the code on the kiosk again to continue on this phone.", reason="no_session")
+            return page("landing_error.html", 404, title=_("This kiosk session has ended"),
+                        message=_("Scan the code on the kiosk again to continue on this phone."), reason="no_session")
         kiosk, session, customer = row
         cart = session_cart(db(), kiosk, session)
-        lines = [{"sku": sku, "name": products[sku].name if sku in products else sku,
-                  "price": products[sku].price if sku in products else None} for sku in cart]
+        lines = [{"sku": sku, "name": product_name(sku), "price": products[sku].price if sku in products else None}
+                 for sku in cart]
         return page("landing.html", view="handoff", cart=lines, shopper=shopper(customer), kiosk=kiosk)
 
     @bp.post("/api/v1/qr")

@@ -1,12 +1,15 @@
 /* Kiosk: identify (loyalty code or anonymous), see your lists, browse, add to the bag, continue on
  * your phone. Every action is an event, POSTed to /api/v1/events with the kiosk token; events carry
  * an id, so a retry after a network error is recorded once. Text from profiles only ever goes in
- * with textContent.
+ * with textContent. Texts come from the edge's catalogues (boot.strings, i18n.js); the shopper may
+ * switch language, and the kiosk goes back to the store's language when the session ends or idles.
  */
 (function () {
   'use strict';
 
   var boot = JSON.parse(document.getElementById('boot').textContent);
+  var i18n = window.InstoreI18n(boot.strings, boot.lang);
+  var t = i18n.t;
   var $ = function (id) { return document.getElementById(id); };
   var views = { welcome: $('welcome'), home: $('home') };
 
@@ -16,6 +19,8 @@
   var seq = 0;
   var lastTouch = Date.now();
   var openProduct = null;
+  var lastContext = null;  // what the home view shows, drawn again when the language changes
+  var pushedView = null;
 
   // --- helpers ------------------------------------------------------------------------------------
   function randomId() {
@@ -31,8 +36,12 @@
     return node;
   }
 
-  function price(p) {
-    return typeof p === 'number' ? '\u20ac' + (p % 1 ? p.toFixed(2) : p.toFixed(0)) : '';
+  /* A product's name and price in the kiosk's language (the edge formats prices: boot products and
+   * context items carry texts per language). */
+  function productText(p, field) {
+    var texts = p.texts && (p.texts[i18n.lang] || p.texts[boot.lang]);
+    if (texts && texts[field] !== undefined && texts[field] !== null) { return texts[field]; }
+    return field === 'name' ? p.name : '';
   }
 
   function api(method, path, body) {
@@ -101,15 +110,15 @@
     card.setAttribute('data-sku', p.sku);
     var swatch = el('span', 'swatch cat-' + (p.category || 'other'), p.category || '');
     card.appendChild(swatch);
-    card.appendChild(el('span', 'name', p.name));
-    card.appendChild(el('span', 'price', price(p.price)));
+    card.appendChild(el('span', 'name', productText(p, 'name')));
+    card.appendChild(el('span', 'price', productText(p, 'price')));
     card.addEventListener('click', function () { browse(p); });
     return card;
   }
 
   function chip(p) {
     var li = el('li');
-    var b = el('button', '', p.name);
+    var b = el('button', '', productText(p, 'name'));
     b.type = 'button';
     b.setAttribute('data-sku', p.sku);
     b.addEventListener('click', function () { browse(p); });
@@ -127,17 +136,20 @@
   }
 
   function renderHome(ctx) {
+    lastContext = ctx;
     var personal = ctx && ctx.personalized;
     var greeting = $('greeting');
-    greeting.textContent = personal && ctx.first_name ? 'Hi, ' + ctx.first_name + '!' : 'Welcome!';
-    $('home-lead').textContent = personal
-      ? 'Here is what you saved online. Tap a product to see it.'
-      : 'Tap a product to see it, add it to your bag, and take the bag with you on your phone.';
+    greeting.textContent = personal && ctx.first_name ? t('hi_name', { name: ctx.first_name }) : t('welcome_exclaim');
+    $('home-lead').textContent = ctx && ctx.unknownCard ? t('lead_unknown_card')
+      : (personal ? t('lead_personal') : t('lead_anonymous'));
+    $('around-you').textContent = t('around_you', { zone: boot.zone_name });
     var shown = 0;
     if (personal) {
       shown += fill('orders', ctx.orders_ready || [], function (o) {
-        var text = 'Order ' + o.order_id + (o.pickup_bay ? ' \u00b7 bay ' + o.pickup_bay : '') +
-          (o.items && o.items.length ? ': ' + o.items.join(', ') : '');
+        var items = (o.items || []).map(function (p) { return typeof p === 'string' ? p : productText(p, 'name'); });
+        var text = t('order_line', { order: o.order_id }) +
+          (o.pickup_bay ? ' \u00b7 ' + t('order_bay', { bay: o.pickup_bay }) : '') +
+          (items.length ? ': ' + items.join(', ') : '');
         return el('li', '', text);
       });
       shown += fill('wishlist', ctx.wishlist || [], chip);
@@ -158,7 +170,7 @@
 
   function updateBag() {
     var n = bag.length;
-    $('bag-count').textContent = 'Bag: ' + n + (n === 1 ? ' item' : ' items');
+    $('bag-count').textContent = i18n.n('bag_count', n);
   }
 
   // --- actions --------------------------------------------------------------------------------------
@@ -174,7 +186,7 @@
     error.hidden = true;
     code = (code || '').trim();
     if (!code) {
-      error.textContent = 'Type or scan your loyalty card number, or tap \u201cStay anonymous\u201d.';
+      error.textContent = t('need_code');
       error.hidden = false;
       return;
     }
@@ -188,10 +200,8 @@
           sendEvent('identify', { identity: code.indexOf(':') >= 0 ? code : 'loyalty:' + code });
         }
         $('code').value = '';
+        if (!ctx.known) { ctx.unknownCard = true; }
         renderHome(ctx);
-        if (!ctx.known) {
-          $('home-lead').textContent = 'We could not find that card here, but you can browse and take your bag with you.';
-        }
       }, function () {
         // The edge is unreachable: browse anonymously rather than block the shopper.
         sendEvent('identify', { identity: code.indexOf(':') >= 0 ? code : 'loyalty:' + code });
@@ -213,14 +223,19 @@
     var swatch = sheet.querySelector('.swatch');
     swatch.className = 'swatch cat-' + (p.category || 'other');
     swatch.textContent = p.category || '';
-    sheet.querySelector('.name').textContent = p.name;
-    sheet.querySelector('.meta').textContent = p.zone ? 'Find it in ' + p.zone : '';
-    sheet.querySelector('.price').textContent = price(p.price);
+    renderProduct(p);
+    sheet.hidden = false;
+  }
+
+  function renderProduct(p) {
+    var sheet = $('product');
+    sheet.querySelector('.name').textContent = productText(p, 'name');
+    sheet.querySelector('.meta').textContent = p.zone ? t('find_it_in', { zone: p.zone }) : '';
+    sheet.querySelector('.price').textContent = productText(p, 'price');
     var add = $('add');
     var inBag = bag.indexOf(p.sku) >= 0;
-    add.textContent = inBag ? 'In your bag \u2713' : 'Add to bag';
+    add.textContent = inBag ? t('in_bag') : t('add_to_bag');
     add.disabled = inBag;
-    sheet.hidden = false;
   }
 
   function addToBag() {
@@ -228,7 +243,7 @@
     bag.push(openProduct.sku);
     sendEvent('add_to_cart', { item: openProduct.sku });
     updateBag();
-    $('add').textContent = 'In your bag \u2713';
+    $('add').textContent = t('in_bag');
     $('add').disabled = true;
   }
 
@@ -247,7 +262,7 @@
       img.src = 'data:image/png;base64,' + data.png_base64;
       img.hidden = false;
     }, function () {
-      error.textContent = 'The code cannot be shown right now. Please ask a member of staff.';
+      error.textContent = t('qr_error');
       error.hidden = false;
     });
   }
@@ -260,12 +275,33 @@
     $('product').hidden = true;
     $('qr').hidden = true;
     $('qr-img').removeAttribute('src');
-    // Leave nothing personal behind in the page.
-    $('greeting').textContent = 'Welcome';
+    lastContext = null;
+    // Leave nothing personal behind in the page, and speak the store's language again.
+    useLanguage(boot.lang);
+    $('greeting').textContent = t('welcome');
     ['orders', 'wishlist', 'online-cart'].forEach(function (id) { $(id).querySelector('ul').textContent = ''; });
     $('code').value = '';
     $('identify-error').hidden = true;
     show('welcome');
+  }
+
+  // --- language: a shopper's pick lasts for the session; the store's language comes back when it ends --
+  function useLanguage(code) {
+    if (!i18n.use(code)) { return; }
+    Array.prototype.forEach.call(document.querySelectorAll('#languages [data-lang]'), function (b) {
+      b.setAttribute('aria-pressed', b.getAttribute('data-lang') === code ? 'true' : 'false');
+    });
+    updateBag();
+    if (!$('identify-error').hidden) { $('identify-error').textContent = t('need_code'); }
+    if (!$('qr-error').hidden) { $('qr-error').textContent = t('qr_error'); }
+    if (session && !views.home.hidden) {
+      var scroll = $('main').scrollTop;
+      renderHome(lastContext);
+      $('main').scrollTop = scroll;
+    }
+    if (openProduct) { renderProduct(openProduct); }
+    if (pushedView) { showPushed(pushedView); }
+    document.body.setAttribute('data-lang', code);
   }
 
   // --- wiring -------------------------------------------------------------------------------------
@@ -285,12 +321,16 @@
   $('handoff').addEventListener('click', handoff);
   $('qr-done').addEventListener('click', endSession);
   $('finish').addEventListener('click', endSession);
+  $('languages').addEventListener('click', function (e) {
+    var button = e.target.closest && e.target.closest('[data-lang]');
+    if (button) { useLanguage(button.getAttribute('data-lang')); }
+  });
 
   ['pointerdown', 'keydown'].forEach(function (type) {
     document.addEventListener(type, function () { lastTouch = Date.now(); }, true);
   });
   setInterval(function () {
-    if (session && Date.now() - lastTouch > boot.idle_s * 1000) { endSession(); }
+    if ((session || i18n.lang !== boot.lang) && Date.now() - lastTouch > boot.idle_s * 1000) { endSession(); }
   }, 1000);
 
   // --- content pushed to this kiosk by rules (e.g. a greeting after identify) ---------------------------
@@ -301,23 +341,34 @@
     if (typeof serverNow === 'number') { clockOffset = Date.now() - serverNow; }
     if (pushedTimer) { clearTimeout(pushedTimer); pushedTimer = null; }
     if (!view || view.idle) {
+      pushedView = null;
       pushed.hidden = true;
       pushed.removeAttribute('data-content-id');
       return;
     }
-    pushed.setAttribute('data-content-id', view.content_id);
-    pushed.querySelector('.title').textContent = view.title || '';
-    pushed.querySelector('.body').textContent = view.body || '';
+    showPushed(view);
     pushed.hidden = false;
     if (typeof view.expires_at === 'number') {
-      pushedTimer = setTimeout(function () { pushed.hidden = true; }, Math.max(0, view.expires_at + clockOffset - Date.now() + 500));
+      pushedTimer = setTimeout(function () { pushed.hidden = true; pushedView = null; },
+                               Math.max(0, view.expires_at + clockOffset - Date.now() + 500));
     }
+  }
+
+  /* Pushed content in the kiosk's language (the edge sends its texts in every language). */
+  function showPushed(view) {
+    pushedView = view;
+    var texts = (view.texts && view.texts[i18n.lang]) || view;
+    pushed.setAttribute('data-content-id', view.content_id);
+    pushed.querySelector('.title').textContent = texts.title || '';
+    pushed.querySelector('.body').textContent = texts.body || '';
   }
   window.InstoreLive(window.InstoreLive.streamUrl(window.location.pathname + '/stream'), onContent, function (online) {
     $('offline').hidden = online;
     document.body.setAttribute('data-online', online ? 'yes' : 'no');
   });
 
+  document.body.setAttribute('data-lang', boot.lang);
+  updateBag();
   show('welcome');
   $('code').focus();
 })();
