@@ -30,18 +30,22 @@ def content_data(item: ContentConfig, lang: str) -> dict[str, Any]:
 
 
 def without_overridden(data: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """`data` (a content item's) with `override` (a rule variant's data) on top: a text the override sets
-    replaces the item's in every language, so no translation of the item's old text shows instead."""
+    """`data` (a content item's, or a rule's) with `override` (a rule's or a variant's data) on top: a text the
+    override sets replaces the old one in every language, unless the override translates it too."""
     merged = {**data, **override}
-    per = data.get("i18n")
-    if isinstance(per, Mapping) and "i18n" not in override:
-        kept = {lang: {f: v for f, v in entry.items() if f not in override}
-                for lang, entry in per.items() if isinstance(entry, Mapping)}
-        kept = {lang: entry for lang, entry in kept.items() if entry}
-        if kept:
-            merged["i18n"] = kept
-        else:
-            merged.pop("i18n", None)
+    old = data.get("i18n") if isinstance(data.get("i18n"), Mapping) else {}
+    new = override.get("i18n") if isinstance(override.get("i18n"), Mapping) else {}
+    per: dict[str, Any] = {}
+    for lang in dict.fromkeys([*old, *new]):
+        kept = {f: v for f, v in (old.get(lang) or {}).items() if f not in override} \
+            if isinstance(old.get(lang), Mapping) else {}
+        entry = {**kept, **(new.get(lang) if isinstance(new.get(lang), Mapping) else {})}
+        if entry:
+            per[lang] = entry
+    if per:
+        merged["i18n"] = per
+    else:
+        merged.pop("i18n", None)
     return merged
 
 
