@@ -16,9 +16,11 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
 from flask_babel import gettext as _
 
+from edge.i18n import SOURCE_LANGUAGE
 from edge.kpis import BUCKETS_S, KpiError, kpis, resolve_range
 from edge.store.db import connect
 from edge.web.auth import admin_refusal, api_error, page_auth, remember
+from edge.web.i18n import use_language
 from kiosk_ui.ports import Store
 from kiosk_ui.streams import Hub
 from kiosk_ui.views import error_page
@@ -67,6 +69,7 @@ def add_routes(bp: Blueprint, store: Store, hub: Hub, max_streams: int) -> None:
             return error_page(auth.status, _("Store IT sign-in"), auth.message, token_form=True)
         if auth.source == "query":  # keep the token out of the address bar and the history
             return remember(redirect("/", code=303), auth)
+        use_language(SOURCE_LANGUAGE)  # the dashboard's own texts are not in the catalogues yet: English
         now = time.time()
         current = store.displays()
         rows = []

@@ -68,7 +68,12 @@ def init_app(app: Flask, cfg: Config) -> None:
 
 def use_store_language() -> None:
     """This request speaks the store's language, whatever the browser prefers (signage, the kiosk)."""
-    g.page_lang = g.edge.cfg.store.language
+    use_language(g.edge.cfg.store.language)
+
+
+def use_language(code: str) -> None:
+    """This request speaks `code` (one of edge.i18n.LANGUAGES), whatever the browser prefers."""
+    g.page_lang = code
     refresh()
 
 
