@@ -8,7 +8,7 @@ match), then the store's `[store] language`.
 In templates: `_("...")`, `ngettext("%(num)d item", "%(num)d items", n)`, `{{ page_lang() }}` for
 `<html lang>`, `{{ amount|price }}`, `{{ n|number }}`, `{{ ts|date }}`, `{{ ts|time }}`, `{{ ts|datetime }}`
 (epoch seconds or datetimes, in the store's time zone). In Python: `flask_babel.gettext as _`,
-`page_lang()`, `price(amount)`. Scripts get their texts ready-made from `strings_by_language`.
+`page_lang()`, `price(amount, currency)`. Scripts get their texts ready-made from `strings_by_language`.
 """
 
 from __future__ import annotations
