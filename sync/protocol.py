@@ -24,6 +24,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 EVENTS_PATH = "/v1/stores/{store}/events"
 CHANGES_PATH = "/v1/profiles/changes"
 PROFILE_PATH = "/v1/profiles/{customer_id}"
+EXPORT_PATH = "/v1/admin/profiles/{customer_id}/export"
 RESOLVE_PATH = "/v1/identities/resolve"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -34,6 +35,9 @@ MAX_BATCH_EVENTS = 5000
 MAX_EVENT_DATA_BYTES = 16 * 1024  # an event's `data`, serialized
 DEFAULT_CHANGES_LIMIT = 500
 MAX_CHANGES_LIMIT = 5000
+# GET /v1/profiles/changes?wait_s=N: with nothing new, the central store holds the request up to N seconds
+# and answers as soon as a change for the store arrives (long-poll).
+MAX_CHANGES_WAIT_S = 30
 MAX_RESOLVE_KEYS = 1000
 MAX_ID_LEN = 128  # customer, store, source ids (the edge accepts ids up to this length)
 MAX_EVENT_ID_LEN = 256
@@ -394,6 +398,7 @@ class OrderReady(TypedDict):
     items: list[Any]
     ready_at: str
     pickup_bay: NotRequired[str]
+    store: NotRequired[str]  # the store where it waits for pickup (that store's feed carries the shopper)
 
 
 class Profile(TypedDict):
@@ -408,10 +413,13 @@ class Profile(TypedDict):
     orders_ready: list[OrderReady]
     identities: list[str]
     version: int
+    home_store: NotRequired[str | None]  # the shopper's usual store: its change feed carries them
 
 
 PROFILE_FIELDS = ("customer_id", "first_name", "segments", "tier", "consents", "preferences", "wishlist",
-                  "cart", "orders_ready", "identities", "version")
+                  "cart", "orders_ready", "identities", "version", "home_store")
+# Fields a complete profile may leave out (they default to null).
+OPTIONAL_PROFILE_FIELDS = ("home_store",)
 
 
 class Change(TypedDict):
@@ -447,7 +455,7 @@ class ChangesPage:
 def empty_profile(customer_id: str) -> Profile:
     return Profile(customer_id=customer_id, first_name=None, segments=[], tier=None,
                    consents=Consents(personalization=False, marketing=False), preferences={}, wishlist=[],
-                   cart=[], orders_ready=[], identities=[], version=0)
+                   cart=[], orders_ready=[], identities=[], version=0, home_store=None)
 
 
 class InvalidProfile(ValueError):
@@ -498,7 +506,8 @@ def validate_profile(obj: Any, *, partial: bool = True, path: str = "") -> dict[
     else:
         out["customer_id"] = cid
     if not partial:
-        missing = [k for k in PROFILE_FIELDS if k not in obj and k not in ("customer_id", "version")]
+        missing = [k for k in PROFILE_FIELDS
+                   if k not in obj and k not in ("customer_id", "version", *OPTIONAL_PROFILE_FIELDS)]
         if missing:
             errors.append(f"{path}: missing {', '.join(missing)}")
     for key in ("first_name", "tier"):
@@ -510,6 +519,13 @@ def validate_profile(obj: Any, *, partial: bool = True, path: str = "") -> dict[
                 errors.append(f"{path}tier: expected one of {', '.join(TIERS)} or null, got {_show(value)}")
             else:
                 out[key] = value
+    if "home_store" in obj:
+        home = obj["home_store"]
+        if home is not None and (type(home) is not str or STORE_ID_RE.fullmatch(home) is None):
+            errors.append(f"{path}home_store: expected a store id (1 to 64 letters, digits, '_', '.', '-') or "
+                          f"null, got {_show(home)}")
+        else:
+            out["home_store"] = home
     for key in ("segments", "wishlist", "cart", "identities"):
         if key in obj:
             before = len(errors)
@@ -547,10 +563,10 @@ def validate_profile(obj: Any, *, partial: bool = True, path: str = "") -> dict[
                 if type(order) is not dict:
                     errors.append(f"{p}: expected an object, got {_type_name(order)}")
                     continue
-                unknown = set(order) - {"order_id", "items", "ready_at", "pickup_bay"}
+                unknown = set(order) - {"order_id", "items", "ready_at", "pickup_bay", "store"}
                 if unknown:
                     errors.append(f"{p}: unknown field(s) {', '.join(sorted(unknown))}; an order has order_id, "
-                                  "items, ready_at, pickup_bay")
+                                  "items, ready_at, pickup_bay, store")
                 if type(order.get("order_id")) is not str or not order["order_id"]:
                     errors.append(f"{p}.order_id: expected a non-empty string")
                 if type(order.get("items")) is not list:
@@ -564,6 +580,9 @@ def validate_profile(obj: Any, *, partial: bool = True, path: str = "") -> dict[
                         errors.append(f"{p}.ready_at: expected an ISO 8601 time, got {_show(order['ready_at'])}")
                 if "pickup_bay" in order and type(order["pickup_bay"]) is not str:
                     errors.append(f"{p}.pickup_bay: expected a string")
+                if "store" in order and (type(order["store"]) is not str
+                                         or STORE_ID_RE.fullmatch(order["store"]) is None):
+                    errors.append(f"{p}.store: expected the id of the store where the order waits")
             out["orders_ready"] = orders
     if "version" in obj and (type(obj["version"]) is not int or obj["version"] < 0):
         errors.append(f"{path}version: expected a whole number >= 0 (it is ignored: the central store assigns it)")

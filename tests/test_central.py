@@ -571,7 +571,7 @@ def test_a_store_asks_for_an_erasure_by_hash_and_every_store_is_told(central: Ce
 def test_a_central_file_from_before_hashed_erasures_is_migrated_and_keeps_no_erased_id(tmp_path: Path) -> None:
     import sqlite3
 
-    from sync.central.db import MIGRATIONS, CentralStore
+    from sync.central.storage.sqlite import MIGRATIONS, SqliteStorage
 
     db = tmp_path / "old-central.db"
     conn = sqlite3.connect(db, isolation_level=None)
@@ -584,12 +584,12 @@ def test_a_central_file_from_before_hashed_erasures_is_migrated_and_keeps_no_era
     conn.execute("INSERT INTO changes(customer_id, version, op, changed_at) VALUES ('C-kept', 1, 'upsert', 0), "
                  "('cust-erased-long-ago', 4, 'erase', 0)")
     conn.close()
-    store = CentralStore(db)
+    store = SqliteStorage(db)
     try:
-        reader = store.reader()
-        feed = store.changes(reader, None, 10)["changes"]
+        feed = store.changes(None, 10)["changes"]
         assert feed == [{"customer_id": "C-kept", "version": 1, "op": "upsert", "profile": p.empty_profile("C-kept")},
                         {"customer_hash": p.erase_key("cust-erased-long-ago"), "version": 4, "op": "erase"}]
+        reader = sqlite3.connect(db)
         assert reader.execute("SELECT erase_key FROM profiles").fetchone()[0] == p.erase_key("C-kept")
         reader.close()
         assert traces(db, "cust-erased-long-ago") == {}

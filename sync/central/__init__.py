@@ -1,7 +1,8 @@
 """The reference central profile store: the retailer's source of truth for profiles, as the edge sees it.
 
 Used for pilots, the demo and tests: `instore-edge central ...` (cli), `create_app(...)` (app), an
-in-thread `CentralServer` (server), the SQLite data layer (db) and the seeded demo data set (demo_data).
+in-thread `CentralServer` (server), worker processes (prefork), the data behind one interface with a SQLite
+and a PostgreSQL engine (storage) and the seeded demo data set (demo_data).
 Imports are lazy so that building the `instore-edge` command line does not load Flask.
 """
 

@@ -1,7 +1,9 @@
 """The reference central profile store's HTTP API (Flask app factory).
 
-Store tokens authenticate one store each: a store pushes only its own events, and reads profiles, the
-change feed and identity look-ups. The admin token does everything, including the /v1/admin API.
+Store tokens authenticate one store each: a store pushes only its own events, and reads profiles, its
+change feed (the changes that concern it, see storage/profiles.py) and identity look-ups. The admin token
+does everything, including the /v1/admin API, and reads the whole feed. The data lives behind one
+interface (storage.Storage): a SQLite file or a PostgreSQL database, chosen by the `db` argument.
 Every error is JSON `{"error": {"code", "message"}}` with the right status; nothing a client sends
 makes the server answer with an HTML page or a stack trace.
 """
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-import sqlite3
+import threading
+import time
 from collections.abc import Callable, Mapping
 from functools import wraps
 from pathlib import Path
@@ -21,12 +24,13 @@ from werkzeug.exceptions import HTTPException
 
 from edge import jsonbody
 from sync import protocol as p
-from sync.central.db import CentralError, CentralStore, body_hash
 from sync.central.demo_data import CATALOGUE
+from sync.central.storage import CentralError, Housekeeper, Settings, Storage, body_hash, open_storage
 
 log = logging.getLogger("instore_central")
 
 ADMIN = "admin"
+PULL_NOTE_EVERY_S = 10.0  # a store's pulls are noted for the fleet view at most this often (per process)
 
 
 def api_error(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -92,6 +96,19 @@ def int_arg(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def float_arg(name: str, default: float, lo: float, hi: float) -> float:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be a number of seconds, got {raw[:20]!r}") from None
+    if not lo <= value <= hi:  # also refuses NaN
+        raise BadRequest(f"query parameter {name!r} must be between {lo:g} and {hi:g}, got {raw[:20]}")
+    return value
+
+
 def _check_tokens(admin_token: str, store_tokens: Mapping[str, str]) -> None:
     if not admin_token:
         raise ValueError("the admin token is empty: pass --admin-token or set INSTORE_CENTRAL_ADMIN_TOKEN")
@@ -109,19 +126,25 @@ def _check_tokens(admin_token: str, store_tokens: Mapping[str, str]) -> None:
         seen[token] = store
 
 
-def create_app(db_path: str | Path, admin_token: str, store_tokens: Mapping[str, str], *,
-               max_body_bytes: int = p.MAX_BODY_BYTES) -> Flask:
-    """The central store's app on the SQLite file `db_path` (created when absent).
+def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping[str, str], *,
+               max_body_bytes: int = p.MAX_BODY_BYTES, settings: Settings | None = None,
+               housekeeping: bool = True) -> Flask:
+    """The central store's app on `db`: a Storage, a postgresql:// URL or a SQLite file (created when absent).
 
-    `store_tokens` maps store id → bearer token. The CentralStore is in app.extensions["central_store"].
-    Raises ValueError for unusable tokens and db.DatabaseError for an unusable file.
+    `store_tokens` maps store id → bearer token. The Storage is in app.extensions["central_store"]; with
+    `housekeeping`, a thread runs its retention hourly (app.extensions["central_housekeeper"]). Raises
+    ValueError for unusable tokens and storage.DatabaseError for an unusable database.
     """
     _check_tokens(admin_token, store_tokens)
-    central = CentralStore(db_path)
+    central = db if isinstance(db, Storage) else open_storage(db, settings)
     app = Flask("instore_central")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.json.sort_keys = False
     app.extensions["central_store"] = central
+    if housekeeping:
+        app.extensions["central_housekeeper"] = Housekeeper(central).start()
+    pulls_noted: dict[str, float] = {}
+    pulls_lock = threading.Lock()
     tokens = [(ADMIN, admin_token.encode())] + [(s, t.encode()) for s, t in store_tokens.items()]
 
     def principal(token: str) -> str | None:
@@ -163,16 +186,18 @@ def create_app(db_path: str | Path, admin_token: str, store_tokens: Mapping[str,
 
         return wrap
 
-    def db() -> sqlite3.Connection:
-        if "db" not in g:
-            g.db = central.reader()
-        return g.db
+    def store_of_caller() -> str | None:
+        """The store a store token belongs to; None for the admin token."""
+        who = g.get("principal")
+        return None if who == ADMIN else who
 
-    @app.teardown_appcontext
-    def _close(exc: BaseException | None) -> None:
-        conn = g.pop("db", None)
-        if conn is not None:
-            conn.close()
+    def note_pull(store: str) -> None:
+        now = time.monotonic()
+        with pulls_lock:
+            if now - pulls_noted.get(store, -PULL_NOTE_EVERY_S) < PULL_NOTE_EVERY_S:
+                return
+            pulls_noted[store] = now
+        central.note_store(store, pulled=True)
 
     @app.errorhandler(CentralError)
     def _central_error(exc: CentralError):
@@ -201,8 +226,8 @@ def create_app(db_path: str | Path, admin_token: str, store_tokens: Mapping[str,
 
     @app.get("/healthz")
     def healthz():
-        db().execute("SELECT 1 FROM meta LIMIT 1").fetchone()
-        return jsonify({"status": "ok", "service": "instore-central"})
+        central.ping()
+        return jsonify({"status": "ok", "service": "instore-central", "engine": central.engine})
 
     # --- sync protocol ----------------------------------------------------------------------------------
 
@@ -233,12 +258,16 @@ def create_app(db_path: str | Path, admin_token: str, store_tokens: Mapping[str,
     @require("any")
     def changes():
         limit = int_arg("limit", p.DEFAULT_CHANGES_LIMIT, 1, p.MAX_CHANGES_LIMIT)
-        return jsonify(central.changes(db(), request.args.get("since"), limit))
+        wait_s = float_arg("wait_s", 0.0, 0.0, p.MAX_CHANGES_WAIT_S)
+        store = store_of_caller()
+        if store is not None:
+            note_pull(store)
+        return jsonify(central.changes(request.args.get("since"), limit, store=store, wait_s=wait_s))
 
     @app.get("/v1/profiles/<customer_id>")
     @require("any")
     def get_profile(customer_id: str):
-        profile = central.get_profile(db(), customer_id)
+        profile = central.get_profile(customer_id, store=store_of_caller())
         if profile is None:
             return api_error(404, "not_found", f"no profile {customer_id[:p.MAX_ID_LEN]!r}")
         return jsonify(profile)
@@ -252,7 +281,7 @@ def create_app(db_path: str | Path, admin_token: str, store_tokens: Mapping[str,
             raise BadRequest('expected {"keys": ["device:app-7", "loyalty:1234", ...]}')
         if len(keys) > p.MAX_RESOLVE_KEYS:
             raise TooLarge(f"{len(keys)} keys; the limit is {p.MAX_RESOLVE_KEYS} per request")
-        return jsonify({"matches": central.resolve(db(), list(dict.fromkeys(keys)))})
+        return jsonify({"matches": central.resolve(list(dict.fromkeys(keys)))})
 
     @app.get("/v1/catalogue")
     @require("any")
@@ -300,16 +329,29 @@ def create_app(db_path: str | Path, admin_token: str, store_tokens: Mapping[str,
     def erase(customer_id: str):
         return jsonify(central.erase(customer_id))
 
+    @app.get("/v1/admin/profiles/<customer_id>/export")
+    @require("admin")
+    def export(customer_id: str):
+        found = central.export(customer_id)
+        if found is None:
+            return api_error(404, "not_found", f"the central store holds nothing about {customer_id[:p.MAX_ID_LEN]!r}")
+        return jsonify(found)
+
+    @app.get("/v1/admin/stores")
+    @require("admin")
+    def stores():
+        return jsonify({"stores": central.store_rows()})
+
     @app.get("/v1/admin/events")
     @require("admin")
     def list_events():
         limit = int_arg("limit", 100, 1, 5000)
         after = int_arg("after", 0, 0, 2**62)
-        return jsonify(central.list_events(db(), request.args.get("store") or None, after, limit))
+        return jsonify(central.list_events(request.args.get("store") or None, after, limit))
 
     @app.get("/v1/admin/stats")
     @require("admin")
     def stats():
-        return jsonify(central.stats(db()))
+        return jsonify(central.stats())
 
     return app

@@ -1,6 +1,11 @@
 """`instore-edge central`: run the reference central profile store.
 
     instore-edge central --db central.db --port 8600 --admin-token T --store-token demo=TOKEN [--demo-data]
+    instore-edge central --db postgresql://user:pass@host:5432/central --workers 4 ...
+
+`--db` is a SQLite file (the default, embedded) or a postgresql:// URL (schema migrated at start).
+`--workers 1` serves from this process (waitress); more run that many worker processes on one port
+(gunicorn, see prefork.py).
 
 Tokens may come from the environment instead of the command line (where `ps` would show them):
 INSTORE_CENTRAL_ADMIN_TOKEN, and INSTORE_CENTRAL_STORE_TOKENS="store1=token1,store2=token2". A
@@ -59,8 +64,20 @@ def resolve_tokens(args: argparse.Namespace, environ: Mapping[str, str]) -> tupl
     return admin, stores
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default="central.db", help="SQLite file (created when absent; default central.db)")
+    p.add_argument("--db", default="central.db",
+                   help="a SQLite file (created when absent; default central.db) or a PostgreSQL URL "
+                        "postgresql://user:password@host:port/dbname (the schema is migrated at start)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     p.add_argument("--admin-token", default=None, metavar="TOKEN",
@@ -69,7 +86,19 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"a store's bearer token, repeatable (or set {ENV_STORES}=\"s1=tok1,s2=tok2\")")
     p.add_argument("--demo-data", action="store_true",
                    help="load the demo shoppers (C-0001.., device:app-<n>) when the database is empty")
-    p.add_argument("--threads", type=int, default=8, help="HTTP worker threads (default 8)")
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="worker processes on the one port (default 1: this process serves); each is stateless, "
+                        "so use PostgreSQL for more than one")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="HTTP threads per worker (default: one per store token + 16; a long-polling store holds "
+                        "one while it waits)")
+    p.add_argument("--retention-days", type=int, default=90, metavar="DAYS",
+                   help="drop received events older than this (event time; 0 keeps them; default 90)")
+    p.add_argument("--pool-size", type=_positive, default=10,
+                   help="PostgreSQL connections per worker (default 10)")
+    p.add_argument("--unhomed-profiles", choices=("every-store", "seen-stores"), default="every-store",
+                   help="where the changes of a profile without a home_store go: to every store (default), or only "
+                        "to the stores that saw the shopper or hold an order of theirs (the rest fetch on demand)")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -77,7 +106,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "central", help="run the reference central profile store (pilots, demo, tests)",
         description="The reference central profile store: the edge pushes events to it and pulls profile "
-                    "changes from it. SQLite file, bearer token per store, admin API under /v1/admin.",
+                    "changes from it. SQLite file or PostgreSQL, bearer token per store, admin API under /v1/admin.",
         epilog=f"Tokens may come from the environment: {ENV_ADMIN}, {ENV_STORES}=\"s1=tok1,s2=tok2\".")
     _add_arguments(p)
     p.set_defaults(func=run)
@@ -95,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def settings_from(args: argparse.Namespace) -> Any:
+    from sync.central.storage import Settings
+
+    days = getattr(args, "retention_days", 90)
+    return Settings(retention_days=days if days and days > 0 else None,
+                    broadcast_unhomed=getattr(args, "unhomed_profiles", "every-store") == "every-store",
+                    pool_size=getattr(args, "pool_size", 10))
+
+
+def _describe(db: str) -> str:
+    """The --db value for messages: a URL without its password."""
+    if db.startswith(("postgresql://", "postgres://")):
+        from sync.central.storage.postgres import redact
+
+        return redact(db)
+    return db
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (2: bad tokens, 1: cannot start)."""
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
@@ -104,12 +151,16 @@ def run(args: argparse.Namespace) -> int:
     except TokenError as exc:
         print(f"instore-edge central: {exc}", file=sys.stderr)
         return 2
-    from sync.central.db import DatabaseError
+    if not stores:
+        log.warning("no store tokens: only the admin token can push events (add --store-token STORE=TOKEN)")
+    if getattr(args, "workers", 1) > 1:
+        return _run_workers(args, admin, stores)
     from sync.central.server import CentralServer
+    from sync.central.storage import DatabaseError
 
     try:
-        server = CentralServer(args.db, admin, stores, host=args.host, port=args.port,
-                               demo_data=args.demo_data, threads=args.threads).start()
+        server = CentralServer(args.db, admin, stores, host=args.host, port=args.port, demo_data=args.demo_data,
+                               threads=args.threads, settings=settings_from(args)).start()
     except ValueError as exc:
         print(f"instore-edge central: not starting: {exc}", file=sys.stderr)
         return 2
@@ -120,14 +171,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"instore-edge central: not starting: cannot listen on {args.host}:{args.port}: {exc}; pick "
               "another --port", file=sys.stderr)
         return 1
-    if not stores:
-        log.warning("no store tokens: only the admin token can push events (add --store-token STORE=TOKEN)")
-    conn = server.store.reader()
-    try:
-        profiles = conn.execute("SELECT count(*) FROM profiles").fetchone()[0]
-    finally:
-        conn.close()
-    print(f"central profile store on {server.url}/ (db {args.db}: {profiles} profiles; stores: "
+    profiles = server.store.stats()["profiles"]
+    print(f"central profile store on {server.url}/ (db {_describe(str(args.db))}: {profiles} profiles; stores: "
           f"{', '.join(sorted(stores)) or 'none'})", flush=True)
     done = threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -141,6 +186,43 @@ def run(args: argparse.Namespace) -> int:
     log.info("stopping the central store")
     server.stop()
     return 0
+
+
+def _run_workers(args: argparse.Namespace, admin: str, stores: dict[str, str]) -> int:
+    """--workers N: migrate (and load the demo data) once here, then fork N workers under gunicorn."""
+    from sync.central.app import create_app, _check_tokens
+    from sync.central.demo_data import load_demo_data
+    from sync.central.prefork import serve
+    from sync.central.server import auto_threads
+    from sync.central.storage import DatabaseError, open_storage
+
+    settings = settings_from(args)
+    try:
+        _check_tokens(admin, stores)
+        storage = open_storage(args.db, settings)
+    except ValueError as exc:
+        print(f"instore-edge central: not starting: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseError as exc:
+        print(f"instore-edge central: not starting: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.demo_data and (loaded := load_demo_data(storage)):
+            log.info("loaded the demo data set: %d profiles", loaded)
+        profiles = storage.stats()["profiles"]
+    finally:
+        storage.close()
+    if storage.engine == "sqlite":
+        log.warning("%d workers on one SQLite file: writes queue on its lock; PostgreSQL scales", args.workers)
+
+    def ready(port: int) -> None:
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+        print(f"central profile store on http://{host}:{port}/ (db {_describe(str(args.db))}: {profiles} profiles; "
+              f"{args.workers} workers; stores: {', '.join(sorted(stores)) or 'none'})", flush=True)
+
+    return serve(lambda: create_app(args.db, admin, stores, settings=settings), host=args.host, port=args.port,
+                 workers=args.workers, threads=args.threads or auto_threads(len(stores)), on_ready=ready,
+                 verbose=getattr(args, "verbose", False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -140,7 +140,7 @@ def generate_profiles(count: int = DEMO_SHOPPERS, seed: int = DEMO_SEED,
 
 def load_demo_data(store: Any, *, count: int = DEMO_SHOPPERS, seed: int = DEMO_SEED,
                    now: datetime | None = None) -> int:
-    """Fill an empty central store (a db.CentralStore) with the demo shoppers; returns how many were added."""
+    """Fill an empty central store (a storage.Storage) with the demo shoppers; returns how many were added."""
     if not store.is_empty():
         return 0
     profiles = generate_profiles(count, seed, now)

@@ -1,4 +1,4 @@
-"""The central store served by waitress on a thread: what the CLI, the demo and test fixtures start."""
+"""The central store served by waitress on a thread: what the CLI (one worker), the demo and test fixtures start."""
 
 from __future__ import annotations
 
@@ -8,24 +8,34 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sync.central.app import create_app
-from sync.protocol import MAX_BODY_BYTES
-from sync.central.db import CentralStore
 from sync.central.demo_data import load_demo_data
+from sync.central.storage import Housekeeper, Settings, Storage
+from sync.protocol import MAX_BODY_BYTES
 
 log = logging.getLogger("instore_central")
 
+SPARE_THREADS = 16  # HTTP threads beyond one per store (pushes, admin calls, on-demand fetches)
+
+
+def auto_threads(stores: int) -> int:
+    """HTTP threads for a process: a long-polling store holds one while it waits, so one per store and spares."""
+    return stores + SPARE_THREADS
+
 
 class CentralServer:
-    """create_app() behind waitress on `host:port` (port 0 picks a free one; see `.port` after start())."""
+    """create_app() behind waitress on `host:port` (port 0 picks a free one; see `.port` after start()).
 
-    def __init__(self, db_path: str | Path, admin_token: str, store_tokens: Mapping[str, str], *,
-                 host: str = "127.0.0.1", port: int = 8600, demo_data: bool = False, threads: int = 8) -> None:
-        self.app = create_app(db_path, admin_token, store_tokens)
-        self.store: CentralStore = self.app.extensions["central_store"]
+    `db` is a SQLite file path or a postgresql:// URL (or an open Storage)."""
+
+    def __init__(self, db: str | Path | Storage, admin_token: str, store_tokens: Mapping[str, str], *,
+                 host: str = "127.0.0.1", port: int = 8600, demo_data: bool = False, threads: int | None = None,
+                 settings: Settings | None = None) -> None:
+        self.app = create_app(db, admin_token, store_tokens, settings=settings)
+        self.store: Storage = self.app.extensions["central_store"]
         self.host = host
         self.requested_port = port
         self.demo_data = demo_data
-        self.threads = threads
+        self.threads = threads or auto_threads(len(store_tokens))
         self.port = 0
         self.demo_loaded = 0
         self._server = None
@@ -46,7 +56,8 @@ class CentralServer:
                 log.info("loaded the demo data set: %d profiles", self.demo_loaded)
         # Bodies over the cap get a JSON 413 before they are read. No per-client connection cap: stores
         # may reach the central store through one load balancer or NAT address.
-        limits = ServerLimits(max_body_bytes=MAX_BODY_BYTES, connection_limit=1000, per_client=None)
+        limits = ServerLimits(max_body_bytes=MAX_BODY_BYTES, connection_limit=max(1000, 2 * self.threads),
+                              per_client=None, idle_timeout_s=75.0)
         self._server = create_server(self.app, host=self.host, port=self.requested_port, threads=self.threads,
                                      limits=limits, ident="instore-central")
         self.port = self._server.effective_port  # type: ignore[attr-defined]
@@ -66,9 +77,13 @@ class CentralServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.store.signal.close()  # long-polls answer now, so their threads are free to stop
         if self._server is not None:
             self._server.task_dispatcher.shutdown(timeout=5)  # type: ignore[attr-defined]
             self._server.close()
         if self._thread is not None:
             self._thread.join(5)
+        keeper: Housekeeper | None = self.app.extensions.get("central_housekeeper")
+        if keeper is not None:
+            keeper.stop()
         self.store.close()
