@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.toml_writer import write_toml
 from edge.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
 from edge.config import Config, parse_config
+from pgserver import PostgresMissing, PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "rxPccXxRXbQNLwUVDB9VF-aQ"
@@ -35,6 +36,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError("Mosquitto is not installed: the tests need a real broker. Run the test "
                                 "command from the README (scripts/test), which installs it, or "
                                 "`sudo apt-get install mosquitto`.")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (started on first use)."""
+    try:
+        server = PostgresServer()
+    except PostgresMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """A fresh database with the central store's schema: its postgresql:// URL."""
+    return postgres.new_database()
 
 
 @pytest.fixture

@@ -1,0 +1,474 @@
+"""The central store's storage contract, run against both engines: a SQLite file and a real PostgreSQL.
+
+Every operation of storage.Storage, and the promises that must hold with several processes writing at
+once (real processes, tests/storage_worker.py): an event recorded once, versions that never go backwards,
+a feed cursor that never skips a change committed late.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sync import protocol as p
+from sync.central.storage import Conflict, IdempotencyKeyReused, NotFound, Settings, Storage, body_hash, open_storage
+from sync.central.storage.base import InvalidCursor
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = time.time()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database of one test: a SQLite file path, or a fresh PostgreSQL database URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "central.db")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def make_storage(db: str) -> Iterator[Callable[..., Storage]]:
+    made: list[Storage] = []
+
+    def make(**settings: Any) -> Storage:
+        s = open_storage(db, Settings(**settings) if settings else None)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def store(make_storage: Callable[..., Storage]) -> Storage:
+    return make_storage()
+
+
+def event(event_id: str, seq: int | None = None, **fields: Any) -> dict[str, Any]:
+    e: dict[str, Any] = {"event_id": event_id, "kind": "beacon", "ts": NOW, "source": "gw-1", "zone": "entrance"}
+    if seq is not None:
+        e["seq"] = seq
+    e.update(fields)
+    return e
+
+
+def consent(event_id: str, customer: str, ts: float = NOW, **purposes: bool) -> dict[str, Any]:
+    return {"event_id": event_id, "kind": "kiosk", "type": "consent", "ts": ts, "source": "kiosk-1",
+            "customer": customer, "data": {"consent": purposes}}
+
+
+def shopper(customer_id: str, **fields: Any) -> dict[str, Any]:
+    return {"customer_id": customer_id, "first_name": "Giulia", "segments": ["sneakers"], "tier": "silver",
+            "consents": {"personalization": False, "marketing": False}, **fields}
+
+
+def upsert(store: Storage, *profiles: dict[str, Any]) -> list[dict[str, Any]]:
+    return store.upsert_profiles([p.validate_profile(x) for x in profiles])
+
+
+def feed(store: Storage, since: str | None = None, who: str | None = None,
+         limit: int = 500) -> tuple[list[dict[str, Any]], str]:
+    """Every change after `since` for a store (None: the admin's whole feed); the cursor after them."""
+    out: list[dict[str, Any]] = []
+    while True:
+        page = store.changes(since, limit, store=who)
+        out += page["changes"]
+        since = page["next"]
+        if not page["more"]:
+            return out, since
+
+
+def names(changes: list[dict[str, Any]]) -> list[str]:
+    return [c.get("customer_id") or "#" + c["customer_hash"] for c in changes]
+
+
+# --- events -----------------------------------------------------------------------------------------
+
+
+def test_a_batch_is_recorded_once_per_store_and_event_id(store: Storage) -> None:
+    batch = [event(f"e-{i}", seq=i) for i in range(1, 6)]
+    assert store.push_events("s1", batch) == ({"accepted": [f"e-{i}" for i in range(1, 6)], "duplicates": [],
+                                               "rejected": []}, False)
+    assert store.push_events("s1", batch)[0]["duplicates"] == [f"e-{i}" for i in range(1, 6)]
+    assert store.push_events("s1", [event("e-5", seq=5), event("e-6", seq=6), event("e-6", seq=6)])[0] == \
+        {"accepted": ["e-6"], "duplicates": ["e-5", "e-6"], "rejected": []}
+    assert store.push_events("s2", [event("e-1")])[0]["accepted"] == ["e-1"]  # ids are per store
+    listed = store.list_events(None, 0, 100)["events"]
+    assert [(e["store"], e["event_id"]) for e in listed] == [("s1", f"e-{i}") for i in range(1, 7)] + [("s2", "e-1")]
+    assert store.stats()["events"] == {"total": 7, "by_store": {"s1": 6, "s2": 1}}
+
+
+def test_an_idempotency_key_replays_the_first_answer_and_refuses_another_batch(store: Storage) -> None:
+    batch = [event("k-1"), event("k-2")]
+    digest = body_hash(json.dumps(batch).encode())
+    first = store.push_events("s1", batch, "key-1", digest)
+    assert first == ({"accepted": ["k-1", "k-2"], "duplicates": [], "rejected": []}, False)
+    assert store.push_events("s1", batch, "key-1", digest) == (first[0], True)
+    with pytest.raises(IdempotencyKeyReused):
+        store.push_events("s1", [event("k-3")], "key-1", "another-digest")
+    assert store.push_events("s2", [event("k-3")], "key-1", "another-digest")[0]["accepted"] == ["k-3"]
+    # Keys expire: after the TTL the same key is a new batch (its events are duplicates by id).
+    store.maintain(now=time.time() + 2 * 24 * 3600)
+    assert store.push_events("s1", batch, "key-1", digest) == (
+        {"accepted": [], "duplicates": ["k-1", "k-2"], "rejected": []}, False)
+
+
+def test_invalid_events_are_rejected_with_reasons_and_counted(store: Storage) -> None:
+    answer, _ = store.push_events("s1", [event("ok"), {"kind": "beacon", "ts": NOW}, event("ms", ts=NOW * 1000),
+                                         "text", event("bad-erase", kind="erasure", data={"customer_hash": "x"})])
+    assert answer["accepted"] == ["ok"]
+    assert [(r["id"], r["index"], r["reason"]) for r in answer["rejected"]] == [
+        (None, 1, "missing_field"), ("ms", 2, "invalid_value"), (None, 3, "not_object"),
+        ("bad-erase", 4, "invalid_value")]
+    assert store.stats()["rejected"] == {"s1": {"invalid_value": 2, "missing_field": 1, "not_object": 1}}
+
+
+# --- profiles ---------------------------------------------------------------------------------------
+
+
+def test_upsert_bumps_versions_and_an_identity_clash_saves_nothing(store: Storage) -> None:
+    [created] = upsert(store, shopper("C-1", identities=["device:app-1"], home_store="s1"))
+    assert created["version"] == 1 and set(created) == set(p.PROFILE_FIELDS)
+    [updated] = upsert(store, {"customer_id": "C-1", "consents": {"marketing": True}, "cart": ["SNK-2"]})
+    assert (updated["version"], updated["cart"], updated["home_store"]) == (2, ["SNK-2"], "s1")
+    assert updated["consents"] == {"personalization": False, "marketing": True}
+    with pytest.raises(Conflict, match="'C-1'"):
+        upsert(store, shopper("C-2"), shopper("C-3", identities=["device:app-1"]))
+    assert store.get_profile("C-2") is None
+    assert store.get_profile("C-1") == updated
+    assert store.resolve(["device:app-1", "device:app-9"]) == {"device:app-1": "C-1"}
+
+
+def test_consent_events_apply_once_and_the_newest_decision_wins(store: Storage) -> None:
+    upsert(store, shopper("C-1"), shopper("C-2"))
+    store.push_events("s1", [consent("c-1", "C-1", personalization=True)])
+    after = store.get_profile("C-1")
+    assert after is not None and after["consents"]["personalization"] is True and after["version"] == 2
+    store.push_events("s1", [consent("c-1", "C-1", personalization=True)])  # a retry
+    store.push_events("s2", [consent("c-old", "C-1", ts=NOW - 3600, personalization=False)])  # late and older
+    assert store.get_profile("C-1") == after
+    upsert(store, {"customer_id": "C-2", "consents": {"marketing": True}})  # decided now, after the event below
+    store.push_events("s1", [consent("c-late", "C-2", ts=NOW - 60, marketing=False),
+                             consent("c-x", "C-404", personalization=True)])
+    assert store.get_profile("C-2")["consents"]["marketing"] is True  # type: ignore[index]
+    applied = {e["event_id"]: e["applied"] for e in store.list_events(None, 0, 100)["events"]}
+    assert applied == {"c-1": "consent", "c-old": "consent:unchanged", "c-late": "consent:unchanged",
+                       "c-x": "consent:unknown_customer"}
+
+
+def test_identity_links_add_keys_and_never_give_one_key_two_owners(store: Storage) -> None:
+    upsert(store, shopper("C-1", identities=["loyalty:1"]), shopper("C-2", identities=["device:app-2"]))
+    link = {"event_id": "l-1", "kind": "identity_link", "ts": NOW, "customer": "C-1", "data": {"key": "device:app-7"}}
+    store.push_events("s1", [link, {**link, "event_id": "l-2", "data": {"key": "device:app-2"}},
+                             {**link, "event_id": "l-3", "data": {"key": "session:k1:abc"}},
+                             {**link, "event_id": "l-4", "customer": "C-9"}])
+    assert store.get_profile("C-1")["identities"] == ["loyalty:1", "device:app-7"]  # type: ignore[index]
+    assert store.resolve(["device:app-7", "device:app-2"]) == {"device:app-7": "C-1", "device:app-2": "C-2"}
+    applied = [e["applied"] for e in store.list_events(None, 0, 100)["events"]]
+    assert applied == ["identity_link", "identity_link:conflict", "identity_link:ephemeral", "identity_link:conflict"]
+
+
+def test_erasure_removes_the_customer_everywhere_and_versions_keep_growing(store: Storage) -> None:
+    upsert(store, shopper("C-1", identities=["device:app-1"], home_store="s1"), shopper("C-2"))
+    store.push_events("s2", [event("seen", customer="C-1", subject="device:app-1", data={"note": "Giulia"}),
+                             event("anon", subject="device:app-1"), consent("c", "C-1", personalization=True)])
+    _, cursor = feed(store, who="s2")
+    assert store.erase("C-1") == {"customer_id": "C-1", "version": 3, "op": "erase", "events_anonymized": 3}
+    assert store.get_profile("C-1") is None and store.resolve(["device:app-1"]) == {}
+    assert store.export("C-1") is None  # the events are still there, but nothing in them names C-1
+    events = {e["event_id"]: e for e in store.list_events(None, 0, 10)["events"]}
+    assert all((e["customer"], e["subject"], e["data"]) == (None, None, None) for e in events.values())
+    changes, _ = feed(store, cursor, "s2")
+    assert changes == [{"customer_hash": p.erase_key("C-1"), "version": 3, "op": "erase"}]
+    assert store.erase("C-1")["already_erased"] is True
+    with pytest.raises(NotFound):
+        store.erase("C-nobody")
+    assert upsert(store, shopper("C-1"))[0]["version"] == 4  # re-created: the version goes on
+    full, _ = feed(store, who="s3")
+    assert names(full) == ["C-2", "C-1"]  # the erasure entry went with the re-creation
+
+
+def test_a_store_asks_for_an_erasure_by_hash_and_every_store_hears_of_it(store: Storage) -> None:
+    upsert(store, shopper("C-1", home_store="s1"))
+    _, c2 = feed(store, who="s2")
+    answer, _ = store.push_events("s1", [event("x-1", kind="erasure", data={"customer_hash": p.erase_key("C-1")}),
+                                         event("x-2", kind="erasure", data={"customer_hash": p.erase_key("C-?")})])
+    assert answer["accepted"] == ["x-1", "x-2"] and store.get_profile("C-1") is None
+    changes, _ = feed(store, c2, "s2")
+    assert sorted((c["customer_hash"], c["op"]) for c in changes) == sorted(
+        [(p.erase_key("C-1"), "erase"), (p.erase_key("C-?"), "erase")])
+    store.push_events("s3", [event("x-3", kind="erasure", data={"customer_hash": p.erase_key("C-1")})])
+    again = [c for c in feed(store, c2, "s2")[0] if c["customer_hash"] == p.erase_key("C-1")]
+    assert again[0]["version"] > next(c["version"] for c in changes if c["customer_hash"] == p.erase_key("C-1"))
+    applied = [e["applied"] for e in store.list_events(None, 0, 10)["events"]]
+    assert applied == ["erasure", "erasure:unknown_customer", "erasure:already_erased"]
+
+
+def test_merge_folds_one_profile_into_another(store: Storage) -> None:
+    upsert(store, shopper("C-1", tier="gold", identities=["loyalty:1"], wishlist=["A"], home_store="s1"),
+           shopper("C-2", tier="bronze", identities=["device:app-2"], wishlist=["B", "A"]))
+    store.push_events("s1", [event("by-1", customer="C-1")])
+    merged = store.merge("C-1", "C-2")
+    assert merged["profile"]["identities"] == ["device:app-2", "loyalty:1"]
+    assert (merged["profile"]["tier"], merged["profile"]["home_store"]) == ("gold", "s1")
+    assert store.get_profile("C-1") is None and store.resolve(["loyalty:1"]) == {"loyalty:1": "C-2"}
+    assert store.list_events(None, 0, 10)["events"][0]["customer"] == "C-2"
+    with pytest.raises(NotFound):
+        store.merge("C-1", "C-2")
+
+
+# --- the change feed --------------------------------------------------------------------------------
+
+
+def test_the_feed_pages_compacts_and_refuses_foreign_or_malformed_cursors(store: Storage) -> None:
+    upsert(store, *[shopper(f"C-{n:03d}") for n in range(1, 26)])
+    seen, pages, since = [], 0, None
+    while True:
+        page = store.changes(since, 10, store="s1")
+        seen += names(page["changes"])
+        pages, since = pages + 1, page["next"]
+        if not page["more"]:
+            break
+    assert pages == 3 and seen == [f"C-{n:03d}" for n in range(1, 26)]
+    assert store.changes(since, 10, store="s1") == {"changes": [], "next": since, "more": False}
+    upsert(store, {"customer_id": "C-003", "tier": "gold"})
+    upsert(store, {"customer_id": "C-003", "tier": "vip"})
+    [change] = store.changes(since, 10, store="s1")["changes"]
+    assert (change["customer_id"], change["version"], change["profile"]["tier"]) == ("C-003", 3, "vip")
+    reset = store.changes("otherdb.123", 5, store="s1")
+    assert reset["reset"] is True and len(reset["changes"]) == 5
+    for bad in ("garbage!", ".5", f"{store.epoch}.x"):
+        with pytest.raises(InvalidCursor):
+            store.changes(bad, 5, store="s1")
+
+
+def test_each_store_hears_of_its_home_shoppers_their_orders_and_sightings_only(store: Storage) -> None:
+    order = {"order_id": "O-1", "items": ["A"], "ready_at": "2025-03-14T10:00:00Z", "store": "s2"}
+    upsert(store, shopper("C-home", home_store="s1"), shopper("C-order", home_store="s1", orders_ready=[order]),
+           shopper("C-seen", home_store="s3"))
+    store.push_events("s2", [event("e-1", customer="C-seen")])
+    assert names(feed(store, who="s1")[0]) == ["C-home", "C-order"]
+    assert sorted(names(feed(store, who="s2")[0])) == ["C-order", "C-seen"]
+    assert names(feed(store, who="s3")[0]) == ["C-seen"]
+    assert feed(store, who="s4")[0] == []
+    assert sorted(names(feed(store)[0])) == ["C-home", "C-order", "C-seen"]  # the admin reads everything
+    _, c4 = feed(store, who="s4")
+    upsert(store, {"customer_id": "C-home", "tier": "vip"})
+    store.erase("C-seen")
+    assert feed(store, c4, "s4")[0] == [{"customer_hash": p.erase_key("C-seen"), "version": 2, "op": "erase"}]
+
+
+def test_a_shopper_seen_after_the_cursor_passed_their_change_still_reaches_the_store(store: Storage) -> None:
+    upsert(store, shopper("C-1", home_store="s1"))
+    assert feed(store, who="s2")[0] == []
+    _, cursor = feed(store, who="s2")
+    store.push_events("s2", [event("e-1", customer="C-1")])
+    [change] = feed(store, cursor, "s2")[0]
+    assert change["customer_id"] == "C-1" and change["profile"]["home_store"] == "s1"
+    _, cursor = feed(store, cursor, "s2")
+    store.push_events("s2", [event("e-2", customer="C-1")])  # seen again: nothing new to send
+    assert feed(store, cursor, "s2")[0] == []
+    upsert(store, {"customer_id": "C-1", "consents": {"personalization": True}})
+    assert [c["profile"]["consents"]["personalization"] for c in feed(store, cursor, "s2")[0]] == [True]
+
+
+def test_a_store_no_longer_concerned_gets_the_change_that_ends_it(store: Storage) -> None:
+    upsert(store, shopper("C-1", home_store="s1", consents={"personalization": True}))
+    _, cursor = feed(store, who="s1")
+    upsert(store, {"customer_id": "C-1", "home_store": "s2", "consents": {"personalization": False}})
+    [change] = feed(store, cursor, "s1")[0]
+    assert change["profile"]["consents"]["personalization"] is False  # the copy at s1 is brought up to date
+    _, cursor = feed(store, cursor, "s1")
+    upsert(store, {"customer_id": "C-1", "tier": "vip"})
+    assert feed(store, cursor, "s1")[0] == [] and names(feed(store, who="s2")[0]) == ["C-1"]
+
+
+def test_an_on_demand_fetch_subscribes_the_store_to_later_changes(store: Storage) -> None:
+    upsert(store, shopper("C-1", home_store="s1"))
+    _, cursor = feed(store, who="s2")
+    assert store.get_profile("C-1", store="s2") is not None
+    _, cursor = feed(store, cursor, "s2")
+    upsert(store, {"customer_id": "C-1", "consents": {"personalization": True}})
+    assert names(feed(store, cursor, "s2")[0]) == ["C-1"]
+
+
+def test_profiles_without_a_home_store_go_everywhere_or_only_where_seen(make_storage: Callable[..., Storage]) -> None:
+    everywhere = make_storage()
+    upsert(everywhere, shopper("C-1"))
+    assert names(feed(everywhere, who="s7")[0]) == ["C-1"]
+    only_seen = make_storage(broadcast_unhomed=False)
+    upsert(only_seen, shopper("C-2"))
+    assert names(feed(only_seen, who="s7")[0]) == ["C-1"]  # C-2 goes nowhere yet
+    only_seen.push_events("s7", [event("e", customer="C-2")])
+    assert names(feed(only_seen, who="s7")[0]) == ["C-1", "C-2"]
+
+
+def test_a_long_poll_answers_at_once_when_changes_exist_and_wakes_on_a_new_one(store: Storage) -> None:
+    upsert(store, shopper("C-1", home_store="s1"))
+    assert names(store.changes(None, 10, store="s1", wait_s=30)["changes"]) == ["C-1"]
+    _, cursor = feed(store, who="s1")
+    got: list[dict[str, Any]] = []
+    waiter = threading.Thread(target=lambda: got.append(store.changes(cursor, 10, store="s1", wait_s=30)))
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.3)
+    upsert(store, shopper("C-elsewhere", home_store="s2"))  # not for s1: s1 keeps waiting
+    time.sleep(0.3)
+    assert waiter.is_alive()
+    upsert(store, {"customer_id": "C-1", "tier": "vip"})
+    waiter.join(30)
+    assert names(got[0]["changes"]) == ["C-1"] and time.monotonic() - started < 25
+
+
+def test_a_long_poll_with_nothing_new_answers_empty_when_its_wait_ends(store: Storage) -> None:
+    _, cursor = feed(store, who="s1")
+    assert store.changes(cursor, 10, store="s1", wait_s=0.3) == {"changes": [], "next": cursor, "more": False}
+
+
+# --- admin ------------------------------------------------------------------------------------------
+
+
+def test_listing_events_keeps_the_received_order_and_filters_by_store(store: Storage) -> None:
+    for start in (1, 4, 7):
+        store.push_events("s1", [event(f"s1-{i}", seq=i) for i in range(start, start + 3)])
+        store.push_events("s2", [event(f"s2-{start}")])
+    listed = store.list_events(None, 0, 100)["events"]
+    assert [e["received_seq"] for e in listed] == sorted(e["received_seq"] for e in listed)
+    page = store.list_events("s1", 0, 4)
+    rest = store.list_events("s1", page["next_after"], 100)
+    assert page["more"] is True and rest["more"] is False
+    assert [e["event_id"] for e in page["events"] + rest["events"]] == [f"s1-{i}" for i in range(1, 10)]
+
+
+def test_export_returns_everything_held_about_a_shopper(store: Storage) -> None:
+    upsert(store, shopper("C-1", identities=["device:app-1"], home_store="s1"), shopper("C-2"))
+    upsert(store, {"customer_id": "C-1", "consents": {"marketing": True}})
+    store.push_events("s2", [event("seen", customer="C-1"), event("beacon", subject="device:app-1"),
+                             event("other", customer="C-2")])
+    found = store.export("C-1")
+    assert found is not None
+    assert found["profile"] == store.get_profile("C-1") and found["identities"] == ["device:app-1"]
+    assert found["consents"]["marketing"]["granted"] is True and found["consents"]["marketing"]["decided_at"]
+    assert [e["event_id"] for e in found["events"]] == ["seen", "beacon"]
+    assert [s["store"] for s in found["stores"]] == ["s2"]
+    assert sorted(f["target"] for f in found["feed"]) == ["s1", "s2"]
+    assert store.export("C-nobody") is None
+
+
+def test_retention_drops_old_events_and_keeps_recent_ones(store: Storage) -> None:
+    old = NOW - 200 * 86400
+    store.push_events("s1", [event("old", ts=old), event("new")])
+    done = store.maintain()
+    assert [e["event_id"] for e in store.list_events(None, 0, 10)["events"]] == ["new"]
+    assert done["events_deleted"] == 1
+    later = store.maintain(now=NOW + 120 * 86400)  # four months on: today's events are past the retention
+    assert store.list_events(None, 0, 10)["events"] == []
+    if store.engine == "postgresql":  # whole partitions, not rows
+        assert "events_d" + time.strftime("%Y%m%d", time.gmtime(NOW)) in later["dropped_partitions"]
+
+
+def test_stores_are_listed_with_when_they_were_last_heard_from(store: Storage) -> None:
+    store.push_events("s1", [event("a"), event("b")])
+    store.note_store("s2", pulled=True)
+    rows = {r["store"]: r for r in store.store_rows()}
+    assert rows["s1"]["events_total"] == 2 and rows["s1"]["last_push_at"] and rows["s1"]["last_pull_at"] is None
+    assert rows["s2"]["last_pull_at"] and rows["s2"]["last_seen_at"] == rows["s2"]["last_pull_at"]
+
+
+# --- several processes at once ----------------------------------------------------------------------
+
+
+def run_workers(db: str, jobs: list[tuple[str, dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """Start one process per job, release them together, return each one's output lines."""
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "storage_worker.py"), db, mode, json.dumps(arg)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for mode, arg in jobs]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+        out.append([json.loads(line) for line in stdout.splitlines() if line.strip()])
+    return out
+
+
+def test_the_same_batches_pushed_by_several_processes_at_once_are_recorded_once(db: str, store: Storage) -> None:
+    upsert(store, shopper("C-1"))
+    batches = [[event(f"b-{i}", seq=i, customer="C-1") for i in range(start, start + 50)]
+               + [consent(f"c-{start}", "C-1", ts=NOW + start, personalization=start % 100 == 0)]
+               for start in range(0, 500, 50)]
+    keyed = [("push", {"store": "s1", "batches": batches[:5], "key": "same-key"})] * 2
+    results = run_workers(db, [("push", {"store": "s1", "batches": batches}) for _ in range(4)] + keyed)
+    accepted = [i for lines in results for line in lines for i in line["answer"]["accepted"]]
+    assert len(accepted) == len(set(accepted)) == 510
+    assert [e["event_id"] for e in store.list_events("s1", 0, 5000)["events"]].__len__() == 510
+    applied = [e["applied"] for e in store.list_events("s1", 0, 5000)["events"] if e["kind"] == "kiosk"]
+    assert len(applied) == 10 and all(applied)
+    versions = [c["version"] for c in feed(store)[0]]
+    assert versions == [1 + sum(a == "consent" for a in applied)]  # each applied consent bumped it once
+
+
+def test_profile_versions_never_go_backwards_under_concurrent_writers(db: str, store: Storage) -> None:
+    upsert(store, shopper("C-hot"))
+    results = run_workers(db, [("upsert", {"ids": ["C-hot"], "rounds": 25}) for _ in range(4)])
+    for lines in results:  # each process saw its own writes get ever higher versions
+        versions = [line["version"] for line in lines]
+        assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    every = sorted(line["version"] for lines in results for line in lines)
+    assert every == list(range(2, 102))  # one version per write, none twice
+    assert store.get_profile("C-hot")["version"] == 101  # type: ignore[index]
+
+
+def test_the_feed_cursor_never_skips_a_change_under_concurrent_writers(db: str, store: Storage) -> None:
+    writers = 6
+    ids = [[f"C-{w}-{i:03d}" for i in range(60)] for w in range(writers)]
+    seen: set[str] = set()
+    cursor: str | None = None
+    stop = threading.Event()
+
+    def follow() -> None:
+        nonlocal cursor
+        while True:
+            page = store.changes(cursor, 7, store="s1")  # small pages, read as fast as it can
+            seen.update(names(page["changes"]))
+            cursor = page["next"]
+            if stop.is_set() and not page["changes"]:
+                return
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    try:
+        run_workers(db, [("upsert", {"ids": mine}) for mine in ids])
+    finally:
+        time.sleep(0.5)
+        stop.set()
+        reader.join(60)
+    missing = {cid for mine in ids for cid in mine} - seen
+    assert not missing, f"{len(missing)} changes skipped by the cursor, e.g. {sorted(missing)[:5]}"
+
+
+def test_a_long_poll_wakes_when_another_process_changes_the_feed(db: str, store: Storage) -> None:
+    upsert(store, shopper("C-1", home_store="s1"))
+    _, cursor = feed(store, who="s1")
+    got: list[dict[str, Any]] = []
+    waiter = threading.Thread(target=lambda: got.append(store.changes(cursor, 10, store="s1", wait_s=30)))
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.3)
+    run_workers(db, [("upsert", {"ids": ["C-1"]})])
+    waiter.join(30)
+    assert names(got[0]["changes"]) == ["C-1"] and time.monotonic() - started < 25
