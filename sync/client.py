@@ -20,7 +20,7 @@ from typing import Any
 from sync import protocol as p
 from sync.fetch import Fetcher
 from sync.local import Local, LocalCounts, LocalError, LocalReads, OutboxStats
-from sync.pull import Puller
+from sync.pull import LONG_POLL_S, Puller
 from sync.push import Pusher
 from sync.transport import TOKEN_HINT, Backoff, CircuitBreaker, Errors, Metrics, Transport
 
@@ -37,7 +37,7 @@ class SyncSettings:
     store_id: str
     url: str | None = None
     token: str | None = None
-    pull_interval_s: float = 30.0
+    pull_interval_s: float = 1.0  # the pause between two pulls (each long-polls up to long_poll_s)
     push_batch: int = 500
     fetch_timeout_s: float = 0.3
     backoff_base_s: float = 0.5
@@ -46,6 +46,7 @@ class SyncSettings:
     pull_timeout_s: float = 30.0
     push_idle_s: float = 1.0
     changes_limit: int = p.MAX_CHANGES_LIMIT
+    long_poll_s: float = LONG_POLL_S
     breaker_threshold: int = 3
     breaker_cooldown_s: float = 10.0
     task_timeout_s: float = 60.0  # how long sync waits for the edge to commit a write
@@ -71,7 +72,8 @@ class SyncClient:
         self.pusher = Pusher(self.transport, local, self.errors, metrics, batch=s.push_batch,
                              timeout_s=s.push_timeout_s, task_timeout_s=s.task_timeout_s, stop=self._stop)
         self.puller = Puller(self.transport, local, self.errors, metrics, limit=s.changes_limit,
-                             timeout_s=s.pull_timeout_s, task_timeout_s=s.task_timeout_s, stop=self._stop)
+                             timeout_s=s.pull_timeout_s, task_timeout_s=s.task_timeout_s, stop=self._stop,
+                             long_poll_s=s.long_poll_s)
         self.fetcher = Fetcher(self.transport, local, self.errors, timeout_s=s.fetch_timeout_s,
                                breaker=self.breaker, stop=self._stop)
         if metrics is not None:
@@ -112,8 +114,9 @@ class SyncClient:
         self._stop.set()
         self._wake.set()
         self.fetcher.wake()
-        for t in self._threads.values():
-            t.join(timeout)
+        for name, t in self._threads.items():
+            # A pull held by the central store (long-poll) ends on its own; it applies nothing once stopping.
+            t.join(0.5 if name == "sync-pull" and self.puller.long_polling else timeout)
         self._threads = {}
         self.transport.close()
 

@@ -2,10 +2,13 @@
 
 GET /v1/profiles/changes from the cursor the edge kept; each page is applied (upserts newer than the
 cached version, erasures everywhere) in one transaction together with the new cursor, while the next
-page is fetched. Erasures arrive by hash (`customer_hash`, sync.protocol.erase_key). A page with `reset`
-(the cursor came from another central database) starts a full resync: every entry is taken whatever its
-version, and the profiles the new feed did not deliver are dropped at the end. After each pull the edge
-bounds its cache.
+page is fetched. The loop long-polls (`wait_s`): the central store holds the request until a change for
+this store arrives (or `long_poll_s` passes), so a change arrives within about a second while an idle
+store asks a few times a minute; between two pulls it pauses `interval_s`. Erasures arrive by hash
+(`customer_hash`, sync.protocol.erase_key). A page with `reset` (the cursor came from another central
+database) starts a full resync: every entry is taken whatever its version, and the profiles the new feed
+did not deliver are dropped at the end. After a pull that applied changes (and every EVICT_EVERY_S) the
+edge bounds its cache.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from sync.transport import AuthError, Backoff, Errors, Metrics, SyncError, Trans
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+LONG_POLL_S = 20.0  # how long the central store may hold a pull that finds nothing new
+EVICT_EVERY_S = 30.0  # an idle store bounds its profile cache this often (and after every pull that applied)
 
 
 def parse_changes(page: p.ChangesPage) -> ProfileChanges:
@@ -59,7 +65,8 @@ class Puller:
     """Follows the change feed; counts what it applied for status."""
 
     def __init__(self, transport: Transport, local: Local, errors: Errors, metrics: Metrics | None, *,
-                 limit: int, timeout_s: float, task_timeout_s: float, stop: threading.Event) -> None:
+                 limit: int, timeout_s: float, task_timeout_s: float, stop: threading.Event,
+                 long_poll_s: float = LONG_POLL_S) -> None:
         self.transport = transport
         self.local = local
         self.errors = errors
@@ -68,19 +75,25 @@ class Puller:
         self.timeout_s = timeout_s
         self.task_timeout_s = task_timeout_s
         self.stop = stop
+        self.long_poll_s = max(0.0, min(long_poll_s, float(p.MAX_CHANGES_WAIT_S)))
+        self.long_polling = False  # a pull is held at the central store just now (stop need not wait for it)
+        self._last_evict = 0.0
         self.last_pull: float | None = None
         self.last_attempt: float | None = None
         self.applied = 0
         self.erased = 0
         self._lock = threading.Lock()
 
-    def changes(self, since: str | None) -> p.ChangesPage:
-        """One page of the change feed after `since` (from the beginning when None)."""
+    def changes(self, since: str | None, wait_s: float = 0.0) -> p.ChangesPage:
+        """One page of the change feed after `since` (from the beginning when None); with `wait_s`, the
+        central store may hold the request that long for a change when it has none (long-poll)."""
         params: dict[str, Any] = {"limit": self.limit}
         if since:
             params["since"] = since
+        if wait_s > 0:
+            params["wait_s"] = f"{wait_s:g}"
         r = self.transport.request("GET", p.CHANGES_PATH, params=params,
-                                   timeout=(min(5.0, self.timeout_s), self.timeout_s))
+                                   timeout=(min(5.0, self.timeout_s), self.timeout_s + wait_s))
         if r.status_code != 200:
             raise SyncError(f"central store answered HTTP {r.status_code} to the change feed: {error_message(r)}",
                             status=r.status_code, retryable=r.status_code != 400)
@@ -89,14 +102,29 @@ class Puller:
         except (ValueError, TypeError, AttributeError) as exc:
             raise SyncError(f"central store sent an unreadable change feed page ({exc})") from None
 
-    def pull_once(self) -> int:
-        """Fetch and apply every change after the kept cursor; returns the changes applied. Raises SyncError."""
-        with self._lock:
-            return self._pull()
+    def pull_once(self, wait_s: float = 0.0) -> int:
+        """Fetch and apply every change after the kept cursor; returns the changes applied. Raises SyncError.
 
-    def _pull(self) -> int:
+        With `wait_s`, the first request may wait that long at the central store for a change (long-poll);
+        the wait holds no lock, and a page that another pull overtook meanwhile is fetched again."""
+        if wait_s <= 0:
+            with self._lock:
+                return self._pull()
         self.last_attempt = time.time()
-        page = self.changes(self.local.cursor())
+        cursor = self.local.cursor()
+        self.long_polling = True
+        try:
+            page = self.changes(cursor, wait_s)
+        finally:
+            self.long_polling = False
+        if self.stop.is_set():
+            return 0
+        with self._lock:
+            return self._pull(page if self.local.cursor() == cursor else None)
+
+    def _pull(self, first: p.ChangesPage | None = None) -> int:
+        self.last_attempt = time.time()
+        page = first or self.changes(self.local.cursor())
         changes = parse_changes(page)
         applied = 0
         resync_started: float | None = None
@@ -123,7 +151,9 @@ class Puller:
         if resync_started is not None:
             # Whatever the new feed did not mention is not in the central store any more.
             self._quietly(self.local.drop_stale_profiles(resync_started), "drop profiles the resync did not deliver")
-        self.evict()
+        if applied or time.monotonic() - self._last_evict >= EVICT_EVERY_S:
+            self._last_evict = time.monotonic()
+            self.evict()
         self.last_pull = time.time()
         self.errors.clear("pull")
         return applied
@@ -147,15 +177,17 @@ class Puller:
         return self._quietly(self.local.evict_profiles(), "bound the profile cache") or 0
 
     def run(self, backoff: Backoff, interval_s: float) -> None:
-        """The pull thread: a pull every interval_s, backing off on failures."""
+        """The pull thread: long-polls with a pause of interval_s between two pulls, backing off on failures."""
         delay = 0.0
+        wait_s = 0.0  # the first pull answers at once; the next ones long-poll
         while not self.stop.is_set():
             if delay and self.stop.wait(delay):
                 return
             try:
-                self.pull_once()
+                self.pull_once(wait_s)
                 backoff.reset()
                 delay = interval_s
+                wait_s = self.long_poll_s
             except AuthError as exc:
                 self.errors.record("pull", str(exc), logging.ERROR)
                 delay = max(backoff.next_delay(), min(backoff.cap_s, 5.0))

@@ -438,6 +438,25 @@ def test_feed_reset_resyncs_and_cache_is_bounded_keeping_present_shoppers(centra
     assert len(query(svc.cfg, "SELECT customer_id FROM profiles")) == 3
 
 
+def test_an_idle_store_waits_at_the_central_and_a_change_arrives_without_polling(central, service, clients) -> None:
+    svc = service(central.url, pull_interval_s=0.2)
+    client = clients(svc)
+    wait_until(lambda: client.status()["last_pull"], what="the first pull")
+    # Idle, the store's pull waits at the central store (long-poll) instead of asking every 0.2 s.
+    wait_until(lambda: central.store.signal.waiting == 1, what="a pull waiting at the central store")
+    asked = client.status()["last_pull_attempt"]
+    time.sleep(1.0)
+    assert client.status()["last_pull_attempt"] == asked and central.store.signal.waiting == 1
+    admin(central.url, "POST", "/v1/admin/profiles", json=profile("c-new", home_store=STORE))
+    wait_until(lambda: query(svc.cfg, "SELECT count(*) FROM profiles WHERE customer_id = 'c-new'") == [(1,)],
+               what="the new profile at the store")
+    # Stopping does not wait for a pull held at the central store.
+    wait_until(lambda: central.store.signal.waiting == 1, what="the next pull waiting")
+    started = time.monotonic()
+    client.stop()
+    assert time.monotonic() - started < 5
+
+
 # --- on-demand fetch ----------------------------------------------------------------------------------------
 
 

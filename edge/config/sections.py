@@ -109,7 +109,7 @@ class HttpSection(StrictModel):
 class CentralSection(StrictModel):
     url: str | None = Field(default=None, pattern=r"^https?://")
     token: str | None = None
-    pull_interval_s: float = Field(default=30.0, gt=0)
+    pull_interval_s: float = Field(default=1.0, gt=0)  # pause between long-polls of the change feed
     push_batch: int = Field(default=500, ge=1, le=10000)
     fetch_timeout_ms: int = Field(default=300, ge=10, le=60000)
     # The local profile cache: at most this many shoppers, each kept this long after last seen.
