@@ -1,4 +1,7 @@
-"""The reference central profile store, as a real `python -m sync.central.cli` process over HTTP."""
+"""The reference central profile store, as a real `python -m sync.central.cli` process over HTTP.
+
+The tests that take `any_central` run twice: on a SQLite file and on a real PostgreSQL; the others (tokens,
+limits, files on disk) on SQLite."""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ class Central:
     """A running central store process and a small requests helper."""
 
     def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None,
-                 db: Path | None = None) -> None:
+                 db: Path | str | None = None) -> None:
         self.port = free_port()
         self.db = db or tmp_path / "central.db"
         self.url = f"http://127.0.0.1:{self.port}"
@@ -108,7 +111,7 @@ def token_args() -> list[str]:
 def start_central(tmp_path: Path) -> Iterator[Callable[..., Central]]:
     started: list[Central] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, db: Path | None = None) -> Central:
+    def start(*args: str, env: dict[str, str] | None = None, db: Path | str | None = None) -> Central:
         c = Central(tmp_path, *args, env=env, db=db)
         started.append(c)
         return c
@@ -121,6 +124,13 @@ def start_central(tmp_path: Path) -> Iterator[Callable[..., Central]]:
 @pytest.fixture
 def central(start_central: Callable[..., Central]) -> Central:
     return start_central(*token_args())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_central(request: pytest.FixtureRequest, start_central: Callable[..., Central]) -> Central:
+    """The central store on each engine in turn."""
+    db = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    return start_central(*token_args(), db=db)
 
 
 def event(event_id: str, seq: int | None = None, **fields: Any) -> dict[str, Any]:
@@ -215,7 +225,8 @@ def test_add_parser_adds_the_central_subcommand() -> None:
 # --- events -----------------------------------------------------------------------------------------
 
 
-def test_the_same_batch_twice_is_recorded_once(central: Central) -> None:
+def test_the_same_batch_twice_is_recorded_once(any_central: Central) -> None:
+    central = any_central
     batch = [event(f"e-{i}", seq=i) for i in range(1, 6)]
     first = central.push("s1", batch)
     assert first.status_code == 200
@@ -339,7 +350,8 @@ def test_admin_listing_keeps_the_received_order(central: Central) -> None:
     assert [e["event_id"] for e in r["events"] + rest["events"]] == [f"s1-{i}" for i in range(1, 10)]
 
 
-def test_an_idempotency_key_replays_the_first_answer(central: Central) -> None:
+def test_an_idempotency_key_replays_the_first_answer(any_central: Central) -> None:
+    central = any_central
     batch = [event("k-1"), event("k-2")]
     headers = {"Idempotency-Key": "batch-0001"}
     first = central.push("s1", batch, headers=headers)
@@ -355,7 +367,8 @@ def test_an_idempotency_key_replays_the_first_answer(central: Central) -> None:
     assert len(central.events()) == 3
 
 
-def test_a_concurrent_burst_records_each_event_once(central: Central) -> None:
+def test_a_concurrent_burst_records_each_event_once(any_central: Central) -> None:
+    central = any_central
     central.upsert(shopper("C-1"))
     errors: list[str] = []
     answers: list[dict[str, Any]] = []
@@ -397,7 +410,8 @@ def test_a_concurrent_burst_records_each_event_once(central: Central) -> None:
 # --- applying events to profiles --------------------------------------------------------------------
 
 
-def test_a_consent_event_changes_the_profile_and_feeds_a_change(central: Central) -> None:
+def test_a_consent_event_changes_the_profile_and_feeds_a_change(any_central: Central) -> None:
+    central = any_central
     central.upsert(shopper("C-1"), shopper("C-2"))
     _, cursor = central.all_changes()
     before = central.profile("C-1").json()
@@ -478,7 +492,8 @@ def test_admin_upsert_validates_and_bumps_the_version(central: Central) -> None:
     assert central.profile("C-3").status_code == 404
 
 
-def test_erase_feeds_an_erase_change_and_the_profile_is_gone(central: Central) -> None:
+def test_erase_feeds_an_erase_change_and_the_profile_is_gone(any_central: Central) -> None:
+    central = any_central
     central.upsert(shopper("C-1", identities=["device:app-1"]), shopper("C-2"))
     central.push("s1", [event("seen", customer="C-1", subject="device:app-1", data={"rssi": -60})])
     _, cursor = central.all_changes()
@@ -535,7 +550,8 @@ def test_an_erasure_leaves_no_byte_of_the_customer_in_the_central_files(central:
     assert traces(central.db, cid, name, key) == {}
 
 
-def test_a_store_asks_for_an_erasure_by_hash_and_every_store_is_told(central: Central) -> None:
+def test_a_store_asks_for_an_erasure_by_hash_and_every_store_is_told(any_central: Central) -> None:
+    central = any_central
     central.upsert(shopper("C-1", identities=["device:app-1"]), shopper("C-2"))
     central.push("s2", [event("seen", customer="C-1", subject="device:app-1")])
     _, cursor = central.all_changes()
@@ -599,7 +615,8 @@ def test_a_central_file_from_before_hashed_erasures_is_migrated_and_keeps_no_era
         store.close()
 
 
-def test_merge_unites_two_profiles_and_erases_the_source(central: Central) -> None:
+def test_merge_unites_two_profiles_and_erases_the_source(any_central: Central) -> None:
+    central = any_central
     central.upsert(
         shopper("C-1", first_name="Marco", tier="gold", identities=["loyalty:1"], wishlist=["SNK-001"],
                 cart=["ACC-001"], orders_ready=[{"order_id": "O-1", "items": ["SNK-003"],
@@ -642,7 +659,8 @@ def test_resolve_returns_only_known_keys(central: Central) -> None:
 # --- change feed ------------------------------------------------------------------------------------
 
 
-def test_the_change_feed_pages_with_a_cursor_and_compacts(central: Central) -> None:
+def test_the_change_feed_pages_with_a_cursor_and_compacts(any_central: Central) -> None:
+    central = any_central
     central.upsert(*[shopper(f"C-{n:03d}") for n in range(1, 26)])
     seen: list[str] = []
     since = None

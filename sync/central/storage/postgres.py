@@ -345,7 +345,7 @@ class PostgresStorage(Storage):
                     self.signal.notify([ALL_STORES])  # whatever was missed while not listening
                     delay = 0.5
                     while not self._closed.is_set():
-                        for note in conn.notifies(timeout=1.0):
+                        for note in conn.notifies(timeout=0.25):
                             self.signal.notify(note.payload.split(","))
             except psycopg.Error as exc:
                 self.signal.live = False

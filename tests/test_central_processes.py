@@ -1,0 +1,176 @@
+"""The central store as several processes on one real PostgreSQL, over HTTP: two `instore-edge central`
+processes on two ports (as on two machines), N workers on one port (gunicorn), a worker killed with -9 in
+the middle of pushes; and what an erasure leaves in the database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import requests
+
+from sync import protocol as p
+from test_central import ADMIN, TOKENS, Central, event, shopper, start_central, token_args  # noqa: F401 (a fixture)
+from tests.conftest import wait_until
+
+
+def push_until_answered(url: str, store: str, batches: list[list[dict[str, Any]]], key: str | None,
+                        answers: list[dict[str, Any]], errors: list[str], retries: list[int] | None = None) -> None:
+    """Push each batch like the edge does: the same batch (same Idempotency-Key, same event ids) again after
+    a connection error or a 5xx, until the central store answers it."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TOKENS.get(store, ADMIN)}"
+    for i, batch in enumerate(batches):
+        headers = {p.IDEMPOTENCY_HEADER: f"{key}-{i}"} if key else {}
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = session.post(f"{url}/v1/stores/{store}/events", json={"events": batch}, headers=headers, timeout=30)
+                if r.status_code == 200:
+                    if r.headers.get("Idempotent-Replayed") != "true":  # a replay repeats the first answer
+                        answers.append(r.json())
+                    break
+                if r.status_code < 500:
+                    errors.append(r.text)
+                    break
+            except requests.RequestException:
+                session.close()
+                if retries is not None:
+                    retries.append(i)
+            if time.monotonic() > deadline:
+                errors.append(f"batch {i} never answered")
+                break
+            time.sleep(0.05)
+
+
+def batches_of(n_batches: int, size: int, prefix: str = "e") -> list[list[dict[str, Any]]]:
+    return [[event(f"{prefix}-{b}-{i}", seq=b * size + i) for i in range(size)] for b in range(n_batches)]
+
+
+def assert_once(central: Central, batches: list[list[dict[str, Any]]], answers: list[dict[str, Any]],
+                errors: list[str], store: str = "s1") -> None:
+    assert not errors, errors[:3]
+    expected = {e["event_id"] for batch in batches for e in batch}
+    accepted = [i for a in answers for i in a["accepted"]]
+    assert len(accepted) == len(set(accepted)), "an event was accepted twice"
+    assert set(accepted) == expected
+    stored = [e["event_id"] for e in central.events(store, limit=5000)]
+    assert sorted(stored) == sorted(expected)
+    assert central.request("GET", "/v1/admin/stats").json()["events"]["by_store"][store] == len(expected)
+
+
+def run_pushers(jobs: list[tuple[str, list[list[dict[str, Any]]], str | None]]) -> tuple[list, list]:
+    answers: list[dict[str, Any]] = []
+    errors: list[str] = []
+    threads = [threading.Thread(target=push_until_answered, args=(url, "s1", batches, key, answers, errors))
+               for url, batches, key in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return answers, errors
+
+
+def worker_pids(master: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_two_centrals_on_one_database_record_batches_pushed_through_both_once(
+        start_central: Callable[..., Central], pg_url: str) -> None:
+    a = start_central(*token_args(), db=pg_url)
+    b = start_central(*token_args(), db=pg_url)
+    batches = batches_of(10, 100)
+    # The same batches through both processes at once: retries with the same key, and without a key.
+    answers, errors = run_pushers([(a.url, batches, "k"), (b.url, batches, "k"), (a.url, batches, None),
+                                   (b.url, batches, None)])
+    assert_once(a, batches, answers, errors)
+
+
+def test_workers_on_one_port_record_each_event_once(start_central: Callable[..., Central], pg_url: str) -> None:
+    c = start_central(*token_args(), "--workers", "2", db=pg_url)
+    wait_until(lambda: len(worker_pids(c.proc.pid)) == 2, what="two worker processes")
+    batches = batches_of(10, 100)
+    answers, errors = run_pushers([(c.url, batches, "k"), (c.url, batches, "k"), (c.url, batches, None)])
+    assert_once(c, batches, answers, errors)
+
+
+def test_a_worker_killed_during_pushes_loses_and_duplicates_nothing(
+        start_central: Callable[..., Central], pg_url: str) -> None:
+    c = start_central(*token_args(), "--workers", "2", db=pg_url)
+    wait_until(lambda: len(worker_pids(c.proc.pid)) == 2, what="two worker processes")
+    batches = batches_of(40, 100)
+    answers: list[dict[str, Any]] = []
+    errors: list[str] = []
+    retries: list[int] = []
+    pushers = [threading.Thread(target=push_until_answered, args=(c.url, "s1", batches[i::2], f"k{i}", answers,
+                                                                  errors, retries)) for i in range(2)]
+    for t in pushers:
+        t.start()
+    wait_until(lambda: len(answers) >= 4, what="the first pushes")
+    victims = worker_pids(c.proc.pid)
+    for pid in victims:  # both workers, one after the other, while pushes are in flight
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len([x for x in worker_pids(c.proc.pid) if x not in victims]) >= 1, timeout=30,
+                   what="the arbiter to start a new worker")
+        time.sleep(0.2)
+    for t in pushers:
+        t.join(120)
+    assert retries, "the kills should have cut pushes off (then retried)"
+    assert_once(c, batches, answers, errors)
+
+
+def test_a_change_made_through_one_central_wakes_a_store_long_polling_another(
+        start_central: Callable[..., Central], pg_url: str) -> None:
+    a = start_central(*token_args(), db=pg_url)
+    b = start_central(*token_args(), db=pg_url)
+    assert b.upsert(shopper("C-1", home_store="s2")).status_code == 200
+    cursor = a.changes()["next"]  # s2's feed, caught up
+    got: list[requests.Response] = []
+    waiter = threading.Thread(target=lambda: got.append(a.request(
+        "GET", "/v1/profiles/changes", TOKENS["s2"], params={"since": cursor, "wait_s": 25})))
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.5)
+    b.upsert({"customer_id": "C-1", "tier": "vip"})
+    waiter.join(30)
+    [change] = got[0].json()["changes"]
+    assert (change["customer_id"], change["profile"]["tier"]) == ("C-1", "vip")
+    assert time.monotonic() - started < 20  # woken by the change, not by the end of the wait
+
+
+def test_an_erasure_leaves_no_row_of_the_customer_and_is_vacuumed(
+        start_central: Callable[..., Central], pg_url: str) -> None:
+    c = start_central(*token_args(), db=pg_url)
+    cid, name, key = "cust-QWXZ-9183", "Ottoline", "loyalty:OTT-55731"
+    c.upsert(shopper(cid, first_name=name, identities=[key], home_store="s1"), shopper("C-2"))
+    c.upsert({"customer_id": cid, "consents": {"marketing": True}})
+    c.push("s2", [event("seen-1", customer=cid, subject=key, data={"note": f"{name} at the till"}),
+                  event("seen-2", subject=key, data={"rssi": -60})])
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        def vacuums() -> int:
+            row = conn.execute("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'profiles'").fetchone()
+            return int(row[0]) if row else 0
+
+        before = vacuums()
+        assert c.request("DELETE", f"/v1/admin/profiles/{cid}").status_code == 200
+        tables = [r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind = 'r'")]
+        for table in tables:  # every table, every partition: no row mentions the customer
+            hits = conn.execute(f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE %s OR t::text LIKE %s '
+                                f"OR t::text LIKE %s", (f"%{cid}%", f"%{name}%", f"%{key}%")).fetchone()[0]
+            assert hits == 0, f"{table} still holds the customer"
+        # The deleted row versions are vacuumed soon after (README: what remains until then).
+        wait_until(lambda: vacuums() > before, timeout=20, what="VACUUM after the erasure")
+        dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'profiles'").fetchone()[0]
+        assert dead == 0
+    assert c.request("GET", f"/v1/admin/profiles/{cid}/export").status_code == 404
