@@ -1,4 +1,4 @@
-"""Privacy: the one place that knows where a shopper is held, and erases them from all of it.
+"""Privacy: the one place that knows where a shopper is held, erases them from all of it, and exports it.
 
 An erasure removes the shopper from every table (profile, identity keys, presence link, decisions, who
 collected a pickup or scanned a handoff; their events keep only what is not personal, and events, dead
@@ -7,23 +7,26 @@ in-memory trace (the domain parts' `forget`: identity map, presence, profile cac
 counters, displays showing them), and from the bytes on disk: the writer deletes with secure_delete, and
 after the commit truncates the WAL and checks the file for the values erased here (`Erased.values`),
 rebuilding what still holds a copy (Writer.want_wipe, edge/store/scrub.py). A tombstone keeps the erasure
-by hash only (sync.protocol.erase_key). Everything here runs in the writer thread, inside its transaction.
+by hash only (sync.protocol.erase_key). Erasing runs in the writer thread, inside its transaction.
 
 Two ways in: `erase` (asked at this store: DELETE /api/v1/customers/<id>; the tombstone stays pending and
 an `erasure` event asks the central store to erase the shopper everywhere) and `erase_by_key` (erasures
 the central store fed, by erase key, through edge/uplink.py). The tombstones are this module's too: they
 say whom the edge must not learn again (`still_erased`) until the erasure is confirmed and old.
 `profiles_changed` is the consent side: a profile that no longer allows personal content clears the
-displays showing it at once.
+displays showing it at once. `export_customer` is the right of access: what the same tables hold about one
+shopper (GET /api/v1/customers/<id>/export), read by any thread on its own connection.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from edge.config import Config
 from edge.domain.displays import Displays
@@ -169,6 +172,55 @@ def erase_rows(conn: sqlite3.Connection, ids: list[str]) -> Erased:
         conn.execute(f"UPDATE sync_rejects SET detail = NULL WHERE {_instr_any('detail', n)}", chunk)
     values = dict.fromkeys(v for v in [*distinctive, *ids, *names] if len(v) >= TRACE_MIN_CHARS)
     return Erased(by_customer, tuple(values))
+
+
+def export_customer(conn: sqlite3.Connection, customer_id: str) -> dict[str, Any] | None:
+    """Everything this device holds about a shopper, read in one snapshot (the tables an erasure clears:
+    the cached profile, identity keys, events naming them or one of their keys, decisions taken for them,
+    presence, pickups and kiosk handoffs; and whether an erasure of them is on record, by hash). None when
+    it holds nothing."""
+    conn.execute("BEGIN")
+    try:
+        profiles = _rows(conn, "SELECT profile, version, updated_at, last_seen FROM profiles WHERE customer_id = ?",
+                         [customer_id], ("profile",))
+        identities = _rows(conn, "SELECT key, via, learned_at FROM identities WHERE customer_id = ? ORDER BY key",
+                           [customer_id])
+        keys = [i["key"] for i in identities]
+        by_key = f" OR subject IN ({marks(keys)})" if keys else ""
+        events = _rows(conn, f"SELECT * FROM events WHERE customer = ?{by_key} ORDER BY seq", [customer_id, *keys],
+                       ("data",))
+        decisions = _rows(conn, "SELECT * FROM decisions WHERE customer = ? ORDER BY id", [customer_id],
+                          ("payload", "extra"))
+        presence = _rows(conn, f"SELECT * FROM presence WHERE customer = ?{by_key}", [customer_id, *keys], ("state",))
+        pickups = _rows(conn, "SELECT * FROM pickups WHERE customer_id = ?", [customer_id])
+        handoffs = _rows(conn, "SELECT * FROM qr_handoffs WHERE customer = ?", [customer_id])
+        erased = _rows(conn, "SELECT version, erased_at, pending FROM sync_tombstones WHERE customer_id = ?",
+                       [p.erase_key(customer_id)])
+    finally:
+        conn.execute("COMMIT")
+    if not any((profiles, identities, events, decisions, presence, pickups, handoffs, erased)):
+        return None
+    return {"customer_id": customer_id, "exported_at": time.time(), "profile": profiles[0] if profiles else None,
+            "identities": identities, "events": events, "decisions": decisions, "presence": presence,
+            "pickups": pickups, "handoffs": handoffs, "erasure": erased[0] if erased else None}
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any],
+          json_columns: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Rows as dicts, the JSON columns decoded (left as text when they are not JSON)."""
+    cur = conn.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    out = []
+    for row in cur.fetchall():
+        item = dict(zip(names, row))
+        for col in json_columns:
+            if isinstance(item.get(col), str):
+                try:
+                    item[col] = json.loads(item[col])
+                except ValueError:
+                    pass
+        out.append(item)
+    return out
 
 
 def customers_by_key(conn: sqlite3.Connection, keys: set[str]) -> dict[str, list[str]]:

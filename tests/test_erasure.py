@@ -154,6 +154,14 @@ def test_an_erasure_at_the_store_leaves_no_byte_of_the_shopper_and_reaches_the_c
             wait_until(lambda: any(e.get("customer") == CUSTOMER for e in central_admin(
                 central, "GET", "/v1/admin/events", params={"limit": 5000}).json()["events"]),
                 what="the shopper's events at the central store")
+            # Right of access: the store and the central store each export what they hold about the shopper.
+            mine = admin_get(url, f"/api/v1/customers/{CUSTOMER}/export")
+            assert mine["profile"]["profile"]["first_name"] == FIRST_NAME
+            assert f"device:{DEVICE}" in [i["key"] for i in mine["identities"]]
+            assert {"kiosk", "pos"} <= {e["kind"] for e in mine["events"]} and mine["decisions"] and mine["handoffs"]
+            theirs = central_admin(central, "GET", f"/v1/admin/profiles/{CUSTOMER}/export").json()
+            assert theirs["profile"]["first_name"] == FIRST_NAME and theirs["consents"]["marketing"]["granted"]
+            assert theirs["events"] and [s["store"] for s in theirs["stores"]] == ["teststore"]
             # Profile updates leave old versions behind; then the pages reach edge.db itself (what SQLite's
             # auto-checkpoint does after a busy while), so free pages and the file are tested, not just the WAL.
             for n in range(1, 4):
@@ -174,6 +182,10 @@ def test_an_erasure_at_the_store_leaves_no_byte_of_the_shopper_and_reaches_the_c
             took = wait_clean(edge_files)
             print(f"\nbefore the erasure {before}; {took:.2f}s after it: 0 traces in "
                   f"{ {p.name: p.stat().st_size for p in edge_files if p.exists()} } bytes")
+            # Its export holds nothing about them now, only that an erasure is on record (by hash).
+            left = admin_get(url, f"/api/v1/customers/{CUSTOMER}/export")
+            assert (left["profile"], left["identities"], left["events"], left["decisions"]) == (None, [], [], [])
+            assert left["erasure"] is not None
             # Nor in what the edge serves from memory.
             assert context(url)["first_name"] is None and context(url)["known"] is False
             shown = admin_get(url, "/api/v1/displays")["displays"]
@@ -184,6 +196,7 @@ def test_an_erasure_at_the_store_leaves_no_byte_of_the_shopper_and_reaches_the_c
             # erasure to every store: the other store forgets them too, bytes included.
             wait_until(lambda: central_admin(central, "GET", f"/v1/profiles/{CUSTOMER}").status_code == 404,
                        timeout=20, what="the central store to erase the profile")
+            assert central_admin(central, "GET", f"/v1/admin/profiles/{CUSTOMER}/export").status_code == 404
             feed = central_admin(central, "GET", "/v1/profiles/changes", params={"limit": 5000}).json()["changes"]
             assert {"customer_hash": erase_key(CUSTOMER), "op": "erase"}.items() <= \
                 next(c for c in feed if c.get("op") == "erase").items()
@@ -416,3 +429,10 @@ def test_an_erasure_the_edge_stopped_before_checking_is_finished_at_the_next_sta
         assert again.readiness()["erasure"]["ok"] is True
     finally:
         again.conn.close()
+
+
+def test_the_store_export_needs_the_admin_token_and_says_when_it_holds_nothing(edge) -> None:
+    assert edge.get(f"/api/v1/customers/{CUSTOMER}/export", token=None).status_code == 401
+    assert edge.get(f"/api/v1/customers/{CUSTOMER}/export", token=KIOSK).status_code == 403
+    r = edge.get(f"/api/v1/customers/{CUSTOMER}/export")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"

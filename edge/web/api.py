@@ -1,4 +1,5 @@
-"""The JSON API under /api/v1: events, decisions, presence, dead letters, gateways, displays, sync, erasure.
+"""The JSON API under /api/v1: events, decisions, presence, dead letters, gateways, displays, sync,
+erasure and export (edge.privacy).
 
 Readers use their own SQLite connection per request (WAL lets them read beside the writer); writes go
 through the pipeline like MQTT messages do, so HTTP devices get the same validation and durability.
@@ -15,6 +16,7 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 
 from edge import model as ev
+from edge import privacy
 from edge.jsonbody import request_json
 from edge.model import EdgeError, Message
 from edge.store.db import connect
@@ -160,6 +162,17 @@ def blueprint(edge: Edge) -> Blueprint:
         if not edge.erase(customer_id):
             return api_error(503, "not_committed", "the erasure is queued but not yet committed; retry")
         return jsonify({"erased": customer_id})
+
+    @bp.get("/api/v1/customers/<customer_id>/export")
+    @require_role("admin")
+    def export_customer(customer_id: str):
+        """Right of access: what this store holds about a shopper (edge.privacy knows where that is)."""
+        if not customer_id or len(customer_id) > 128:
+            return api_error(400, ev.INVALID_VALUE, "customer id must be 1 to 128 characters")
+        found = privacy.export_customer(db(), customer_id)
+        if found is None:
+            return api_error(404, "not_found", "this store holds nothing about that customer")
+        return jsonify(found)
 
     @bp.get("/api/v1/gateways")
     @require_role("admin")
