@@ -63,6 +63,9 @@ ERASE_KEY_RE = re.compile(r"[0-9a-f]{32}")
 # Keys that only live for a visit or a kiosk session: recorded, never added to a profile's identities.
 EPHEMERAL_KEY_PREFIXES = ("session:", "visit:")
 
+_compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # ASCII: lone surrogates stay escaped
+
+
 def erase_key(customer_id: str) -> str:
     """The form of a customer id that erasures travel and rest in: a hash (32 hex digits), never the id.
 
@@ -252,6 +255,8 @@ class WireEvent:
     type: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     received_at: float | None = None
+    # `data` serialized (compact JSON) when it was checked, so a store can keep it without encoding it again.
+    data_json: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, obj: Any) -> WireEvent:
@@ -275,13 +280,15 @@ class WireEvent:
             data = {}
         elif type(data) is not dict:
             raise InvalidEvent(WRONG_TYPE, f"data: expected an object, got {_type_name(data)}")
-        elif data:
+        data_json = None
+        if data:
             if nested_deeper(data, MAX_DATA_DEPTH):
                 raise InvalidEvent(INVALID_VALUE, f"data: nested deeper than {MAX_DATA_DEPTH} levels")
             try:
-                size = len(json.dumps(data, separators=(",", ":"), allow_nan=False))
+                data_json = _compact(data)
             except ValueError:
                 raise InvalidEvent(INVALID_VALUE, "data: NaN and Infinity are not JSON") from None
+            size = len(data_json)
             if size > MAX_EVENT_DATA_BYTES:
                 raise InvalidEvent(OVERSIZED, f"data: {size} bytes serialized, the limit is {MAX_EVENT_DATA_BYTES}")
             where = lone_surrogate(data, "data")
@@ -290,7 +297,7 @@ class WireEvent:
         event = cls(event_id=event_id, kind=kind, ts=ts, seq=seq,
                     source=_opt_str(obj, "source", MAX_ID_LEN), zone=_opt_str(obj, "zone", MAX_STR_LEN),
                     subject=_opt_str(obj, "subject", MAX_STR_LEN), customer=_opt_str(obj, "customer", MAX_ID_LEN),
-                    type=_opt_str(obj, "type", MAX_STR_LEN), data=data, received_at=received_at)
+                    type=_opt_str(obj, "type", MAX_STR_LEN), data=data, received_at=received_at, data_json=data_json)
         event._check_semantics()
         return event
 

@@ -413,7 +413,8 @@ def test_the_same_batches_pushed_by_several_processes_at_once_are_recorded_once(
                for start in range(0, 500, 50)]
     keyed = [("push", {"store": "s1", "batches": batches[:5], "key": "same-key"})] * 2
     results = run_workers(db, [("push", {"store": "s1", "batches": batches}) for _ in range(4)] + keyed)
-    accepted = [i for lines in results for line in lines for i in line["answer"]["accepted"]]
+    # (A replayed answer repeats the first answer to the same key: it records nothing.)
+    accepted = [i for lines in results for line in lines if not line["replayed"] for i in line["answer"]["accepted"]]
     assert len(accepted) == len(set(accepted)) == 510
     assert [e["event_id"] for e in store.list_events("s1", 0, 5000)["events"]].__len__() == 510
     applied = [e["applied"] for e in store.list_events("s1", 0, 5000)["events"] if e["kind"] == "kiosk"]

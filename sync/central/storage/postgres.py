@@ -61,10 +61,10 @@ RETRIES = 3  # a transaction chosen as a deadlock victim (or a serialization fai
 
 _INSERT_EVENTS = (
     "INSERT INTO events (store, event_id, seq, kind, type, source, zone, subject, customer, ts, data, received_at, "
-    "central_received_at) SELECT %(store)s, u.*, %(now)s FROM unnest(%(event_id)s::text[], %(seq)s::bigint[], "
-    "%(kind)s::text[], %(type)s::text[], %(source)s::text[], %(zone)s::text[], %(subject)s::text[], "
-    "%(customer)s::text[], %(ts)s::float8[], %(data)s::text[], %(received_at)s::float8[]) AS u "
-    "ON CONFLICT DO NOTHING RETURNING event_id")
+    "central_received_at) SELECT %(store)s, u.*, %(now)s FROM unnest(%(event_id)b::text[], %(seq)b::int8[], "
+    "%(kind)b::text[], %(type)b::text[], %(source)b::text[], %(zone)b::text[], %(subject)b::text[], "
+    "%(customer)b::text[], %(ts)b::float8[], %(data)b::text[], %(received_at)b::float8[]) AS u "
+    "ON CONFLICT DO NOTHING RETURNING event_id")  # %b: arrays go in binary, twice as fast to send
 
 _FEED_COLUMNS = "xid, seq, customer_id, version, op"
 _FEED_FOR_STORE = (
@@ -314,11 +314,12 @@ class PostgresStorage(Storage):
         for attempt in range(RETRIES):
             tx: PgTx | None = None
             try:
-                with self._conn() as conn:
-                    with conn.transaction():
-                        tx = PgTx(conn, self.settings, time.time() if now is None else now)
-                        result = work(tx)
-                        tx.finish()
+                # Pipeline mode: statements whose results are not read go out together with the next one that
+                # is read (or with COMMIT): fewer round trips, same transaction.
+                with self._conn() as conn, conn.pipeline(), conn.transaction():
+                    tx = PgTx(conn, self.settings, time.time() if now is None else now)
+                    result = work(tx)
+                    tx.finish()
             except (errors.DeadlockDetected, errors.SerializationFailure):
                 if attempt + 1 == RETRIES:
                     raise
@@ -466,7 +467,7 @@ class PostgresStorage(Storage):
             "kind": [e.kind for e in unique], "type": [e.type for e in unique], "source": [e.source for e in unique],
             "zone": [e.zone for e in unique], "subject": [e.subject for e in unique],
             "customer": [e.customer for e in unique], "ts": [e.ts for e in unique],
-            "data": [dumps(e.data) if e.data else None for e in unique],
+            "data": [(e.data_json or dumps(e.data)) if e.data else None for e in unique],
             "received_at": [e.received_at for e in unique]}
 
         def work(tx: PgTx) -> tuple[dict[str, Any], bool]:

@@ -507,7 +507,7 @@ class SqliteStorage(Storage):
                     "INSERT OR IGNORE INTO events(store, event_id, seq, kind, type, source, zone, subject, customer, "
                     "ts, data, received_at, central_received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (store, e.event_id, e.seq, e.kind, e.type, e.source, e.zone, e.subject, e.customer, e.ts,
-                     dumps(e.data) if e.data else None, e.received_at, now))
+                     (e.data_json or dumps(e.data)) if e.data else None, e.received_at, now))
                 if cur.rowcount == 0:
                     duplicates.append(e.event_id)
                     continue
