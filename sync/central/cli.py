@@ -133,6 +133,13 @@ def settings_from(args: argparse.Namespace) -> Any:
                     pool_size=getattr(args, "pool_size", 10))
 
 
+def _stores_text(stores: Mapping[str, str]) -> str:
+    names = sorted(stores)
+    if len(names) > 8:
+        return f"{len(names)} ({', '.join(names[:3])}, …)"
+    return ", ".join(names) or "none"
+
+
 def _describe(db: str) -> str:
     """The --db value for messages: a URL without its password."""
     if db.startswith(("postgresql://", "postgres://")):
@@ -173,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     profiles = server.store.stats()["profiles"]
     print(f"central profile store on {server.url}/ (db {_describe(str(args.db))}: {profiles} profiles; stores: "
-          f"{', '.join(sorted(stores)) or 'none'})", flush=True)
+          f"{_stores_text(stores)})", flush=True)
     done = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -218,7 +225,7 @@ def _run_workers(args: argparse.Namespace, admin: str, stores: dict[str, str]) -
     def ready(port: int) -> None:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
         print(f"central profile store on http://{host}:{port}/ (db {_describe(str(args.db))}: {profiles} profiles; "
-              f"{args.workers} workers; stores: {', '.join(sorted(stores)) or 'none'})", flush=True)
+              f"{args.workers} workers; stores: {_stores_text(stores)})", flush=True)
 
     return serve(lambda: create_app(args.db, admin, stores, settings=settings), host=args.host, port=args.port,
                  workers=args.workers, threads=args.threads or auto_threads(len(stores)), on_ready=ready,
