@@ -174,3 +174,16 @@ def test_an_erasure_leaves_no_row_of_the_customer_and_is_vacuumed(
         dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'profiles'").fetchone()[0]
         assert dead == 0
     assert c.request("GET", f"/v1/admin/profiles/{cid}/export").status_code == 404
+
+
+def test_processes_starting_together_on_an_empty_database_migrate_it_once(postgres: Any) -> None:
+    from test_central_storage import run_workers
+
+    name = f"empty_{os.getpid()}_{int(time.time() * 1000) % 100000}"
+    postgres.execute(f"CREATE DATABASE {name}")
+    url = postgres.url(name)
+    results = run_workers(url, [("upsert", {"ids": [f"C-{i}"]}) for i in range(4)])
+    assert [lines[0]["version"] for lines in results] == [1, 1, 1, 1]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM profiles").fetchone()[0] == 4
