@@ -222,6 +222,8 @@ def _opt_str(obj: dict[str, Any], key: str, max_len: int) -> str | None:
         raise InvalidEvent(INVALID_VALUE, f"{key}: expected 1 to {max_len} characters, got {len(value)}")
     if _not_utf8(value):
         raise InvalidEvent(INVALID_VALUE, surrogate_detail(key))
+    if "\x00" in value:  # PostgreSQL's text cannot hold it
+        raise InvalidEvent(INVALID_VALUE, f"{key}: a NUL character (\\u0000) is not allowed; remove it")
     return value
 
 

@@ -132,6 +132,46 @@ def test_invalid_events_are_rejected_with_reasons_and_counted(store: Storage) ->
     assert store.stats()["rejected"] == {"s1": {"invalid_value": 2, "missing_field": 1, "not_object": 1}}
 
 
+def test_an_event_the_central_fails_on_is_refused_alone_and_the_rest_of_the_batch_recorded(
+        store: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No real input reaches these paths any more (validation refuses it first), yet a bug in applying or
+    checking one event must cost that event only: the batch is redone event by event in savepoints."""
+    from sync.central.storage import profiles as rules
+
+    upsert(store, shopper("C-1"), shopper("C-2"))
+    apply_event, from_dict = rules.apply_event, p.WireEvent.from_dict.__func__  # type: ignore[attr-defined]
+
+    def failing_apply(tx: Any, e: p.WireEvent) -> str | None:
+        if e.event_id == "guilty":
+            raise RuntimeError("a bug in applying one event")
+        return apply_event(tx, e)
+
+    def failing_check(cls: type, obj: Any) -> p.WireEvent:
+        if isinstance(obj, dict) and obj.get("event_id") == "unreadable":
+            raise KeyError("a bug in validation")
+        return from_dict(cls, obj)
+
+    monkeypatch.setattr(rules, "apply_event", failing_apply)
+    monkeypatch.setattr(p.WireEvent, "from_dict", classmethod(failing_check))
+    answer, _ = store.push_events("s1", [consent("c-1", "C-1", personalization=True), event("b-1", customer="C-1"),
+                                         consent("guilty", "C-2", personalization=True), event("unreadable"),
+                                         event("b-2"), event("b-1")])
+    assert answer["accepted"] == ["c-1", "b-1", "b-2"] and answer["duplicates"] == ["b-1"]
+    assert [(r["id"], r["index"], r["reason"]) for r in answer["rejected"]] == [
+        ("guilty", 2, "internal_error"), ("unreadable", 3, "internal_error")]
+    assert "RuntimeError" in answer["rejected"][0]["detail"] and "KeyError" in answer["rejected"][1]["detail"]
+    assert store.get_profile("C-1")["consents"]["personalization"] is True  # applied once, by the redo
+    assert store.get_profile("C-2")["consents"]["personalization"] is False
+    assert [e["event_id"] for e in store.list_events("s1", 0, 100)["events"]] == ["c-1", "b-1", "b-2"]
+    assert store.stats()["rejected"] == {"s1": {"internal_error": 2}}
+    monkeypatch.undo()
+    # The refused event, sent again once the bug is gone, is recorded and applied.
+    assert store.push_events("s1", [consent("guilty", "C-2", personalization=True)])[0]["accepted"] == ["guilty"]
+    assert store.get_profile("C-2")["consents"]["personalization"] is True
+    versions = [c["version"] for c in feed(store)[0] if c.get("customer_id") == "C-1"]
+    assert versions == [2]  # the failed first attempt left no version behind
+
+
 # --- profiles ---------------------------------------------------------------------------------------
 
 

@@ -473,9 +473,11 @@ def test_every_edge_endpoint_answers_any_body_with_a_success_or_a_4xx(world, cal
 
 # --- 5. every JSON endpoint of the central store -----------------------------------------------------
 
-@pytest.fixture(scope="module")
-def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Central]:
-    c = Central(tmp_path_factory.mktemp("central"), *token_args())
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def central(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Central]:
+    """The central store on each engine in turn (PostgreSQL cannot hold what SQLite can: a NUL, for one)."""
+    db = request.getfixturevalue("postgres").new_database() if request.param == "postgresql" else None
+    c = Central(tmp_path_factory.mktemp("central"), *token_args(), db=db)
     c.upsert({"customer_id": "C-1", "first_name": "Giulia", "identities": ["loyalty:1"]})
     c.upsert({"customer_id": "C-2", "first_name": "Marco"})
     yield c

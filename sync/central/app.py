@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 from edge import jsonbody
 from sync import protocol as p
 from sync.central.demo_data import CATALOGUE
-from sync.central.storage import CentralError, Housekeeper, Settings, Storage, body_hash, open_storage
+from sync.central.storage import CentralError, Housekeeper, InvalidValue, Settings, Storage, body_hash, open_storage
 
 log = logging.getLogger("instore_central")
 
@@ -45,12 +45,6 @@ class TooDeep(CentralError):
     """A JSON body nested deeper than any request of the API needs."""
 
     code = "too_deep"
-
-
-class InvalidValue(CentralError):
-    """A request whose text cannot be stored (a lone surrogate)."""
-
-    code = "invalid_value"
 
 
 class TooLarge(CentralError):

@@ -12,12 +12,13 @@ import threading
 from pathlib import Path
 
 from sync.central.storage.base import (
-    CentralError, Conflict, DatabaseError, IdempotencyKeyReused, NotFound, Settings, Storage, Unavailable, body_hash)
+    CentralError, Conflict, DatabaseError, IdempotencyKeyReused, InvalidValue, NotFound, Settings, Storage, Unavailable,
+    body_hash)
 
 log = logging.getLogger("instore_central")
 
-__all__ = ["CentralError", "Conflict", "DatabaseError", "IdempotencyKeyReused", "NotFound", "Settings", "Storage",
-           "Unavailable", "body_hash", "is_postgres_url", "open_storage", "Housekeeper"]
+__all__ = ["CentralError", "Conflict", "DatabaseError", "IdempotencyKeyReused", "InvalidValue", "NotFound", "Settings",
+           "Storage", "Unavailable", "body_hash", "is_postgres_url", "open_storage", "Housekeeper"]
 
 MAINTAIN_EVERY_S = 3600.0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from typing import Any
 from sync import protocol as p
 from sync.central.storage.wakeup import FeedSignal
 
+log = logging.getLogger("instore_central")
+
+INTERNAL_ERROR = "internal_error"  # the rejection reason of an event the central failed on unexpectedly
 IDEMPOTENCY_TTL_S = 24 * 3600
 # A shopper seen at a store (an event naming them, or an on-demand fetch) stays in that store's feed this
 # long after the last sighting: longer than an edge keeps an unseen profile cached (7 days by default),
@@ -58,6 +62,12 @@ class Unavailable(DatabaseError):
 
     status = 503
     code = "database_unavailable"
+
+
+class InvalidValue(CentralError):
+    """A request whose text cannot be stored (a lone surrogate, a NUL character)."""
+
+    code = "invalid_value"
 
 
 class NotFound(CentralError):
@@ -119,17 +129,40 @@ def feed_key(customer_id: str) -> str:
     return "#" + p.erase_key(customer_id)
 
 
-def parse_events(raw: list[Any]) -> list[p.WireEvent | p.Rejection]:
-    """Validate a pushed batch: each item becomes a WireEvent, or the Rejection that says why not."""
+def parse_events(raw: list[Any], store: str = "?") -> list[p.WireEvent | p.Rejection]:
+    """Validate a pushed batch: each item becomes a WireEvent, or the Rejection that says why not. A bug in
+    validation refuses that one event (internal_error), never the batch."""
     out: list[p.WireEvent | p.Rejection] = []
     for index, obj in enumerate(raw):
         try:
             out.append(p.WireEvent.from_dict(obj))
         except p.InvalidEvent as exc:
-            event_id = obj.get("event_id") if isinstance(obj, dict) else None
-            out.append(p.Rejection(id=event_id if isinstance(event_id, str) else None, index=index,
-                                   reason=exc.reason, detail=exc.detail))
+            out.append(p.Rejection(id=echo_id(obj), index=index, reason=exc.reason, detail=exc.detail))
+        except Exception as exc:
+            log.exception("store %s: validating event %d of a batch failed", store, index)
+            out.append(internal_rejection(echo_id(obj), index, exc, "could not check this event"))
     return out
+
+
+def internal_rejection(event_id: str | None, index: int, exc: BaseException, what: str) -> p.Rejection:
+    """The answer for one event the central failed on unexpectedly (the rest of its batch goes on)."""
+    return p.Rejection(id=event_id, index=index, reason=INTERNAL_ERROR,
+                       detail=f"the central store {what} ({type(exc).__name__}); its log has the details")
+
+
+def echo_id(obj: Any) -> str | None:
+    """A refused event's id as the answer may repeat it: only a usable string (stored as UTF-8, bounded)."""
+    event_id = obj.get("event_id") if isinstance(obj, dict) else None
+    if type(event_id) is not str or not 0 < len(event_id) <= p.MAX_EVENT_ID_LEN:
+        return None
+    if p.lone_surrogate(event_id) is not None or "\x00" in event_id:
+        return None
+    return event_id
+
+
+def digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '¹' and '٣', which int() refuses or reads differently."""
+    return text.isascii() and text.isdigit()
 
 
 def rejection_counts(rejected: Iterable[p.Rejection]) -> dict[str, int]:

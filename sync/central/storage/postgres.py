@@ -45,8 +45,8 @@ from sync.central.storage import pg_schema
 from sync.central.storage import profiles as rules
 from sync.central.storage.base import (
     ALL_STORES, IDEMPOTENCY_TTL_S, RELEVANCE_REFRESH_S, DatabaseError, FeedPage, IdempotencyKeyReused, Settings,
-    Storage, Unavailable, dumps, export_document, invalid_cursor, page_answer, parse_events, rejection_counts,
-    split_cursor, store_row)
+    InvalidValue, Storage, Unavailable, digits, dumps, export_document, internal_rejection, invalid_cursor, page_answer,
+    parse_events, rejection_counts, split_cursor, store_row)
 from sync.central.storage.wakeup import FeedSignal
 
 log = logging.getLogger("instore_central")
@@ -109,6 +109,15 @@ class PgTx:
         self.vacuum: set[str] = set()  # tables an erasure deleted from
         self._versions: dict[str, int] = {}
         self._dirty: dict[str, int] = {}
+
+    def mark(self) -> tuple[Any, ...]:
+        """What this object remembers, to restore after a rollback to a savepoint (which also releases the
+        row locks taken since: their versions must be read again)."""
+        return dict(self._versions), dict(self._dirty), set(self.targets), set(self.vacuum)
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        versions, dirty, targets, vacuum = state
+        self._versions, self._dirty, self.targets, self.vacuum = dict(versions), dict(dirty), set(targets), set(vacuum)
 
     def q(self, query: str, params: Any = None) -> psycopg.Cursor[Any]:
         return self.conn.execute(query, params)  # type: ignore[arg-type]
@@ -262,6 +271,67 @@ class PgTx:
                                 if home is not None or not self.settings.broadcast_unhomed])
 
 
+def _record(tx: PgTx, store: str, valid: list[p.WireEvent]) -> tuple[list[str], list[str]]:
+    """Insert the batch's events once each (one statement), note the shoppers seen, apply what applies;
+    (accepted, duplicates)."""
+    first: dict[str, p.WireEvent] = {}
+    for e in valid:
+        first.setdefault(e.event_id, e)
+    unique = list(first.values())
+    if not unique:
+        return [], []
+    columns: dict[str, list[Any]] = {
+        "event_id": [e.event_id for e in unique], "seq": [e.seq for e in unique],
+        "kind": [e.kind for e in unique], "type": [e.type for e in unique], "source": [e.source for e in unique],
+        "zone": [e.zone for e in unique], "subject": [e.subject for e in unique],
+        "customer": [e.customer for e in unique], "ts": [e.ts for e in unique],
+        "data": [(e.data_json or dumps(e.data)) if e.data else None for e in unique],
+        "received_at": [e.received_at for e in unique]}
+    new_ids = {r[0] for r in tx.q(_INSERT_EVENTS, {"store": store, "now": tx.now, **columns})}
+    accepted = [e.event_id for e in unique if e.event_id in new_ids]
+    duplicates = [e.event_id for e in valid if first[e.event_id] is not e or e.event_id not in new_ids]
+    new = [e for e in unique if e.event_id in new_ids]
+    customers = sorted({e.customer for e in new if e.customer is not None})
+    stale = tx.stale_sightings(store, customers) if customers else []
+    special = [e for e in new if rules.applies(e)]
+    keys = {k for e in special if (k := rules.customers_of(e)) is not None}
+    keys.update(p.erase_key(c) for c in stale)
+    if keys:
+        tx.lock(sorted(keys))
+    tx.note_seen(store, stale)
+    if special:
+        outcomes = rules.apply_events(tx, special)
+        done = [(special[i], outcome) for i, outcome in sorted(outcomes.items())]
+        tx.q("UPDATE events SET applied = u.applied FROM unnest(%s::text[], %s::float8[], %s::text[]) "
+             "AS u(event_id, ts, applied) WHERE events.store = %s AND events.event_id = u.event_id "
+             "AND events.ts = u.ts",
+             ([e.event_id for e, _ in done], [e.ts for e, _ in done], [o for _, o in done], store))
+    return accepted, duplicates
+
+
+def _record_each(tx: PgTx, store: str, valid: list[tuple[int, p.WireEvent]],
+                 ) -> tuple[list[str], list[str], list[p.Rejection]]:
+    """The batch event by event, each in a savepoint: an unexpected error refuses that event alone."""
+    accepted: list[str] = []
+    duplicates: list[str] = []
+    failed: list[p.Rejection] = []
+    for index, e in valid:
+        state = tx.mark()
+        try:
+            with tx.conn.transaction():
+                a, d = _record(tx, store, [e])
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
+        except Exception as exc:
+            log.exception("store %s: event %d of a batch could not be recorded", store, index)
+            tx.restore(state)
+            failed.append(internal_rejection(e.event_id, index, exc, "failed on this event"))
+            continue
+        accepted += a
+        duplicates += d
+    return accepted, duplicates, failed
+
+
 class PostgresStorage(Storage):
     """The central store's data in a PostgreSQL database (schema migrated at start)."""
 
@@ -308,6 +378,9 @@ class PostgresStorage(Storage):
                               "later") from None
         except psycopg.OperationalError as exc:
             raise Unavailable(f"the central database is unreachable ({str(exc).strip()[:200]}); retry later") from None
+        except psycopg.DataError as exc:  # a value PostgreSQL cannot hold (a NUL in a path or a key): the caller's
+            raise InvalidValue(f"a value in the request cannot be stored or looked up ({str(exc).strip()[:120]}); "
+                               "send text without NUL characters") from None
 
     def _transact(self, work: Callable[[PgTx], T], now: float | None = None) -> T:
         """Run work(tx) in one transaction; again (from the start) when chosen as a deadlock victim."""
@@ -455,20 +528,9 @@ class PostgresStorage(Storage):
 
     def push_events(self, store: str, raw: list[Any], idempotency_key: str | None = None,
                     body_hash: str | None = None, now: float | None = None) -> tuple[dict[str, Any], bool]:
-        parsed = parse_events(raw)
-        rejected = [x for x in parsed if not isinstance(x, p.WireEvent)]
-        valid = [x for x in parsed if isinstance(x, p.WireEvent)]
-        first: dict[str, p.WireEvent] = {}
-        for e in valid:
-            first.setdefault(e.event_id, e)
-        unique = list(first.values())
-        columns: dict[str, list[Any]] = {
-            "event_id": [e.event_id for e in unique], "seq": [e.seq for e in unique],
-            "kind": [e.kind for e in unique], "type": [e.type for e in unique], "source": [e.source for e in unique],
-            "zone": [e.zone for e in unique], "subject": [e.subject for e in unique],
-            "customer": [e.customer for e in unique], "ts": [e.ts for e in unique],
-            "data": [(e.data_json or dumps(e.data)) if e.data else None for e in unique],
-            "received_at": [e.received_at for e in unique]}
+        parsed = parse_events(raw, store)
+        invalid = [x for x in parsed if not isinstance(x, p.WireEvent)]
+        valid = [(i, x) for i, x in enumerate(parsed) if isinstance(x, p.WireEvent)]
 
         def work(tx: PgTx) -> tuple[dict[str, Any], bool]:
             key = idempotency_key
@@ -485,26 +547,19 @@ class PostgresStorage(Storage):
                     if old is not None and old[1] is not None:
                         return json.loads(old[1]), True
                     key = None
-            new_ids = ({r[0] for r in tx.q(_INSERT_EVENTS, {"store": store, "now": tx.now, **columns})}
-                       if unique else set())
-            accepted = [e.event_id for e in unique if e.event_id in new_ids]
-            duplicates = [e.event_id for e in valid if first[e.event_id] is not e or e.event_id not in new_ids]
-            new = [e for e in unique if e.event_id in new_ids]
-            customers = sorted({e.customer for e in new if e.customer is not None})
-            stale = tx.stale_sightings(store, customers) if customers else []
-            special = [e for e in new if rules.applies(e)]
-            keys = {k for e in special if (k := rules.customers_of(e)) is not None}
-            keys.update(p.erase_key(c) for c in stale)
-            if keys:
-                tx.lock(sorted(keys))
-            tx.note_seen(store, stale)
-            if special:
-                outcomes = rules.apply_events(tx, special)
-                done = [(special[i], outcome) for i, outcome in sorted(outcomes.items())]
-                tx.q("UPDATE events SET applied = u.applied FROM unnest(%s::text[], %s::float8[], %s::text[]) "
-                     "AS u(event_id, ts, applied) WHERE events.store = %s AND events.event_id = u.event_id "
-                     "AND events.ts = u.ts",
-                     ([e.event_id for e, _ in done], [e.ts for e, _ in done], [o for _, o in done], store))
+            state = tx.mark()
+            try:
+                with tx.conn.transaction():  # a savepoint
+                    accepted, duplicates = _record(tx, store, [e for _, e in valid])
+                failed: list[p.Rejection] = []
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise  # lost connection, deadlock victim, disk full: the push fails (or runs again) whole
+            except Exception:
+                # A bug on one event must not refuse the batch: redo it event by event, refusing only the guilty.
+                log.exception("store %s: recording a batch failed; recording it event by event", store)
+                tx.restore(state)
+                accepted, duplicates, failed = _record_each(tx, store, valid)
+            rejected = sorted(invalid + failed, key=lambda r: r["index"])
             counts = rejection_counts(rejected)
             if counts:
                 tx.q("INSERT INTO rejections(store, reason, count) SELECT %s, r, n FROM unnest(%s::text[], "
@@ -612,7 +667,7 @@ class PostgresStorage(Storage):
         xid, seq = 0, 0
         if position is not None:
             x, dash, s = position.partition("-")
-            if not (dash and x.isdigit() and s.isdigit() and len(x) <= 18 and len(s) <= 18):
+            if not (dash and digits(x) and digits(s) and len(x) <= 18 and len(s) <= 18):
                 raise invalid_cursor(str(since))
             xid, seq = int(x), int(s)
         params = {"x": xid, "s": seq, "n": limit + 1, "store": store}

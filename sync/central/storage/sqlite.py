@@ -32,8 +32,8 @@ from sync import protocol as p
 from sync.central.storage import profiles as rules
 from sync.central.storage.base import (
     ALL_STORES, IDEMPOTENCY_TTL_S, RELEVANCE_REFRESH_S, DatabaseError, FeedPage, IdempotencyKeyReused, Settings,
-    Storage, dumps, export_document, invalid_cursor, page_answer, parse_events, rejection_counts, split_cursor,
-    store_row)
+    Storage, digits, dumps, export_document, internal_rejection, invalid_cursor, page_answer, parse_events,
+    rejection_counts, split_cursor, store_row)
 from sync.central.storage.wakeup import FeedSignal
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -172,6 +172,14 @@ class SqliteTx:
         self.targets: set[str] = set()  # feed targets written: their long-polls are woken after commit
         self.erased = False
         self._versions: dict[str, int] = {}
+
+    def mark(self) -> tuple[Any, ...]:
+        """What this object remembers, to restore after a ROLLBACK TO SAVEPOINT forgets the writes since."""
+        return dict(self._versions), set(self.targets), self.erased
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        versions, targets, erased = state
+        self._versions, self.targets, self.erased = dict(versions), set(targets), erased
 
     # --- locks and versions (writers are serialized: the lock is the transaction itself) -------------------
 
@@ -483,10 +491,7 @@ class SqliteStorage(Storage):
 
     def push_events(self, store: str, raw: list[Any], idempotency_key: str | None = None,
                     body_hash: str | None = None, now: float | None = None) -> tuple[dict[str, Any], bool]:
-        parsed = parse_events(raw)  # validation runs before taking the write lock
-        accepted: list[str] = []
-        duplicates: list[str] = []
-        rejected = [x for x in parsed if not isinstance(x, p.WireEvent)]
+        parsed = parse_events(raw, store)  # validation runs before taking the write lock
         with self._write(now) as tx:
             conn = tx.conn
             now = tx.now
@@ -499,26 +504,21 @@ class SqliteStorage(Storage):
                             f"Idempotency-Key {idempotency_key!r} was used before with a different batch: "
                             "use a new key for a new batch, the same key only to retry the same batch")
                     return json.loads(row[1]), True
-            new: list[tuple[p.WireEvent, int]] = []
-            for e in parsed:
-                if not isinstance(e, p.WireEvent):
-                    continue
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO events(store, event_id, seq, kind, type, source, zone, subject, customer, "
-                    "ts, data, received_at, central_received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (store, e.event_id, e.seq, e.kind, e.type, e.source, e.zone, e.subject, e.customer, e.ts,
-                     (e.data_json or dumps(e.data)) if e.data else None, e.received_at, now))
-                if cur.rowcount == 0:
-                    duplicates.append(e.event_id)
-                    continue
-                accepted.append(e.event_id)
-                new.append((e, int(cur.lastrowid or 0)))
-            customers = sorted({e.customer for e, _ in new if e.customer is not None})
-            if customers:
-                tx.note_seen(store, customers)
-            outcomes = rules.apply_events(tx, [e for e, _ in new])
-            conn.executemany("UPDATE events SET applied = ? WHERE rseq = ?",
-                             ((outcome, new[i][1]) for i, outcome in outcomes.items()))
+            state = tx.mark()
+            conn.execute("SAVEPOINT batch")
+            try:
+                accepted, duplicates, failed = self._record(tx, store, parsed)
+            except sqlite3.OperationalError:
+                raise  # disk full, I/O: the whole push fails and the edge retries it
+            except Exception:
+                # A bug on one event must not refuse the batch: redo it event by event, refusing only the guilty.
+                log.exception("store %s: recording a batch failed; recording it event by event", store)
+                conn.execute("ROLLBACK TO batch")
+                tx.restore(state)
+                accepted, duplicates, failed = self._record_each(tx, store, parsed)
+            conn.execute("RELEASE batch")
+            rejected = sorted([x for x in parsed if not isinstance(x, p.WireEvent)] + failed,
+                              key=lambda r: r["index"])
             conn.executemany("INSERT INTO rejections(store, reason, count) VALUES (?,?,?) "
                              "ON CONFLICT(store, reason) DO UPDATE SET count = count + excluded.count",
                              ((store, reason, n) for reason, n in rejection_counts(rejected).items()))
@@ -530,6 +530,71 @@ class SqliteStorage(Storage):
                 conn.execute("INSERT INTO idempotency(store, key, body_hash, response, created_at) VALUES (?,?,?,?,?)",
                              (store, idempotency_key, body_hash, dumps(answer), now))
         return answer, False
+
+    @staticmethod
+    def _insert(tx: SqliteTx, store: str, e: p.WireEvent) -> int | None:
+        """Record an event once; its rseq, or None when (store, event id) is already there."""
+        cur = tx.conn.execute(
+            "INSERT OR IGNORE INTO events(store, event_id, seq, kind, type, source, zone, subject, customer, "
+            "ts, data, received_at, central_received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (store, e.event_id, e.seq, e.kind, e.type, e.source, e.zone, e.subject, e.customer, e.ts,
+             (e.data_json or dumps(e.data)) if e.data else None, e.received_at, tx.now))
+        return int(cur.lastrowid or 0) if cur.rowcount else None
+
+    def _record(self, tx: SqliteTx, store: str, parsed: list[p.WireEvent | p.Rejection],
+                ) -> tuple[list[str], list[str], list[p.Rejection]]:
+        """Insert the batch's valid events once each, note the shoppers seen, apply what applies."""
+        accepted: list[str] = []
+        duplicates: list[str] = []
+        new: list[tuple[p.WireEvent, int]] = []
+        for e in parsed:
+            if not isinstance(e, p.WireEvent):
+                continue
+            rseq = self._insert(tx, store, e)
+            if rseq is None:
+                duplicates.append(e.event_id)
+                continue
+            accepted.append(e.event_id)
+            new.append((e, rseq))
+        customers = sorted({e.customer for e, _ in new if e.customer is not None})
+        if customers:
+            tx.note_seen(store, customers)
+        outcomes = rules.apply_events(tx, [e for e, _ in new])
+        tx.conn.executemany("UPDATE events SET applied = ? WHERE rseq = ?",
+                            ((outcome, new[i][1]) for i, outcome in outcomes.items()))
+        return accepted, duplicates, []
+
+    def _record_each(self, tx: SqliteTx, store: str, parsed: list[p.WireEvent | p.Rejection],
+                     ) -> tuple[list[str], list[str], list[p.Rejection]]:
+        """The batch event by event, each in a savepoint: an unexpected error refuses that event alone."""
+        accepted: list[str] = []
+        duplicates: list[str] = []
+        failed: list[p.Rejection] = []
+        for index, e in enumerate(parsed):
+            if not isinstance(e, p.WireEvent):
+                continue
+            state = tx.mark()
+            tx.conn.execute("SAVEPOINT event")
+            try:
+                rseq = self._insert(tx, store, e)
+                if rseq is None:
+                    duplicates.append(e.event_id)
+                else:
+                    if e.customer is not None:
+                        tx.note_seen(store, [e.customer])
+                    outcome = rules.apply_events(tx, [e]).get(0)
+                    if outcome is not None:
+                        tx.conn.execute("UPDATE events SET applied = ? WHERE rseq = ?", (outcome, rseq))
+                    accepted.append(e.event_id)
+            except sqlite3.OperationalError:
+                raise
+            except Exception as exc:
+                log.exception("store %s: event %d of a batch could not be recorded", store, index)
+                tx.conn.execute("ROLLBACK TO event")
+                tx.restore(state)
+                failed.append(internal_rejection(e.event_id, index, exc, "failed on this event"))
+            tx.conn.execute("RELEASE event")
+        return accepted, duplicates, failed
 
     def list_events(self, store: str | None, after: int, limit: int) -> dict[str, Any]:
         sql = ("SELECT rseq AS received_seq, store, event_id, seq, kind, type, source, zone, subject, customer, ts, "
@@ -627,7 +692,7 @@ class SqliteStorage(Storage):
         position, reset = split_cursor(since, self.epoch)
         after = 0
         if position is not None:
-            if not position.isdigit() or len(position) > 18:
+            if not digits(position) or len(position) > 18:
                 raise invalid_cursor(str(since))
             after = int(position)
         cols = "seq, customer_id, version, op"
