@@ -26,7 +26,6 @@ from typing import Any
 from flask import Flask
 
 from edge import faults
-from edge.clients import TrustedProxies
 from edge.config import Config
 from edge.domain.displays import Displays
 from edge.domain.gateways import GatewayHealth
@@ -35,7 +34,6 @@ from edge.domain.journeys import Journeys
 from edge.domain.presence import PresenceTracker
 from edge.domain.rules import RuleEngine
 from edge.domain.shoppers import CustomerContext, Shopper
-from edge.httpserver import ServerLimits, create_server
 from edge.maintenance import purge_expired
 from edge.metrics import Metrics
 from edge.model import Decision, Message
@@ -51,6 +49,8 @@ from edge.web import create_app
 from edge.wire.mqtt import MqttLink
 from kiosk_ui import Pages
 from sync.client import THREADS as SYNC_THREADS, SyncClient
+from sync.clients import TrustedProxies
+from sync.httpserver import ServerLimits, create_server
 
 log = logging.getLogger(__name__)
 

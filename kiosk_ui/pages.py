@@ -16,7 +16,7 @@ from flask_babel import gettext as _
 from edge.qr import QrError, qr_png
 from edge.web.auth import api_error, client_ip, page_auth, remember, require_role
 from edge.web.i18n import languages, strings_by_language, use_store_language
-from edge.jsonbody import request_json
+from sync.jsonbody import request_json
 from kiosk_ui.dashboard import add_routes
 from kiosk_ui.ports import Store
 from kiosk_ui.streams import Hub, StreamsFull, Target, closing_error, now_ms, sse_message, sse_response

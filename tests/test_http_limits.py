@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from conftest import ADMIN, KIOSK, SIGNAGE, sighting, now_ms, wait_until
-from edge.jsonbody import nesting_depth_exceeds
+from sync.jsonbody import nesting_depth_exceeds
 from edge.ratelimit import RateLimiter
 
 QR_SECRET = "http-limits-qr-secret-0123456789"

@@ -521,9 +521,8 @@ class NoEdge:
 
 sys.meta_path.insert(0, NoEdge())
 import pkgutil, importlib, sync
-for info in pkgutil.walk_packages(sync.__path__, "sync."):
-    if not info.name.startswith("sync.central"):  # the central store's HTTP plumbing moves separately
-        importlib.import_module(info.name)
+for info in pkgutil.walk_packages(sync.__path__, "sync."):  # the central store and the HTTP plumbing too
+    importlib.import_module(info.name)
 from sync.client import SyncClient, SyncSettings
 from sync.local import Applied, LocalCounts, OutboxBatch, OutboxStats
 

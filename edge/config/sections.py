@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge.i18n import DEFAULT_CURRENCY, DEFAULT_LANGUAGE, check_currency, check_language
+from sync.clients import parse_networks
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 ENV_PREFIX = "INSTORE_EDGE_"
@@ -100,8 +101,6 @@ class HttpSection(StrictModel):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        from edge.clients import parse_networks
-
         parse_networks(value)
         return value
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Flask, g
 from werkzeug.exceptions import HTTPException
 
-from edge.jsonbody import NotText, TooDeep
+from sync.jsonbody import NotText, TooDeep
 from edge.web import api, health, i18n, landing
 from edge.web.auth import api_error
 from edge.web.ports import Edge
@@ -17,7 +17,7 @@ from edge.web.ports import Edge
 
 def create_app(edge: Edge) -> Flask:
     app = Flask("instore_edge")
-    # The server refuses bigger bodies before reading them (edge.httpserver); this covers other servers.
+    # The server refuses bigger bodies before reading them (sync.httpserver); this covers other servers.
     app.config["MAX_CONTENT_LENGTH"] = edge.cfg.limits.http_body_bytes
     app.json.sort_keys = False
     i18n.init_app(app, edge.cfg)

@@ -17,7 +17,6 @@ from flask import Blueprint, g, jsonify, request
 
 from edge import model as ev
 from edge import privacy
-from edge.jsonbody import request_json
 from edge.model import EdgeError, Message
 from edge.store.db import connect
 from edge.store.queries import row_to_event_dict
@@ -25,6 +24,7 @@ from edge.web.auth import api_error, require_role
 from edge.web.ports import Edge
 from edge.wire.fields import MAX_DEPTH
 from edge.wire.normalize import normalize
+from sync.jsonbody import request_json
 
 
 def db() -> sqlite3.Connection:

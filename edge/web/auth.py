@@ -18,7 +18,7 @@ from typing import Any
 from flask import Response, g, jsonify, request
 from flask_babel import gettext as _
 
-from edge.clients import client_address
+from sync.clients import client_address
 from edge.i18n import N_
 
 ROLES = ("admin", "kiosk", "signage")

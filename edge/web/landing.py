@@ -22,7 +22,7 @@ from flask_babel import gettext as _
 
 from edge.domain.journeys import REFUSED_METRIC, describe_target, find_order, order_items, session_cart
 from edge.i18n import localized
-from edge.jsonbody import request_json
+from sync.jsonbody import request_json
 from edge.model import Message
 from edge.qr import MINTABLE, REFUSALS, QrError, minted, qr_svg
 from edge.ratelimit import RateLimiter

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from edge.clients import TrustedProxies
 from edge.config import Config
 from edge.domain.shoppers import Shopper
 from edge.metrics import Metrics
 from edge.model import Message
 from edge.qr import Signer, Token
 from edge.store.writer import Writer
+from sync.clients import TrustedProxies
 
 
 class Edge(Protocol):

@@ -22,7 +22,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from edge import jsonbody
+from sync import jsonbody
 from sync import protocol as p
 from sync.central.demo_data import CATALOGUE
 from sync.central.storage import CentralError, Housekeeper, InvalidValue, Settings, Storage, body_hash, open_storage

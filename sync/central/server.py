@@ -48,7 +48,7 @@ class CentralServer:
         return f"http://{host}:{self.port}"
 
     def start(self) -> CentralServer:
-        from edge.httpserver import ServerLimits, create_server
+        from sync.httpserver import ServerLimits, create_server
 
         if self.demo_data:
             self.demo_loaded = load_demo_data(self.store)

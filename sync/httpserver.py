@@ -33,7 +33,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
-from edge.clients import TrustedProxies
+from sync.clients import TrustedProxies
 
 log = logging.getLogger("instore_edge.http")
 

@@ -3,8 +3,8 @@
 Python's json parser recurses once per nesting level: a 30,000-deep `[[[...]]]` (60 KB, under any body
 cap) raises RecursionError, which Flask turns into a 500 with a traceback. No API document we take is
 deeper than a handful of levels, so anything past MAX_DEPTH is refused with 400 "too_deep" before
-parsing. Used by every JSON endpoint of the edge (edge.http, edge.journeys, kiosk_ui.pages) and of the
-central store (sync.central.app).
+parsing. Used by every JSON endpoint of the edge (edge.web, kiosk_ui.pages) and of the central store
+(sync.central.app).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def loads(raw: bytes, limit: int = MAX_DEPTH) -> Any:
 
 def request_json(limit: int = MAX_DEPTH) -> Any:
     """The Flask request's body as JSON, whatever its Content-Type; None when it is empty or not JSON (the
-    endpoint answers with what it expects); TooDeep past `limit` (edge.http answers 400 "too_deep");
+    endpoint answers with what it expects); TooDeep past `limit` (edge.web answers 400 "too_deep");
     NotText when a string or key holds a lone surrogate, which no text column or JSON consumer can hold
     (400 "invalid_value")."""
     raw = request.get_data(cache=True)
