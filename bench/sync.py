@@ -69,7 +69,8 @@ def edge_side(svc: App, max_profiles: int) -> Uplink:
     tables' work, as this benchmark has always measured them), with its own profile cache bound."""
     return Uplink(svc.cfg.db.path, svc.inbox.submit_task, remember=lambda key, customer: None,
                   profiles_changed=lambda conn, customers: None, erase_by_key=svc.privacy.erase_by_key,
-                  max_profiles=max_profiles, profile_ttl_s=svc.cfg.central.cache_ttl_s)
+                  max_profiles=max_profiles, profile_ttl_s=svc.cfg.central.cache_ttl_s,
+                  readiness=svc.readiness, dead_threads=svc.dead_threads)
 
 
 def create_profiles(url: str, n: int, chunk: int = 1000) -> None:

@@ -125,7 +125,8 @@ class App:
 
         self.uplink = Uplink(cfg.db.path, self.inbox.submit_task, remember=identity.remember,
                              profiles_changed=self.privacy.profiles_changed, erase_by_key=self.privacy.erase_by_key,
-                             max_profiles=cfg.central.cache_max_profiles, profile_ttl_s=cfg.central.cache_ttl_s)
+                             max_profiles=cfg.central.cache_max_profiles, profile_ttl_s=cfg.central.cache_ttl_s,
+                             readiness=self.readiness, dead_threads=self.dead_threads)
         self.sync = SyncClient(sync_settings(cfg), self.uplink, self.metrics)
         self.central = CentralLink(self.sync) if self.sync.enabled else None
         self.mqtt = MqttLink(cfg, self.inbox.put, backlog=self.inbox.qsize, retained=displays.publications)

@@ -7,7 +7,8 @@ the tombstones that keep erased shoppers from being learned again are edge/priva
 task the in-memory state follows the tables through what the composition root hands in: identity's map
 (`remember`), the shoppers' cache and the displays (`profiles_changed`), and every trace of a customer
 the feed erased (`erase_by_key`, which forgets them everywhere). Reads use a WAL connection of their
-own per thread.
+own per thread. The edge's health, which sync sends with its pushes, is the composition root's readiness
+and dead threads plus the dead letters of the last hour.
 """
 
 from __future__ import annotations
@@ -23,16 +24,18 @@ from typing import Any, Protocol, TypeVar
 from edge import privacy
 from edge.config import Config
 from edge.store import outbox, profiles
-from edge.store.queries import outbox_stats
+from edge.store.queries import deadletters_since, outbox_stats
 from edge.store.writer import Writer
 from sync.client import SyncSettings
-from sync.local import (Applied, LocalCounts, LocalError, OutboxBatch, OutboxStats, ProfileChanges, ProfileUpsert,
-                        Refusal)
+from sync.local import (Applied, EdgeHealth, LocalCounts, LocalError, OutboxBatch, OutboxStats, ProfileChanges,
+                        ProfileUpsert, Refusal)
 
 T = TypeVar("T")
 SubmitTask = Callable[[Callable[[Writer], None], Callable[[], None] | None], None]  # Inbox.submit_task
 Remember = Callable[[str, str], None]  # identity key, customer id: Identity.remember
 ProfilesChanged = Callable[[sqlite3.Connection, list[str]], None]  # Privacy.profiles_changed
+Readiness = Callable[[], Mapping[str, Mapping[str, Any]]]  # App.readiness: check name → {"ok": bool, ...}
+DeadThreads = Callable[[], Mapping[str, str]]  # App.dead_threads: thread name → why
 
 
 class EraseByKey(Protocol):
@@ -94,11 +97,12 @@ class Uplink(UplinkReads):
     remember(key, customer): an identity key the central store gave; profiles_changed(conn, ids): cached
     profiles changed (the shoppers' cache, displays of a revoked consent); erase_by_key(conn, erasures,
     now, force=): erasures the central store fed, everywhere (tables, memory, the WAL's old pages).
-    max_profiles, profile_ttl_s: the cache's bound ([central] cache_max_profiles, cache_ttl_s)."""
+    max_profiles, profile_ttl_s: the cache's bound ([central] cache_max_profiles, cache_ttl_s). readiness(),
+    dead_threads(): how the running edge is, for its health report."""
 
     def __init__(self, db_path: str | Path, submit_task: SubmitTask, *, remember: Remember,
                  profiles_changed: ProfilesChanged, erase_by_key: EraseByKey,
-                 max_profiles: int, profile_ttl_s: float) -> None:
+                 max_profiles: int, profile_ttl_s: float, readiness: Readiness, dead_threads: DeadThreads) -> None:
         super().__init__(db_path)
         self.submit_task = submit_task
         self.remember = remember
@@ -106,6 +110,16 @@ class Uplink(UplinkReads):
         self.erase_by_key = erase_by_key
         self.max_profiles = max_profiles
         self.profile_ttl_s = profile_ttl_s
+        self.readiness = readiness
+        self.dead_threads = dead_threads
+
+    def health(self) -> EdgeHealth:
+        since = time.time() - 3600
+        deadletters = self._read("the dead letters", lambda conn: deadletters_since(conn, since))
+        checks = self.readiness()
+        return EdgeHealth(ready=all(c["ok"] for c in checks.values()),
+                          not_ready=tuple(name for name, c in checks.items() if not c["ok"]),
+                          deadletters_last_hour=deadletters, dead_threads=tuple(sorted(self.dead_threads())))
 
     def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
         """Run fn(write connection) in the writer's transaction; the Future gets its result at the commit,

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sync import protocol as p
@@ -27,6 +28,7 @@ from sync.transport import TOKEN_HINT, Backoff, CircuitBreaker, Errors, Metrics,
 log = logging.getLogger(__name__)
 
 THREADS = ("sync-push", "sync-pull", "sync-resolve")
+HEALTH_CACHE_S = 5.0  # a health report is rebuilt at most this often (it reads the outbox and readiness)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +70,11 @@ class SyncClient:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
+        self._health: tuple[float, dict[str, Any]] = (0.0, {})
         s = settings
         self.pusher = Pusher(self.transport, local, self.errors, metrics, batch=s.push_batch,
-                             timeout_s=s.push_timeout_s, task_timeout_s=s.task_timeout_s, stop=self._stop)
+                             timeout_s=s.push_timeout_s, task_timeout_s=s.task_timeout_s, stop=self._stop,
+                             health=self.health)
         self.puller = Puller(self.transport, local, self.errors, metrics, limit=s.changes_limit,
                              timeout_s=s.pull_timeout_s, task_timeout_s=s.task_timeout_s, stop=self._stop,
                              long_poll_s=s.long_poll_s)
@@ -147,9 +151,30 @@ class SyncClient:
     def request_resolution(self, keys: list[str]) -> None:
         self.fetcher.request_resolution(keys)
 
+    def report_health(self) -> None:
+        """Send the health report now (an empty push). Raises SyncError."""
+        self.pusher.report_health()
+
     def status(self) -> dict[str, Any]:
         """For `instore-edge sync status`, /api/v1/sync, /readyz and the dashboard."""
         return status(self.settings, self.local, self)
+
+    def health(self) -> dict[str, Any]:
+        """This edge's health as the central's fleet view shows it (sync.protocol.HEALTH_FIELDS): sync's own
+        figures and what the edge says of itself (Local.health), rebuilt at most every HEALTH_CACHE_S."""
+        now = time.time()
+        built, report = self._health
+        if now - built >= HEALTH_CACHE_S:
+            stats = outbox_stats(self.local)
+            report = {"version": _package_version(), "outbox_pending": stats.pending,
+                      "outbox_oldest_age_s": None if stats.oldest_age_s is None else round(stats.oldest_age_s, 3),
+                      "last_pull_at": self.puller.last_pull, "breaker": self.breaker.state}
+            try:
+                report.update(asdict(self.local.health()))
+            except Exception:  # a report with less in it beats no push
+                log.exception("the edge could not say how it is; its health goes without it")
+            self._health = (now, report)
+        return {**report, "sent_at": now}
 
 
 def outbox_stats(local: LocalReads) -> OutboxStats:
@@ -198,3 +223,12 @@ def status(settings: SyncSettings, local: LocalReads, client: SyncClient | None 
         # Erasures asked here that the central store has not fed back yet (their tombstones are pending).
         "erasures_pending": counts.erasures_pending,
     }
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("instore-edge")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"

@@ -97,6 +97,18 @@ class Applied:
 
 
 @dataclass(frozen=True, slots=True)
+class EdgeHealth:
+    """What the edge says of itself in the health report sent with its pushes (sync adds its own figures:
+    version, outbox, last pull, breaker): its readiness verdict and the checks failing, the inputs it could
+    not take in the last hour, the threads that died."""
+
+    ready: bool
+    not_ready: tuple[str, ...] = ()
+    deadletters_last_hour: int = 0
+    dead_threads: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class LocalCounts:
     """For status: events the central store refused, profiles cached, erasures asked here not yet confirmed."""
 
@@ -124,7 +136,11 @@ class LocalReads(Protocol):
 
 
 class Local(LocalReads, Protocol):
-    """What sync asks of the edge; every write returns a Future completing at its commit."""
+    """What sync asks of a running edge: how it is, and writes, each returning a Future completing at its commit."""
+
+    def health(self) -> EdgeHealth:
+        """How the edge is just now (any thread; sync calls it at most every few seconds)."""
+        ...
 
     def settle(self, delivered: Sequence[int], refused: Sequence[Refusal]) -> Future[None]:
         """The central store answered for these outbox seqs: delivered ones leave the outbox; refused ones

@@ -394,6 +394,55 @@ class PushResult:
         return set(self.accepted) | set(self.duplicates)
 
 
+# --- Store health (edge → central, with pushes) ----------------------------------------------------
+
+HEALTH_EVERY_S = 30.0  # an edge with nothing to push still reports its health this often (an empty push)
+MAX_HEALTH_LIST = 16
+# field → (type, bound): what an edge reports about itself; the central keeps these fields only.
+HEALTH_FIELDS: dict[str, tuple[type, float]] = {
+    "version": (str, 64),  # the edge's package version
+    "ready": (bool, 0),  # its /readyz verdict
+    "outbox_pending": (int, 2**53),  # events not yet accepted by the central
+    "outbox_oldest_age_s": (float, 10 * 365 * 86400.0),  # age of the oldest of them
+    "last_pull_at": (float, TS_MAX_S),  # its last successful pull of the change feed (epoch s)
+    "deadletters_last_hour": (int, 2**53),  # inputs it could not take, in the last hour
+    "sent_at": (float, TS_MAX_S),  # its clock when it sent this (the central derives clock_offset_s)
+    "breaker": (str, 16),  # its circuit breaker towards the central: closed | open | half_open
+    "not_ready": (list, MAX_HEALTH_LIST),  # the names of its failing readiness checks
+    "dead_threads": (list, MAX_HEALTH_LIST),  # threads that died (the edge exits and restarts)
+}
+
+
+class InvalidHealth(ValueError):
+    """A health report the central cannot read; the push's events are recorded all the same."""
+
+
+def parse_health(obj: Any) -> dict[str, Any]:
+    """The known fields of an edge's health report, checked (unknown fields are dropped: newer edges may
+    send more). Raises InvalidHealth naming the first bad field."""
+    if type(obj) is not dict:
+        raise InvalidHealth(f"health: expected an object, got {_type_name(obj)}")
+    out: dict[str, Any] = {}
+    for key, (kind, bound) in HEALTH_FIELDS.items():
+        value = obj.get(key)
+        if value is None:
+            continue
+        if kind is float and type(value) is int:
+            value = float(value)
+        if type(value) is not kind:
+            raise InvalidHealth(f"health.{key}: expected {_type_name(kind())}, got {_type_name(value)}")
+        if kind is str and (not 0 < len(value) <= bound or _not_utf8(value) or not value.isprintable()):
+            raise InvalidHealth(f"health.{key}: expected 1 to {int(bound)} printable characters")
+        if kind in (int, float) and not 0 <= value <= bound:
+            raise InvalidHealth(f"health.{key}: expected a number between 0 and {bound:g}, got {_show(value)}")
+        if kind is list:
+            if len(value) > bound or not all(type(v) is str and 0 < len(v) <= 64 and v.isprintable() and
+                                             not _not_utf8(v) for v in value):
+                raise InvalidHealth(f"health.{key}: expected at most {int(bound)} names of 1 to 64 characters")
+        out[key] = value
+    return out
+
+
 # --- Profiles (central → edge) ----------------------------------------------------------------------
 
 

@@ -6,21 +6,30 @@ crash between the POST and the settling sends it again, which the central store 
 or same event ids: duplicates). On a 5xx, a timeout or a connection error the same batch is retried
 after a back-off: never skipped, never reordered. Events refused are recorded with the reason before
 they leave the outbox. A batch refused whole (400/413) is halved until the one event at fault is known.
+
+Every push carries the edge's health (`{"events": [...], "health": {...}}`, outside the Idempotency-Key's
+digest: a retry with fresher health is still the same batch); with nothing to push, an empty push carries
+it every HEALTH_EVERY_S, so the central's fleet view hears from a quiet store too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sync import protocol as p
 from sync.local import Local, LocalError, OutboxBatch, Refusal, committed
 from sync.transport import AuthError, Backoff, Errors, Metrics, SyncError, Transport, error_message
 
 log = logging.getLogger(__name__)
+
+Health = Callable[[], Mapping[str, Any]]  # the health report sent with each push (SyncClient.health)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +47,11 @@ class Post:
             return None
         body = ('{"events":[' + ",".join(batch.events) + "]}").encode()
         return cls(batch, body, f"{store_id}:{batch.first}-{batch.last}:{hashlib.sha256(body).hexdigest()[:16]}")
+
+
+def with_health(body: bytes, health: Mapping[str, Any]) -> bytes:
+    """`{"events": [...]}` plus the edge's health report."""
+    return body[:-1] + b',"health":' + json.dumps(health, separators=(",", ":")).encode() + b"}"
 
 
 def settlement(batch: OutboxBatch, result: p.PushResult) -> tuple[list[int], list[Refusal]]:
@@ -62,7 +76,8 @@ class Pusher:
     """Sends the outbox; counts what it did for status."""
 
     def __init__(self, transport: Transport, local: Local, errors: Errors, metrics: Metrics | None, *,
-                 batch: int, timeout_s: float, task_timeout_s: float, stop: threading.Event) -> None:
+                 batch: int, timeout_s: float, task_timeout_s: float, stop: threading.Event,
+                 health: Health) -> None:
         self.transport = transport
         self.local = local
         self.errors = errors
@@ -71,6 +86,8 @@ class Pusher:
         self.timeout_s = timeout_s
         self.task_timeout_s = task_timeout_s
         self.stop = stop
+        self.health = health
+        self.last_report = 0.0  # when the central store last took a push (and the health it carried)
         self.last_success: float | None = None
         self.last_attempt: float | None = None
         self.pushed = 0
@@ -83,13 +100,15 @@ class Pusher:
 
     def _post(self, post: Post) -> p.PushResult:
         batch = post.batch
-        r = self.transport.request("POST", p.EVENTS_PATH.format(store=self.transport.store_id), data=post.body,
+        r = self.transport.request("POST", p.EVENTS_PATH.format(store=self.transport.store_id),
+                                   data=with_health(post.body, self.health()),
                                    timeout=(min(5.0, self.timeout_s), self.timeout_s),
                                    headers={"Content-Type": "application/json", p.IDEMPOTENCY_HEADER: post.key})
         if r.status_code != 200:
             raise SyncError(f"central store answered HTTP {r.status_code} to a batch of {len(batch.seqs)} events "
                             f"(seq {batch.first}..{batch.last}): {error_message(r)}", retryable=False,
                             status=r.status_code)
+        self.last_report = time.time()
         if r.headers.get("Idempotent-Replayed") == "true":
             self.replayed += 1  # the central store had this batch already: its first answer, replayed
         try:
@@ -144,6 +163,17 @@ class Pusher:
             limit = self.batch
         return sent
 
+    def report_health(self) -> None:
+        """An empty push that carries the health report: a store with nothing to push is still heard."""
+        r = self.transport.request("POST", p.EVENTS_PATH.format(store=self.transport.store_id),
+                                   data=with_health(b'{"events":[]}', self.health()),
+                                   timeout=(min(5.0, self.timeout_s), 10.0),
+                                   headers={"Content-Type": "application/json"})
+        if r.status_code != 200:
+            raise SyncError(f"central store answered HTTP {r.status_code} to a health report: {error_message(r)}",
+                            status=r.status_code)
+        self.last_report = time.time()
+
     def _count(self, result: p.PushResult) -> None:
         self.pushed += len(result.accepted)
         self.duplicates += len(result.duplicates)
@@ -158,10 +188,13 @@ class Pusher:
                     self.metrics.inc("instore_edge_sync_events_total", n, result=name)
 
     def run(self, wake: threading.Event, backoff: Backoff, idle_s: float) -> None:
-        """The push thread: push whenever woken (new events) or every idle_s; back off on failures."""
+        """The push thread: push whenever woken (new events) or every idle_s, report the health when nothing
+        was pushed for HEALTH_EVERY_S; back off on failures."""
         while not self.stop.is_set():
             try:
                 self.push_once()
+                if time.time() - self.last_report >= p.HEALTH_EVERY_S:
+                    self.report_health()
                 backoff.reset()
             except AuthError as exc:
                 delay = max(backoff.next_delay(), min(backoff.cap_s, 5.0))

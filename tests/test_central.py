@@ -803,3 +803,50 @@ def test_wire_event_round_trips_and_validates() -> None:
     rejection = {"id": "c", "index": 2, "reason": "missing_field", "detail": "kind"}
     result = p.PushResult.from_dict({"accepted": ["a"], "duplicates": ["b"], "rejected": [rejection]})
     assert result.delivered == {"a", "b"} and result.rejected[0]["reason"] == "missing_field"
+
+
+# --- the fleet view ----------------------------------------------------------------------------------
+
+
+def test_the_fleet_lists_every_store_quietest_first_with_the_health_it_reported(any_central: Central) -> None:
+    central = any_central
+    health = {"version": "0.9.1", "ready": True, "outbox_pending": 7, "outbox_oldest_age_s": 3.5,
+              "last_pull_at": time.time() - 4, "deadletters_last_hour": 2, "sent_at": time.time() - 1.5,
+              "breaker": "closed", "not_ready": [], "dead_threads": [], "from_a_newer_edge": {"x": 1}}
+    r = central.request("POST", "/v1/stores/s1/events", TOKENS["s1"], json={"events": [event("e-1")], "health": health})
+    assert r.status_code == 200 and r.json()["accepted"] == ["e-1"]
+    fleet = central.request("GET", "/v1/admin/stores").json()["stores"]
+    assert [row["store"] for row in fleet] == ["s2", "s1"]  # s2 has a token and was never heard from: first
+    s2, s1 = fleet
+    assert s2["quiet"] is True and s2["last_seen_at"] is None and s2["version"] is None
+    assert s1["quiet"] is False and s1["version"] == "0.9.1" and s1["ready"] is True and s1["outbox_pending"] == 7
+    assert s1["outbox_oldest_age_s"] == 3.5 and s1["deadletters_last_hour"] == 2 and 1.0 < s1["clock_offset_s"] < 5
+    assert "from_a_newer_edge" not in s1 and s1["events_total"] == 1
+    one = central.request("GET", "/v1/admin/stores/s1").json()
+    assert one["store"] == "s1" and one["rejected"] == {} and one["version"] == "0.9.1"
+    assert central.request("GET", "/v1/admin/stores/nowhere").status_code == 404
+    assert central.request("GET", "/v1/admin/stores", TOKENS["s1"]).status_code == 403
+
+
+def test_a_health_report_it_cannot_read_never_costs_the_events(any_central: Central) -> None:
+    central = any_central
+    r = central.request("POST", "/v1/stores/s1/events", TOKENS["s1"],
+                        json={"events": [event("e-1")], "health": {"ready": "yes", "outbox_pending": -1}})
+    assert r.status_code == 200 and r.json()["accepted"] == ["e-1"]
+    assert "health.ready" in r.json()["health_error"]
+    assert central.request("GET", "/v1/admin/stores/s1").json()["ready"] is None
+
+
+def test_a_retried_batch_with_fresher_health_is_the_same_batch(central: Central) -> None:
+    """The Idempotency-Key covers the events: a retry carries a newer health report, and is replayed."""
+    events = [event("e-1"), event("e-2", data={"k": "v"})]
+    headers = {p.IDEMPOTENCY_HEADER: "s1:1-2:abc"}
+    first = central.request("POST", "/v1/stores/s1/events", TOKENS["s1"], headers=headers,
+                            json={"events": events, "health": {"outbox_pending": 2, "sent_at": time.time()}})
+    again = central.request("POST", "/v1/stores/s1/events", TOKENS["s1"], headers=headers,
+                            json={"events": events, "health": {"outbox_pending": 0, "sent_at": time.time()}})
+    assert first.status_code == again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json()["accepted"] == ["e-1", "e-2"]
+    other = central.request("POST", "/v1/stores/s1/events", TOKENS["s1"], headers=headers,
+                            json={"events": [event("e-3")], "health": {"outbox_pending": 0}})
+    assert other.status_code == 422

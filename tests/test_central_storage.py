@@ -424,6 +424,22 @@ def test_stores_are_listed_with_when_they_were_last_heard_from(store: Storage) -
     assert rows["s2"]["last_pull_at"] and rows["s2"]["last_seen_at"] == rows["s2"]["last_pull_at"]
 
 
+def test_a_stores_health_report_is_kept_with_its_clock_offset_until_the_next_one(store: Storage) -> None:
+    health = p.parse_health({"version": "1.2.3", "ready": False, "not_ready": ["broker"], "outbox_pending": 40,
+                             "outbox_oldest_age_s": 12.5, "last_pull_at": NOW - 5, "deadletters_last_hour": 3,
+                             "sent_at": NOW - 2.0, "breaker": "closed", "dead_threads": []})
+    store.push_events("s1", [event("a")], health=health, now=NOW)
+    store.push_events("s1", [event("b")], now=NOW + 1)  # a push without a report keeps the last one
+    row = {r["store"]: r for r in store.store_rows()}["s1"]
+    assert (row["version"], row["ready"], row["not_ready"], row["outbox_pending"], row["outbox_oldest_age_s"]) == \
+        ("1.2.3", False, ["broker"], 40, 12.5)
+    assert row["deadletters_last_hour"] == 3 and row["edge_last_pull_at"] == NOW - 5 and row["health_at"] == NOW
+    assert row["clock_offset_s"] == 2.0 and row["last_push_at"] == NOW + 1 and row["events_total"] == 2
+    store.push_events("s1", [], health={**health, "ready": True, "outbox_pending": 0}, now=NOW + 30)  # a heartbeat
+    row = {r["store"]: r for r in store.store_rows()}["s1"]
+    assert (row["ready"], row["outbox_pending"], row["health_at"], row["last_seen_at"]) == (True, 0, NOW + 30, NOW + 30)
+
+
 # --- several processes at once ----------------------------------------------------------------------
 
 

@@ -135,7 +135,8 @@ def clients() -> Iterator[Callable[..., SyncClient]]:
         if max_profiles is not None:  # the edge's side of sync with a smaller profile cache (below config's least)
             local = Uplink(svc.cfg.db.path, svc.inbox.submit_task, remember=local.remember,
                            profiles_changed=local.profiles_changed, erase_by_key=local.erase_by_key,
-                           max_profiles=max_profiles, profile_ttl_s=local.profile_ttl_s)
+                           max_profiles=max_profiles, profile_ttl_s=local.profile_ttl_s,
+                           readiness=local.readiness, dead_threads=local.dead_threads)
         c = SyncClient(sync_settings(svc.cfg, **{**FAST, **kw}), local, svc.metrics)
         made.append(c)
         if start:
@@ -457,6 +458,26 @@ def test_an_idle_store_waits_at_the_central_and_a_change_arrives_without_polling
     assert time.monotonic() - started < 5
 
 
+def test_a_store_with_nothing_to_push_still_reports_its_health(central, service, clients, monkeypatch) -> None:
+    """An empty push carries the report at start and then every HEALTH_EVERY_S: a quiet store is heard."""
+    from sync import protocol
+
+    monkeypatch.setattr(protocol, "HEALTH_EVERY_S", 0.5)
+    svc = service(central.url)
+    clients(svc)  # over the edge's own side of the link (edge.uplink), which says how the edge is
+
+    def row() -> dict[str, Any]:
+        stores = admin(central.url, "GET", "/v1/admin/stores").json()["stores"]
+        return next(r for r in stores if r["store"] == STORE)
+
+    wait_until(lambda: row()["health_at"], what="the first health report")
+    first = row()
+    assert first["events_total"] == 0 and first["outbox_pending"] == 0 and first["version"]
+    assert first["deadletters_last_hour"] == 0 and first["dead_threads"] == [] and first["breaker"] == "closed"
+    assert first["ready"] is False and "broker" in first["not_ready"]  # this edge runs without MQTT
+    wait_until(lambda: row()["health_at"] > first["health_at"], what="a later heartbeat")
+
+
 # --- on-demand fetch ----------------------------------------------------------------------------------------
 
 
@@ -524,7 +545,7 @@ import pkgutil, importlib, sync
 for info in pkgutil.walk_packages(sync.__path__, "sync."):  # the central store and the HTTP plumbing too
     importlib.import_module(info.name)
 from sync.client import SyncClient, SyncSettings
-from sync.local import Applied, LocalCounts, OutboxBatch, OutboxStats
+from sync.local import Applied, EdgeHealth, LocalCounts, OutboxBatch, OutboxStats
 
 
 def committed(value=None):
@@ -555,6 +576,9 @@ class MemoryLocal:
 
     def counts(self):
         return LocalCounts(0, len(self.profiles), 0)
+
+    def health(self):
+        return EdgeHealth(ready=True, deadletters_last_hour=2)
 
     def settle(self, delivered, refused):
         for seq in [*delivered, *(r.seq for r in refused)]:
@@ -613,3 +637,7 @@ def test_sync_pushes_pulls_and_fetches_without_the_edge_package(central) -> None
     assert [e["event_id"] for e in central_events(central.url)] == ["m-1", "m-2", "m-3"]
     assert result["pulled"] == 1 and result["cursor"]
     assert (result["fetched"], result["cached"]) == ("Anna", ["c-7"])
+    # Its push carried what the edge said of itself (Local.health) beside sync's own figures (the outbox
+    # as it was when the three events left).
+    [row] = [r for r in admin(central.url, "GET", "/v1/admin/stores").json()["stores"] if r["store"] == STORE]
+    assert (row["ready"], row["deadletters_last_hour"], row["outbox_pending"]) == (True, 2, 3) and row["version"]

@@ -73,6 +73,12 @@ def test_kill_9_during_a_push_loses_nothing_and_duplicates_nothing_at_the_centra
         assert at_kill < len(at_central)
         assert len(at_central) == len(set(at_central))  # each event once
         assert at_central == edge_event_ids(db)  # and in the edge's order
+        # Its pushes carried its health: the central's fleet view knows its version, readiness and backlog.
+        [row] = requests.get(f"{central.url}/v1/admin/stores", headers={"Authorization": f"Bearer {CENTRAL_ADMIN}"},
+                             timeout=10).json()["stores"]
+        assert row["store"] == "teststore" and row["version"] and row["health_at"] and not row["quiet"]
+        assert isinstance(row["ready"], bool) and isinstance(row["outbox_pending"], int)
+        assert row["dead_threads"] == [] and abs(row["clock_offset_s"]) < 5
         assert edge.terminate() == 0
     finally:
         central.stop()

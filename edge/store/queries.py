@@ -17,6 +17,11 @@ def outbox_stats(conn: sqlite3.Connection, now: float) -> tuple[int, float | Non
     return hi - lo + 1, (max(0.0, now - row[0]) if row and row[0] is not None else None)
 
 
+def deadletters_since(conn: sqlite3.Connection, since: float) -> int:
+    """Inputs the edge could not take since `since` (epoch seconds)."""
+    return conn.execute("SELECT count(*) FROM deadletters WHERE received_at >= ?", (since,)).fetchone()[0]
+
+
 def row_to_event_dict(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     if out.get("data"):

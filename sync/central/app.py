@@ -11,6 +11,7 @@ makes the server answer with an HTML page or a stack trace.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import threading
 import time
@@ -26,10 +27,12 @@ from sync import jsonbody
 from sync import protocol as p
 from sync.central.demo_data import CATALOGUE
 from sync.central.storage import CentralError, Housekeeper, InvalidValue, Settings, Storage, body_hash, open_storage
+from sync.central.storage.base import store_row
 
 log = logging.getLogger("instore_central")
 
 ADMIN = "admin"
+QUIET_AFTER_S = 120.0  # a store not heard from for this long is "quiet" (it reports every 30 s at least)
 PULL_NOTE_EVERY_S = 10.0  # a store's pulls are noted for the fleet view at most this often (per process)
 
 
@@ -77,6 +80,11 @@ def json_body(*, whole_text: bool = True) -> tuple[Any, bytes]:
     return body, raw
 
 
+def events_text(events: list[Any]) -> bytes:
+    """A batch's events as one canonical text, for its idempotency hash when the body holds more."""
+    return json.dumps(events, separators=(",", ":"), ensure_ascii=True).encode()
+
+
 def int_arg(name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
@@ -122,7 +130,7 @@ def _check_tokens(admin_token: str, store_tokens: Mapping[str, str]) -> None:
 
 def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping[str, str], *,
                max_body_bytes: int = p.MAX_BODY_BYTES, settings: Settings | None = None,
-               housekeeping: bool = True) -> Flask:
+               housekeeping: bool = True, quiet_after_s: float = QUIET_AFTER_S) -> Flask:
     """The central store's app on `db`: a Storage, a postgresql:// URL or a SQLite file (created when absent).
 
     `store_tokens` maps store id → bearer token. The Storage is in app.extensions["central_store"]; with
@@ -239,7 +247,18 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
         key = request.headers.get(p.IDEMPOTENCY_HEADER)
         if key is not None and not (0 < len(key) <= p.MAX_IDEMPOTENCY_KEY_LEN and key.isprintable()):
             raise BadRequest(f"{p.IDEMPOTENCY_HEADER}: expected 1 to {p.MAX_IDEMPOTENCY_KEY_LEN} printable characters")
-        answer, replayed = central.push_events(store, events, key, body_hash(raw) if key is not None else None)
+        health, health_error = None, None
+        if "health" in body:
+            try:
+                health = p.parse_health(body["health"])
+            except p.InvalidHealth as exc:  # the events matter more: recorded all the same, the edge told why
+                health_error = str(exc)
+        digest = None
+        if key is not None:  # a retry carries fresher health: the batch is its events
+            digest = body_hash(raw) if len(body) == 1 else body_hash(events_text(events))
+        answer, replayed = central.push_events(store, events, key, digest, health=health)
+        if health_error:
+            answer = {**answer, "health_error": health_error}
         response = jsonify(answer)
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
@@ -331,10 +350,33 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
             return api_error(404, "not_found", f"the central store holds nothing about {customer_id[:p.MAX_ID_LEN]!r}")
         return jsonify(found)
 
+    def fleet() -> list[dict[str, Any]]:
+        """Every store: those heard from, and those with a token never heard from; quietest first."""
+        now = time.time()
+        rows = {r["store"]: r for r in central.store_rows()}
+        for store in store_tokens:
+            rows.setdefault(store, store_row(store, None, None, 0))
+        for row in rows.values():
+            seen = row["last_seen_at"]
+            row["quiet_for_s"] = None if seen is None else round(max(0.0, now - seen), 1)
+            row["quiet"] = seen is None or now - seen > quiet_after_s
+        return sorted(rows.values(), key=lambda r: (r["last_seen_at"] is not None, r["last_seen_at"] or 0, r["store"]))
+
+    app.extensions["central_fleet"] = fleet
+
     @app.get("/v1/admin/stores")
     @require("admin")
     def stores():
-        return jsonify({"stores": central.store_rows()})
+        return jsonify({"stores": fleet(), "quiet_after_s": quiet_after_s})
+
+    @app.get("/v1/admin/stores/<store>")
+    @require("admin")
+    def one_store(store: str):
+        row = next((r for r in fleet() if r["store"] == store), None)
+        if row is None:
+            return api_error(404, "not_found", f"no store {store[:64]!r}: it has no token and was never heard from")
+        row["rejected"] = central.store_rejections(store)
+        return jsonify(row)
 
     @app.get("/v1/admin/events")
     @require("admin")

@@ -96,6 +96,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="drop received events older than this (event time; 0 keeps them; default 90)")
     p.add_argument("--pool-size", type=_positive, default=10,
                    help="PostgreSQL connections per worker (default 10)")
+    p.add_argument("--quiet-after-s", type=float, default=120.0, metavar="SECONDS",
+                   help="the fleet view calls a store quiet when it was not heard from for this long (default 120; "
+                        "an edge reports at least every 30 s)")
     p.add_argument("--unhomed-profiles", choices=("every-store", "seen-stores"), default="every-store",
                    help="where the changes of a profile without a home_store go: to every store (default), or only "
                         "to the stores that saw the shopper or hold an order of theirs (the rest fetch on demand)")
@@ -167,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         server = CentralServer(args.db, admin, stores, host=args.host, port=args.port, demo_data=args.demo_data,
-                               threads=args.threads, settings=settings_from(args)).start()
+                               threads=args.threads, settings=settings_from(args),
+                               quiet_after_s=args.quiet_after_s).start()
     except ValueError as exc:
         print(f"instore-edge central: not starting: {exc}", file=sys.stderr)
         return 2
@@ -227,7 +231,8 @@ def _run_workers(args: argparse.Namespace, admin: str, stores: dict[str, str]) -
         print(f"central profile store on http://{host}:{port}/ (db {_describe(str(args.db))}: {profiles} profiles; "
               f"{args.workers} workers; stores: {_stores_text(stores)})", flush=True)
 
-    return serve(lambda: create_app(args.db, admin, stores, settings=settings), host=args.host, port=args.port,
+    return serve(lambda: create_app(args.db, admin, stores, settings=settings, quiet_after_s=args.quiet_after_s),
+                 host=args.host, port=args.port,
                  workers=args.workers, threads=args.threads or auto_threads(len(stores)), on_ready=ready,
                  verbose=getattr(args, "verbose", False))
 

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from sync.central.app import create_app
+from sync.central.app import QUIET_AFTER_S, create_app
 from sync.central.demo_data import load_demo_data
 from sync.central.storage import Housekeeper, Settings, Storage
 from sync.protocol import MAX_BODY_BYTES
@@ -29,8 +29,8 @@ class CentralServer:
 
     def __init__(self, db: str | Path | Storage, admin_token: str, store_tokens: Mapping[str, str], *,
                  host: str = "127.0.0.1", port: int = 8600, demo_data: bool = False, threads: int | None = None,
-                 settings: Settings | None = None) -> None:
-        self.app = create_app(db, admin_token, store_tokens, settings=settings)
+                 settings: Settings | None = None, quiet_after_s: float = QUIET_AFTER_S) -> None:
+        self.app = create_app(db, admin_token, store_tokens, settings=settings, quiet_after_s=quiet_after_s)
         self.store: Storage = self.app.extensions["central_store"]
         self.host = host
         self.requested_port = port

@@ -221,10 +221,30 @@ def page_answer(rows: list[tuple[str, int, str, str | None]], cursor: str, more:
     return {"changes": changes, "next": cursor, "more": more}
 
 
-def store_row(store: str, last_push_at: float | None, last_pull_at: float | None, events_total: int) -> dict[str, Any]:
+def store_row(store: str, last_push_at: float | None, last_pull_at: float | None, events_total: int,
+              health: str | None = None, health_at: float | None = None) -> dict[str, Any]:
+    """A store as the fleet view shows it: when the central last heard from it, and the health it reported
+    last (protocol.HEALTH_FIELDS; `last_pull_at` there is the edge's, kept as `edge_last_pull_at`)."""
     seen = [t for t in (last_push_at, last_pull_at) if t is not None]
-    return {"store": store, "last_seen_at": max(seen) if seen else None, "last_push_at": last_push_at,
-            "last_pull_at": last_pull_at, "events_total": int(events_total or 0)}
+    row: dict[str, Any] = {"store": store, "last_seen_at": max(seen) if seen else None, "last_push_at": last_push_at,
+                           "last_pull_at": last_pull_at, "events_total": int(events_total or 0), "health_at": health_at}
+    reported = json.loads(health) if health else {}
+    for key in p.HEALTH_FIELDS:
+        if key != "sent_at":
+            row["edge_last_pull_at" if key == "last_pull_at" else key] = reported.get(key)
+    row["clock_offset_s"] = reported.get("clock_offset_s")
+    return row
+
+
+def health_record(health: dict[str, Any] | None, now: float) -> str | None:
+    """A checked health report as stored: with the edge's clock offset (its sent_at against ours; positive:
+    the edge is behind), None when there is none."""
+    if health is None:
+        return None
+    record = dict(health)
+    if "sent_at" in record:
+        record["clock_offset_s"] = round(now - record["sent_at"], 3)
+    return dumps(record)
 
 
 def export_document(customer_id: str, profile: dict[str, Any] | None, updated_at: float | None, keys: list[str],
@@ -278,8 +298,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def push_events(self, store: str, raw: list[Any], idempotency_key: str | None = None,
-                    body_hash: str | None = None, now: float | None = None) -> tuple[dict[str, Any], bool]:
-        """Record a batch once per (store, event id) and apply consent / identity_link / erasure events.
+                    body_hash: str | None = None, now: float | None = None,
+                    health: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+        """Record a batch once per (store, event id) and apply consent / identity_link / erasure events;
+        keep the store's `health` report (protocol.parse_health) for the fleet view.
 
         Returns (answer, replayed): with an Idempotency-Key seen before for this store, the first answer
         is returned as it was. Raises IdempotencyKeyReused when the key came with another body."""
@@ -348,8 +370,11 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def store_rows(self) -> list[dict[str, Any]]:
-        """One row per store heard from: {"store", "last_seen_at", "last_push_at", "last_pull_at",
-        "events_total"} (the fleet view adds what the stores report about themselves)."""
+        """One row per store heard from (store_row): when it was heard, and what it last reported."""
+
+    @abc.abstractmethod
+    def store_rejections(self, store: str) -> dict[str, int]:
+        """How many of a store's events were refused, by reason."""
 
     @abc.abstractmethod
     def stats(self) -> dict[str, Any]:

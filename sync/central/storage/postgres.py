@@ -46,7 +46,7 @@ from sync.central.storage import profiles as rules
 from sync.central.storage.base import (
     ALL_STORES, IDEMPOTENCY_TTL_S, RELEVANCE_REFRESH_S, DatabaseError, FeedPage, IdempotencyKeyReused, Settings,
     InvalidValue, Storage, Unavailable, digits, dumps, export_document, internal_rejection, invalid_cursor, page_answer,
-    parse_events, rejection_counts, split_cursor, store_row)
+    health_record, parse_events, rejection_counts, split_cursor, store_row)
 from sync.central.storage.wakeup import FeedSignal
 
 log = logging.getLogger("instore_central")
@@ -527,7 +527,8 @@ class PostgresStorage(Storage):
     # --- events -----------------------------------------------------------------------------------------------
 
     def push_events(self, store: str, raw: list[Any], idempotency_key: str | None = None,
-                    body_hash: str | None = None, now: float | None = None) -> tuple[dict[str, Any], bool]:
+                    body_hash: str | None = None, now: float | None = None,
+                    health: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
         parsed = parse_events(raw, store)
         invalid = [x for x in parsed if not isinstance(x, p.WireEvent)]
         valid = [(i, x) for i, x in enumerate(parsed) if isinstance(x, p.WireEvent)]
@@ -565,9 +566,13 @@ class PostgresStorage(Storage):
                 tx.q("INSERT INTO rejections(store, reason, count) SELECT %s, r, n FROM unnest(%s::text[], "
                      "%s::bigint[]) AS u(r, n) ON CONFLICT (store, reason) DO UPDATE SET "
                      "count = rejections.count + excluded.count", (store, list(counts), list(counts.values())))
-            tx.q("INSERT INTO store_status(store, last_push_at, events_total) VALUES (%s, %s, %s) "
-                 "ON CONFLICT (store) DO UPDATE SET last_push_at = excluded.last_push_at, "
-                 "events_total = store_status.events_total + excluded.events_total", (store, tx.now, len(accepted)))
+            record = health_record(health, tx.now)
+            tx.q("INSERT INTO store_status(store, last_push_at, events_total, status, updated_at) "
+                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (store) DO UPDATE SET last_push_at = excluded.last_push_at, "
+                 "events_total = store_status.events_total + excluded.events_total, "
+                 "status = coalesce(excluded.status, store_status.status), "
+                 "updated_at = coalesce(excluded.updated_at, store_status.updated_at)",
+                 (store, tx.now, len(accepted), record, tx.now if record else None))
             answer = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
             if key is not None:
                 tx.q("UPDATE idempotency SET response = %s WHERE store = %s AND key = %s", (dumps(answer), store, key))
@@ -699,9 +704,14 @@ class PostgresStorage(Storage):
 
     def store_rows(self) -> list[dict[str, Any]]:
         with self._conn() as conn:
-            rows = conn.execute("SELECT store, last_push_at, last_pull_at, events_total FROM store_status "
-                                "ORDER BY store").fetchall()
+            rows = conn.execute("SELECT store, last_push_at, last_pull_at, events_total, status, updated_at "
+                                "FROM store_status ORDER BY store").fetchall()
         return [store_row(*r) for r in rows]
+
+    def store_rejections(self, store: str) -> dict[str, int]:
+        with self._conn() as conn:
+            return dict(conn.execute("SELECT reason, count FROM rejections WHERE store = %s ORDER BY reason",
+                                     (store,)).fetchall())
 
     def stats(self) -> dict[str, Any]:
         with self._conn() as conn, conn.transaction():

@@ -32,8 +32,8 @@ from sync import protocol as p
 from sync.central.storage import profiles as rules
 from sync.central.storage.base import (
     ALL_STORES, IDEMPOTENCY_TTL_S, RELEVANCE_REFRESH_S, DatabaseError, FeedPage, IdempotencyKeyReused, Settings,
-    Storage, digits, dumps, export_document, internal_rejection, invalid_cursor, page_answer, parse_events,
-    rejection_counts, split_cursor, store_row)
+    Storage, digits, dumps, export_document, health_record, internal_rejection, invalid_cursor, page_answer,
+    parse_events, rejection_counts, split_cursor, store_row)
 from sync.central.storage.wakeup import FeedSignal
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -490,7 +490,8 @@ class SqliteStorage(Storage):
     # --- events -----------------------------------------------------------------------------------------------
 
     def push_events(self, store: str, raw: list[Any], idempotency_key: str | None = None,
-                    body_hash: str | None = None, now: float | None = None) -> tuple[dict[str, Any], bool]:
+                    body_hash: str | None = None, now: float | None = None,
+                    health: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
         parsed = parse_events(raw, store)  # validation runs before taking the write lock
         with self._write(now) as tx:
             conn = tx.conn
@@ -504,6 +505,7 @@ class SqliteStorage(Storage):
                             f"Idempotency-Key {idempotency_key!r} was used before with a different batch: "
                             "use a new key for a new batch, the same key only to retry the same batch")
                     return json.loads(row[1]), True
+            record = health_record(health, now)
             state = tx.mark()
             conn.execute("SAVEPOINT batch")
             try:
@@ -522,9 +524,11 @@ class SqliteStorage(Storage):
             conn.executemany("INSERT INTO rejections(store, reason, count) VALUES (?,?,?) "
                              "ON CONFLICT(store, reason) DO UPDATE SET count = count + excluded.count",
                              ((store, reason, n) for reason, n in rejection_counts(rejected).items()))
-            conn.execute("INSERT INTO store_status(store, last_push_at, events_total) VALUES (?,?,?) "
-                         "ON CONFLICT(store) DO UPDATE SET last_push_at = excluded.last_push_at, "
-                         "events_total = events_total + excluded.events_total", (store, now, len(accepted)))
+            conn.execute("INSERT INTO store_status(store, last_push_at, events_total, status, updated_at) "
+                         "VALUES (?,?,?,?,?) ON CONFLICT(store) DO UPDATE SET last_push_at = excluded.last_push_at, "
+                         "events_total = events_total + excluded.events_total, "
+                         "status = coalesce(excluded.status, status), updated_at = coalesce(excluded.updated_at, "
+                         "updated_at)", (store, now, len(accepted), record, now if record else None))
             answer = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
             if idempotency_key is not None:
                 conn.execute("INSERT INTO idempotency(store, key, body_hash, response, created_at) VALUES (?,?,?,?,?)",
@@ -725,9 +729,13 @@ class SqliteStorage(Storage):
                             f"DO UPDATE SET {column} = excluded.{column}", (store, now))
 
     def store_rows(self) -> list[dict[str, Any]]:
-        rows = self._reader().execute("SELECT store, last_push_at, last_pull_at, events_total FROM store_status "
-                                      "ORDER BY store").fetchall()
+        rows = self._reader().execute("SELECT store, last_push_at, last_pull_at, events_total, status, updated_at "
+                                      "FROM store_status ORDER BY store").fetchall()
         return [store_row(*r) for r in rows]
+
+    def store_rejections(self, store: str) -> dict[str, int]:
+        return dict(self._reader().execute("SELECT reason, count FROM rejections WHERE store = ? ORDER BY reason",
+                                           (store,)).fetchall())
 
     def stats(self) -> dict[str, Any]:
         conn = self._reader()
