@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sync import package_version
 from sync import protocol as p
 from sync.fetch import Fetcher
 from sync.local import Local, LocalCounts, LocalError, LocalReads, OutboxStats
@@ -166,7 +167,7 @@ class SyncClient:
         built, report = self._health
         if now - built >= HEALTH_CACHE_S:
             stats = outbox_stats(self.local)
-            report = {"version": _package_version(), "outbox_pending": stats.pending,
+            report = {"version": package_version(), "outbox_pending": stats.pending,
                       "outbox_oldest_age_s": None if stats.oldest_age_s is None else round(stats.oldest_age_s, 3),
                       "last_pull_at": self.puller.last_pull, "breaker": self.breaker.state}
             try:
@@ -224,11 +225,3 @@ def status(settings: SyncSettings, local: LocalReads, client: SyncClient | None 
         "erasures_pending": counts.erasures_pending,
     }
 
-
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("instore-edge")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0+unknown"

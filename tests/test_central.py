@@ -850,3 +850,17 @@ def test_a_retried_batch_with_fresher_health_is_the_same_batch(central: Central)
     other = central.request("POST", "/v1/stores/s1/events", TOKENS["s1"], headers=headers,
                             json={"events": [event("e-3")], "health": {"outbox_pending": 0}})
     assert other.status_code == 422
+
+
+def test_metrics_count_events_by_result_and_reason_and_show_the_fleet(central: Central) -> None:
+    central.push("s1", [event("e-1"), event("e-2"), {"kind": "beacon"}])
+    central.push("s1", [event("e-1")])
+    text = central.request("GET", "/metrics", token=None).text
+    for line in ('instore_central_events_total{result="accepted"} 2.0',
+                 'instore_central_events_total{result="duplicate"} 1.0',
+                 'instore_central_events_total{result="rejected"} 1.0',
+                 'instore_central_events_rejected_total{reason="missing_field"} 1.0',
+                 'instore_central_push_seconds_count 2.0',
+                 'instore_central_stores{state="known"} 2.0', 'instore_central_stores{state="quiet"} 1.0',
+                 'instore_central_info{engine="sqlite"'):
+        assert line in text, line

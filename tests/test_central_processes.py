@@ -101,6 +101,12 @@ def test_workers_on_one_port_record_each_event_once(start_central: Callable[...,
     batches = batches_of(10, 100)
     answers, errors = run_pushers([(c.url, batches, "k"), (c.url, batches, "k"), (c.url, batches, None)])
     assert_once(c, batches, answers, errors)
+    # /metrics adds up every worker's counters, whichever worker answers the scrape.
+    for _ in range(4):
+        text = requests.get(f"{c.url}/metrics", timeout=10).text
+        assert 'instore_central_events_total{result="accepted"} 1000.0' in text
+        assert 'instore_central_info{engine="postgresql",version=' in text and 'workers="2"' in text
+        assert 'instore_central_stores{state="known"} 2.0' in text
 
 
 def test_a_worker_killed_during_pushes_loses_and_duplicates_nothing(

@@ -25,9 +25,10 @@ from werkzeug.exceptions import HTTPException
 
 from sync import jsonbody
 from sync import protocol as p
+from sync.central import metrics
 from sync.central.demo_data import CATALOGUE
 from sync.central.storage import CentralError, Housekeeper, InvalidValue, Settings, Storage, body_hash, open_storage
-from sync.central.storage.base import store_row
+from sync.central.storage.base import rejection_counts, store_row
 
 log = logging.getLogger("instore_central")
 
@@ -130,7 +131,7 @@ def _check_tokens(admin_token: str, store_tokens: Mapping[str, str]) -> None:
 
 def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping[str, str], *,
                max_body_bytes: int = p.MAX_BODY_BYTES, settings: Settings | None = None,
-               housekeeping: bool = True, quiet_after_s: float = QUIET_AFTER_S) -> Flask:
+               housekeeping: bool = True, quiet_after_s: float = QUIET_AFTER_S, workers: int = 1) -> Flask:
     """The central store's app on `db`: a Storage, a postgresql:// URL or a SQLite file (created when absent).
 
     `store_tokens` maps store id → bearer token. The Storage is in app.extensions["central_store"]; with
@@ -224,6 +225,32 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
         return api_error(500, "internal_error", f"unexpected error ({type(exc).__name__}); the server log has "
                          "the details")
 
+    def count_push(answer: dict[str, Any], sent: int) -> None:
+        metrics.PUSH_BATCH.observe(sent)
+        for result, key in (("accepted", "accepted"), ("duplicate", "duplicates"), ("rejected", "rejected")):
+            if answer[key]:
+                metrics.EVENTS.labels(result).inc(len(answer[key]))
+        for reason, n in rejection_counts(answer["rejected"]).items():
+            metrics.REJECTED.labels(reason).inc(n)
+
+    @app.before_request
+    def _started() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "other"
+        if rule == "/v1/stores/<store>/events" and request.method == "POST":
+            metrics.PUSH_SECONDS.observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        metrics.REQUESTS.labels(rule, str(response.status_code)).inc()
+        return response
+
+    fleet_collector = metrics.FleetCollector(lambda: fleet(), central.engine, workers)
+
+    @app.get("/metrics")
+    def prometheus():
+        return Response(metrics.render(fleet_collector), mimetype=None, content_type=metrics.CONTENT_TYPE)
+
     # --- health -----------------------------------------------------------------------------------------
 
     @app.get("/healthz")
@@ -258,7 +285,10 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
             digest = body_hash(raw) if len(body) == 1 else body_hash(events_text(events))
         answer, replayed = central.push_events(store, events, key, digest, health=health)
         if health_error:
+            metrics.HEALTH_ERRORS.inc()
             answer = {**answer, "health_error": health_error}
+        if not replayed:  # counted when first answered
+            count_push(answer, len(events))
         response = jsonify(answer)
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
@@ -275,7 +305,10 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
         store = store_of_caller()
         if store is not None:
             note_pull(store)
-        return jsonify(central.changes(request.args.get("since"), limit, store=store, wait_s=wait_s))
+        if wait_s <= 0:
+            return jsonify(central.changes(request.args.get("since"), limit, store=store))
+        with metrics.FEED_WAITERS.track_inprogress():
+            return jsonify(central.changes(request.args.get("since"), limit, store=store, wait_s=wait_s))
 
     @app.get("/v1/profiles/<customer_id>")
     @require("any")

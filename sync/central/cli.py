@@ -201,6 +201,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_workers(args: argparse.Namespace, admin: str, stores: dict[str, str]) -> int:
     """--workers N: migrate (and load the demo data) once here, then fork N workers under gunicorn."""
+    import shutil
+    import tempfile
+
+    # Before prometheus_client is imported: the workers' metrics add up through files in this folder.
+    metrics_dir = tempfile.mkdtemp(prefix="instore-central-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        return _serve_workers(args, admin, stores)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_workers(args: argparse.Namespace, admin: str, stores: dict[str, str]) -> int:
     from sync.central.app import create_app, _check_tokens
     from sync.central.demo_data import load_demo_data
     from sync.central.prefork import serve
@@ -231,7 +244,8 @@ def _run_workers(args: argparse.Namespace, admin: str, stores: dict[str, str]) -
         print(f"central profile store on http://{host}:{port}/ (db {_describe(str(args.db))}: {profiles} profiles; "
               f"{args.workers} workers; stores: {_stores_text(stores)})", flush=True)
 
-    return serve(lambda: create_app(args.db, admin, stores, settings=settings, quiet_after_s=args.quiet_after_s),
+    return serve(lambda: create_app(args.db, admin, stores, settings=settings, quiet_after_s=args.quiet_after_s,
+                                    workers=args.workers),
                  host=args.host, port=args.port,
                  workers=args.workers, threads=args.threads or auto_threads(len(stores)), on_ready=ready,
                  verbose=getattr(args, "verbose", False))

@@ -62,6 +62,11 @@ def serve(factory: Callable[[], Any], *, host: str, port: int, workers: int, thr
 
         signal.signal(signal.SIGTERM, handle_exit)
 
+    def child_exit(server: Any, worker: Any) -> None:
+        from sync.central.metrics import mark_dead
+
+        mark_dead(worker.pid)
+
     def worker_exit(server: Any, worker: Any) -> None:
         store = _store(worker)
         if store is not None:
@@ -86,6 +91,7 @@ def serve(factory: Callable[[], Any], *, host: str, port: int, workers: int, thr
         "when_ready": when_ready,
         "post_worker_init": post_worker_init,
         "worker_exit": worker_exit,
+        "child_exit": child_exit,
     }
     try:
         CentralApplication(factory, options).run()
