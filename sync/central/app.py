@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 
 from sync import jsonbody
 from sync import protocol as p
-from sync.central import metrics
+from sync.central import metrics, pages
 from sync.central.demo_data import CATALOGUE
 from sync.central.storage import CentralError, Housekeeper, InvalidValue, Settings, Storage, body_hash, open_storage
 from sync.central.storage.base import rejection_counts, store_row
@@ -396,6 +396,7 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
         return sorted(rows.values(), key=lambda r: (r["last_seen_at"] is not None, r["last_seen_at"] or 0, r["store"]))
 
     app.extensions["central_fleet"] = fleet
+    pages.register(app, admin_token, fleet, central.store_rejections, quiet_after_s)
 
     @app.get("/v1/admin/stores")
     @require("admin")
