@@ -64,6 +64,7 @@ ERASE_KEY_RE = re.compile(r"[0-9a-f]{32}")
 EPHEMERAL_KEY_PREFIXES = ("session:", "visit:")
 
 _compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # ASCII: lone surrogates stay escaped
+compact_json = _compact
 
 
 def erase_key(customer_id: str) -> str:

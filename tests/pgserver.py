@@ -1,4 +1,5 @@
-"""A real, throwaway PostgreSQL server for the tests, started the way the broker fixture starts Mosquitto.
+"""A real, throwaway PostgreSQL server for the tests (and bench/fleet.py), started the way the broker fixture
+starts Mosquitto.
 
 Debian's binaries (/usr/lib/postgresql/<version>/bin, the newest installed), `initdb` into a temporary
 folder, `postgres` on a free port bound to 127.0.0.1 with its socket in that folder; torn down after.
@@ -44,7 +45,11 @@ def find_bindir() -> Path:
 class PostgresServer:
     """One PostgreSQL server on 127.0.0.1:<free port>, data in a temporary folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False, settings: dict[str, str] | None = None) -> None:
+        """`durable`: fsync and full page writes on, as in production (bench/fleet.py); off for the tests,
+        where a power cut never matters and commits are then nearly free. `settings`: more `-c` options."""
+        self.durable = durable
+        self.settings = settings or {}
         self.bindir = find_bindir()
         self.root = Path(tempfile.mkdtemp(prefix="instore-pg-"))
         self.port = free_port()
@@ -68,10 +73,12 @@ class PostgresServer:
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
         log = open(self.root / "postgres.log", "ab")
+        durability = "on" if self.durable else "off"
+        options = {"listen_addresses": "127.0.0.1", "fsync": durability, "full_page_writes": durability,
+                   "max_connections": "300", "shared_buffers": "64MB", **self.settings}
         self.proc = subprocess.Popen(
             self._cmd(str(self.bindir / "postgres"), "-D", str(data), "-k", str(self.root), "-p", str(self.port),
-                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-                      "-c", "max_connections=300", "-c", "shared_buffers=64MB"),
+                      *(arg for key, value in options.items() for arg in ("-c", f"{key}={value}"))),
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         self._wait_ready()

@@ -24,6 +24,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sync import jsonbody
+from sync import fastpush
 from sync import protocol as p
 from sync.central import metrics, pages
 from sync.central.demo_data import CATALOGUE
@@ -265,24 +266,32 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
     def push_events(store: str):
         if not p.STORE_ID_RE.fullmatch(store):
             raise BadRequest(f"store id {store[:40]!r}: expected 1 to 64 letters, digits, '_', '.', '-'")
-        body, raw = json_body(whole_text=False)
-        events = body.get("events") if isinstance(body, dict) else None
-        if not isinstance(events, list):
-            raise BadRequest('expected {"events": [ {event}, ... ]}')
-        if len(events) > p.MAX_BATCH_EVENTS:
-            raise TooLarge(f"{len(events)} events in one batch; the limit is {p.MAX_BATCH_EVENTS}: split it")
         key = request.headers.get(p.IDEMPOTENCY_HEADER)
         if key is not None and not (0 < len(key) <= p.MAX_IDEMPOTENCY_KEY_LEN and key.isprintable()):
             raise BadRequest(f"{p.IDEMPOTENCY_HEADER}: expected 1 to {p.MAX_IDEMPOTENCY_KEY_LEN} printable characters")
+        fast = fastpush.decode(request.get_data(cache=True))  # raises 413 beyond MAX_CONTENT_LENGTH
+        if fast is not None:  # every event valid, checked in C
+            events: list[Any] = fast.events
+            has_health, reported = fast.has_health, fast.health
+            digest = (body_hash(request.get_data(cache=True)) if not has_health else fast.events_digest) \
+                if key is not None else None
+        else:  # the exact path: each bad event gets its own rejection
+            body, raw = json_body(whole_text=False)
+            events = body.get("events") if isinstance(body, dict) else None
+            if not isinstance(events, list):
+                raise BadRequest('expected {"events": [ {event}, ... ]}')
+            if len(events) > p.MAX_BATCH_EVENTS:
+                raise TooLarge(f"{len(events)} events in one batch; the limit is {p.MAX_BATCH_EVENTS}: split it")
+            has_health, reported = "health" in body, body.get("health")
+            # A retry carries fresher health: the batch is its events.
+            digest = (body_hash(raw) if len(body) == 1 else body_hash(events_text(events))) \
+                if key is not None else None
         health, health_error = None, None
-        if "health" in body:
+        if has_health:
             try:
-                health = p.parse_health(body["health"])
+                health = p.parse_health(reported)
             except p.InvalidHealth as exc:  # the events matter more: recorded all the same, the edge told why
                 health_error = str(exc)
-        digest = None
-        if key is not None:  # a retry carries fresher health: the batch is its events
-            digest = body_hash(raw) if len(body) == 1 else body_hash(events_text(events))
         answer, replayed = central.push_events(store, events, key, digest, health=health)
         if health_error:
             metrics.HEALTH_ERRORS.inc()

@@ -134,6 +134,9 @@ def parse_events(raw: list[Any], store: str = "?") -> list[p.WireEvent | p.Rejec
     validation refuses that one event (internal_error), never the batch."""
     out: list[p.WireEvent | p.Rejection] = []
     for index, obj in enumerate(raw):
+        if type(obj) is p.WireEvent:  # checked already (sync.fastpush)
+            out.append(obj)
+            continue
         try:
             out.append(p.WireEvent.from_dict(obj))
         except p.InvalidEvent as exc:

@@ -1,0 +1,95 @@
+"""The push body's fast path (sync.fastpush, msgspec) answers exactly what the exact path
+(protocol.WireEvent.from_dict) answers: the same event for a valid one, and for anything else it steps
+aside (None) so the exact path gives each bad event its reason."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sync import fastpush
+from sync import protocol as p
+
+NOW = time.time()
+VALID: list[dict[str, Any]] = [
+    {"event_id": "e-1", "kind": "presence", "ts": NOW},
+    {"event_id": "e-2", "kind": "presence", "type": "zone_enter", "ts": int(NOW), "seq": 7, "received_at": NOW,
+     "source": "gw-1", "zone": "shoes", "subject": "device:1", "customer": "C-1", "data": {"rssi": -60, "x": [1, {}]}},
+    {"event_id": "e-3", "kind": "kiosk", "type": "consent", "ts": NOW, "customer": "C-1",
+     "data": {"consent": {"personalization": True}}},
+    {"event_id": "e-4", "kind": "erasure", "ts": NOW, "data": {"customer_hash": p.erase_key("C-9")}},
+    {"event_id": "e-5", "kind": "identity_link", "ts": NOW, "customer": "C-1", "data": {"key": "loyalty:1"}},
+    {"event_id": "é-6 \U0001F600", "kind": "presence", "ts": NOW, "data": {"emoji": "\U0001F600"}, "unknown": 1},
+    {"event_id": "e-7", "kind": "presence", "ts": NOW, "data": None, "source": None},
+]
+INVALID: list[Any] = [
+    "text", {"kind": "presence", "ts": NOW}, {"event_id": "", "kind": "k", "ts": NOW},
+    {"event_id": "e", "kind": "k", "ts": NOW * 1000},
+    {"event_id": "e", "kind": "k", "ts": NOW, "seq": -1}, {"event_id": "e", "kind": "k", "ts": NOW, "seq": 2**64},
+    {"event_id": "e", "kind": "k", "ts": NOW, "seq": True}, {"event_id": "e", "kind": "k", "ts": NOW, "zone": 5},
+    {"event_id": "e", "kind": "k", "ts": NOW, "zone": "z" * 300}, {"event_id": "e", "kind": "k", "ts": NOW, "data": []},
+    {"event_id": "e\x00", "kind": "k", "ts": NOW}, {"event_id": "e\ud800", "kind": "k", "ts": NOW},
+    {"event_id": "e", "kind": "k", "ts": NOW, "data": {"a": "\udc00"}},
+    {"event_id": "e", "kind": "k", "ts": NOW, "data": {"a": json.loads("[" * 20 + "]" * 20)}},
+    {"event_id": "e", "kind": "k", "ts": NOW, "data": {"a": "x" * (p.MAX_EVENT_DATA_BYTES + 1)}},
+    {"event_id": "e", "kind": "kiosk", "type": "consent", "ts": NOW, "customer": "C-1", "data": {}},
+    {"event_id": "e", "kind": "erasure", "ts": NOW, "data": {"customer_hash": "nope"}},
+]
+
+
+def body(events: list[Any], **more: Any) -> bytes:
+    return json.dumps({"events": events, **more}).encode()
+
+
+def test_valid_events_decode_to_what_the_exact_path_makes() -> None:
+    push = fastpush.decode(body(VALID, health={"ready": True}))
+    assert push is not None and push.has_health and push.health == {"ready": True}
+    for got, obj in zip(push.events, VALID, strict=True):
+        want = p.WireEvent.from_dict(obj)
+        assert got == want and got.data_json == want.data_json
+
+
+def test_anything_the_exact_path_refuses_takes_the_exact_path() -> None:
+    for obj in INVALID:
+        try:
+            p.WireEvent.from_dict(obj)
+            raise AssertionError(f"the exact path accepts {obj!r}")
+        except p.InvalidEvent:
+            pass
+        assert fastpush.decode(body([VALID[0], obj])) is None, obj
+    # Valid, but rare enough to be left to the exact path: a time as ISO 8601 text.
+    assert fastpush.decode(body([{"event_id": "e", "kind": "k", "ts": "2025-01-01T10:00:00Z"}])) is None
+    for raw in (b"", b"[]", b'{"events": {}}', b'{"events": [' + b"[" * 5000 + b"]" * 5000 + b"]}", b"{\"events\": [NaN]}"):
+        assert fastpush.decode(raw) is None
+
+
+def test_the_events_digest_ignores_the_health_sent_with_them() -> None:
+    a = fastpush.decode(body(VALID, health={"outbox_pending": 3}))
+    b = fastpush.decode(body(VALID, health={"outbox_pending": 0}))
+    assert a is not None and b is not None and a.events_digest == b.events_digest
+
+
+_text = st.text(max_size=12)
+_value = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
+                   st.floats(allow_nan=False, allow_infinity=False), _text)
+_event = st.fixed_dictionaries({"event_id": _text, "kind": _text, "ts": st.one_of(_value, st.just(NOW))},
+                               optional={"seq": _value, "source": _value, "zone": _value, "subject": _value,
+                                         "customer": _value, "type": _value, "received_at": _value,
+                                         "data": st.one_of(_value, st.dictionaries(_text, _value, max_size=3))})
+
+
+@settings(max_examples=500, deadline=None)
+@given(event=_event)
+def test_any_event_decodes_the_same_on_both_paths_or_takes_the_exact_one(event: dict[str, Any]) -> None:
+    try:
+        raw = json.dumps({"events": [event]}).encode()
+    except UnicodeEncodeError:
+        return
+    push = fastpush.decode(raw)
+    if push is None:
+        return
+    assert push.events == [p.WireEvent.from_dict(json.loads(raw)["events"][0])]
