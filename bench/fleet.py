@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, _tree_cpu, _TCK, loadavg, percentile, proc_status_kb  # noqa: E402
+from _common import ROOT, Noise, _tree_cpu, _TCK, loadavg, percentile, proc_status_kb  # noqa: E402
 
 from edge.broker import free_port, wait_for_port  # noqa: E402
 
@@ -241,10 +241,12 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
         cpu0 = {"central": _tree_cpu(central.pid), "postgres": _tree_cpu(pg.proc.pid) if pg else {},
                 "generator": {pid: v for g in gens for pid, v in _tree_cpu(g.pid).items()}}
         wall0 = time.monotonic()
+        noise = Noise()  # CPU taken by processes outside this benchmark (a shared machine)
         changer = threading.Thread(target=admin_changes, args=(port, end, made), daemon=True)
         changer.start()
         time.sleep(max(0.0, end - time.time()))
         elapsed = time.monotonic() - wall0
+        others = noise.cores()
         cpu = {"central": _tree_cpu(central.pid), "postgres": _tree_cpu(pg.proc.pid) if pg else {},
                "generator": {pid: v for g in gens for pid, v in _tree_cpu(g.pid).items()}}
         rss = rss_mb(central.pid)
@@ -283,14 +285,15 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
         "changes_everywhere": f"{len(spread)}/{len(made)}",
         "central_rss_mb": round(rss), "db_mb_per_million_events": round(size / 1e6 / max(accepted, 1) * 1e6, 1),
         "cores_central": round(cores["central"], 2), "cores_postgres": round(cores["postgres"], 2),
-        "cores_generator": round(cores["generator"], 2), "loadavg": loadavg(),
+        "cores_generator": round(cores["generator"], 2), "cores_others": round(others, 2), "loadavg": loadavg(),
     }
 
 
 COLUMNS = [("config", "config"), ("stores", "S"), ("events_s", "events/s"), ("push_p50_ms", "p50 ms"),
            ("push_p99_ms", "p99 ms"), ("change_to_all_max_s", "change→all max s"), ("central_rss_mb", "RSS MB"),
            ("db_mb_per_million_events", "DB MB/1M ev"), ("cores_central", "cpu central"),
-           ("cores_postgres", "cpu pg"), ("cores_generator", "cpu gen"), ("errors", "errors")]
+           ("cores_postgres", "cpu pg"), ("cores_generator", "cpu gen"), ("cores_others", "cpu others"),
+           ("errors", "errors")]
 
 
 def table(rows: list[dict[str, Any]]) -> str:

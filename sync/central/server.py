@@ -14,12 +14,13 @@ from sync.protocol import MAX_BODY_BYTES
 
 log = logging.getLogger("instore_central")
 
-SPARE_THREADS = 16  # HTTP threads beyond one per store (pushes, admin calls, on-demand fetches)
+SPARE_THREADS = 16  # HTTP threads beyond two per store (admin calls, on-demand fetches)
 
 
 def auto_threads(stores: int) -> int:
-    """HTTP threads for a process: a long-polling store holds one while it waits, so one per store and spares."""
-    return stores + SPARE_THREADS
+    """HTTP threads for a process: a long-polling store holds one while it waits and may push meanwhile, so two
+    per store and spares (a waiting thread costs memory, no CPU; with fewer, pushes queue behind long-polls)."""
+    return 2 * stores + SPARE_THREADS
 
 
 class CentralServer:

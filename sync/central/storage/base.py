@@ -102,6 +102,7 @@ class FeedPage:
 
     answer: dict[str, Any]
     pending: bool = False
+    pending_xid: int | None = None  # PostgreSQL: the transaction whose entry waits for older ones to finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,9 +362,16 @@ class Storage(abc.ABC):
                 remaining = deadline - time.monotonic()
                 if page.answer["changes"] or page.answer.get("reset") or remaining <= 0 or self.signal.closed:
                     return page.answer
-                nap = PENDING_POLL_S if page.pending else FALLBACK_POLL_S if not self.signal.live else remaining
+                if page.pending and page.pending_xid is not None:
+                    self.await_horizon(page.pending_xid)  # a wake-up comes once it is servable
+                    nap = FALLBACK_POLL_S
+                else:
+                    nap = PENDING_POLL_S if page.pending else FALLBACK_POLL_S if not self.signal.live else remaining
                 woken.wait(min(remaining, nap))
                 woken.clear()
+
+    def await_horizon(self, xid: int) -> None:
+        """Wake every waiter once the feed entries of transaction `xid` are servable (PostgreSQL)."""
 
     # --- fleet ------------------------------------------------------------------------------------------
 

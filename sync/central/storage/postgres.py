@@ -44,9 +44,9 @@ from sync import protocol as p
 from sync.central.storage import pg_schema
 from sync.central.storage import profiles as rules
 from sync.central.storage.base import (
-    ALL_STORES, IDEMPOTENCY_TTL_S, RELEVANCE_REFRESH_S, DatabaseError, FeedPage, IdempotencyKeyReused, Settings,
-    InvalidValue, Storage, Unavailable, digits, dumps, export_document, internal_rejection, invalid_cursor, page_answer,
-    health_record, parse_events, rejection_counts, split_cursor, store_row)
+    ALL_STORES, IDEMPOTENCY_TTL_S, PENDING_POLL_S, RELEVANCE_REFRESH_S, DatabaseError, FeedPage, IdempotencyKeyReused,
+    InvalidValue, Settings, Storage, Unavailable, digits, dumps, export_document, health_record, internal_rejection,
+    invalid_cursor, page_answer, parse_events, rejection_counts, split_cursor, store_row)
 from sync.central.storage.wakeup import FeedSignal
 
 log = logging.getLogger("instore_central")
@@ -360,6 +360,9 @@ class PostgresStorage(Storage):
         self._vacuum_timer: threading.Timer | None = None
         self._last_vacuum = 0.0
         self._listener: threading.Thread | None = None
+        self._horizon_lock = threading.Lock()
+        self._horizon_want = 0
+        self._horizon_running = False
         self.maintain(partitions_only=True)
         if listen:
             self.signal.live = False
@@ -429,6 +432,44 @@ class PostgresStorage(Storage):
                             "reconnected", str(exc).strip()[:200])
                 self._closed.wait(delay)
                 delay = min(delay * 2, 10.0)
+
+    def await_horizon(self, xid: int) -> None:
+        """One thread per process watches the snapshot horizon (the oldest open transaction) pass `xid`, then
+        wakes every waiter: while pushes keep transactions open, a few hundred long-polls would otherwise
+        each read the feed every PENDING_POLL_S."""
+        with self._horizon_lock:
+            self._horizon_want = max(self._horizon_want, xid)
+            if self._horizon_running or self._closed.is_set():
+                return
+            self._horizon_running = True
+        threading.Thread(target=self._watch_horizon, name="central-feed-horizon", daemon=True).start()
+
+    def _watch_horizon(self) -> None:
+        conn = None
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            while not self._closed.is_set():
+                with self._horizon_lock:
+                    want = self._horizon_want
+                    if want == 0:
+                        self._horizon_running = False
+                        return
+                xmin = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()[0]
+                if xmin > want:
+                    with self._horizon_lock:
+                        if self._horizon_want <= want:
+                            self._horizon_want = 0
+                    self.signal.notify([ALL_STORES])
+                    continue
+                self._closed.wait(PENDING_POLL_S)
+        except psycopg.Error as exc:  # the waiters look again within FALLBACK_POLL_S
+            log.warning("central store: watching the feed's horizon failed (%s)", str(exc).strip()[:200])
+        finally:
+            with self._horizon_lock:
+                self._horizon_running = False
+                self._horizon_want = 0
+            if conn is not None:
+                conn.close()
 
     def _schedule_vacuum(self, tables: set[str]) -> None:
         """VACUUM what an erasure deleted from, soon and at most once a minute (see the README: until then
@@ -533,7 +574,7 @@ class PostgresStorage(Storage):
         invalid = [x for x in parsed if not isinstance(x, p.WireEvent)]
         valid = [(i, x) for i, x in enumerate(parsed) if isinstance(x, p.WireEvent)]
 
-        def work(tx: PgTx) -> tuple[dict[str, Any], bool]:
+        def work(tx: PgTx, isolate: bool) -> tuple[dict[str, Any], bool]:
             key = idempotency_key
             if key is not None:
                 claimed = tx.q("INSERT INTO idempotency(store, key, body_hash, created_at) VALUES (%s, %s, %s, %s) "
@@ -548,18 +589,11 @@ class PostgresStorage(Storage):
                     if old is not None and old[1] is not None:
                         return json.loads(old[1]), True
                     key = None
-            state = tx.mark()
-            try:
-                with tx.conn.transaction():  # a savepoint
-                    accepted, duplicates = _record(tx, store, [e for _, e in valid])
-                failed: list[p.Rejection] = []
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                raise  # lost connection, deadlock victim, disk full: the push fails (or runs again) whole
-            except Exception:
-                # A bug on one event must not refuse the batch: redo it event by event, refusing only the guilty.
-                log.exception("store %s: recording a batch failed; recording it event by event", store)
-                tx.restore(state)
+            failed: list[p.Rejection] = []
+            if isolate:
                 accepted, duplicates, failed = _record_each(tx, store, valid)
+            else:
+                accepted, duplicates = _record(tx, store, [e for _, e in valid])
             rejected = sorted(invalid + failed, key=lambda r: r["index"])
             counts = rejection_counts(rejected)
             if counts:
@@ -578,7 +612,15 @@ class PostgresStorage(Storage):
                 tx.q("UPDATE idempotency SET response = %s WHERE store = %s AND key = %s", (dumps(answer), store, key))
             return answer, False
 
-        return self._transact(work, now)
+        try:
+            return self._transact(lambda tx: work(tx, False), now)
+        except (Unavailable, IdempotencyKeyReused, psycopg.OperationalError, psycopg.InterfaceError):
+            raise  # unreachable database, deadlock victim thrice, disk full, a reused key: the push fails whole
+        except Exception:
+            # A bug on one event must not refuse the batch: its transaction rolled back, it runs again event by
+            # event, each in a savepoint, refusing only the guilty (no savepoint on the common path: fewer trips).
+            log.exception("store %s: recording a batch failed; recording it event by event", store)
+            return self._transact(lambda tx: work(tx, True), now)
 
     def list_events(self, store: str | None, after: int, limit: int) -> dict[str, Any]:
         query = ("SELECT rseq AS received_seq, store, event_id, seq, kind, type, source, zone, subject, customer, ts, "
@@ -679,10 +721,10 @@ class PostgresStorage(Storage):
         with self._conn() as conn:
             rows = conn.execute(_FEED_ALL if store is None else _FEED_FOR_STORE, params).fetchall()
         served: list[tuple[Any, ...]] = []
-        pending = False
+        pending_xid = None
         for row in rows:
             if row[0] >= row[6]:  # its transaction is at or above this snapshot's xmin: not yet safe to serve
-                pending = True
+                pending_xid = int(row[0])
                 break
             served.append(row)
         more = len(served) > limit
@@ -691,7 +733,7 @@ class PostgresStorage(Storage):
         answer = page_answer([(r[2], r[3], r[4], r[5]) for r in served], self._cursor(*last), more)
         if reset:
             answer["reset"] = True
-        return FeedPage(answer, pending=pending)
+        return FeedPage(answer, pending=pending_xid is not None, pending_xid=pending_xid)
 
     # --- fleet ------------------------------------------------------------------------------------------------
 
