@@ -1,6 +1,7 @@
 """Run every benchmark, one after the other, and print each one's figures (its last JSON line).
 
-    python bench/run.py            # all: ingest, presence, rules, sync, qr, erasure (a few minutes on 2 cores)
+    python bench/run.py            # all: ingest, presence, rules, sync, qr, erasure, fleet (a few minutes on 2 cores)
+    python bench/fleet.py --full   # separately: the central store at 50 and 300 stores, all three setups
     python bench/run.py ingest qr  # some
     python bench/soak.py           # separately: 1 hour of a busy store in 6 minutes, with faults
 
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["ingest", "presence", "rules", "sync", "qr", "erasure"]
+ALL = ["ingest", "presence", "rules", "sync", "qr", "erasure", "fleet"]
 
 
 def main(names: list[str]) -> int:

@@ -90,8 +90,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="worker processes on the one port (default 1: this process serves); each is stateless, "
                         "so use PostgreSQL for more than one")
     p.add_argument("--threads", type=_positive, default=None,
-                   help="HTTP threads per worker (default: one per store token + 16; a long-polling store holds "
-                        "one while it waits)")
+                   help="HTTP threads per worker (default: two per store token + 16; a long-polling store holds "
+                        "one while it waits, and pushes meanwhile)")
     p.add_argument("--retention-days", type=int, default=90, metavar="DAYS",
                    help="drop received events older than this (event time; 0 keeps them; default 90)")
     p.add_argument("--pool-size", type=_positive, default=10,

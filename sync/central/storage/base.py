@@ -363,15 +363,15 @@ class Storage(abc.ABC):
                 if page.answer["changes"] or page.answer.get("reset") or remaining <= 0 or self.signal.closed:
                     return page.answer
                 if page.pending and page.pending_xid is not None:
-                    self.await_horizon(page.pending_xid)  # a wake-up comes once it is servable
+                    self.await_horizon(page.pending_xid, store)  # a wake-up comes once it is servable
                     nap = FALLBACK_POLL_S
                 else:
                     nap = PENDING_POLL_S if page.pending else FALLBACK_POLL_S if not self.signal.live else remaining
                 woken.wait(min(remaining, nap))
                 woken.clear()
 
-    def await_horizon(self, xid: int) -> None:
-        """Wake every waiter once the feed entries of transaction `xid` are servable (PostgreSQL)."""
+    def await_horizon(self, xid: int, store: str | None = None) -> None:
+        """Wake `store`'s waiters once the feed entries of transaction `xid` are servable (PostgreSQL)."""
 
     # --- fleet ------------------------------------------------------------------------------------------
 

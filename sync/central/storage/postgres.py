@@ -44,7 +44,7 @@ from sync import protocol as p
 from sync.central.storage import pg_schema
 from sync.central.storage import profiles as rules
 from sync.central.storage.base import (
-    ALL_STORES, IDEMPOTENCY_TTL_S, PENDING_POLL_S, RELEVANCE_REFRESH_S, DatabaseError, FeedPage, IdempotencyKeyReused,
+    ALL_STORES, IDEMPOTENCY_TTL_S, RELEVANCE_REFRESH_S, DatabaseError, FeedPage, IdempotencyKeyReused,
     InvalidValue, Settings, Storage, Unavailable, digits, dumps, export_document, health_record, internal_rejection,
     invalid_cursor, page_answer, parse_events, rejection_counts, split_cursor, store_row)
 from sync.central.storage.wakeup import FeedSignal
@@ -57,6 +57,7 @@ CHANNEL = "central_feed"
 NOTIFY_MAX = 7000  # bytes of target list in one NOTIFY payload (the limit is 8000); more: wake everyone
 VACUUM_AFTER_S = 2.0  # an erasure's VACUUM runs this long after it, gathering the erasures meanwhile
 VACUUM_EVERY_S = 60.0  # and at most this often
+HORIZON_POLL_S = 0.02  # how often the horizon watcher looks while a committed feed entry waits for older ones
 RETRIES = 3  # a transaction chosen as a deadlock victim (or a serialization failure) runs again
 
 _INSERT_EVENTS = (
@@ -150,7 +151,9 @@ class PgTx:
             self._dirty.clear()
         if self.targets:
             payload = ",".join(sorted(self.targets))
-            self.q("SELECT pg_notify(%s, %s)", (CHANNEL, payload if len(payload) <= NOTIFY_MAX else ALL_STORES))
+            # "<xid>:<targets>": listeners wake those stores once this transaction's entries are servable.
+            self.q("SELECT pg_notify(%s, pg_current_xact_id()::text || ':' || %s)",
+                   (CHANNEL, payload if len(payload) <= NOTIFY_MAX else ALL_STORES))
 
     # --- profiles ---------------------------------------------------------------------------------------------
 
@@ -361,7 +364,7 @@ class PostgresStorage(Storage):
         self._last_vacuum = 0.0
         self._listener: threading.Thread | None = None
         self._horizon_lock = threading.Lock()
-        self._horizon_want = 0
+        self._horizon_due: list[tuple[int, list[str]]] = []
         self._horizon_running = False
         self.maintain(partitions_only=True)
         if listen:
@@ -403,7 +406,7 @@ class PostgresStorage(Storage):
                 time.sleep(0.01 * (attempt + 1))
                 continue
             assert tx is not None
-            if tx.targets:
+            if tx.targets and (self._listener is None or not self.signal.live):  # else the listener gets the NOTIFY
                 self.signal.notify(tx.targets)
             if tx.vacuum:
                 self._schedule_vacuum(tx.vacuum)
@@ -423,7 +426,11 @@ class PostgresStorage(Storage):
                     delay = 0.5
                     while not self._closed.is_set():
                         for note in conn.notifies(timeout=0.25):
-                            self.signal.notify(note.payload.split(","))
+                            xid, sep, targets = note.payload.partition(":")
+                            if sep and digits(xid):
+                                self.wake_when_servable(int(xid), targets.split(","))
+                            else:  # a process of an older version
+                                self.signal.notify(note.payload.split(","))
             except psycopg.Error as exc:
                 self.signal.live = False
                 if self._closed.is_set():
@@ -433,12 +440,16 @@ class PostgresStorage(Storage):
                 self._closed.wait(delay)
                 delay = min(delay * 2, 10.0)
 
-    def await_horizon(self, xid: int) -> None:
-        """One thread per process watches the snapshot horizon (the oldest open transaction) pass `xid`, then
-        wakes every waiter: while pushes keep transactions open, a few hundred long-polls would otherwise
-        each read the feed every PENDING_POLL_S."""
+    def await_horizon(self, xid: int, store: str | None = None) -> None:
+        self.wake_when_servable(xid, [store or ALL_STORES])
+
+    def wake_when_servable(self, xid: int, targets: list[str]) -> None:
+        """Wake the waiters of `targets` once the feed entries of transaction `xid` are servable (every older
+        transaction has finished). One thread per process watches the snapshot horizon for all of them:
+        woken earlier, a few hundred long-polls would each read the feed, find the entry not yet servable
+        and look again (while pushes keep transactions open, that is always)."""
         with self._horizon_lock:
-            self._horizon_want = max(self._horizon_want, xid)
+            self._horizon_due.append((xid, targets))
             if self._horizon_running or self._closed.is_set():
                 return
             self._horizon_running = True
@@ -447,27 +458,28 @@ class PostgresStorage(Storage):
     def _watch_horizon(self) -> None:
         conn = None
         try:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
             while not self._closed.is_set():
                 with self._horizon_lock:
-                    want = self._horizon_want
-                    if want == 0:
+                    if not self._horizon_due:
                         self._horizon_running = False
                         return
+                if conn is None:
+                    conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
                 xmin = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").fetchone()[0]
-                if xmin > want:
-                    with self._horizon_lock:
-                        if self._horizon_want <= want:
-                            self._horizon_want = 0
-                    self.signal.notify([ALL_STORES])
-                    continue
-                self._closed.wait(PENDING_POLL_S)
-        except psycopg.Error as exc:  # the waiters look again within FALLBACK_POLL_S
+                with self._horizon_lock:
+                    ready = [t for xid, targets in self._horizon_due if xid < xmin for t in targets]
+                    self._horizon_due = [(xid, t) for xid, t in self._horizon_due if xid >= xmin]
+                if ready:
+                    self.signal.notify(ready)
+                else:
+                    self._closed.wait(HORIZON_POLL_S)
+        except psycopg.Error as exc:  # wake everyone: they read the feed, and wait again if need be
             log.warning("central store: watching the feed's horizon failed (%s)", str(exc).strip()[:200])
+            self.signal.notify([ALL_STORES])
         finally:
             with self._horizon_lock:
                 self._horizon_running = False
-                self._horizon_want = 0
+                self._horizon_due = []
             if conn is not None:
                 conn.close()
 
