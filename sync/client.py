@@ -23,7 +23,7 @@ from sync import protocol as p
 from sync.fetch import Fetcher
 from sync.local import Local, LocalCounts, LocalError, LocalReads, OutboxStats
 from sync.pull import LONG_POLL_S, Puller
-from sync.push import Pusher
+from sync.push import PUSH_LINGER_S, Pusher
 from sync.transport import TOKEN_HINT, Backoff, CircuitBreaker, Errors, Metrics, Transport
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class SyncSettings:
     push_timeout_s: float = 30.0
     pull_timeout_s: float = 30.0
     push_idle_s: float = 1.0
+    push_linger_s: float = PUSH_LINGER_S
     changes_limit: int = p.MAX_CHANGES_LIMIT
     long_poll_s: float = LONG_POLL_S
     breaker_threshold: int = 3
@@ -104,7 +105,7 @@ class SyncClient:
         s = self.settings
         targets = {
             "sync-push": lambda: self.pusher.run(self._wake, Backoff(s.backoff_base_s, s.backoff_cap_s),
-                                                 s.push_idle_s),
+                                                 s.push_idle_s, s.push_linger_s),
             "sync-pull": lambda: self.puller.run(Backoff(s.backoff_base_s, s.backoff_cap_s), s.pull_interval_s),
             "sync-resolve": self.fetcher.run,
         }

@@ -1,6 +1,7 @@
 """Push: the edge's outbox to the central store, in seq order, one batch at a time.
 
-`push_batch` events per POST, each with an Idempotency-Key from its first/last seq and a hash of its
+`push_batch` events per POST (at most one POST every `push_linger_s` while the outbox keeps up; back to
+back when it has a backlog), each with an Idempotency-Key from its first/last seq and a hash of its
 body. A batch leaves the outbox only once the central store answered for it (the edge settles it), so a
 crash between the POST and the settling sends it again, which the central store recognises (same key,
 or same event ids: duplicates). On a 5xx, a timeout or a connection error the same batch is retried
@@ -30,6 +31,7 @@ from sync.transport import AuthError, Backoff, Errors, Metrics, SyncError, Trans
 log = logging.getLogger(__name__)
 
 Health = Callable[[], Mapping[str, Any]]  # the health report sent with each push (SyncClient.health)
+PUSH_LINGER_S = 1.0  # at most one push a second while the outbox keeps up (see Pusher.run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +189,10 @@ class Pusher:
                 if n:
                     self.metrics.inc("instore_edge_sync_events_total", n, result=name)
 
-    def run(self, wake: threading.Event, backoff: Backoff, idle_s: float) -> None:
-        """The push thread: push whenever woken (new events) or every idle_s, report the health when nothing
-        was pushed for HEALTH_EVERY_S; back off on failures."""
+    def run(self, wake: threading.Event, backoff: Backoff, idle_s: float, linger_s: float = PUSH_LINGER_S) -> None:
+        """The push thread: push whenever woken (new events) or every idle_s, at most once every linger_s
+        while the outbox keeps up; report the health when nothing was pushed for HEALTH_EVERY_S; back off on
+        failures."""
         while not self.stop.is_set():
             try:
                 self.push_once()
@@ -218,3 +221,8 @@ class Pusher:
                 continue
             wake.wait(idle_s)
             wake.clear()
+            # Linger: a busy store's writer commits many small batches; what they add up to in linger_s travels
+            # as one push (a backlog still goes back to back). At a chain's peak the central pays per push.
+            wait = self.last_report + linger_s - time.time()
+            if wait > 0 and self.stop.wait(wait):
+                return

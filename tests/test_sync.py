@@ -33,7 +33,7 @@ from tests.conftest import wait_until
 CENTRAL_ADMIN = "central-admin-token-0123456789"
 STORE_TOKEN = "Rl8E55vNgGSC3kCf7ewTOV-J"
 STORE = "teststore"
-FAST = dict(backoff_base_s=0.01, backoff_cap_s=0.05, push_idle_s=0.05, push_timeout_s=2.0)
+FAST = dict(backoff_base_s=0.01, backoff_cap_s=0.05, push_idle_s=0.05, push_linger_s=0.0, push_timeout_s=2.0)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
