@@ -223,7 +223,7 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
     try:
         time.sleep(1.0)  # workers up
         if profile:
-            spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "--subprocesses", "--nonblocking", "-r", "50",
+            spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "--subprocesses", "--gil", "-r", "25",
                                     "-d", str(int(seconds) + 3), "-o", profile, "--pid", str(central.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ctx = mp.get_context("spawn")
