@@ -27,6 +27,7 @@ from flask import Flask
 
 from edge import faults
 from edge.config import Config
+from edge.domain.catalogue import Catalogue, ProductError
 from edge.domain.displays import Displays
 from edge.domain.gateways import GatewayHealth
 from edge.domain.identity import Identity
@@ -114,11 +115,13 @@ class App:
 
         presence = PresenceTracker(cfg, rows(self.conn, "SELECT * FROM presence"))
         identity = Identity(cfg, self.conn)
+        # The one catalogue every page reads: TOML products and the central's (kept in the products table).
+        self.catalogue = Catalogue(cfg, self.conn)
         # Decisions run in the writer thread: profiles are read through the writer's connection.
-        shoppers = CustomerContext(cfg, self.conn)
+        shoppers = CustomerContext(cfg, self.conn, catalogue=self.catalogue)
         rules = RuleEngine(cfg, shoppers)
         displays = Displays(cfg, rows(self.conn, "SELECT * FROM displays"))
-        journeys = Journeys(cfg, self.signer, self.metrics)
+        journeys = Journeys(cfg, self.signer, self.metrics, self.catalogue)
         gateways = GatewayHealth(cfg)
         self.privacy = Privacy(cfg, writer, (presence, identity, rules, shoppers, displays), shoppers=shoppers,
                                displays=displays)
@@ -130,7 +133,8 @@ class App:
         self.sync = SyncClient(sync_settings(cfg), self.uplink, self.metrics)
         self.central = CentralLink(self.sync) if self.sync.enabled else None
         self.mqtt = MqttLink(cfg, self.inbox.put, backlog=self.inbox.qsize, retained=displays.publications)
-        self.pages = Pages(cfg, self.metrics, server_threads=server_threads(cfg))
+        self.pages = Pages(cfg, self.metrics, server_threads=server_threads(cfg), catalogue=self.catalogue)
+        self.catalogue.listeners.append(self.pages.on_catalogue)
         self.pipeline = Pipeline(cfg, self.inbox, writer, self.metrics, presence=presence, identity=identity,
                                  shoppers=shoppers, rules=rules, displays=displays, journeys=journeys,
                                  gateways=gateways, link=self.mqtt, central=self.central, on_decision=on_decision,
@@ -205,7 +209,21 @@ class App:
         return self.pipeline.shoppers.kiosk_view(code)
 
     def products_for(self, zone: str | None) -> list[dict[str, Any]]:
-        return self.pipeline.shoppers.catalogue.for_zone(zone)
+        return self.catalogue.for_zone(zone)
+
+    def apply_product(self, entry: dict[str, Any], timeout: float = 10.0) -> bool:
+        """One content-feed product entry applied in the writer's transaction (edge.domain.catalogue): True when
+        it changed the catalogue; ProductError (its message says what to fix) when malformed."""
+        def apply(writer: Writer) -> bool | ProductError:
+            try:
+                return self.catalogue.apply_product(entry, writer.conn)
+            except ProductError as exc:  # validated before any write: nothing to roll back
+                return exc
+
+        result = self.inbox.run(apply, timeout)
+        if isinstance(result, ProductError):
+            raise result
+        return bool(result)
 
     def displays(self) -> dict[str, dict[str, Any]]:
         return self.pipeline.displays.all()

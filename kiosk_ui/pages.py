@@ -52,7 +52,7 @@ def create_blueprint(store: Store, hub: Hub, max_streams: int) -> Blueprint:
     store_name = cfg.store.name or cfg.store.id
 
     def render(target: Target, payload: dict[str, Any]) -> dict[str, Any] | None:
-        return screen_view(cfg, payload, every_language=target[0] == "kiosk")
+        return screen_view(cfg, payload, every_language=target[0] == "kiosk", catalogue=store.catalogue)
 
     def stream(target: Target, snapshot: dict[str, Any] | None) -> Response | tuple[Response, int]:
         if store.stopping:
@@ -93,9 +93,10 @@ def create_blueprint(store: Store, hub: Hub, max_streams: int) -> Blueprint:
         if conf is None:
             return error_page(404, _("Unknown screen"),
                               _("No screen %(id)s in this store's config ([[screens]]).", id=repr(screen)))
-        playlist = screen_view(cfg, store.fallback(screen)) or {"items": []}
-        boot = {"screen": screen, "store": store_name, "now": now_ms(),
-                "content": screen_view(cfg, store.display(screen)), "playlist": playlist["items"]}
+        playlist = screen_view(cfg, store.fallback(screen), catalogue=store.catalogue) or {"items": []}
+        boot = {"screen": screen, "store": store_name, "now": now_ms(), "lang": cfg.store.language,
+                "content": screen_view(cfg, store.display(screen), catalogue=store.catalogue),
+                "playlist": playlist["items"]}
         return remember(Response(render_template("signage.html", boot=boot, screen=screen, store=store_name),
                                  mimetype="text/html"), auth)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from edge.config import Config
+from edge.domain.catalogue import Catalogue
 
 
 class Store(Protocol):
     """The running edge as the pages see it (edge.app.App implements it)."""
 
     cfg: Config
+    catalogue: Catalogue  # the one catalogue (edge.domain.catalogue): products and prices
 
     @property
     def stopping(self) -> bool:

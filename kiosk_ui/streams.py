@@ -161,6 +161,16 @@ class Hub:
                 s.offer(message)
 
 
+    def broadcast(self, event: str, data: dict[str, Any], kinds: tuple[str, ...] = ("signage", "kiosk")) -> int:
+        """One message to every open stream of these kinds (a catalogue change): never blocks; the count."""
+        message = sse_message(event, {**data, "now": now_ms()})
+        with self.lock:
+            streams = [s for t, v in self.streams.items() if t[0] in kinds for s in v]
+        for s in streams:
+            s.offer(message)
+        return len(streams)
+
+
 class EventStream:
     """The WSGI body of one stream. waitress sends each chunk as soon as it is yielded (send_bytes=1)
     and calls close() when the client goes or the stream ends: the stream's slot is freed either way,

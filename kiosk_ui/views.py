@@ -14,6 +14,7 @@ from typing import Any
 from flask import Response, render_template
 
 from edge.config import Config
+from edge.domain.catalogue import Catalogue
 from edge.domain.content import text_for, without_overridden
 # What a kiosk shows when no rule targets it (Displays.fallback): its own UI, nothing pushed.
 from edge.domain.displays import KIOSK_IDLE_CONTENT_ID, PLAYLIST_CONTENT_ID
@@ -46,10 +47,27 @@ def _texts(cfg: Config, data: dict[str, Any], lang: str) -> dict[str, str]:
     return {"title": _text(texts["title"]), "body": _text(texts["body"], 2000)}
 
 
+def _sku(data: dict[str, Any], item: Any) -> str | None:
+    """The product a content shows: its data's `sku` (a rule's, a campaign's), else its content item's."""
+    sku = data.get("sku")
+    if isinstance(sku, str) and 0 < len(sku) <= 128:
+        return sku
+    return getattr(item, "sku", None)
+
+
+def product_view(cfg: Config, catalogue: Catalogue | None, sku: str | None) -> dict[str, Any] | None:
+    """What a screen shows of a product it advertises, from the one catalogue: its name and price in each
+    language the edge speaks (`texts`), so a price change re-renders the screen without another lookup."""
+    if catalogue is None or not sku or sku not in catalogue:
+        return None
+    return with_texts(cfg, catalogue.product(sku))
+
+
 def screen_view(cfg: Config, payload: dict[str, Any] | None, lang: str | None = None, *,
-                every_language: bool = False) -> dict[str, Any] | None:
+                every_language: bool = False, catalogue: Catalogue | None = None) -> dict[str, Any] | None:
     """The page's view of a display payload, its texts in `lang` (default: the store's language); with
-    `every_language` (a kiosk) also `texts`: {lang: {"title", "body"}} for each language the edge speaks."""
+    `every_language` (a kiosk) also `texts`: {lang: {"title", "body"}} for each language the edge speaks.
+    Content that shows a product (`sku`) carries `product` (name and price from the catalogue)."""
     lang = lang or cfg.store.language
     if not payload:
         return None
@@ -65,7 +83,8 @@ def screen_view(cfg: Config, payload: dict[str, Any] | None, lang: str | None = 
     if content_id == PLAYLIST_CONTENT_ID:
         view["items"] = [{"content_id": _text(i.get("content_id"), 64), "template": _text(i.get("template"), 64),
                           **_texts(cfg, i, lang), "image": local_image(i.get("image")),
-                          "duration_s": _duration(i.get("duration_s"))}
+                          "duration_s": _duration(i.get("duration_s")),
+                          "product": product_view(cfg, catalogue, _sku(i, cfg.content_item(str(i.get("content_id")))))}
                          for i in data.get("items") or [] if isinstance(i, dict)]
         view["expires_at"] = None
         return view
@@ -78,6 +97,7 @@ def screen_view(cfg: Config, payload: dict[str, Any] | None, lang: str | None = 
         view["texts"] = {code: _texts(cfg, texts, code) for code in LANGUAGES}
     view["subtitle"] = _text(data.get("subtitle"))
     view["image"] = local_image(data.get("image") if data.get("image") is not None else (item.image if item else None))
+    view["product"] = product_view(cfg, catalogue, _sku(data, item))
     return view
 
 

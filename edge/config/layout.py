@@ -134,6 +134,8 @@ class ContentConfig(StrictModel):
     body: str = ""
     image: str | None = None
     duration_s: float = Field(default=8.0, gt=0)
+    # The product it shows: the screen shows its price from the catalogue, and re-renders when it changes.
+    sku: str | None = Field(default=None, min_length=1, max_length=128)
     # Per-language text: [content.i18n.it] title = "..." (edge.i18n.localized picks the page's language).
     i18n: dict[str, ContentText] = Field(default_factory=dict)
 
@@ -165,6 +167,8 @@ class ProductConfig(StrictModel):
     zone: str | None = None
     price: float | None = Field(default=None, ge=0)
     image: str | None = None
+    # This entry wins over the central's product of the same SKU (by default the central's wins).
+    prefer_local: bool = False
     # Per-language name: [products.i18n.it] name = "..." (the store's currency is [store] currency).
     i18n: dict[str, ProductText] = Field(default_factory=dict)
 

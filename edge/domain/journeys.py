@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge.config import Config
+from edge.domain.catalogue import Catalogue
 from edge.i18n import localized
 from edge.metrics import Metrics
 from edge.model import Event, Publication
@@ -30,8 +31,9 @@ RunInWriter = Callable[[Callable[[Writer], Any]], Any]  # runs a write in the wr
 class Journeys:
     """The scanner hook (writer thread) and the kiosk handoff's single-use tokens, for one store."""
 
-    def __init__(self, cfg: Config, signer: Signer, metrics: Metrics) -> None:
+    def __init__(self, cfg: Config, signer: Signer, metrics: Metrics, catalogue: Catalogue | None = None) -> None:
         self.cfg = cfg
+        self.catalogue = catalogue or Catalogue(cfg)
         self.signer = signer
         self.metrics = metrics
         self.prefix = cfg.prefix
@@ -50,7 +52,7 @@ class Journeys:
         try:
             tok = self.signer.verify(token_text, now=e.received_at)
             if tok.kind == "touchpoint":
-                t = describe_target(self.cfg, tok.target)
+                t = describe_target(self.cfg, tok.target, catalogue=self.catalogue)
                 _annotate(writer, e, "touchpoint", {"touchpoint": tok.target}, zone=t["zone"])
                 return []
             if tok.kind == "pickup":
@@ -110,29 +112,31 @@ def order_items(order: dict[str, Any]) -> list[Any]:
     return items if isinstance(items, list) else []
 
 
-def describe_target(cfg: Config, target: str, lang: str | None = None) -> dict[str, Any]:
-    """What a touchpoint shows: a product (sku), a screen (its first playlist item) or a content item, with
-    its texts in `lang` (a page's language; by default the store's), falling back as edge.i18n.localized says."""
+def describe_target(cfg: Config, target: str, lang: str | None = None, *,
+                    catalogue: Catalogue | None = None) -> dict[str, Any]:
+    """What a touchpoint shows: a product (sku, from the catalogue), a screen (its first playlist item) or a
+    content item, with its texts in `lang` (a page's language; by default the store's), falling back as
+    edge.i18n.localized says. A screen or content item that shows a product (`sku`) names it too."""
     default = cfg.store.language
     lang = lang or default
-    for p in cfg.products:
-        if p.sku == target:
-            name = localized(p.texts(), lang, default, ("name",))["name"]
-            return {"type": "product", "id": p.sku, "title": name, "body": "",
-                    "price": p.price, "currency": cfg.store.currency, "zone": p.zone, "sku": p.sku}
+    catalogue = catalogue or Catalogue(cfg)
+    p = catalogue.get(target)
+    if p is not None:
+        return {"type": "product", "id": p.sku, "title": p.name_in(lang, default), "body": "",
+                "price": p.price, "currency": p.currency, "zone": p.zone, "sku": p.sku}
     contents = {c.id: c for c in cfg.content}
     for s in cfg.screens:
         if s.id == target:
             c = contents.get(s.playlist[0]) if s.playlist else None
             texts = localized(c.texts(), lang, default) if c else {"title": "", "body": ""}
             return {"type": "screen", "id": s.id, "title": texts["title"] or s.id, "body": texts["body"],
-                    "price": None, "currency": None, "zone": s.zone, "sku": None}
+                    "price": None, "currency": None, "zone": s.zone, "sku": c.sku if c else None}
     c = contents.get(target)
     if c is not None:
         zone = next((s.zone for s in cfg.screens if target in s.playlist), None)
         texts = localized(c.texts(), lang, default)
         return {"type": "content", "id": c.id, "title": texts["title"] or c.id, "body": texts["body"], "price": None,
-                "currency": None, "zone": zone, "sku": None}
+                "currency": None, "zone": zone, "sku": c.sku}
     return {"type": "unknown", "id": target, "title": target, "body": "", "price": None, "currency": None,
             "zone": None, "sku": None}
 

@@ -31,9 +31,9 @@ from zoneinfo import ZoneInfo
 
 from edge.config import (PERSONAL_PLACEHOLDERS, WEEKDAYS, Config, RuleCap, RuleConfig, data_placeholders,
                          parse_hours, template_fields)
+from edge.domain.catalogue import Catalogue, Product
 from edge.domain.content import content_data, without_overridden
 from edge.domain.shoppers import CustomerContext, Shopper, consented
-from edge.i18n import localized
 from edge.model import KIOSK, SCREEN, Decision, EdgeError, Event
 
 PLACEHOLDER_MAX = 60  # characters of one filled-in value (a long name is cut with "…")
@@ -209,9 +209,9 @@ class RuleEngine:
         for k in cfg.kiosks:
             self.kiosks_by_zone.setdefault(k.zone, []).append(k.id)
         self.zone_names = {z.id: z.name or z.id for z in cfg.zones}
-        self.products = {p.sku: p for p in cfg.products}
-        lang = cfg.store.language  # placeholders are filled with names in the store's language
-        self.product_names = {p.sku: localized(p.texts(), lang, lang, ("name",))["name"] for p in cfg.products}
+        # The one catalogue (edge.domain.catalogue): TOML and central products; it changes while the edge runs.
+        self.catalogue = context.catalogue if context is not None else Catalogue(cfg)
+        self.lang = cfg.store.language  # placeholders are filled with names in the store's language
         compiled = [self._compile(r, i) for i, r in enumerate(cfg.rules)]
         # Highest priority first; config order breaks ties, so the file reads top-down.
         self.rules = sorted(compiled, key=lambda c: (-c.rule.priority, c.order))
@@ -306,7 +306,7 @@ class RuleEngine:
         return check
 
     def _check_wishlist_in_zone(self, wanted: bool) -> Check:
-        products = self.products
+        catalogue = self.catalogue
 
         def check(ev: _Eval, m: dict[str, Any]) -> bool:
             shopper = ev.shopper()
@@ -314,7 +314,7 @@ class RuleEngine:
             if shopper is None or zone is None:
                 return False
             for sku in shopper.wishlist:
-                p = products.get(sku)
+                p = catalogue.get(sku)
                 if p is not None and p.zone == zone:
                     if wanted:
                         m["wishlist_sku"] = sku
@@ -463,7 +463,7 @@ class RuleEngine:
     def _fill(self, name: str, ev: _Eval, m: dict[str, Any]) -> str | None:
         if name == "wishlist_item" or name == "wishlist_image":
             product = self._wishlist_product(ev, m)
-            return None if product is None else self.product_names[product.sku] if name == "wishlist_item" \
+            return None if product is None else self._name(product) if name == "wishlist_item" \
                 else product.image
         values = ev.values
         if name in values:
@@ -472,15 +472,18 @@ class RuleEngine:
         values[name] = value
         return value
 
+    def _name(self, product: Product) -> str:
+        return product.name_in(self.lang, self.lang)
+
     def _wishlist_product(self, ev: _Eval, m: dict[str, Any]) -> Any:
         """The wishlist item the rule matched (wishlist_in_zone), else the first one the catalogue names."""
         sku = m.get("wishlist_sku")
         if sku is not None:
-            return self.products.get(sku)
+            return self.catalogue.get(sku)
         shopper = ev.shopper()
         if shopper is None:
             return None
-        return next((self.products[s] for s in shopper.wishlist if s in self.products), None)
+        return next((p for p in map(self.catalogue.get, shopper.wishlist) if p is not None), None)
 
     def _value(self, name: str, ev: _Eval) -> str | None:
         event = ev.event
@@ -492,8 +495,8 @@ class RuleEngine:
             sku = event.data.get("item") if event.data else None
             if not isinstance(sku, str) and self.context is not None:
                 sku = self.context.last_item(event.subject, ev.now - ITEM_RECENT_S)
-            product = self.products.get(sku) if isinstance(sku, str) else None
-            return None if product is None else self.product_names[product.sku] if name == "item" else product.image
+            product = self.catalogue.get(sku) if isinstance(sku, str) else None
+            return None if product is None else self._name(product) if name == "item" else product.image
         shopper = ev.shopper()
         if shopper is None:
             return None
@@ -502,7 +505,7 @@ class RuleEngine:
         if name == "tier":
             return shopper.tier
         if name == "cart_item":
-            return next((self.product_names[s] for s in shopper.cart if s in self.products), None)
+            return next((self._name(p) for p in map(self.catalogue.get, shopper.cart) if p is not None), None)
         if name == "cart_count":
             return str(len(shopper.cart)) if shopper.cart else None
         if name in ("order_id", "pickup_bay"):

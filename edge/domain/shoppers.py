@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from edge.config import Config, ProductConfig
-from edge.domain.catalogue import Catalogue
+from edge.config import Config
+from edge.domain.catalogue import Catalogue, Product
 from edge.model import Event
 from edge.store.db import connect
 
@@ -157,7 +157,8 @@ class CustomerContext:
     def __init__(self, cfg: Config, conn: sqlite3.Connection | Callable[[], sqlite3.Connection] | None = None, *,
                  max_profiles: int = PROFILE_CACHE_MAX, max_age_s: float = PROFILE_MAX_AGE_S,
                  absent_max_age_s: float = ABSENT_MAX_AGE_S, activity_len: int = ACTIVITY_LEN,
-                 activity_keys_max: int = ACTIVITY_KEYS_MAX, clock: Callable[[], float] = time.monotonic) -> None:
+                 activity_keys_max: int = ACTIVITY_KEYS_MAX, clock: Callable[[], float] = time.monotonic,
+                 catalogue: Catalogue | None = None) -> None:
         self.cfg = cfg
         self._conn = conn
         self.max_profiles = max_profiles
@@ -166,7 +167,7 @@ class CustomerContext:
         self.activity_len = activity_len
         self.activity_keys_max = activity_keys_max
         self.clock = clock
-        self.catalogue = Catalogue(cfg)
+        self.catalogue = catalogue or Catalogue(cfg)
         self.missing: set[str] = set()  # customers without a cached profile, for the central store
         self._profiles: OrderedDict[str, tuple[Shopper | None, float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -266,7 +267,7 @@ class CustomerContext:
                 self._activity.pop(key, None)
 
     # --- products ---
-    def product(self, sku: str | None) -> ProductConfig | None:
+    def product(self, sku: str | None) -> Product | None:
         return self.catalogue.get(sku)
 
     # --- the kiosk ---

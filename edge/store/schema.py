@@ -134,8 +134,15 @@ def _v7(db: sqlite_utils.Database) -> None:
                "updated_at REAL NOT NULL)")
 
 
+def _products_catalogue(db: sqlite_utils.Database) -> None:
+    """The central's products (edge/domain/catalogue.py): the latest version per SKU, deletes kept as tombstones
+    (deleted = 1) so a late older entry never brings a product back."""
+    db.execute("CREATE TABLE IF NOT EXISTS products (sku TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+               "deleted INTEGER NOT NULL DEFAULT 0, product TEXT, updated_at REAL NOT NULL)")
+
+
 # Append only: a newer binary upgrades an older file by running the steps it has not seen.
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _products_catalogue]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

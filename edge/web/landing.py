@@ -21,7 +21,6 @@ from flask import Blueprint, Response, redirect, render_template, request
 from flask_babel import gettext as _
 
 from edge.domain.journeys import REFUSED_METRIC, describe_target, find_order, order_items, session_cart
-from edge.i18n import localized
 from sync.jsonbody import request_json
 from edge.model import Message
 from edge.qr import MINTABLE, REFUSALS, QrError, minted, qr_svg
@@ -50,7 +49,7 @@ def blueprint(edge: Edge) -> Blueprint:
     cfg = edge.cfg
     signer = edge.signer
     prefix = cfg.prefix
-    products = {p.sku: p for p in cfg.products}
+    catalogue = edge.catalogue  # the one catalogue: TOML and central products, the same prices as every screen
     store_name = cfg.store.name or cfg.store.id
     local = threading.local()
 
@@ -93,9 +92,9 @@ def blueprint(edge: Edge) -> Blueprint:
         return resp
 
     def product_name(sku: str) -> str:
-        """A product's name in the page's language (an SKU the config does not list: its code)."""
-        p = products.get(sku)
-        return sku if p is None else localized(p.texts(), page_lang(), cfg.store.language, ("name",))["name"]
+        """A product's name in the page's language (an SKU the catalogue does not list: its code)."""
+        p = catalogue.get(sku)
+        return sku if p is None else p.name_in(page_lang(), cfg.store.language)
 
     def phone_customer() -> str | None:
         raw = request.cookies.get(PHONE_COOKIE)
@@ -129,7 +128,7 @@ def blueprint(edge: Edge) -> Blueprint:
         except QrError as exc:
             return refuse(exc.reason)
         if tok.kind == "touchpoint":
-            t = describe_target(cfg, tok.target, page_lang())
+            t = describe_target(cfg, tok.target, page_lang(), catalogue=catalogue)
             if "lang" not in request.args:  # switching the page's language is not another scan
                 record_scan(signer.url(token))
             s = shopper(phone_customer())
@@ -193,8 +192,8 @@ def blueprint(edge: Edge) -> Blueprint:
                         message=_("Scan the code on the kiosk again to continue on this phone."), reason="no_session")
         kiosk, session, customer = row
         cart = session_cart(db(), kiosk, session)
-        lines = [{"sku": sku, "name": product_name(sku), "price": products[sku].price if sku in products else None}
-                 for sku in cart]
+        lines = [{"sku": sku, "name": product_name(sku), "price": p.price if p else None,
+                  "currency": p.currency if p else None} for sku, p in ((s, catalogue.get(s)) for s in cart)]
         return page("landing.html", view="handoff", cart=lines, shopper=shopper(customer), kiosk=kiosk)
 
     @bp.post("/api/v1/qr")

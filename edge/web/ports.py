@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from edge.config import Config
+from edge.domain.catalogue import Catalogue
 from edge.domain.shoppers import Shopper
 from edge.metrics import Metrics
 from edge.model import Message
@@ -18,6 +19,7 @@ class Edge(Protocol):
     """The running edge as the HTTP API and the shoppers' landing pages see it (edge.app.App implements it)."""
 
     cfg: Config
+    catalogue: Catalogue  # the one catalogue (edge.domain.catalogue): products and prices
     metrics: Metrics
     signer: Signer
     trusted_proxies: TrustedProxies

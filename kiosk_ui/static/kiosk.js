@@ -362,10 +362,42 @@
     pushed.querySelector('.title').textContent = texts.title || '';
     pushed.querySelector('.body').textContent = texts.body || '';
   }
+  /* Products changed at the edge (a price from the central, a name): swap them in and draw again what shows
+   * them, so the kiosk never shows a stale price. */
+  function onCatalogue(message) {
+    var changed = {};
+    (message.products || []).forEach(function (p) { changed[p.sku] = p; });
+    var gone = message.deleted || [];
+    function swap(list) {
+      return (list || []).filter(function (p) { return gone.indexOf(p.sku) < 0; })
+        .map(function (p) { return changed[p.sku] || p; });
+    }
+    var known = {};
+    (boot.products || []).forEach(function (p) { known[p.sku] = true; });
+    boot.products = swap(boot.products);
+    Object.keys(changed).forEach(function (sku) {
+      if (!known[sku] && changed[sku].zone === boot.zone && boot.products.length < 12) { boot.products.push(changed[sku]); }
+    });
+    if (lastContext) {
+      lastContext.wishlist = swap(lastContext.wishlist);
+      lastContext.cart = swap(lastContext.cart);
+    }
+    if (!views.home.hidden) {
+      var scroll = $('main').scrollTop;
+      renderHome(lastContext);
+      $('main').scrollTop = scroll;
+    }
+    if (openProduct && changed[openProduct.sku]) {
+      openProduct = changed[openProduct.sku];
+      renderProduct(openProduct);
+    }
+    document.body.setAttribute('data-catalogue', String(message.now || ''));
+  }
+
   window.InstoreLive(window.InstoreLive.streamUrl(window.location.pathname + '/stream'), onContent, function (online) {
     $('offline').hidden = online;
     document.body.setAttribute('data-online', online ? 'yes' : 'no');
-  });
+  }, { catalogue: onCatalogue });
 
   document.body.setAttribute('data-lang', boot.lang);
   updateBag();

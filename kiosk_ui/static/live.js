@@ -3,7 +3,8 @@
  * EventSource reconnects by itself after a network error, but gives up for good on an HTTP error
  * (e.g. 503 when all streams are taken) and cannot see a silently dead connection: this wrapper
  * starts a new one in both cases (the server sends a "ping" event every ~15 s).
- * Every "content" message carries the whole state, so a reconnect re-syncs the page.
+ * Every "content" message carries the whole state, so a reconnect re-syncs the page. Other named events
+ * (e.g. "catalogue": products whose price or name changed) go to `handlers[name](message)`.
  */
 (function () {
   'use strict';
@@ -12,7 +13,7 @@
   var RETRY_CLOSED_MS = 3000;
   var OFFLINE_AFTER_MS = 3000; // a quick reconnect does not flash the offline dot
 
-  window.InstoreLive = function (url, onContent, onOnline) {
+  window.InstoreLive = function (url, onContent, onOnline, handlers) {
     var es = null;
     var lastSeen = Date.now();
     var retryTimer = null;
@@ -50,6 +51,14 @@
         var message;
         try { message = JSON.parse(event.data); } catch (err) { return; }
         onContent(message.content, message.now);
+      });
+      Object.keys(handlers || {}).forEach(function (name) {
+        source.addEventListener(name, function (event) {
+          seen();
+          var message;
+          try { message = JSON.parse(event.data); } catch (err) { return; }
+          handlers[name](message);
+        });
       });
       source.addEventListener('error', function () {
         if (source !== es) { return; }

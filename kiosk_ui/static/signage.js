@@ -14,6 +14,7 @@
   var kicker = stage.querySelector('.kicker');
   var title = stage.querySelector('.title');
   var body = stage.querySelector('.body');
+  var price = stage.querySelector('.price');
   var bar = document.getElementById('progress');
   var offlineDot = document.getElementById('offline');
 
@@ -25,6 +26,16 @@
   var slideTimer = null;
   var expiryTimer = null;
   var clockOffset = 0;    // this device's clock minus the edge's
+  var shown = null;       // the item on screen (its product's price is redrawn when the catalogue changes)
+
+  /* The advertised product's price, from the edge's catalogue, in the store's language. */
+  function showPrice(item) {
+    var p = item && item.product;
+    var texts = p && p.texts && p.texts[boot.lang];
+    price.textContent = texts && texts.price ? texts.price : '';
+    price.hidden = !price.textContent;
+    if (p) { price.setAttribute('data-sku', p.sku); } else { price.removeAttribute('data-sku'); }
+  }
 
   function clearTimers() {
     if (slideTimer) { clearTimeout(slideTimer); slideTimer = null; }
@@ -38,6 +49,8 @@
     kicker.textContent = item.subtitle || '';
     title.textContent = item.title || '';
     body.textContent = item.body || '';
+    shown = item;
+    showPrice(item);
     if (item.image) {
       media.src = item.image;
       media.hidden = false;
@@ -115,6 +128,23 @@
     }
   }
 
+  /* Products changed (a new price from the central): every item that shows one takes it, and the one on
+   * screen redraws its price at once, without restarting the slide. */
+  function onCatalogue(message) {
+    var changed = {};
+    (message.products || []).forEach(function (p) { changed[p.sku] = p; });
+    (message.deleted || []).forEach(function (sku) { changed[sku] = null; });
+    function swap(item) {
+      if (item && item.product && Object.prototype.hasOwnProperty.call(changed, item.product.sku)) {
+        item.product = changed[item.product.sku];
+      }
+    }
+    playlist.forEach(swap);
+    swap(current);
+    swap(shown);
+    if (shown) { showPrice(shown); }
+  }
+
   function setOnline(online) {
     offlineDot.hidden = online;
     document.body.setAttribute('data-online', online ? 'yes' : 'no');
@@ -122,5 +152,6 @@
 
   setPlaylist(boot.playlist);
   if (boot.content) { apply(boot.content, boot.now); } else { play(0); }
-  window.InstoreLive(window.InstoreLive.streamUrl(window.location.pathname + '/stream'), apply, setOnline);
+  window.InstoreLive(window.InstoreLive.streamUrl(window.location.pathname + '/stream'), apply, setOnline,
+                     { catalogue: onCatalogue });
 })();
