@@ -37,7 +37,7 @@ from edge.domain.rules import RuleEngine
 from edge.domain.shoppers import CustomerContext, Shopper
 from edge.maintenance import purge_expired
 from edge.metrics import Metrics
-from edge.model import Decision, Message
+from edge.model import Decision, Event, Message
 from edge.pipeline import Inbox, Pipeline, rows
 from edge.privacy import Privacy
 from edge.qr import Signer, Token
@@ -185,6 +185,13 @@ class App:
 
     def run_in_writer(self, fn: Callable[[Writer], Any], timeout: float = 10.0) -> Any:
         return self.inbox.run(fn, timeout)
+
+    def record_event(self, event: Event, timeout: float = 10.0) -> bool:
+        """Record an event the edge itself makes (a shopper's action on a landing page) in the log and the
+        outbox, and wake the push: True when new, False when its id was recorded already (a double submit)."""
+        seq = self.inbox.run(lambda writer: writer.insert_event(event), timeout)
+        self.sync.wake()
+        return seq is not None
 
     def erase(self, customer: str, timeout: float = 30.0) -> bool:
         """Remove a shopper from every table, every in-memory state and the file's bytes on this device, and

@@ -212,14 +212,15 @@ def test_a_landing_page_speaks_the_phones_language_with_its_prices(make_edge: Ca
     assert page.get_attribute("html", "lang") == "it"
     assert page.text_content("h1") == "Sneakers in tela"
     assert page.text_content(".price") == f"12,50{NBSP}€"
-    assert "Per taglie e disponibilità chiedi a un addetto." in page.text_content("main")
+    assert "Disponibile qui, nel reparto Shoes." in page.text_content("main")
+    assert page.text_content("form[data-form='assist'] button") == "Chiedi a un addetto"
     assert_accessible(page, "landing page in Italian")
 
     page = open_page(PHONE, locale="en-GB")
     page.goto(edge.url + path)
     assert page.get_attribute("html", "lang") == "en"
     assert page.text_content("h1") == "Canvas sneakers" and page.text_content(".price") == "€12.50"
-    assert "Ask a member of staff for sizes and availability." in page.text_content("main")
+    assert "Available here, in Shoes." in page.text_content("main")
     # A phone in a language the edge does not speak gets the store's; the switch on the page changes it and
     # the choice stays for the next code the phone opens (a cookie).
     page = open_page(PHONE, locale="de-DE")

@@ -364,7 +364,7 @@ def test_touchpoint_landing_without_js_records_a_scan_with_zone(qedge: QrEdge) -
     r = requests.get(qedge.local(code["url"]), timeout=10)
     assert r.status_code == 200
     assert "Trail runner &lt;42&gt;" in r.text and "<script" not in r.text
-    assert 'data-view="touchpoint"' in r.text and "89.90" in r.text and "Hi " not in r.text
+    assert 'data-view="product"' in r.text and "89.90" in r.text and "Hi " not in r.text
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
     css = requests.get(qedge.url + "/ui/static/landing.css", timeout=10)
     assert css.status_code == 200 and len(r.content) + len(css.content) < 8000

@@ -29,6 +29,7 @@ from edge.store.db import connect
 from edge.web.auth import api_error, client_ip, require_role
 from edge.web.i18n import page_lang
 from edge.web.ports import Edge
+from edge.web.product_page import Phone, add_routes, new_phone_cookie
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ HANDOFF_SESSION_TTL_S = 2 * 3600
 RATE_LIMITED_METRIC = "instore_edge_http_rate_limited_total"
 PUBLIC_PREFIX = "/q/"  # the shoppers' pages: rate-limited per client before anything is recorded
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'none'")
+       "frame-ancestors 'none'")  # no script at all: the pages are plain HTML forms
 # The landing templates live with the other pages' (kiosk_ui/templates): one look, one place to translate.
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "kiosk_ui" / "templates"
 
@@ -96,15 +97,26 @@ def blueprint(edge: Edge) -> Blueprint:
         p = catalogue.get(sku)
         return sku if p is None else p.name_in(page_lang(), cfg.store.language)
 
-    def phone_customer() -> str | None:
-        raw = request.cookies.get(PHONE_COOKIE)
+    def phone() -> Phone:
+        """Who this phone is, from its signed cookie (a handoff, a signed link); anonymous without one."""
+        raw = request.cookies.get(PHONE_COOKIE) or ""
         if not raw:
-            return None
+            return Phone(None, "")
         try:
             tok = signer.verify(raw)
         except QrError:
-            return None
-        return tok.target[2:] if tok.kind == "phone" and tok.target.startswith("c:") else None
+            return Phone(None, "")
+        known = tok.kind == "phone" and tok.target.startswith("c:")
+        return Phone(tok.target[2:] if known else None, raw if known else "")
+
+    def phone_customer() -> str | None:
+        return phone().customer
+
+    def set_phone(resp: Response, customer: str) -> None:
+        c = new_phone_cookie(signer, customer, PHONE_TTL_S)
+        resp.set_cookie(PHONE_COOKIE, c, max_age=PHONE_TTL_S, httponly=True, samesite="Lax", path="/q")
+
+    product_page = add_routes(bp, edge, page, phone, set_phone)
 
     def shopper(customer: str | None) -> Any:
         """What the page may show of the shopper: only with their consent (the one gate)."""
@@ -129,9 +141,12 @@ def blueprint(edge: Edge) -> Blueprint:
             return refuse(exc.reason)
         if tok.kind == "touchpoint":
             t = describe_target(cfg, tok.target, page_lang(), catalogue=catalogue)
-            if "lang" not in request.args:  # switching the page's language is not another scan
+            if not {"lang", "done", "c"} & request.args.keys():  # a language switch, a form's answer: no scan
                 record_scan(signer.url(token))
             s = shopper(phone_customer())
+            product = catalogue.get(t["sku"]) if t["sku"] else None
+            if product is not None:
+                return product_page(token, product, tok.target, shopper=s)
             wished = bool(s and t["sku"] and t["sku"] in s.wishlist)
             return page("landing.html", view="touchpoint", t=t, shopper=s, wished=wished)
         if tok.kind == "handoff":
@@ -151,8 +166,7 @@ def blueprint(edge: Edge) -> Blueprint:
             resp.set_cookie(HANDOFF_COOKIE, h, max_age=HANDOFF_SESSION_TTL_S, httponly=True, samesite="Lax", path="/q")
             customer = row[2]
             if customer and len(customer) <= 60:
-                c = signer.mint("phone", f"c:{customer}", PHONE_TTL_S)
-                resp.set_cookie(PHONE_COOKIE, c, max_age=PHONE_TTL_S, httponly=True, samesite="Lax", path="/q")
+                set_phone(resp, customer)
             resp.headers["Cache-Control"] = "no-store"
             resp.headers["Referrer-Policy"] = "no-referrer"
             return resp

@@ -9,7 +9,7 @@ from edge.config import Config
 from edge.domain.catalogue import Catalogue
 from edge.domain.shoppers import Shopper
 from edge.metrics import Metrics
-from edge.model import Message
+from edge.model import Event, Message
 from edge.qr import Signer, Token
 from edge.store.writer import Writer
 from sync.clients import TrustedProxies
@@ -29,6 +29,9 @@ class Edge(Protocol):
 
     def run_in_writer(self, fn: Callable[[Writer], Any], timeout: float = 10.0) -> Any:
         """Run a write in the writer's transaction; its value once committed (TimeoutError, RuntimeError)."""
+
+    def record_event(self, event: Event) -> bool:
+        """Record an event the edge makes itself (log + outbox, sync woken): True when new."""
 
     def erase(self, customer: str) -> bool:
         """Erase a shopper everywhere; True once committed here."""

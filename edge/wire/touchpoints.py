@@ -82,6 +82,9 @@ def kiosk(msg: Inbound) -> list[Event]:
     if kind == "consent":
         _check_consent(data.get("consent"))
     zone = msg.site.kiosks.get(msg.source)
+    claimed = data.get("zone")
+    if zone is None and isinstance(claimed, str) and any(z.id == claimed for z in msg.site.cfg.zones):
+        zone = claimed  # a device without a place of its own (a phone's landing page) names the touchpoint's
     return [Event(event_id=message_id("kiosk", msg), kind="kiosk", source=msg.source, ts=ts,
                   received_at=msg.received_at, zone=zone, subject=f"session:{session}" if session else None,
                   customer=customer, type=kind, data=data, known_device=zone is not None)]
