@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from a11y import assert_accessible
-from conftest import EdgeHandle, store_config, wait_until
+from conftest import ADMIN, EdgeHandle, store_config, wait_until
 from edge.broker import MosquittoBroker
 from edge.config import parse_config
 from edge.qr import Signer, matrix_png
@@ -100,8 +100,12 @@ def code(edge: EdgeHandle, target: str = "COAT-9") -> str:
 
 
 def signed_link(edge: EdgeHandle, customer: str) -> str:
-    """The `?c=` of a link in the shop's emails: the customer, signed with the store's QR key."""
-    return Signer.from_config(edge.cfg).mint("phone", f"c:{customer}", 3600)
+    """The `?c=` of a link in the shop's emails: the customer, signed with the store's QR key (admin API)."""
+    r = requests.post(edge.url + "/api/v1/qr", json={"kind": "customer_link", "target": customer, "ttl_s": 3600},
+                      headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
+    assert r.status_code == 201, r.text
+    assert r.json()["query"] == "c=" + r.json()["token"]
+    return r.json()["token"]
 
 
 def central_events(central: CentralServer, kind: str) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 PHONE_COOKIE = "instore_edge_phone"  # a signed "phone" token: c:<customer id> (the phone is known)
 HANDOFF_COOKIE = "instore_edge_handoff"  # a signed "phone" token: h:<handoff token id>
 PHONE_TTL_S = 30 * 24 * 3600
+CUSTOMER_LINK = "customer_link"  # POST /api/v1/qr kind: the `?c=` token of a link in the shop's emails
 HANDOFF_SESSION_TTL_S = 2 * 3600
 RATE_LIMITED_METRIC = "instore_edge_http_rate_limited_total"
 PUBLIC_PREFIX = "/q/"  # the shoppers' pages: rate-limited per client before anything is recorded
@@ -210,6 +211,20 @@ def blueprint(edge: Edge) -> Blueprint:
                   "currency": p.currency if p else None} for sku, p in ((s, catalogue.get(s)) for s in cart)]
         return page("landing.html", view="handoff", cart=lines, shopper=shopper(customer), kiosk=kiosk)
 
+    def mint_customer_link(target: Any, ttl: Any) -> Any:
+        """A signed link token for the shop's emails: `/q/<touchpoint>?c=<token>` opens the product page with the
+        phone known as this customer (save to wishlist, orders under their name)."""
+        if not isinstance(target, str) or not 0 < len(target) <= 60 or not target.strip():
+            return api_error(400, "invalid_value", "target must be the customer id (1 to 60 characters)")
+        if ttl is not None and (type(ttl) is not int or not 60 <= ttl <= 90 * 86400):
+            return api_error(400, "invalid_value", "ttl_s must be a whole number of seconds, 60 to 90 days")
+        try:
+            token = new_phone_cookie(signer, target, ttl or PHONE_TTL_S)
+        except QrError as exc:
+            return api_error(503, "qr_not_configured", str(exc))
+        return {"kind": CUSTOMER_LINK, "token": token, "query": f"c={token}",
+                "expires_at": signer.verify(token).expiry}, 201
+
     @bp.post("/api/v1/qr")
     @require_role("admin")
     def mint_api():
@@ -218,9 +233,11 @@ def blueprint(edge: Edge) -> Blueprint:
             return api_error(400, "bad_request", 'send {"kind": "touchpoint|pickup|return", "target": "<id>", '
                              '"ttl_s"?: seconds, "format"?: "png"|"svg"}')
         kind, target, ttl, fmt = body.get("kind"), body.get("target"), body.get("ttl_s"), body.get("format", "png")
+        if kind == CUSTOMER_LINK:
+            return mint_customer_link(target, ttl)
         if kind not in MINTABLE or kind == "handoff":
-            return api_error(400, "invalid_value", "kind must be touchpoint, pickup or return (handoff codes come "
-                             "from the kiosk: POST /kiosk/<id>/handoff)")
+            return api_error(400, "invalid_value", "kind must be touchpoint, pickup, return or customer_link (handoff "
+                             "codes come from the kiosk: POST /kiosk/<id>/handoff)")
         if not isinstance(target, str) or not target.strip():
             return api_error(400, "invalid_value", "target must be a non-empty string (product, content, screen, "
                              "order or return id)")
