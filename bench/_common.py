@@ -25,6 +25,9 @@ from edge.toml_writer import write_toml  # noqa: E402  (re-exported for the benc
 
 STORE = "benchstore"
 PREFIX = f"instore/{STORE}"
+# The raw subscriber's rounds go to another store's topics of the same length: the edge, subscribed to
+# PREFIX/#, never hears them, and the raw side parses the same bytes it would.
+RAW_PREFIX = "instore/rawbenches"
 GW_ENTRANCE = "gw-entrance"
 GW_SHOES = "gw-shoes"
 RULE_ID = "entrance-welcome"
@@ -66,7 +69,8 @@ def sighting(ts_ms: int, uuid: str, major: int, minor: int, rssi: int) -> bytes:
                        "rssi": rssi}, separators=(",", ":")).encode()
 
 
-def mixed_message(i: int, ts_ms: int, new_every: int, new_major_base: int) -> tuple[str, bytes, int | None]:
+def mixed_message(i: int, ts_ms: int, new_every: int, new_major_base: int,
+                  prefix: str = PREFIX) -> tuple[str, bytes, int | None]:
     """Message i of the mix: every `new_every`-th is a NEW subject at the entrance (→ zone_enter → rule →
     retained display message), the rest are repeat sightings of POOL_SIZE regulars, each always heard by
     the same gateway (so they stay in one zone: no enter/exit churn). Returns (topic, payload, new index)."""
@@ -74,11 +78,11 @@ def mixed_message(i: int, ts_ms: int, new_every: int, new_major_base: int) -> tu
         k = i // new_every
         major, minor = new_major_base + k // 65536, k % 65536
         # a strong reading: well above any zone's min_rssi, so the first sighting places the subject
-        return f"{PREFIX}/beacon/{GW_ENTRANCE}", sighting(ts_ms, UUID_NEW, major, minor, -50 - k % 10), k
+        return f"{prefix}/beacon/{GW_ENTRANCE}", sighting(ts_ms, UUID_NEW, major, minor, -50 - k % 10), k
     rssi = -45 - (i % 40)
     j = (i - (i // new_every if new_every else 0) - 1) % POOL_SIZE  # the regulars in turn
     gw = GW_SHOES if j % 2 else GW_ENTRANCE
-    return f"{PREFIX}/beacon/{gw}", sighting(ts_ms, UUID_POOL, 1, j, rssi), None
+    return f"{prefix}/beacon/{gw}", sighting(ts_ms, UUID_POOL, 1, j, rssi), None
 
 
 def seed_history(cfg_data: dict[str, Any], n: int, days: float = 30.0) -> float:
@@ -177,7 +181,7 @@ class _Window:
 
 
 def publisher(port: int, mode: str, n: int, rate: float, new_every: int, new_major_base: int,
-              window: int, conn) -> None:
+              window: int, conn, prefix: str = PREFIX) -> None:
     """Publish n mixed sightings at QoS 1. mode "flood": as fast as the broker acks within the window;
     mode "paced": message i at t0 + i/rate, each carrying its publish time (ms) as "ts". Sends back
     {"elapsed", "sent", "new": {k: publish time (s)}}."""
@@ -206,7 +210,7 @@ def publisher(port: int, mode: str, n: int, rate: float, new_every: int, new_maj
             if ts_ms <= last_ms and mode == "paced":
                 ts_ms = last_ms + 1  # unique bytes per message; redelivery dedupe hashes the payload
             last_ms = ts_ms
-            topic, payload, k = mixed_message(i, ts_ms, new_every, new_major_base)
+            topic, payload, k = mixed_message(i, ts_ms, new_every, new_major_base, prefix)
             win.sem.acquire()
             if k is not None:
                 new_times[k] = time.time()
@@ -224,22 +228,22 @@ def publisher(port: int, mode: str, n: int, rate: float, new_every: int, new_maj
         conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def raw_subscriber(port: int, n: int, topic: str, ctl, v5: bool = True) -> None:
-    """A bare subscriber: persistent session (MQTT v5 like the edge's default, or 3.1.1), QoS 1 (paho
-    acks each message as it is delivered), json.loads only.
+def raw_subscriber(port: int, topic: str, ctl, v5: bool = True) -> None:
+    """A bare subscriber: one live connection with a persistent session (MQTT v5 like the edge's default, or
+    3.1.1), QoS 1 (paho acks each message as it is delivered), json.loads only: the most a paho consumer
+    can drain, to compare the edge with.
 
-    Protocol with the parent over `ctl` (a Pipe): sends "ready" once its session exists and it is
-    offline; waits for "go"; reconnects, drains, sends the figures; removes its subscription (so the
-    broker stops queueing for it) and exits."""
+    Protocol with the parent over `ctl` (a Pipe): sends {"pid"} once subscribed; then for each round
+    receives {"n": N}, answers {"armed"} and counts the next N messages (the parent stops this process with
+    SIGSTOP while the backlog is published, then SIGCONT), sends {"first", "last", "count"} after the Nth;
+    receives "stop" at the end."""
     try:
-        client_id = "bench-raw-sub"
-        create_session(port, client_id, [topic], no_local=False, v5=v5)
-        ctl.send({"ok": True, "state": "ready"})
-        if ctl.recv() != "go":
-            return
+        import paho.mqtt.client as mqtt  # noqa: F401  (imported before the first round: not in its CPU)
+
         loads = json.loads
-        state = {"count": 0, "first": 0.0, "last": 0.0, "bad": 0}
+        state = {"n": 0, "count": 0, "first": 0.0, "last": 0.0, "bad": 0}
         done = threading.Event()
+        subscribed = threading.Event()
 
         def on_message(cl, u, msg) -> None:
             now = time.time()
@@ -251,25 +255,36 @@ def raw_subscriber(port: int, n: int, topic: str, ctl, v5: bool = True) -> None:
                 state["first"] = now
             state["count"] += 1
             state["last"] = now
-            if state["count"] >= n:
+            if state["count"] == state["n"]:
                 done.set()
 
-        c = _client(client_id, v5=v5, clean=False)
+        c = _client("bench-raw-sub", v5=v5, clean=False)
         c.on_message = on_message
+        c.on_subscribe = lambda cl, u, mid, rcs, p: subscribed.set()
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
         if v5:
-            c.connect("127.0.0.1", port, clean_start=False, properties=_connect_props(3600))
+            c.connect("127.0.0.1", port, clean_start=True, properties=_connect_props(3600))
         else:
             c.connect("127.0.0.1", port)
-        t_connect = time.time()
         c.loop_start()
-        finished = done.wait(120)
+        if not subscribed.wait(10):
+            raise RuntimeError("raw subscriber could not subscribe")
+        ctl.send({"ok": True, "pid": os.getpid()})
+        while True:
+            cmd = ctl.recv()
+            if cmd == "stop":
+                break
+            state.update(n=cmd["n"], count=0, first=0.0, last=0.0, bad=0)
+            done.clear()
+            ctl.send({"ok": True, "state": "armed"})
+            finished = done.wait(180)
+            ctl.send({"ok": finished, "count": state["count"], "first": state["first"], "last": state["last"],
+                      "bad": state["bad"],
+                      **({} if finished else {"error": f"received {state['count']} of {cmd['n']} in 180 s"})})
         c.unsubscribe(topic)
         time.sleep(0.2)
         c.disconnect()
         c.loop_stop()
-        ctl.send({"ok": finished, "count": state["count"], "first": state["first"], "last": state["last"],
-                  "connect": t_connect, "bad": state["bad"],
-                  **({} if finished else {"error": f"received {state['count']} of {n} in 120 s"})})
     except BaseException as exc:
         ctl.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
@@ -395,3 +410,103 @@ def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(s)))
     return s[rank - 1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# A busy store: BUSY_SUBJECTS shoppers, each heard by 3 of BUSY_ZONES * BUSY_GATEWAYS_PER_ZONE gateways once a
+# second (2 of its zone's, 1 of the next zone's), walking to the next zone every BUSY_MOVE_S seconds.
+
+BUSY_ZONES = 10
+BUSY_GATEWAYS_PER_ZONE = 5
+BUSY_SUBJECTS = 2000
+BUSY_MOVE_S = 90
+UUID_BUSY = "e2c56db5-dffb-48d2-b060-d0f5a71096e0"
+
+
+def busy_config(tmp: Path, broker_port: int, protocol: str = "5") -> dict[str, Any]:
+    """The store of the busy-store run: 10 zones of 5 gateways, a screen per zone, rules on entering a zone."""
+    zones = [f"z{z}" for z in range(BUSY_ZONES)]
+    return {
+        "store": {"id": STORE, "name": "Busy bench store", "timezone": "Europe/Rome"},
+        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "bench-busy-edge", "protocol": protocol},
+        "db": {"path": str(tmp / "edge.db")},
+        "http": {"host": "127.0.0.1", "port": 0, "tokens": {"admin": ADMIN}},
+        "zones": [{"id": z, "name": f"Zone {z}", "exit_after_s": 30.0} for z in zones],
+        "gateways": [{"id": busy_gateway(g), "zone": zones[g // BUSY_GATEWAYS_PER_ZONE]}
+                     for g in range(BUSY_ZONES * BUSY_GATEWAYS_PER_ZONE)],
+        "screens": [{"id": f"screen-{z}", "zone": z, "playlist": ["autumn"]} for z in zones],
+        "content": [{"id": "autumn", "title": "Autumn collection"}, {"id": "welcome", "title": "Welcome!"},
+                    {"id": "zone", "title": "In this zone"}],
+        "rules": [{"id": RULE_ID, "priority": 10, "ttl_s": 2.0, "when": {"zone": zones[0], "event": "zone_enter"},
+                   "show": {"content_id": "welcome", "template": "message", "data": {"title": "Welcome!"}}},
+                  {"id": "zone-content", "priority": 5, "ttl_s": 5.0, "when": {"event": "zone_enter"},
+                   "show": {"content_id": "zone", "template": "message", "data": {"title": "Now in {zone}"},
+                            "screens": ["@zone"]}}],
+    }
+
+
+def busy_gateway(g: int) -> str:
+    return f"gw-{g:02d}"
+
+
+def busy_schedule(subjects: int) -> list[tuple[float, int, int, int]]:
+    """One second of the busy store: (phase in the second, subject, which of its 3 gateways, rssi noise)."""
+    import random
+
+    rng = random.Random(7)
+    out = [(rng.random(), s, j, rng.randint(-5, 5)) for s in range(subjects) for j in range(3)]
+    out.sort()
+    return out
+
+
+def busy_message(second: int, s: int, j: int, noise: int, ts_ms: int) -> tuple[str, bytes]:
+    zone = (s + (second + s * 7) // BUSY_MOVE_S) % BUSY_ZONES
+    if j < 2:
+        g = zone * BUSY_GATEWAYS_PER_ZONE + (s + j) % BUSY_GATEWAYS_PER_ZONE
+        rssi = -58 - s % 7 + noise
+    else:
+        g = (zone + 1) % BUSY_ZONES * BUSY_GATEWAYS_PER_ZONE + s % BUSY_GATEWAYS_PER_ZONE
+        rssi = -80 + noise
+    return f"{PREFIX}/beacon/{busy_gateway(g)}", sighting(ts_ms, UUID_BUSY, 2, s, rssi)
+
+
+def busy_publisher(port: int, subjects: int, seconds: int, window: int, conn) -> None:
+    """Publish the busy store's sightings on their schedule at QoS 1 for `seconds`; each carries its publish
+    time (ms) as "ts". Sends back {"sent", "elapsed", "late_max"} (how far behind schedule it fell)."""
+    try:
+        schedule = busy_schedule(subjects)
+        c = _client(f"bench-busy-pub-{os.getpid()}")
+        c.max_inflight_messages_set(window)
+        win = _Window(window)
+        c.on_publish = win.on_publish
+        connected = threading.Event()
+        c.on_connect = lambda cl, u, f, rc, p: connected.set()
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        if not connected.wait(10):
+            raise RuntimeError("busy publisher could not connect")
+        t0 = time.time() + 0.1
+        sent = 0
+        late_max = 0.0
+        for second in range(seconds):
+            base = t0 + second
+            for phase, s, j, noise in schedule:
+                due = base + phase
+                now = time.time()
+                if due - now > 0.002:
+                    time.sleep(due - now)
+                    now = time.time()
+                late_max = max(late_max, now - due)
+                topic, payload = busy_message(second, s, j, noise, int(now * 1000))
+                win.sem.acquire()
+                c.publish(topic, payload, qos=1)
+                sent += 1
+        deadline = time.time() + 60
+        while win.acked < sent and time.time() < deadline:
+            time.sleep(0.002)
+        elapsed = time.time() - t0
+        c.disconnect()
+        c.loop_stop()
+        conn.send({"ok": True, "sent": sent, "elapsed": elapsed, "late_max": late_max})
+    except BaseException as exc:
+        conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
