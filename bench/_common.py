@@ -470,11 +470,12 @@ def busy_message(second: int, s: int, j: int, noise: int, ts_ms: int) -> tuple[s
     return f"{PREFIX}/beacon/{busy_gateway(g)}", sighting(ts_ms, UUID_BUSY, 2, s, rssi)
 
 
-def busy_publisher(port: int, subjects: int, seconds: int, window: int, conn) -> None:
-    """Publish the busy store's sightings on their schedule at QoS 1 for `seconds`; each carries its publish
-    time (ms) as "ts". Sends back {"sent", "elapsed", "late_max"} (how far behind schedule it fell)."""
+def busy_publisher(port: int, subjects: int, seconds: int, window: int, part: int, parts: int, conn) -> None:
+    """Publish the busy store's sightings of subjects s with s % parts == part on their schedule at QoS 1 for
+    `seconds`; each carries its publish time (ms) as "ts". Sends back {"sent", "elapsed", "late_max"} (how far
+    behind schedule it fell)."""
     try:
-        schedule = busy_schedule(subjects)
+        schedule = [x for x in busy_schedule(subjects) if x[1] % parts == part]
         c = _client(f"bench-busy-pub-{os.getpid()}")
         c.max_inflight_messages_set(window)
         win = _Window(window)

@@ -391,7 +391,7 @@ class App:
             # keep-alive ones too), or a browser reuses them and talks to a service that has stopped.
             for channel in list(self.http_server._map.values()):  # type: ignore[attr-defined]
                 channel.will_close = True
-        self.mqtt.client.on_message = None  # stop taking new messages; unacked ones stay with the broker
+        self.mqtt.stop_taking()  # unacked messages stay with the broker
         self.sync.stop()
         if self.central is not None:
             self.central.close()

@@ -22,8 +22,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge import faults
 from edge.config import Config
-from edge.wire.adapters import subscriptions
 from edge.model import Message, Publication
+from edge.wire.adapters import subscriptions
+from edge.wire.mqtt_reader import BulkReadClient
 
 log = logging.getLogger(__name__)
 _PUBACK_HEAD = bytes((0x40, 2))
@@ -40,6 +41,7 @@ class MqttLink:
         self.retained = retained
         self.connected = threading.Event()
         self.stopping = False
+        self.taking = True  # False once stopping: what arrives then stays unacknowledged with the broker
         self.backlog = backlog  # messages received and not yet committed
         self.high_water = 2 * cfg.limits.ingest_batch
         self.generation = 0
@@ -49,7 +51,7 @@ class MqttLink:
         m = cfg.mqtt
         self.v5 = m.protocol == "5"
         client_id = m.client_id or f"instore-edge-{cfg.store.id}"
-        self.client = mqtt.Client(
+        self.client = BulkReadClient(
             CallbackAPIVersion.VERSION2, client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
             clean_session=None if self.v5 else False, manual_ack=True,
@@ -67,7 +69,8 @@ class MqttLink:
         self.client.will_set(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.client.on_message = self._on_message  # QoS 2, or any paho without the bulk reader
+        self.client.on_publish_fast = self._on_publish
         self.client.on_connect_fail = self._on_connect_fail
         self._last_diagnosis = 0.0
         self.extra_topics: list[str] = subscriptions(cfg)  # foreign gateways: sightings and status
@@ -136,6 +139,17 @@ class MqttLink:
         if backlog is not None and backlog() > self.high_water:
             self._pause(backlog)
 
+    def _on_publish(self, topic: str, payload: bytes, qos: int, mid: int, dup: bool) -> None:
+        """A PUBLISH at QoS 0/1 from the bulk reader (edge.wire.mqtt_reader): the same as _on_message."""
+        if not self.taking:
+            return
+        if faults.THREADS:
+            faults.thread_start("mqtt")
+        self.sink(Message(topic, payload, qos, mid, time.time(), self.generation, dup))
+        backlog = self.backlog
+        if backlog is not None and backlog() > self.high_water:
+            self._pause(backlog)
+
     def _pause(self, backlog: Callable[[], int]) -> None:
         """Stop reading while the writer is far behind: the rest stays with the broker (persisted), not in
         our RAM, and the writer gets the GIL. Mosquitto 2.0.11 streams a resumed session's whole backlog
@@ -147,6 +161,11 @@ class MqttLink:
             time.sleep(0.002)
 
     # --- used by the app ---
+    def stop_taking(self) -> None:
+        """Stop taking new messages (on the way out): unacknowledged ones stay with the broker."""
+        self.taking = False
+        self.client.on_message = None
+
     def start(self) -> None:
         m = self.cfg.mqtt
         props = None
