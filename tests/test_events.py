@@ -56,6 +56,28 @@ def sighting(**overrides):
 
 # --- accepted payloads -----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("payload", [
+    sighting(), sighting(tx_power=-59), sighting(id="m-7"), sighting(id=12), sighting(ts="2024-05-06T14:53:20"),
+    sighting(ts=TS_MS + 0.5), sighting(beacon={"type": "eddystone-uid", "namespace": "AB" * 10, "instance": "cd" * 6}),
+    sighting(beacon={"type": "device", "id": "app-7"}, tx_power=None),
+    {"sightings": [sighting(), sighting(rssi=-70, id="own"), sighting(beacon={"type": "device", "id": "x"})]},
+    {"id": "batch-1", "sightings": [sighting(), sighting(rssi=-70)]}, {"ts": TS_MS, "sightings": [sighting()]},
+])
+@pytest.mark.parametrize("qos", [1, 2])
+def test_valid_native_sightings_take_the_one_pass_reader_and_read_as_the_careful_one_does(cfg, payload, qos):
+    from edge.wire.adapters import native
+    from edge.wire.fields import decode_json
+    from edge.wire.inbound import Inbound, site_of
+
+    raw = json.dumps(payload).encode()
+    site = site_of(cfg)
+    fast = native.fast_sightings(f"{P}/beacon/gw1", raw, "gw1", 1_715_000_001.0, qos, site, "entrance")
+    careful = native.sightings(Inbound(f"{P}/beacon/gw1", raw, "gw1", 1_715_000_001.0, qos, site, decode_json(raw)),
+                               "entrance")
+    assert fast is not None and fast == careful
+    assert run(cfg, "beacon/gw1", payload, qos=qos) == careful
+
+
 def test_ibeacon_sighting_becomes_beacon_event_in_gateway_zone(cfg):
     e = one(cfg, "beacon/gw1", sighting(tx_power=-59))
     assert (e.kind, e.source, e.zone, e.type, e.customer) == ("beacon", "gw1", "entrance", None, None)

@@ -40,7 +40,9 @@ from edge.broker import MosquittoBroker, free_port, wait_for_port
 from edge.config import parse_config
 from edge.model import INTERNAL_ERROR, Message
 from edge.toml_writer import write_toml
-from edge.wire.adapters import subscriptions
+from edge.wire.adapters import native, subscriptions
+from edge.wire.fields import decode_json
+from edge.wire.inbound import Inbound, site_of
 from edge.wire.normalize import normalize
 from sync import protocol as p
 from test_central import Central, token_args
@@ -292,6 +294,22 @@ def test_normalize_refuses_or_makes_events_the_store_and_the_central_can_hold(cf
             p.WireEvent.from_dict(as_wire(e, i + 1))
         except p.InvalidEvent as exc:  # the central store would refuse it: only for size, never for shape
             assert exc.reason == p.OVERSIZED, (exc.reason, exc.detail)
+
+
+@settings(max_examples=examples("normalize"))
+@given(topic=st.sampled_from(TOPICS["beacon"]), payload=payloads("beacon"))
+def test_the_one_pass_sighting_reader_accepts_only_what_the_careful_one_accepts_and_reads_it_alike(cfg, topic,
+                                                                                                 payload):
+    tried("normalize: native sightings, fast vs careful")
+    site = site_of(cfg)
+    gateway = topic.rsplit("/", 1)[1]
+    fast = native.fast_sightings(topic, payload, gateway, 1715000000.5, 1, site, site.gateways[gateway])
+    event(f"fast reader: {'accepted' if fast is not None else 'referred to the careful one'}")
+    if fast is None:
+        return
+    careful = native.sightings(Inbound(topic, payload, gateway, 1715000000.5, 1, site, decode_json(payload)),
+                               site.gateways[gateway])
+    assert fast == careful
 
 
 # --- 2. the writer: one batch per example, on a real SQLite file ------------------------------------

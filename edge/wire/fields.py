@@ -1,8 +1,9 @@
 """Checks shared by every wire format: JSON decoding, typed fields with their path, timestamps.
 
-This is the ingest hot path (>10k msgs/s on two cores), so payloads are checked by hand after one
-`json.loads` instead of through a schema library. Checks take the fast path first (right type, in range)
-and only build error text when a check fails. Error details name the field by its path in the payload
+Payloads are checked by hand after one `json.loads`: the careful path, which names the reason and the
+path of whatever is wrong. (Native sightings, nearly all of the traffic, are read first by a one-pass
+msgspec decoder, edge.wire.adapters.native.fast_sightings; only what it refuses comes here.) Checks take
+the fast path first (right type, in range) and only build error text when a check fails. Error details name the field by its path in the payload
 (`sightings[3].beacon.uuid`) and say what is expected; they quote at most the offending value, cut to 40
 characters, because dead letters are kept and shown on the dashboard and must not become a second copy of
 personal data.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from datetime import tzinfo
 from typing import Any
 
 from edge.model import Rejected
@@ -19,19 +20,24 @@ _qos0_counter = itertools.count()
 
 
 def _time_key(msg: Inbound) -> str:
-    """A hex millisecond prefix for hashed ids, from the payload's own "ts" (the same bytes give the same
-    prefix): ids then grow with time, so the unique index on events.event_id is appended to, not written
-    at a random leaf per insert (which made each commit rewrite ~1 page per event once the log is large)."""
+    """The payload's own "ts" (a {"sightings": [...]} batch: its first sighting's), as time_key reads it."""
     ts = msg.obj.get("ts")
     if ts is None:  # a {"sightings": [...]} batch: its first sighting's time
         batch = msg.obj.get("sightings")
         ts = batch[0].get("ts") if type(batch) is list and batch and type(batch[0]) is dict else None
+    return time_key(ts, msg.site.tz)
+
+
+def time_key(ts: Any, tz: tzinfo) -> str:
+    """A hex millisecond prefix for hashed ids, from the payload's own "ts" (the same bytes give the same
+    prefix): ids then grow with time, so the unique index on events.event_id is appended to, not written
+    at a random leaf per insert (which made each commit rewrite ~1 page per event once the log is large)."""
     kind = type(ts)
     if kind is int or kind is float:
         ms = ts
     elif kind is str:
         try:
-            ms = parse_ts(ts, msg.site.tz) * 1000
+            ms = parse_ts(ts, tz) * 1000
         except Rejected:
             return ""
     else:
@@ -40,15 +46,20 @@ def _time_key(msg: Inbound) -> str:
 
 
 def hash_id(msg: Inbound) -> str:
-    """An id from the message bytes: an MQTT redelivery (same topic, same bytes) gets the same id.
+    """An id from the message bytes: an MQTT redelivery (same topic, same bytes) gets the same id."""
+    return hashed_id(msg.topic, msg.payload, msg.qos, msg.received_at, _time_key(msg))
+
+
+def hashed_id(topic: str, payload: bytes, qos: int, received_at: float, key: str) -> str:
+    """hash_id from its parts (`key`: time_key's prefix).
 
     QoS 0 is never redelivered, so there identical bytes are distinct events: the receive time and
     a process counter are mixed in to keep them apart.
     """
-    digest = hashlib.sha1(msg.topic.encode() + b"\0" + msg.payload, usedforsecurity=False)
-    if msg.qos == 0:
-        digest.update(b"\0%r:%d" % (msg.received_at, next(_qos0_counter)))
-    return "h:" + _time_key(msg) + digest.hexdigest()[:20]
+    digest = hashlib.sha1(topic.encode() + b"\0" + payload, usedforsecurity=False)
+    if qos == 0:
+        digest.update(b"\0%r:%d" % (received_at, next(_qos0_counter)))
+    return "h:" + key + digest.hexdigest()[:20]
 
 
 # (topic, payload) digest -> the id given at its latest receipt, for messages without a device timestamp

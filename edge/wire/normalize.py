@@ -5,7 +5,9 @@
 use, or raises `Ignored` for a well-formed message that is deliberately not stored (a phone's rotating
 address heard by an ESPresense node): acknowledged and counted, never dead-lettered.
 
-Checks run cheapest first: topic, size (before decoding anything), UTF-8, JSON, then fields. Topics under
+Checks run cheapest first: topic, size (before decoding anything), UTF-8, JSON, then fields. Native
+sightings, nearly all of the traffic, are first read by a one-pass decoder (edge.wire.adapters.native
+`fast_sightings`); what it does not accept is read again by the careful path, which names the reason. Topics under
 P go to the native gateway format or to the store's own devices (edge.wire.touchpoints); topics outside
 P to the gateway format that claims them (edge.wire.adapters).
 """
@@ -59,6 +61,10 @@ def normalize(topic: str, payload: bytes, received_at: float, cfg: Config, qos: 
         if zone is None:
             raise Rejected(UNKNOWN_GATEWAY, f"gateway {show(source)} is not in the config: add it under "
                                             "[[gateways]] with the zone it covers")
+        if type(payload) is bytes and len(payload) <= site.max_bytes:
+            events = native.fast_sightings(topic, payload, source, received_at, qos, site, zone)
+            if events is not None:
+                return events
         return native.sightings(_inbound(topic, payload, source, received_at, qos, dup, site), zone)
     route = _ROUTES.get(root)
     if route is None or len(parts) != route[0] or (route[1] and parts[2] != route[1]):
