@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import json
 import pstats
 import shutil
@@ -84,7 +85,7 @@ def main() -> int:
             app.conn.close()
             if profiler:
                 out = io.StringIO()
-                pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(args.profile)
+                pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("SORT", "tottime")).print_stats(args.profile)
                 print(out.getvalue())
                 continue
             results.append(1e6 * cpu / args.n)

@@ -36,10 +36,11 @@ from edge.domain.journeys import Journeys
 from edge.domain.presence import PresenceTracker
 from edge.domain.rules import RuleEngine
 from edge.domain.shoppers import CustomerContext
+from edge.jsontext import compact
 from edge.metrics import Metrics
 from edge.model import (FALLBACK_PRIORITY, INTERNAL_ERROR, QUARANTINED, Decision, Event, Ignored, Message,
                         Publication, Rejected)
-from edge.quarantine import QUARANTINE_AFTER, Quarantine, digest
+from edge.quarantine import DIGEST_BYTES, QUARANTINE_AFTER, Quarantine, message_sha1
 from edge.store.scrub import Check, Trace
 from edge.store.writer import Writer
 from edge.text import traceback_text, where_raised
@@ -341,19 +342,20 @@ class Pipeline:
         res = BatchResult(messages=batch)
         w = self.writer
         quarantine = self.quarantine
-        digests = [b"" if m.task is not None else digest(m.topic, m.payload) for m in batch]
+        shas = [b"" if m.task is not None else message_sha1(m.topic, m.payload) for m in batch]
+        digests = [sha[:DIGEST_BYTES] for sha in shas]
         quarantine.note(digests)  # from here on, if the process dies, these messages are the suspects
         careful = careful or quarantine.suspect(digests)
         settled: list[bytes] = []
         w.begin()
         try:
             if careful:
-                self._process_carefully(batch, digests, res)
+                self._process_carefully(batch, shas, res)
                 quarantine.note(())  # what follows is no single message's doing
                 settled = quarantine.settle(w.conn, digests)
             else:
-                for msg in batch:
-                    self._process_message(msg, res)
+                for msg, sha in zip(batch, shas):
+                    self._process_message(msg, res, sha)
             self._finish(res, now)
             w.commit()
         except BaseException:
@@ -386,12 +388,13 @@ class Pipeline:
         if gone:
             self.writer.delete_presence(gone)
 
-    def _process_carefully(self, batch: list[Message], digests: list[bytes], res: BatchResult) -> None:
+    def _process_carefully(self, batch: list[Message], shas: list[bytes], res: BatchResult) -> None:
         """One message at a time, each in a savepoint with its own result, so a failure takes back that message
         alone: its rows, its presence changes and what it would have published."""
         w = self.writer
         quarantine = self.quarantine
-        for msg, key in zip(batch, digests):
+        for msg, sha in zip(batch, shas):
+            key = sha[:DIGEST_BYTES]
             if msg.task is not None:
                 self._process_message(msg, res)
                 self._flush_presence()  # an erasure's presence change must not be undone by a reload
@@ -405,7 +408,7 @@ class Pipeline:
             one = BatchResult()
             mark = w.savepoint("message")
             try:
-                self._process_message(msg, one)
+                self._process_message(msg, one, sha)
                 self._flush_presence()
             except Exception as exc:
                 if retryable(exc):
@@ -419,7 +422,7 @@ class Pipeline:
             w.release("message")
             res.merge(one)
 
-    def _process_message(self, msg: Message, res: BatchResult) -> None:
+    def _process_message(self, msg: Message, res: BatchResult, sha1: bytes | None = None) -> None:
         if msg.task is not None:
             w = self.writer
             mark = w.savepoint("task")
@@ -437,7 +440,7 @@ class Pipeline:
         if faults.CRASH_ON:
             faults.crash_on(msg.payload)
         try:
-            events = normalize(msg.topic, msg.payload, msg.received_at, self.cfg, msg.qos, msg.dup)
+            events = normalize(msg.topic, msg.payload, msg.received_at, self.cfg, msg.qos, msg.dup, sha1 or None)
         except Rejected as exc:
             self._deadletter(msg, exc.reason, exc.detail, res)
             return
@@ -463,12 +466,13 @@ class Pipeline:
             return
         if e.type == "identify":
             self._link(e, res, now)
-        try:
-            res.publications.extend(self.journeys.on_event(e, self.writer))
-        except sqlite3.OperationalError:
-            raise
-        except Exception:
-            log.exception("QR journeys failed for a %s event", e.kind)
+        if e.kind == "qr":  # a scanned code of ours does what it says
+            try:
+                res.publications.extend(self.journeys.on_event(e, self.writer))
+            except sqlite3.OperationalError:
+                raise
+            except Exception:
+                log.exception("QR journeys failed for a %s event", e.kind)
         self.gateways.observe(e)
         res.recorded[e.kind] += 1
         if not e.known_device:
@@ -491,11 +495,11 @@ class Pipeline:
                 continue
             res.decisions.append(d)
             res.displays[d.display] = payload
-            encoded = json.dumps(payload, separators=(",", ":"))
+            encoded = compact(payload)
             self.writer.insert_decision({
                 "ts": d.ts, "screen": d.display, "content_id": d.content_id, "rule_id": d.rule_id,
                 "reason": d.reason, "event_id": d.event_id, "customer": d.customer, "expires_at": d.expires_at,
-                "payload": encoded, "extra": json.dumps(d.extra, separators=(",", ":")) if d.extra else None})
+                "payload": encoded, "extra": compact(d.extra) if d.extra else None})
             self.writer.upsert_display(d.display, encoded, d.priority, d.expires_at, now)
 
     def _link(self, e: Event, res: BatchResult, now: float) -> None:

@@ -32,8 +32,12 @@ _COUNT = struct.Struct("<I")  # the side file: how many digests follow, then the
 
 def digest(topic: str, payload: bytes) -> bytes:
     """What identifies a message across redeliveries and restarts: its topic and its bytes."""
-    return hashlib.sha1(topic.encode("utf-8", "surrogatepass") + b"\0" + payload,
-                        usedforsecurity=False).digest()[:DIGEST_BYTES]
+    return message_sha1(topic, payload)[:DIGEST_BYTES]
+
+
+def message_sha1(topic: str, payload: bytes) -> bytes:
+    """sha1(topic + NUL + payload): the quarantine's digest is its start, a hashed event id is made of it too."""
+    return hashlib.sha1(topic.encode("utf-8", "surrogatepass") + b"\0" + payload, usedforsecurity=False).digest()
 
 
 class Quarantine:

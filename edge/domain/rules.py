@@ -33,7 +33,7 @@ from edge.config import (PERSONAL_PLACEHOLDERS, WEEKDAYS, Config, RuleCap, RuleC
                          parse_hours, template_fields)
 from edge.domain.catalogue import Catalogue, Product
 from edge.domain.content import content_data, without_overridden
-from edge.domain.shoppers import CustomerContext, Shopper, consented
+from edge.domain.shoppers import NOT_NOTED, CustomerContext, Shopper, consented
 from edge.model import KIOSK, SCREEN, Decision, EdgeError, Event
 
 PLACEHOLDER_MAX = 60  # characters of one filled-in value (a long name is cut with "…")
@@ -216,6 +216,11 @@ class RuleEngine:
         # Highest priority first; config order breaks ties, so the file reads top-down.
         self.rules = sorted(compiled, key=lambda c: (-c.rule.priority, c.order))
         self._candidates: dict[tuple[str, str | None, str | None], list[CompiledRule]] = {}
+        # Kinds no rule can match and the shoppers' activity does not keep (raw sightings, nearly all events):
+        # decide returns at once.
+        self._inert = frozenset(k for k in NOT_NOTED
+                                if not any(c.events is None or any(e == k or e.startswith(k + ".") for e in c.events)
+                                           for c in self.rules))
         # Frequency caps: (scope, key, rule id) -> the times of the last `count` showings.
         self.caps: dict[tuple[str, str, str], tuple[deque[float], float]] = {}
 
@@ -360,6 +365,8 @@ class RuleEngine:
 
     def decide(self, event: Event, now: float) -> list[Decision]:
         """The decisions this event causes: at most one per screen/kiosk, the best matching rule's."""
+        if event.kind in self._inert:
+            return []
         if event.kind == "gateway_status" or (event.data and (event.data.get("staff") or event.data.get("asset"))):
             return []  # infrastructure and staff never drive content, and are not shopper activity
         try:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from edge.jsontext import compact
 from edge.model import Event
 from edge.store.db import StoreError, connect, truncate_wal
 from edge.store.schema import migrate
@@ -31,7 +31,6 @@ def open_writer(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
-_compact = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per call like dumps(separators=)
 _INSERT_EVENT = ("INSERT OR IGNORE INTO events(event_id, kind, type, source, zone, subject, customer, ts, received_at, "
                  "data) VALUES (?,?,?,?,?,?,?,?,?,?)")
 
@@ -138,7 +137,7 @@ class Writer:
         Its outbox row is written at commit, in the same transaction."""
         cur = self.cur
         cur.execute(_INSERT_EVENT, (e.event_id, e.kind, e.type, e.source, e.zone, e.subject, e.customer, e.ts,
-                                    e.received_at, _compact(e.data) if e.data else None))
+                                    e.received_at, compact(e.data) if e.data else None))
         if cur.rowcount == 0:
             return None
         seq = cur.lastrowid

@@ -50,12 +50,15 @@ def hash_id(msg: Inbound) -> str:
     return hashed_id(msg.topic, msg.payload, msg.qos, msg.received_at, _time_key(msg))
 
 
-def hashed_id(topic: str, payload: bytes, qos: int, received_at: float, key: str) -> str:
-    """hash_id from its parts (`key`: time_key's prefix).
+def hashed_id(topic: str, payload: bytes, qos: int, received_at: float, key: str, sha1: bytes | None = None) -> str:
+    """hash_id from its parts (`key`: time_key's prefix; `sha1`: sha1(topic + NUL + payload) when the caller
+    has it already, as the writer does for the quarantine).
 
     QoS 0 is never redelivered, so there identical bytes are distinct events: the receive time and
     a process counter are mixed in to keep them apart.
     """
+    if sha1 is not None and qos:
+        return "h:" + key + sha1[:10].hex()
     digest = hashlib.sha1(topic.encode() + b"\0" + payload, usedforsecurity=False)
     if qos == 0:
         digest.update(b"\0%r:%d" % (received_at, next(_qos0_counter)))

@@ -22,6 +22,7 @@ class Site:
     kiosks: dict[str, str]  # kiosk id -> zone
     screens: dict[str, str]  # screen id -> zone (an interactive window may be a configured screen)
     by_format: dict[str, dict[str, str]]  # gateway format -> its gateways' ids -> zone
+    native: dict[str, tuple[str, str]]  # P/beacon/<gateway> -> (gateway, zone), for every configured gateway
 
 
 _sites: dict[int, Site] = {}
@@ -35,15 +36,17 @@ def site_of(cfg: Config) -> Site:
     by_format: dict[str, dict[str, str]] = {}
     for g in cfg.gateways:
         by_format.setdefault(g.format, {})[g.id] = g.zone
+    prefix = cfg.prefix + "/"
     site = Site(
         cfg=cfg,
-        prefix=cfg.prefix + "/",
+        prefix=prefix,
         max_bytes=cfg.limits.max_payload_bytes,
         tz=ZoneInfo(cfg.store.timezone),
         gateways={g.id: g.zone for g in cfg.gateways},
         kiosks={k.id: k.zone for k in cfg.kiosks},
         screens={s.id: s.zone for s in cfg.screens},
         by_format=by_format,
+        native={f"{prefix}beacon/{g.id}": (g.id, g.zone) for g in cfg.gateways},
     )
     if len(_sites) >= 8:  # tests build many configs; a service has one (two during a reload)
         _sites.clear()

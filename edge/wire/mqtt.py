@@ -22,6 +22,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge import faults
 from edge.config import Config
+from edge.jsontext import compact
 from edge.model import Message, Publication
 from edge.wire.adapters import subscriptions
 from edge.wire.mqtt_reader import BulkReadClient
@@ -197,7 +198,7 @@ class MqttLink:
 
     def publish(self, topic: str, payload: dict | str, *, retain: bool = False, qos: int = 1) -> None:
         """Queue a publication; paho sends it now or after reconnecting, never drops it."""
-        data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        data = payload if isinstance(payload, str) else compact(payload)
         self.client.publish(topic, data, qos=qos, retain=retain)
 
     def stop(self) -> None:

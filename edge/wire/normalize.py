@@ -43,12 +43,20 @@ _TOPICS_HELP_TEXT = f"{_TOPICS_HELP[0]} or {_TOPICS_HELP[2]}" if _TOPICS_HELP[0]
 
 
 def normalize(topic: str, payload: bytes, received_at: float, cfg: Config, qos: int = 1,
-              dup: bool = False) -> list[Event]:
+              dup: bool = False, sha1: bytes | None = None) -> list[Event]:
     """Turn one MQTT message into events, [] for the edge's own output topics, or raise Rejected/Ignored.
 
     `dup` is the MQTT DUP flag (a broker redelivery): it lets messages without a device timestamp dedupe.
+    `sha1`: sha1(topic + NUL + payload), when the caller has it (the writer does, for the quarantine).
     """
     site = site_of(cfg)
+    native_route = site.native.get(topic)
+    if native_route is not None and type(payload) is bytes and len(payload) <= site.max_bytes:
+        # a configured gateway's P/beacon/<gateway>, nearly all of the traffic: the one-pass reader first
+        events = native.fast_sightings(topic, payload, native_route[0], received_at, qos, site, native_route[1],
+                                       sha1)
+        if events is not None:
+            return events
     if not topic.startswith(site.prefix):
         return _foreign(topic, payload, received_at, qos, dup, site)
     parts = topic[len(site.prefix):].split("/")
@@ -61,10 +69,6 @@ def normalize(topic: str, payload: bytes, received_at: float, cfg: Config, qos: 
         if zone is None:
             raise Rejected(UNKNOWN_GATEWAY, f"gateway {show(source)} is not in the config: add it under "
                                             "[[gateways]] with the zone it covers")
-        if type(payload) is bytes and len(payload) <= site.max_bytes:
-            events = native.fast_sightings(topic, payload, source, received_at, qos, site, zone)
-            if events is not None:
-                return events
         return native.sightings(_inbound(topic, payload, source, received_at, qos, dup, site), zone)
     route = _ROUTES.get(root)
     if route is None or len(parts) != route[0] or (route[1] and parts[2] != route[1]):

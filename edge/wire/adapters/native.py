@@ -225,7 +225,7 @@ def _fast_event(s: _Sighting | _Payload, source: str, received_at: float, zone: 
 
 
 def fast_sightings(topic: str, payload: bytes, source: str, received_at: float, qos: int, site: Site,
-                   zone: str) -> list[Event] | None:
+                   zone: str, sha1: bytes | None = None) -> list[Event] | None:
     """P/beacon/{gateway} read in one pass; None when the careful reader must decide (any doubt at all)."""
     try:
         p = _decode(payload)
@@ -238,13 +238,14 @@ def fast_sightings(topic: str, payload: bytes, source: str, received_at: float, 
                 return None
             own = _fast_ident(p.id)
             event_id = f"beacon:{source}:{own}" if own is not None else \
-                hashed_id(topic, payload, qos, received_at, time_key(p.ts, site.tz))
+                hashed_id(topic, payload, qos, received_at, time_key(p.ts, site.tz), sha1)
             return [_fast_event(p, source, received_at, zone, site, event_id)]
         if not batch:
             return None
         own = _fast_ident(p.id)
         base = f"beacon:{source}:{own}" if own is not None else \
-            hashed_id(topic, payload, qos, received_at, time_key(p.ts if p.ts is not None else batch[0].ts, site.tz))
+            hashed_id(topic, payload, qos, received_at, time_key(p.ts if p.ts is not None else batch[0].ts, site.tz),
+                      sha1)
         events = []
         for index, s in enumerate(batch):
             own = _fast_ident(s.id)
