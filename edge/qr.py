@@ -31,6 +31,7 @@ import struct
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,37 +217,68 @@ def token_from_code(code: str) -> str | None:
 
 
 # --- images ---------------------------------------------------------------------------------------------
-# qrcode picks the mask with the ISO 18004 penalty rules written module by module in Python (about a third
-# of a code's time); the same four rules on row/column strings and bit masks make minting ~1.5x faster.
+# qrcode splits the text into segments and knows each version's function patterns and error correction
+# blocks; the rest works on whole matrices as Python ints, the n rows (or the n columns) of n bits one after
+# the other, first row first (1 = dark): the data bits are laid out once per code, each of the eight masks
+# is two XORs of cached ints, and the ISO 18004 penalty that picks the mask (the same rules and the same
+# choice as qrcode's) is a few dozen shifts and ANDs on them. qrcode itself spent ~3 ms of Python per code.
 
-_RUN = re.compile(r"0{5,}|1{5,}")
-_FINDER = re.compile(r"(?=10111010000|00001011101)")
+_FINDERS = ("10111010000", "00001011101")  # N3's patterns (with 4 light modules on one side)
+
+
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """Bit masks of an n x n matrix laid out as one int (for _penalty)."""
+
+    n: int
+    full: int  # every module
+    left: int  # modules with a left neighbour in their line
+    finder: int  # modules with 10 modules to their left in their line
+    block: int  # modules with a left and an upper neighbour
+
+
+_GRIDS: dict[int, _Grid] = {}
+
+
+def _grid(n: int) -> _Grid:
+    found = _GRIDS.get(n)
+    if found is None:
+        def where(keep: Callable[[int, int], bool]) -> int:
+            return int("".join("1" if keep(r, c) else "0" for r in range(n) for c in range(n)), 2)
+
+        found = _GRIDS[n] = _Grid(n, (1 << n * n) - 1, where(lambda r, c: c >= 1), where(lambda r, c: c >= 10),
+                                  where(lambda r, c: c >= 1 and r >= 1))
+    return found
+
+
+def _penalty(rows: int, cols: int, g: _Grid) -> int:
+    """ISO/IEC 18004 mask penalty of a matrix given as its rows and its columns (one int each): runs of 5+
+    (N1: 3 + the length past 5), 2x2 blocks (N2: 3 each), finder-like patterns (N3: 40 each), balance (N4)."""
+    score = 0
+    full = g.full
+    for x in (rows, cols):
+        same = ~(x ^ (x >> 1)) & g.left  # a module like its left neighbour
+        w4 = same & (same >> 1) & (same >> 2) & (same >> 3)  # ...and the 3 before it too: in a run of 5+
+        score += w4.bit_count() + 2 * (w4 & ~(w4 >> 1)).bit_count()  # a run of k: k - 4 windows + 2 = k - 2
+        light = x ^ full
+        for pattern in _FINDERS:
+            hit = g.finder
+            for j, ch in enumerate(pattern):
+                hit &= (x if ch == "1" else light) >> (10 - j)
+            score += 40 * hit.bit_count()
+    n = g.n
+    light = rows ^ full
+    dark = rows & (rows >> 1) & (rows >> n) & (rows >> (n + 1))
+    light &= (light >> 1) & (light >> n) & (light >> (n + 1))
+    score += 3 * ((dark & g.block).bit_count() + (light & g.block).bit_count())
+    return score + 10 * (abs(rows.bit_count() * 100 // (n * n) - 50) // 5)
 
 
 def penalty(modules: list[list[bool]]) -> int:
-    """ISO/IEC 18004 mask penalty: runs (N1), 2x2 blocks (N2), finder-like patterns (N3), balance (N4)."""
-    n = len(modules)
-    rows = ["".join("1" if m else "0" for m in row) for row in modules]
-    cols = ["".join(col) for col in zip(*rows)]
-    score = 0
-    for line in rows + cols:
-        for m in _RUN.finditer(line):
-            score += m.end() - m.start() - 2  # 3 + (length - 5)
-        score += 40 * len(_FINDER.findall(line))
-    full = (1 << n) - 1
-    ints = [int(r, 2) for r in rows]
-    for a, b in zip(ints, ints[1:]):
-        dark = a & b & (a >> 1) & (b >> 1)
-        la, lb = ~a & full, ~b & full
-        light = la & lb & (la >> 1) & (lb >> 1)
-        score += 3 * (bin(dark & (full >> 1)).count("1") + bin(light & (full >> 1)).count("1"))
-    dark_count = sum(r.count("1") for r in rows)
-    score += 10 * (abs(dark_count * 100 // (n * n) - 50) // 5)
-    return score
-
-
-_COORDS: dict[int, list[tuple[int, int]]] = {}
-_MASKS: dict[tuple[int, int], int] = {}
+    """The mask penalty of a module matrix (True = dark)."""
+    rows = int("".join("1" if m else "0" for row in modules for m in row), 2)
+    cols = int("".join("1" if m else "0" for col in zip(*modules) for m in col), 2)
+    return _penalty(rows, cols, _grid(len(modules)))
 
 
 def _data_coords(modules: list[list[Any]]) -> list[tuple[int, int]]:
@@ -269,65 +301,260 @@ def _data_coords(modules: list[list[Any]]) -> list[tuple[int, int]]:
     return out
 
 
-class _FastQR(qrcode.QRCode):
-    def map_data(self, data: bytes, mask_pattern: int) -> None:
-        """qrcode's placement, with the zigzag order and the mask bits cached per version (same result)."""
-        coords = _COORDS.get(self.version)
-        if coords is None:
-            coords = _COORDS[self.version] = _data_coords(self.modules)
-        total = len(coords)
-        mask = _MASKS.get((self.version, mask_pattern))
-        if mask is None:
-            from qrcode import util
+def _ints(modules: list[list[Any]]) -> tuple[int, int]:
+    """Dark modules (True; None and False are 0) of a matrix as (rows, columns) ints."""
+    return (int("".join("1" if m is True else "0" for row in modules for m in row), 2),
+            int("".join("1" if m is True else "0" for col in zip(*modules) for m in col), 2))
 
-            f = util.mask_func(mask_pattern)
-            mask = _MASKS[(self.version, mask_pattern)] = int("".join("1" if f(r, c) else "0" for r, c in coords), 2)
-        raw = bytes(data)[: (total + 7) // 8]
-        bits = int.from_bytes(raw, "big") << (total - 8 * len(raw)) if 8 * len(raw) <= total \
-            else int.from_bytes(raw, "big") >> (8 * len(raw) - total)
-        modules = self.modules
-        for (r, c), ch in zip(coords, format(bits ^ mask, f"0{total}b")):
-            modules[r][c] = ch == "1"
 
-    def best_mask_pattern(self) -> int:
-        best, pattern = None, 0
-        for i in range(8):
-            self.makeImpl(True, i)
-            p = penalty(self.modules)
-            if best is None or p < best:
-                best, pattern = p, i
-        return pattern
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What does not depend on the data, for one version and error correction level (cached)."""
+
+    grid: _Grid
+    total: int  # data modules
+    by_rows: Any  # picks the matrix's characters, rows first, from the data bit string + "0"
+    by_cols: Any  # ... columns first
+    tested: tuple[tuple[int, int], ...]  # per mask: function patterns as qrcode scores them (format bits light)
+    final: tuple[int, ...]  # per mask: function patterns with the real format (and version) bits, rows first
+    masks: tuple[tuple[int, int], ...]  # per mask: the data modules it inverts (rows, columns)
+
+
+_LAYOUTS: dict[tuple[int, int], _Layout] = {}
+
+
+def _layout(version: int, level: int) -> _Layout:
+    found = _LAYOUTS.get((version, level))
+    if found is not None:
+        return found
+    from operator import itemgetter
+
+    from qrcode import util
+
+    n = version * 4 + 17
+
+    def patterns(test: bool, mask: int) -> list[list[Any]]:
+        qr = qrcode.QRCode(version=version, error_correction=level)
+        qr.modules_count = n
+        qr.modules = [[None] * n for _ in range(n)]
+        qr.setup_position_probe_pattern(0, 0)
+        qr.setup_position_probe_pattern(n - 7, 0)
+        qr.setup_position_probe_pattern(0, n - 7)
+        qr.setup_position_adjust_pattern()
+        qr.setup_timing_pattern()
+        qr.setup_type_info(test, mask)
+        if version >= 7:
+            qr.setup_type_number(test)
+        return qr.modules
+
+    coords = _data_coords(patterns(True, 0))
+    total = len(coords)
+    index = {rc: i for i, rc in enumerate(coords)}
+    masks = []
+    for mask in range(8):
+        f = util.mask_func(mask)
+        masks.append(_ints([[(r, c) in index and bool(f(r, c)) for c in range(n)] for r in range(n)]))
+    found = _Layout(_grid(n), total, itemgetter(*(index.get((r, c), total) for r in range(n) for c in range(n))),
+                    itemgetter(*(index.get((r, c), total) for c in range(n) for r in range(n))),
+                    tuple(_ints(patterns(True, m)) for m in range(8)),
+                    tuple(_ints(patterns(False, m))[0] for m in range(8)), tuple(masks))
+    _LAYOUTS[(version, level)] = found
+    return found
+
+
+_EXP = [0] * 512
+_LOG = [0] * 256
+_x = 1
+for _i in range(255):
+    _EXP[_i] = _x
+    _LOG[_x] = _i
+    _x <<= 1
+    if _x & 0x100:
+        _x ^= 0x11D  # GF(256) of QR codes: x^8 + x^4 + x^3 + x^2 + 1
+for _i in range(255, 512):
+    _EXP[_i] = _EXP[_i - 255]
+_RS_TABLES: dict[int, list[int]] = {}
+
+
+def _rs_table(ec: int) -> list[int]:
+    """For each byte f: f times the generator polynomial's lower `ec` coefficients, packed in one int."""
+    table = _RS_TABLES.get(ec)
+    if table is None:
+        gen = [1]
+        for i in range(ec):  # (x - a^0)(x - a^1)...(x - a^(ec-1))
+            nxt = gen + [0]
+            for j, g in enumerate(gen):
+                if g:
+                    nxt[j + 1] ^= _EXP[_LOG[g] + i]
+            gen = nxt
+        logs = [_LOG[g] if g else None for g in gen[1:]]
+        table = [0] + [int.from_bytes(bytes(0 if lg is None else _EXP[lg + _LOG[f]] for lg in logs), "big")
+                       for f in range(1, 256)]
+        _RS_TABLES[ec] = table
+    return table
+
+
+def _rs_remainder(data: bytes, ec: int) -> bytes:
+    """The Reed-Solomon error correction codewords of one block."""
+    table = _rs_table(ec)
+    shift = 8 * (ec - 1)
+    mask = (1 << (8 * ec)) - 1
+    rem = 0
+    for b in data:
+        rem = ((rem << 8) & mask) ^ table[(rem >> shift) ^ b]
+    return rem.to_bytes(ec, "big")
+
+
+def _segment_bits(data: Any) -> tuple[int, int]:
+    """(value, bit count) of one of qrcode's data segments, written as QRData.write writes it."""
+    from qrcode import util
+
+    raw = data.data
+    if data.mode == util.MODE_8BIT_BYTE:
+        return int.from_bytes(raw, "big"), 8 * len(raw)
+    acc = nbits = 0
+    if data.mode == util.MODE_NUMBER:
+        for i in range(0, len(raw), 3):
+            chars = raw[i:i + 3]
+            length = util.NUMBER_LENGTH[len(chars)]
+            acc = (acc << length) | int(chars)
+            nbits += length
+    else:  # MODE_ALPHA_NUM
+        find = util.ALPHA_NUM.find
+        for i in range(0, len(raw), 2):
+            chars = raw[i:i + 2]
+            if len(chars) > 1:
+                acc = (acc << 11) | (find(chars[0]) * 45 + find(chars[1]))
+                nbits += 11
+            else:
+                acc = (acc << 6) | find(chars)
+                nbits += 6
+    return acc, nbits
+
+
+def _codewords(text: str, level: int) -> tuple[int, bytes] | None:
+    """(version, interleaved data and error correction codewords) as qrcode's best_fit and create_data make
+    them, with the bits in one int and a table-driven Reed-Solomon; None for what qrcode must do itself."""
+    from bisect import bisect_left
+
+    from qrcode import base, util
+
+    segments = qrcode.QRCode(error_correction=level)
+    segments.add_data(text)
+    data_list = segments.data_list
+    if any(d.mode not in (util.MODE_NUMBER, util.MODE_ALPHA_NUM, util.MODE_8BIT_BYTE) for d in data_list):
+        return None
+    parts = [_segment_bits(d) for d in data_list]
+    start = 1
+    while True:  # best_fit: the mode header sizes depend on the version
+        sizes = util.mode_sizes_for_version(start)
+        needed = sum(4 + sizes[d.mode] + nbits for d, (_, nbits) in zip(data_list, parts))
+        version = bisect_left(util.BIT_LIMIT_TABLE[level], needed, start)
+        if version == 41:
+            raise ValueError(f"{len(text)} characters are too many for one QR code at error correction M")
+        if sizes is util.mode_sizes_for_version(version):
+            break
+        start = version
+    acc = nbits = 0
+    for d, (value, n) in zip(data_list, parts):
+        length = sizes[d.mode]
+        acc = (((acc << 4 | d.mode) << length | len(d)) << n) | value
+        nbits += 4 + length + n
+    blocks = base.rs_blocks(version, level)
+    limit = sum(b.data_count * 8 for b in blocks)
+    end = min(limit - nbits, 4)  # the terminator, then zeros to a whole byte
+    acc, nbits = acc << end, nbits + end
+    if nbits % 8:
+        acc, nbits = acc << (8 - nbits % 8), nbits + 8 - nbits % 8
+    fill = (limit - nbits) // 8
+    raw = acc.to_bytes(nbits // 8, "big") + (bytes((util.PAD0, util.PAD1)) * (fill // 2 + 1))[:fill]
+    data_blocks, ec_blocks, offset = [], [], 0
+    for b in blocks:
+        chunk = raw[offset:offset + b.data_count]
+        offset += b.data_count
+        data_blocks.append(chunk)
+        ec_blocks.append(_rs_remainder(chunk, b.total_count - b.data_count))
+    out = bytearray()
+    for group in (data_blocks, ec_blocks):
+        for i in range(max(len(g) for g in group)):
+            out.extend(g[i] for g in group if i < len(g))
+    return version, bytes(out)
+
+
+def qr_rows(text: str) -> list[int]:
+    """The modules of a QR code for `text` at error correction M, as row ints (1 = dark), no quiet zone."""
+    found = _codewords(text, ERROR_CORRECT_M)
+    if found is None:  # a mode qrcode's own encoder knows better (none today): its bytes, our layout
+        from qrcode import util
+
+        qr = qrcode.QRCode(error_correction=ERROR_CORRECT_M)
+        qr.add_data(text)
+        qr.best_fit()
+        found = qr.version, bytes(util.create_data(qr.version, ERROR_CORRECT_M, qr.data_list))
+    version, data = found
+    lay = _layout(version, ERROR_CORRECT_M)
+    total = lay.total
+    raw = data[: (total + 7) // 8]
+    bits = int.from_bytes(raw, "big") << (total - 8 * len(raw)) if 8 * len(raw) <= total \
+        else int.from_bytes(raw, "big") >> (8 * len(raw) - total)
+    chars = format(bits, f"0{total}b") + "0"
+    rows, cols = int("".join(lay.by_rows(chars)), 2), int("".join(lay.by_cols(chars)), 2)
+    best = best_mask = -1
+    for mask in range(8):
+        (t_rows, t_cols), (k_rows, k_cols) = lay.tested[mask], lay.masks[mask]
+        p = _penalty(t_rows | (rows ^ k_rows), t_cols | (cols ^ k_cols), lay.grid)
+        if best < 0 or p < best:
+            best, best_mask = p, mask
+    matrix = lay.final[best_mask] | (rows ^ lay.masks[best_mask][0])
+    n = lay.grid.n
+    line = (1 << n) - 1
+    return [(matrix >> (n * (n - 1 - r))) & line for r in range(n)]
 
 
 def qr_matrix(text: str, border: int = 4) -> list[list[bool]]:
     """The modules of a QR code for `text` at error correction M (True = dark), quiet zone included."""
-    qr = _FastQR(error_correction=ERROR_CORRECT_M, border=border)
-    qr.add_data(text)
-    qr.make(fit=True)
-    return qr.get_matrix()
+    rows = qr_rows(text)
+    n = len(rows)
+    width = n + 2 * border
+    fmt = f"0{n}b"
+    out = [[False] * width for _ in range(border)]
+    out += [[False] * border + [ch == "1" for ch in format(r, fmt)] + [False] * border for r in rows]
+    out += [[False] * width for _ in range(border)]
+    return out
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def matrix_png(matrix: list[list[bool]], box: int = 10) -> bytes:
-    """A black-on-white 1-bit greyscale PNG of a module matrix, with zlib alone: qrcode's own PNG back ends need
-    Pillow or pypng, which a Raspberry Pi-class edge does without."""
-    size = len(matrix) * box
-    rows = []
-    for modules in matrix:
-        bits = "".join(("0" if dark else "1") * box for dark in modules)
-        bits += "0" * (-len(bits) % 8)
-        row = b"\x00" + int(bits, 2).to_bytes(len(bits) // 8, "big")
-        rows.extend([row] * box)
+def _png(rows: list[int], width: int, box: int) -> bytes:
+    """A black-on-white 1-bit greyscale PNG of row ints (1 = dark) `width` modules wide, with zlib alone:
+    qrcode's own PNG back ends need Pillow or pypng, which a Raspberry Pi-class edge does without."""
+    size = width * box
+    pad = -size % 8
+    expand = {48: "0" * box, 49: "1" * box}
+    full = (1 << width) - 1  # ~r: a dark module is black, 0 in greyscale
+    fmt = f"0{width}b"
+    lines = []
+    for r in rows:
+        bits = format(~r & full, fmt).translate(expand) + "0" * pad
+        line = b"\x00" + int(bits, 2).to_bytes((size + pad) // 8, "big")
+        lines.extend([line] * box)
     header = struct.pack(">IIBBBBB", size, size, 1, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"".join(rows), 6))
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"".join(lines), 6))
             + _chunk(b"IEND", b""))
 
 
+def matrix_png(matrix: list[list[bool]], box: int = 10) -> bytes:
+    """A PNG of a module matrix (True = dark)."""
+    return _png([int("".join("1" if m else "0" for m in row), 2) for row in matrix], len(matrix), box)
+
+
 def qr_png(text: str, box: int = 10, border: int = 4) -> bytes:
-    return matrix_png(qr_matrix(text, border), box)
+    rows = [r << border for r in qr_rows(text)]
+    width = len(rows) + 2 * border
+    blank = [0] * border
+    return _png(blank + rows + blank, width, box)
 
 
 def qr_version(text: str) -> int:

@@ -212,6 +212,16 @@ def test_cli_mint_and_printable_sheet(tmp_path: Path, broker: Any) -> None:
     assert bad.returncode == 2
 
 
+@pytest.mark.parametrize("text", [
+    "https://shop.example-store.com/q/FEkBazaLA0BNnAhOanNrdS0wMDAwvd8cuBOvuXvIaA", "0", "12345678901234567890",
+    "HTTPS://SHOP.EXAMPLE/Q/ABC 123 $%*+-./:", "loyalty:4711 0815 " + "9" * 40 + " end", "Grüße, 店 " * 12,
+    "x" * 150, "A1" * 400, "https://example.test/" + "a" * 1800])
+def test_codes_of_every_size_and_data_mode_read_back_with_a_real_decoder(text):
+    # byte, numeric and alphanumeric segments, versions 1 to ~35 (version info bits from 7, many RS blocks)
+    assert decode_png(qr_png(text, box=4)) == [text]
+    assert svg_matrix(qr_svg(text)) == qr_matrix(text)
+
+
 def _matrix_png(m: list[list[bool]], box: int = 8) -> bytes:
     img = Image.new("L", (len(m) * box, len(m) * box), 255)
     px = img.load()
