@@ -8,6 +8,7 @@ scanner's.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import secrets
@@ -129,9 +130,12 @@ def blueprint(edge: Edge) -> Blueprint:
             log.exception("profile lookup failed")
             return None
 
+    scan_ids = itertools.count()
+    scan_prefix = "w" + secrets.token_hex(6)  # this process's; then a counter (no system call per scan)
+
     def record_scan(code: str) -> None:
         now = time.time()
-        payload = json.dumps({"id": "w" + secrets.token_hex(8), "ts": int(now * 1000), "code": code}).encode()
+        payload = json.dumps({"id": f"{scan_prefix}{next(scan_ids):x}", "ts": int(now * 1000), "code": code}).encode()
         edge.submit(Message(f"{prefix}/qr/web", payload, 1, 0, now, done=lambda: None))
 
     @bp.get("/q/<token>")
