@@ -216,6 +216,8 @@ class RuleEngine:
         # Highest priority first; config order breaks ties, so the file reads top-down.
         self.rules = sorted(compiled, key=lambda c: (-c.rule.priority, c.order))
         self._candidates: dict[tuple[str, str | None, str | None], list[CompiledRule]] = {}
+        self._plans: dict[tuple[str, str | None, str | None, str | None], list] = {}
+        self._by_source = any(c.source_screen or c.source_kiosk for c in self.rules)  # targets depend on the source
         # Kinds no rule can match and the shoppers' activity does not keep (raw sightings, nearly all events):
         # decide returns at once.
         self._inert = frozenset(k for k in NOT_NOTED
@@ -370,22 +372,44 @@ class RuleEngine:
         if event.kind == "gateway_status" or (event.data and (event.data.get("staff") or event.data.get("asset"))):
             return []  # infrastructure and staff never drive content, and are not shopper activity
         try:
-            candidates = self.candidates(event)
-            return self._decide(event, now, candidates) if candidates else []
+            plan = self._plan(event)
+            return self._decide(event, now, plan) if plan else []
         finally:
             if self.context is not None:
                 self.context.note(event, now)  # after deciding: an event is not its own "recent" event
 
-    def _decide(self, event: Event, now: float, candidates: list[CompiledRule]) -> list[Decision]:
+    def _plan(self, event: Event) -> list[tuple[CompiledRule, tuple[tuple[str, str], ...], frozenset]]:
+        """The candidates, best first, each with its targets for this event and every target it or a worse one
+        could take (once better rules hold all of those, the rest cannot show anything): cached per shape."""
+        candidates = self.candidates(event)
+        if not candidates:
+            return []
+        key = (event.kind, event.type, event.zone, event.source if self._by_source else None)
+        plan = self._plans.get(key)
+        if plan is None:
+            rest: frozenset = frozenset()
+            plan = []
+            for c in reversed(candidates):
+                targets = self._targets(c, event)
+                rest = rest | frozenset(targets)
+                plan.append((c, targets, rest))
+            plan.reverse()
+            if len(self._plans) >= CANDIDATES_CACHE_MAX:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _decide(self, event: Event, now: float, plan: list) -> list[Decision]:
         ev = _Eval(self, event, now)
         taken: set[tuple[str, str]] = set()
         out: list[Decision] = []
-        for c in candidates:
-            targets = self._targets(c, event)
+        for c, targets, rest in plan:
             if taken:
+                if taken >= rest:
+                    break  # every screen a remaining rule could use is taken by a better one
                 targets = [t for t in targets if t not in taken]
             if not targets:
-                continue  # better rules have every screen this one could use
+                continue
             m: dict[str, Any] = {}
             for check in c.checks:
                 if not check(ev, m):
