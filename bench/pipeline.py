@@ -52,7 +52,7 @@ def main() -> int:
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions of a cProfile")
     args = ap.parse_args()
 
-    from edge.app import App
+    from edge.app import App, tune_gc
     from edge.config import parse_config
     from edge.model import Message
 
@@ -62,6 +62,7 @@ def main() -> int:
         try:
             cfg = parse_config(C.store_config(tmp, 1883), env={})
             app = App(cfg)
+            tune_gc()  # as `instore-edge run` does
             pipeline = app.pipeline
             link = pipeline.link = CountingLink()
             t_msg = time.time()

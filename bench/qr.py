@@ -111,7 +111,7 @@ def load_process(base: str, paths: list[str], clients: int, duration: float, rat
 def bench_landing(clients: int, duration: float, rate: float) -> dict[str, float]:
     from edge.broker import MosquittoBroker, find_mosquitto, free_port
     from edge.config import parse_config
-    from edge.app import App
+    from edge.app import App, tune_gc
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-qr-"))
     broker = MosquittoBroker(tmp / "mosquitto").start() if find_mosquitto() else None
@@ -123,6 +123,7 @@ def bench_landing(clients: int, duration: float, rate: float) -> dict[str, float
                         for i in range(50)]
     cfg = parse_config(data, env={})
     svc = App(cfg)
+    tune_gc()  # as `instore-edge run` does
     svc.start()
     try:
         signer = svc.signer

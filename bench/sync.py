@@ -10,7 +10,8 @@ started), its side of sync (edge.uplink.Uplink) and the real SyncClient.
   and applies the whole change feed (profiles + identity keys + cursor, in the writer's transactions;
   the edge's in-memory updates that follow them are not part of the figure); figure: profiles/s. The cache bound is raised above PROFILES so nothing is evicted while measuring.
 
-Peak RSS (VmHWM) of both processes is reported. The last line printed is a JSON object.
+CPU per event / per profile of each process (steadier than the rates on a shared machine) and peak RSS
+(VmHWM) of both are reported. The last line printed is a JSON object.
 
     python bench/sync.py [--events 100000] [--profiles 50000] [--push-batch 1000]
 """
@@ -36,12 +37,19 @@ import requests  # noqa: E402
 from bench._common import ADMIN, ROOT, STORE, proc_status_kb, store_config  # noqa: E402
 from edge.broker import free_port, wait_for_port  # noqa: E402
 from edge.config import parse_config  # noqa: E402
-from edge.app import App  # noqa: E402
+from edge.app import App, tune_gc  # noqa: E402
 from edge.uplink import Uplink, sync_settings  # noqa: E402
 from sync.client import SyncClient  # noqa: E402
 
 STORE_TOKEN = "VS5GovlIgicUA9zmAlW8qQ7Y"
 CENTRAL_ADMIN = "bench-central-admin-0123456789"
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def fill_outbox(svc: App, n: int, chunk: int = 20_000) -> None:
@@ -111,13 +119,15 @@ def main() -> None:
                                "pull_interval_s": 3600}
             cfg = parse_config(data, env={})
             svc = App(cfg)
+            tune_gc()  # as `instore-edge run` does
             svc.pipeline.start()
 
             fill_outbox(svc, args.events)
             client = SyncClient(sync_settings(cfg), edge_side(svc, args.profiles * 2), svc.metrics)
-            t0 = time.perf_counter()
+            t0, cpu0, ccpu0 = time.perf_counter(), time.process_time(), cpu_s(central.pid)
             delivered = client.push_once()
             drain_s = time.perf_counter() - t0
+            drain_cpu = (time.process_time() - cpu0, cpu_s(central.pid) - ccpu0)
             pending = client.status()["outbox_pending"]
             assert pending == 0 and delivered == args.events, (delivered, pending)
             stats = requests.get(url + "/v1/admin/stats", headers={"Authorization": f"Bearer {CENTRAL_ADMIN}"},
@@ -125,9 +135,10 @@ def main() -> None:
             assert stats["events"]["total"] == args.events, stats["events"]
 
             create_profiles(url, args.profiles)
-            t0 = time.perf_counter()
+            t0, cpu0, ccpu0 = time.perf_counter(), time.process_time(), cpu_s(central.pid)
             applied = client.pull_once()
             apply_s = time.perf_counter() - t0
+            apply_cpu = (time.process_time() - cpu0, cpu_s(central.pid) - ccpu0)
             assert applied == args.profiles, applied
             with sqlite3.connect(cfg.db.path) as conn:
                 n_ids = conn.execute("SELECT count(*) FROM identities").fetchone()[0]
@@ -143,7 +154,12 @@ def main() -> None:
                 "events": args.events, "push_batch": args.push_batch,
                 "drain_events_per_s": round(args.events / drain_s), "drain_s": round(drain_s, 2),
                 "profiles": args.profiles, "apply_profiles_per_s": round(args.profiles / apply_s),
-                "apply_s": round(apply_s, 2), "evict_to_5000_s": round(evict_s, 3), "evicted": evicted,
+                "apply_s": round(apply_s, 2),
+                "drain_cpu_us_per_event": {"edge": round(1e6 * drain_cpu[0] / args.events, 1),
+                                           "central": round(1e6 * drain_cpu[1] / args.events, 1)},
+                "apply_cpu_us_per_profile": {"edge": round(1e6 * apply_cpu[0] / args.profiles, 1),
+                                             "central": round(1e6 * apply_cpu[1] / args.profiles, 1)},
+                "evict_to_5000_s": round(evict_s, 3), "evicted": evicted,
                 "edge_peak_rss_mb": round((proc_status_kb(os.getpid(), "VmHWM") or 0) / 1024, 1),
                 "central_peak_rss_mb": round((proc_status_kb(central.pid, "VmHWM") or 0) / 1024, 1),
                 "cpus": os.cpu_count(),
@@ -158,6 +174,8 @@ def main() -> None:
           f"{args.push_batch}, {res['drain_s']} s)")
     print(f"change feed apply: {res['apply_profiles_per_s']:,} profiles/s ({args.profiles:,} profiles, "
           f"{res['apply_s']} s); eviction down to 5000: {res['evict_to_5000_s']} s")
+    print(f"CPU: drain {res['drain_cpu_us_per_event']} us per event, apply {res['apply_cpu_us_per_profile']} us per "
+          "profile (edge: this process; central: its process)")
     print(f"peak RSS: edge {res['edge_peak_rss_mb']} MB, central {res['central_peak_rss_mb']} MB")
     print(json.dumps(res))
 

@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("instore-edge: not starting: fix the config above (check it with `instore-edge check-config`).",
               file=sys.stderr)
         return 1
-    from edge.app import App
+    from edge.app import App, tune_gc
     from edge.store.db import StoreError
 
     try:
@@ -55,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"instore-edge: not starting: {exc}", file=sys.stderr)
         return 1
+    tune_gc()
     return app.run_forever()
 
 

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from edge.store.db import chunks, marks
 from sync.local import ProfileUpsert
 
@@ -24,7 +26,16 @@ VIA_CENTRAL = "central"  # identities learned from the central store (profiles, 
 _KEEP_IDENTITY = ("INSERT INTO identities(key, customer_id, via, learned_at) VALUES (?,?,?,?) "
                   "ON CONFLICT(key) DO UPDATE SET customer_id=excluded.customer_id, via=excluded.via, "
                   "learned_at=excluded.learned_at")
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_msgspec_encode = msgspec.json.Encoder().encode
+
+
+def _encode(profile: dict[str, Any]) -> str:
+    """Compact JSON, UTF-8 text as is: msgspec in C, json for what it cannot encode (a lone surrogate...)."""
+    try:
+        return _msgspec_encode(profile).decode("utf-8")
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError, UnicodeDecodeError):
+        return _dumps(profile)
 
 
 def read_cursor(conn: sqlite3.Connection) -> str | None:
