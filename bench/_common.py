@@ -228,10 +228,12 @@ def publisher(port: int, mode: str, n: int, rate: float, new_every: int, new_maj
         conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def raw_subscriber(port: int, topic: str, ctl, v5: bool = True) -> None:
+def raw_subscriber(port: int, topic: str, ctl, v5: bool = True, bulk: bool = False) -> None:
     """A bare subscriber: one live connection with a persistent session (MQTT v5 like the edge's default, or
     3.1.1), QoS 1 (paho acks each message as it is delivered), json.loads only: the most a paho consumer
-    can drain, to compare the edge with.
+    can drain, to compare the edge with. With `bulk`, the same through the edge's own reader
+    (edge.wire.mqtt_reader) with PUBACKs written 64 at a time, as the edge writes them per commit: the most
+    the edge's process could drain if it did nothing else.
 
     Protocol with the parent over `ctl` (a Pipe): sends {"pid"} once subscribed; then for each round
     receives {"n": N}, answers {"armed"} and counts the next N messages (the parent stops this process with
@@ -258,7 +260,38 @@ def raw_subscriber(port: int, topic: str, ctl, v5: bool = True) -> None:
             if state["count"] == state["n"]:
                 done.set()
 
-        c = _client("bench-raw-sub", v5=v5, clean=False)
+        if bulk:
+            import paho.mqtt.client as mqtt
+            from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+            from edge.wire.mqtt_reader import BulkReadClient
+
+            c = BulkReadClient(CallbackAPIVersion.VERSION2, client_id="bench-raw-bulk", manual_ack=True,
+                               protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+                               clean_session=None if v5 else False)
+            acks = bytearray()
+
+            def on_publish_fast(topic_: str, payload: bytes, qos: int, mid: int, dup: bool) -> None:
+                nonlocal acks
+                now = time.time()
+                try:
+                    loads(payload)
+                except ValueError:
+                    state["bad"] += 1
+                if state["count"] == 0:
+                    state["first"] = now
+                state["count"] += 1
+                state["last"] = now
+                acks += b"\x40\x02" + mid.to_bytes(2, "big")
+                if len(acks) >= 256 or state["count"] == state["n"]:
+                    c._packet_queue(mqtt.PUBACK, bytes(acks), 0, 0)
+                    acks = bytearray()
+                if state["count"] == state["n"]:
+                    done.set()
+
+            c.on_publish_fast = on_publish_fast
+        else:
+            c = _client("bench-raw-sub", v5=v5, clean=False)
         c.on_message = on_message
         c.on_subscribe = lambda cl, u, mid, rcs, p: subscribed.set()
         c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)

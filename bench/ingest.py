@@ -124,12 +124,12 @@ def cpu_s(pid: int) -> float | None:
 class RawSide:
     """The bare subscriber's process, live between rounds (C.raw_subscriber)."""
 
-    def __init__(self, ctx, port: int, v5: bool) -> None:
+    def __init__(self, ctx, port: int, v5: bool, bulk: bool = False) -> None:
         self.ctx = ctx
         self.port = port
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=C.raw_subscriber, args=(port, f"{C.RAW_PREFIX}/beacon/#", child, v5),
-                                name="raw-sub")
+        self.proc = ctx.Process(target=C.raw_subscriber, args=(port, f"{C.RAW_PREFIX}/beacon/#", child, v5, bulk),
+                                name="raw-bulk" if bulk else "raw-sub")
         self.proc.start()
         self.pid = _recv(self.conn, 20, "raw subscriber (subscribe)")["pid"]
 
@@ -337,12 +337,13 @@ def edge_round(ctx, port: int, edge: Edge, n: int, new_major: int, window: int) 
             "cpu_us": 1e6 * (cpu1 - cpu0) / n if cpu0 is not None and cpu1 is not None else None}
 
 
-def warm_up(ctx, port: int, edge: Edge, raw: RawSide, n: int, window: int) -> None:
+def warm_up(ctx, port: int, edge: Edge, raws: list[RawSide], n: int, window: int) -> None:
     """One unmeasured round each: imports, caches, the 500 regulars placed, the broker's queues grown."""
     before = edge.beacons_committed()
     run_publisher(ctx, port, "flood", n, 0, FLOOD_NEW_MAJOR - 1, window, 120)
     edge.wait_committed(before + n, 120, "warm-up")
-    raw.round(n, FLOOD_NEW_MAJOR - 1, window)
+    for raw in raws:
+        raw.round(n, FLOOD_NEW_MAJOR - 1, window)
 
 
 # --- (e) the busy store ------------------------------------------------------------------------------------
@@ -521,6 +522,8 @@ def main() -> int:
     ap.add_argument("--latency-s", type=float, default=12.0, help="duration of (c) in seconds (default 12)")
     ap.add_argument("--busy-s", type=int, default=60, help="duration of (e), the busy store, in seconds (0: skip)")
     ap.add_argument("--window", type=int, default=1000, help="publisher's unacknowledged QoS 1 window")
+    ap.add_argument("--no-bulk-raw", dest="bulk_raw", action="store_false",
+                    help="leave out raw-bulk, the bare subscriber on the edge's own MQTT reader")
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
                     help="sample the edge with py-spy (`pip install py-spy`) during (b) and (c): GIL-holding "
                          "collapsed stacks into DIR/drain.txt and DIR/latency.txt")
@@ -540,7 +543,8 @@ def main() -> int:
 
     ctx = mp.get_context("spawn")
     tmp = Path(tempfile.mkdtemp(prefix="instore-bench-"))
-    broker = edge = raw = None
+    broker = edge = None
+    sides: list[RawSide] = []
     t0 = time.monotonic()
     try:
         broker = MosquittoBroker(tmp / "mosquitto").start()
@@ -558,29 +562,43 @@ def main() -> int:
         edge.set_baseline()
         edge.start()
         edge.open_db()
-        raw = RawSide(ctx, broker.port, args.protocol == "5")
-        warm_up(ctx, broker.port, edge, raw, args.warm, args.window)
+        raw_side = RawSide(ctx, broker.port, args.protocol == "5")
+        sides.append(raw_side)
+        bulk_side = None
+        if args.bulk_raw:
+            bulk_side = RawSide(ctx, broker.port, args.protocol == "5", bulk=True)
+            sides.append(bulk_side)
+        warm_up(ctx, broker.port, edge, sides, args.warm, args.window)
 
-        log(f"(a)/(b) raw: bare paho subscriber (MQTT {args.protocol}, QoS 1, json.loads only); edge: python -m "
-            "edge.cli run (commit synchronous=FULL, then ack)")
+        log(f"(a)/(b) raw: bare paho subscriber (MQTT {args.protocol}, QoS 1, json.loads only)"
+            + ("; raw-bulk: the same through the edge's MQTT reader, PUBACKs 64 at a time" if bulk_side else "")
+            + "; edge: python -m edge.cli run (commit synchronous=FULL, then ack)")
         spy = start_py_spy(edge.pid, args.profile / "drain.txt") if args.profile else None
-        raws, edges = [], []
+        raws, bulks, edges = [], [], []
         for r in range(args.rounds):
             major = FLOOD_NEW_MAJOR + r
-            a = raw.round(args.n, major, args.window)
+            a = raw_side.round(args.n, major, args.window)
             raws.append(a)
-            log(f"  round {r + 1} raw : {a['eps']:>8,.0f} events/s  CPU {a['cpu_us']:5.1f} us/event"
+            log(f"  round {r + 1} raw     : {a['eps']:>8,.0f} events/s  CPU {a['cpu_us']:5.1f} us/event"
                 f"  [other processes used {a['noise']:.2f} cores]")
+            if bulk_side is not None:
+                k = bulk_side.round(args.n, major, args.window)
+                bulks.append(k)
+                log(f"  round {r + 1} raw-bulk: {k['eps']:>8,.0f} events/s  CPU {k['cpu_us']:5.1f} us/event"
+                    f"  [other processes used {k['noise']:.2f} cores]")
             b = edge_round(ctx, broker.port, edge, args.n, major, args.window)
             edges.append(b)
             busiest = sorted(b["threads"].items(), key=lambda kv: -kv[1])[:3]
-            log(f"  round {r + 1} edge: {b['eps']:>8,.0f} events/s  CPU {b['cpu_us']:5.1f} us/event"
-                f"  ratio {b['eps'] / a['eps']:.2f}  [other processes used {b['noise']:.2f} cores]  threads "
+            log(f"  round {r + 1} edge    : {b['eps']:>8,.0f} events/s  CPU {b['cpu_us']:5.1f} us/event"
+                f"  ratio {b['eps'] / a['eps']:.2f}"
+                + (f" ({b['eps'] / bulks[-1]['eps']:.2f} to raw-bulk)" if bulks else "")
+                + f"  [other processes used {b['noise']:.2f} cores]  threads "
                 + ", ".join(f"{name} {1e6 * v / args.n:.0f} us/ev" for name, v in busiest))
         if args.profile:
             stop_py_spy(spy, args.profile / "drain.txt")
         ratios = [b["eps"] / a["eps"] for a, b in zip(raws, edges)]
         ratio = statistics.median(ratios)
+        bulk_ratios = [b["eps"] / k["eps"] for k, b in zip(bulks, edges)]
         edge_cpu = statistics.median(b["cpu_us"] for b in edges)
         raw_cpu = statistics.median(a["cpu_us"] for a in raws)
         raw_eps = statistics.median(a["eps"] for a in raws)
@@ -588,11 +606,16 @@ def main() -> int:
         log(f"    median ratio {ratio:.2f} (spread {_spread(ratios)}); raw {raw_eps:,.0f}/s, edge {edge_eps:,.0f}/s; "
             f"CPU per event: edge {edge_cpu:.1f} us (spread {_spread([b['cpu_us'] for b in edges])}), "
             f"raw {raw_cpu:.1f} us")
+        if bulks:
+            log(f"    against raw-bulk: median ratio {statistics.median(bulk_ratios):.2f} (spread "
+                f"{_spread(bulk_ratios)}); raw-bulk {statistics.median(k['eps'] for k in bulks):,.0f}/s, CPU "
+                f"{statistics.median(k['cpu_us'] for k in bulks):.1f} us per event")
         kinds = dict(edge.db.execute("SELECT kind, count(*) FROM events WHERE seq > ? GROUP BY kind",
                                      (edge.base_seq,)).fetchall()) if edge.db else {}
         log(f"    events by kind {kinds}")
-        raw.stop()
-        raw = None
+        for side in sides:
+            side.stop()
+        sides = []
 
         time.sleep(1.0)  # let the drain settle (retained display expiries, the last acks)
         log(f"(c) latency at {args.rate:,.0f} sightings/s for {args.latency_s:.0f}s "
@@ -642,7 +665,7 @@ def main() -> int:
                     f"{C.percentile(bl, 99) * 1000:.0f} ms, max {max(bl) * 1000:.0f} ms (publish -> received: p99 "
                     f"{C.percentile(busy['recv_lags'], 99) * 1000:.0f} ms)")
 
-        noise = max([x["noise"] for x in raws + edges] + [lat["noise"]] + ([busy["noise"]] if busy else []))
+        noise = max([x["noise"] for x in raws + bulks + edges] + [lat["noise"]] + ([busy["noise"]] if busy else []))
         busy_p99 = C.percentile(busy["lags"], 99) if busy and busy["lags"] else None
         busy_ok = busy is not None and busy["committed"] >= busy["sent"] and busy_p99 is not None \
             and busy_p99 < TARGET_BUSY_LAG_S
@@ -652,6 +675,9 @@ def main() -> int:
         log(f"  edge durable, median (events/s)    {edge_eps:>10,.0f}")
         log(f"  edge/raw ratio, median             {ratio:>10.2f}    >= {TARGET_RATIO}     {verdict(ratio >= TARGET_RATIO)}"
             f"  (spread {_spread(ratios)})")
+        if bulks:
+            log(f"  edge/raw-bulk ratio, median        {statistics.median(bulk_ratios):>10.2f}    (long-term goal 0.8)"
+                f"  (spread {_spread(bulk_ratios)})")
         log(f"  edge CPU per event (us)            {edge_cpu:>10.1f}    <= {TARGET_CPU_US:.0f} on the slow machine"
             f"  (raw {raw_cpu:.1f})")
         log(f"  p50 latency @{args.rate:,.0f}/s (ms)          {p50:>10.1f}")
@@ -671,6 +697,11 @@ def main() -> int:
                   "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
                   "ratios": [round(x, 3) for x in ratios],
                   "edge_cpu_us_per_event": round(edge_cpu, 1), "raw_cpu_us_per_event": round(raw_cpu, 1),
+                  **({"bulk_raw_eps": round(statistics.median(k["eps"] for k in bulks), 1),
+                      "bulk_ratio": round(statistics.median(bulk_ratios), 3),
+                      "bulk_ratio_min": round(min(bulk_ratios), 3), "bulk_ratio_max": round(max(bulk_ratios), 3),
+                      "bulk_raw_cpu_us_per_event": round(statistics.median(k["cpu_us"] for k in bulks), 1)}
+                     if bulks else {}),
                   "p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "max_ms": round(pmax, 2), "rss_mb": round(rss_mb, 1),
                   "n": args.n, "rounds": args.rounds, "latency_rate": args.rate, "latency_samples": len(vals),
                   "method": "paused", "protocol": args.protocol, "history": args.history,
@@ -690,8 +721,8 @@ def main() -> int:
         print(f"benchmark failed: {exc}", file=sys.stderr, flush=True)
         return 2
     finally:
-        if raw is not None:
-            raw.stop()
+        for side in sides:
+            side.stop()
         if edge is not None:
             edge.stop()
         if broker is not None:
