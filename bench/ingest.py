@@ -162,6 +162,8 @@ class RawSide:
 # --- the edge process --------------------------------------------------------------------------------
 
 class Edge:
+    root: Path = C.ROOT  # the checkout `python -m edge.cli` runs from (--edge-root)
+
     def __init__(self, tmp: Path, port: int, protocol: str = "5", cfg: dict | None = None) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
@@ -193,7 +195,7 @@ class Edge:
     def start(self) -> None:
         logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "-c", str(self.toml)],
-                                     cwd=C.ROOT, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+                                     cwd=self.root, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         logf.close()
 
     @property
@@ -532,12 +534,17 @@ def main() -> int:
     ap.add_argument("--history", type=int, default=0, metavar="N",
                     help="before (b), seed the edge's event log with N past sightings (a store that has been running;"
                          " 1000000 adds ~30 s): shows how ingest scales with the size of the log")
+    ap.add_argument("--edge-root", type=Path, default=None, metavar="DIR",
+                    help="run the edge from another checkout (e.g. `git archive <commit> | tar -x -C DIR`), to "
+                         "compare versions with the same method")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (db, logs) and print its path")
     args = ap.parse_args()
     if args.window >= 65535 or args.window < 1:
         ap.error("--window must be 1..65534")
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    if args.edge_root is not None:
+        Edge.root = args.edge_root.resolve()
 
     from edge.broker import MosquittoBroker
 
