@@ -371,6 +371,7 @@ def bench_busy(ctx, port: int, tmp: Path, protocol: str, seconds: int, window: i
         recv_lags: list[float] = []
         last_seq = 0
         answers: list[dict] = []
+        answered: set[int] = set()  # the publishers that have answered (each answers once)
         res = None
         quiet_until = 0.0
         deadline = time.monotonic() + seconds + 90
@@ -384,9 +385,15 @@ def bench_busy(ctx, port: int, tmp: Path, protocol: str, seconds: int, window: i
                 recv_lags.append(received_at - ts)
             if rows:
                 last_seq = rows[-1][0]
-            for parent in pipes:
-                if parent.poll():
-                    answer = parent.recv()
+            for k, (parent, pub) in enumerate(zip(pipes, pubs)):
+                if k not in answered and parent.poll():
+                    answered.add(k)
+                    try:
+                        answer = parent.recv()
+                    except EOFError:  # it ended without a word: killed (by a signal, the OOM killer...)
+                        pub.join(5)
+                        raise BenchError(f"busy publisher {pub.name} ended without an answer "
+                                         f"(exit status {pub.exitcode})") from None
                     if not answer.get("ok"):
                         raise BenchError(f"busy publisher: {answer.get('error')}")
                     answers.append(answer)
