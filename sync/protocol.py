@@ -60,6 +60,14 @@ IDENTITY_LINK_KIND = "identity_link"
 # central store erases them and feeds an `erase` change (with the same hash) to every store.
 ERASURE_KIND = "erasure"
 ERASE_KEY_RE = re.compile(r"[0-9a-f]{32}")
+# A store's report on a campaign from the central (applied / refused / impressions), and what shoppers do that
+# the central keeps on their profile (wishlist, orders, returns): see sync/central/content.py.
+CAMPAIGN_KIND = "campaign"
+CAMPAIGN_TYPES = ("applied", "refused", "impressions")
+SHOPPER_KIND = "shopper"
+SHOPPER_TYPES = ("wishlist_add", "wishlist_remove", "order_request", "return")
+FULFILMENTS = ("home", "pickup")
+MAX_ORDER_ITEMS = 100
 # Keys that only live for a visit or a kiosk session: recorded, never added to a profile's identities.
 EPHEMERAL_KEY_PREFIXES = ("session:", "visit:")
 
@@ -325,6 +333,10 @@ class WireEvent:
             if self.customer is not None or self.subject is not None:
                 raise InvalidEvent(INVALID_VALUE, "an erasure event names the customer by data.customer_hash only, "
                                                   "never by customer or subject")
+        elif self.kind == CAMPAIGN_KIND:
+            _check_campaign_report(self)
+        elif self.kind == SHOPPER_KIND:
+            _check_shopper_event(self)
         elif self.kind == IDENTITY_LINK_KIND:
             if self.customer is None:
                 raise InvalidEvent(MISSING_FIELD, "customer: missing; an identity_link event names the customer")
@@ -357,6 +369,75 @@ class WireEvent:
         if self.data:
             out["data"] = self.data
         return out
+
+
+def _need(data: dict[str, Any], key: str, ok: Any, expected: str) -> Any:
+    """data[key], or InvalidEvent saying what was expected there."""
+    value = data.get(key)
+    if value is None or not ok(value):
+        raise InvalidEvent(MISSING_FIELD if value is None else INVALID_VALUE if type(value) in (str, int) else WRONG_TYPE,
+                           f"data.{key}: expected {expected}, got {_show(value) if value is not None else 'nothing'}")
+    return value
+
+
+def _is_id(value: Any) -> bool:
+    return type(value) is str and ID_RE.fullmatch(value) is not None
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= 10**9
+
+
+def _items(data: dict[str, Any]) -> None:
+    items = _need(data, "items", lambda v: type(v) is list and 0 < len(v) <= MAX_ORDER_ITEMS,
+                  f'a list of 1 to {MAX_ORDER_ITEMS} items [{{"sku", "qty"}}]')
+    for i, item in enumerate(items):
+        if type(item) is not dict or not _is_id(item.get("sku")) or type(item.get("qty")) is not int \
+                or not 0 < item["qty"] <= 1000:
+            raise InvalidEvent(INVALID_VALUE, f'data.items[{i}]: expected {{"sku": "<sku>", "qty": 1..1000}}, '
+                                              f"got {_show(item)}")
+
+
+def _check_campaign_report(e: WireEvent) -> None:
+    """campaign applied / refused / impressions: the central keeps them per (campaign, store)."""
+    if e.type not in CAMPAIGN_TYPES:
+        raise InvalidEvent(INVALID_VALUE, f"type: a campaign event is one of {', '.join(CAMPAIGN_TYPES)}, "
+                                          f"got {_show(e.type) if e.type is not None else 'nothing'}")
+    _need(e.data, "id", _is_id, "the campaign id")
+    _need(e.data, "version", lambda v: type(v) is int and v > 0, "the campaign version (a whole number > 0)")
+    if e.type == "refused":
+        _need(e.data, "reason", lambda v: type(v) is str and 0 < len(v) <= 500,
+              "a reason of 1 to 500 characters saying what did not fit (unknown zone 'x', ...)")
+    if e.type == "impressions":
+        _need(e.data, "content_id", _is_id, "the content id that was shown")
+        _need(e.data, "shown", _is_count, "how many times it was shown (a whole number >= 0)")
+        _need(e.data, "reached", _is_count, "how many distinct shoppers or sessions saw it (a whole number >= 0)")
+
+
+def _check_shopper_event(e: WireEvent) -> None:
+    """wishlist_add / wishlist_remove / order_request / return: complete, or refused with the reason."""
+    if e.type not in SHOPPER_TYPES:
+        raise InvalidEvent(INVALID_VALUE, f"type: a shopper event is one of {', '.join(SHOPPER_TYPES)}, "
+                                          f"got {_show(e.type) if e.type is not None else 'nothing'}")
+    if e.type in ("wishlist_add", "wishlist_remove"):
+        if e.customer is None:
+            raise InvalidEvent(MISSING_FIELD, f"customer: missing; a {e.type} event names the customer")
+        _need(e.data, "sku", _is_id, "the product's sku")
+        return
+    _need(e.data, "order_id", _is_id, "the order id (letters, digits, '_', '.', ':', '@', '-')")
+    _items(e.data)
+    if e.type == "order_request":
+        fulfilment = _need(e.data, "fulfilment", lambda v: v in FULFILMENTS, " or ".join(FULFILMENTS))
+        if fulfilment == "pickup":
+            _need(e.data, "pickup_store", lambda v: type(v) is str and STORE_ID_RE.fullmatch(v) is not None,
+                  "the id of the store where the order is picked up")
+        for key in ("contact", "payment"):
+            if e.data.get(key) is not None and type(e.data[key]) is not dict:
+                raise InvalidEvent(WRONG_TYPE, f"data.{key}: expected an object, got {_show(e.data[key])}")
+    else:
+        for key in ("rma_id", "reason"):
+            if e.data.get(key) is not None and (type(e.data[key]) is not str or not 0 < len(e.data[key]) <= 500):
+                raise InvalidEvent(INVALID_VALUE, f"data.{key}: expected a text of 1 to 500 characters")
 
 
 class Rejection(TypedDict):

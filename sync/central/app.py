@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 from sync import jsonbody
 from sync import fastpush
 from sync import protocol as p
-from sync.central import metrics, pages
+from sync.central import console, content_api, metrics, pages
 from sync.central.demo_data import CATALOGUE
 from sync.central.storage import CentralError, Housekeeper, InvalidValue, Settings, Storage, body_hash, open_storage
 from sync.central.storage.base import rejection_counts, store_row
@@ -407,6 +407,16 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
 
     app.extensions["central_fleet"] = fleet
     pages.register(app, admin_token, fleet, central.store_rejections, quiet_after_s)
+
+    def known_stores() -> list[str]:
+        return [r["store"] for r in fleet()]
+
+    def note_own_pull(store: str) -> None:
+        if store_of_caller() == store:
+            note_pull(store)
+
+    content_api.register(app, central, require, json_body, known_stores, int_arg, float_arg, note_own_pull)
+    console.register(app, admin_token, central, known_stores)
 
     @app.get("/v1/admin/stores")
     @require("admin")

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sync.central.app import QUIET_AFTER_S, create_app
+from sync.central.content import MAX_ASSET_BYTES
 from sync.central.demo_data import load_demo_data
 from sync.central.storage import Housekeeper, Settings, Storage
 from sync.protocol import MAX_BODY_BYTES
@@ -55,9 +56,10 @@ class CentralServer:
             self.demo_loaded = load_demo_data(self.store)
             if self.demo_loaded:
                 log.info("loaded the demo data set: %d profiles", self.demo_loaded)
-        # Bodies over the cap get a JSON 413 before they are read. No per-client connection cap: stores
+        # Bodies over the cap (an asset's, the largest) get a JSON 413 before they are read; the app refuses
+        # a batch of events over MAX_BODY_BYTES. No per-client connection cap: stores
         # may reach the central store through one load balancer or NAT address.
-        limits = ServerLimits(max_body_bytes=MAX_BODY_BYTES, connection_limit=max(1000, 2 * self.threads),
+        limits = ServerLimits(max_body_bytes=max(MAX_BODY_BYTES, MAX_ASSET_BYTES), connection_limit=max(1000, 2 * self.threads),
                               per_client=None, idle_timeout_s=75.0)
         self._server = create_server(self.app, host=self.host, port=self.requested_port, threads=self.threads,
                                      limits=limits, ident="instore-central")

@@ -18,14 +18,15 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sync import protocol as p
 from sync.central.storage.wakeup import FeedSignal
 
 log = logging.getLogger("instore_central")
+T = TypeVar("T")
 
 INTERNAL_ERROR = "internal_error"  # the rejection reason of an event the central failed on unexpectedly
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -353,12 +354,17 @@ class Storage(abc.ABC):
                 wait_s: float = 0.0) -> dict[str, Any]:
         """A page of the change feed; with `wait_s` and nothing new, wait up to that long for a change
         (long-poll). Waiting holds no database connection: a notification wakes the request."""
+        return self.long_poll(lambda: self.feed_page(since, limit, store), store, wait_s)
+
+    def long_poll(self, read: Callable[[], FeedPage], store: str | None, wait_s: float) -> dict[str, Any]:
+        """read() now; with `wait_s` and nothing in it, again each time `store`'s feeds may have grown, until
+        something comes or the wait ends (the profile feed and the content feed share the wake-ups)."""
         deadline = time.monotonic() + max(0.0, wait_s)
         if wait_s <= 0:
-            return self.feed_page(since, limit, store).answer
+            return read().answer
         with self.signal.waiter(store) as woken:
             while True:
-                page = self.feed_page(since, limit, store)
+                page = read()
                 remaining = deadline - time.monotonic()
                 if page.answer["changes"] or page.answer.get("reset") or remaining <= 0 or self.signal.closed:
                     return page.answer
@@ -390,3 +396,117 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> dict[str, Any]:
         """Counts for /v1/admin/stats."""
+
+    # --- campaigns, catalogue, assets, orders (storage/content.py; the same for both engines) -------------
+
+    @abc.abstractmethod
+    def content_write(self, work: Callable[[Any], T], now: float | None = None) -> T:
+        """Run work(db) in one write transaction (db: storage.content.Db, also a profiles.Tx)."""
+
+    @abc.abstractmethod
+    def content_read(self, work: Callable[[Any], T]) -> T:
+        """Run work(db) on one consistent read snapshot (db: storage.content.Db)."""
+
+    @abc.abstractmethod
+    def content_page(self, since: str | None, limit: int, store: str) -> FeedPage:
+        """The content-feed entries after `since` for `store`, resolved for it (see storage/content.py)."""
+
+    def content_changes(self, since: str | None, limit: int, store: str, wait_s: float = 0.0) -> dict[str, Any]:
+        """A page of a store's campaign / product / store changes; long-polls like `changes`."""
+        return self.long_poll(lambda: self.content_page(since, limit, store), store, wait_s)
+
+    def put_asset(self, sha: str, content_type: str, data: bytes) -> bool:
+        """Store an asset under its SHA-256 (checked by the caller); True when it is new."""
+        from sync.central.storage import content as rules
+        return self.content_write(lambda db: rules.put_asset(db, sha, content_type, data))
+
+    def get_asset(self, sha: str) -> tuple[str, bytes] | None:
+        from sync.central.storage import content as rules
+        return self.content_read(lambda db: rules.get_asset(db, sha))
+
+    def list_assets(self) -> list[dict[str, Any]]:
+        from sync.central.storage import content as rules
+        return self.content_read(rules.list_assets)
+
+    def put_product(self, sku: str, body: dict[str, Any]) -> dict[str, Any]:
+        from sync.central.storage import content as rules
+        return self.content_write(lambda db: rules.put_product(db, sku, body))
+
+    def delete_product(self, sku: str) -> dict[str, Any]:
+        from sync.central.storage import content as rules
+        return self.content_write(lambda db: rules.delete_product(db, sku))
+
+    def list_products(self) -> list[dict[str, Any]]:
+        from sync.central.storage import content as rules
+        return self.content_read(rules.list_products)
+
+    def put_store_meta(self, store: str, body: dict[str, Any]) -> dict[str, Any]:
+        from sync.central.storage import content as rules
+        return self.content_write(lambda db: rules.put_store(db, store, body))
+
+    def store_metas(self) -> dict[str, dict[str, Any]]:
+        from sync.central.storage import content as rules
+        return self.content_read(rules.store_metas)
+
+    def put_campaign(self, cid: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A new draft version; Conflict-free, but refused (CentralError) when an image is not uploaded."""
+        from sync.central.content import images_of
+        from sync.central.storage import content as rules
+
+        def work(db: Any) -> dict[str, Any]:
+            missing = rules.missing_assets(db, images_of(body))
+            if missing:
+                raise CentralError(f"content image {missing[0]!r} is not uploaded: PUT /v1/admin/assets/{missing[0]} "
+                                   "with the image first")
+            return rules.put_campaign(db, cid, body)
+
+        return self.content_write(work)
+
+    def publish_campaign(self, cid: str, stores: list[str] | None) -> dict[str, Any]:
+        from sync.central.storage import content as rules
+        return self.content_write(lambda db: rules.publish(db, cid, stores))
+
+    def rollback_campaign(self, cid: str) -> dict[str, Any]:
+        from sync.central.storage import content as rules
+        return self.content_write(lambda db: rules.rollback(db, cid))
+
+    def withdraw_campaign(self, cid: str) -> dict[str, Any]:
+        from sync.central.storage import content as rules
+        return self.content_write(lambda db: rules.withdraw(db, cid))
+
+    def campaign_detail(self, cid: str) -> dict[str, Any] | None:
+        """The campaign's state, versions and store reports, with every store's tags (one snapshot)."""
+        from sync.central.storage import content as rules
+
+        def read(db: Any) -> dict[str, Any] | None:
+            found = rules.campaign_detail(db, cid)
+            if found is not None:
+                found["store_tags"] = {s: list(m.get("tags") or []) for s, m in rules.store_metas(db).items()}
+            return found
+
+        return self.content_read(read)
+
+    def campaign_list(self) -> list[dict[str, Any]]:
+        """Every campaign with its versions' bodies and store reports (for the list and the console)."""
+        from sync.central.storage import content as rules
+
+        def read(db: Any) -> list[dict[str, Any]]:
+            tags = {s: list(m.get("tags") or []) for s, m in rules.store_metas(db).items()}
+            out = []
+            for state in rules.campaign_states(db):
+                found = rules.campaign_detail(db, state.id)
+                assert found is not None
+                found["store_tags"] = tags
+                out.append(found)
+            return out
+
+        return self.content_read(read)
+
+    def order_ready(self, order_id: str, bay: str) -> dict[str, Any]:
+        """A pickup order is ready in its store's bay: the shopper's profile shows it in `orders_ready`."""
+        from sync.central.storage import profiles as rules
+        return self.content_write(lambda tx: rules.order_ready(tx, order_id, bay))
+
+    def get_order(self, order_id: str) -> dict[str, Any] | None:
+        from sync.central.storage import content as rules
+        return self.content_read(lambda db: rules.get_order(db, order_id))

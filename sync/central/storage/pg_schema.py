@@ -25,6 +25,7 @@ log = logging.getLogger("instore_central")
 
 MIGRATION_LOCK = 0x1CE12_0001  # advisory lock ids of this application
 MAINTENANCE_LOCK = 0x1CE12_0002
+CONTENT_LOCK = 0x1CE12_0003  # content-feed writers, one at a time (postgres.py content_write)
 DAY_S = 86400
 PARTITIONS_BEHIND = 7  # days before today that get a partition of their own (older events: the default one)
 PARTITIONS_AHEAD = 7
@@ -119,7 +120,28 @@ CREATE TABLE store_status (
 );
 """
 
-MIGRATIONS: list[str] = [_V1]
+def _content_schema() -> str:
+    """Campaigns, catalogue, assets and orders: the SQLite engine's tables in PostgreSQL's types, and the
+    content feed with its (xid, seq) positions (see postgres.py)."""
+    from sync.central.storage.content import CONTENT_SCHEMA
+
+    tables = (CONTENT_SCHEMA.replace("BLOB", "bytea").replace("REAL", "double precision")
+              .replace("INTEGER", "bigint").replace("TEXT", "text"))
+    return tables + """;
+CREATE SEQUENCE content_feed_seq;
+CREATE TABLE content_feed (
+    target text NOT NULL,
+    entity text NOT NULL,
+    seq bigint NOT NULL DEFAULT nextval('content_feed_seq'),
+    xid bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
+    changed_at double precision NOT NULL,
+    PRIMARY KEY (target, entity)
+);
+CREATE INDEX content_feed_target_position ON content_feed (target, xid, seq);
+"""
+
+
+MIGRATIONS: list[str] = [_V1, _content_schema()]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -42,6 +42,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sync import protocol as p
 from sync.central.storage import pg_schema
+from sync.central.storage import content as content_rules
 from sync.central.storage import profiles as rules
 from sync.central.storage.base import (
     ALL_STORES, IDEMPOTENCY_TTL_S, RELEVANCE_REFRESH_S, DatabaseError, FeedPage, IdempotencyKeyReused,
@@ -99,10 +100,46 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+_CONTENT_FEED_PAGE = (
+    "SELECT f.xid, f.seq, f.entity, pg_snapshot_xmin(pg_current_snapshot())::text::bigint FROM ("
+    "(SELECT xid, seq, entity FROM content_feed WHERE target = '*' AND (xid, seq) > (%(x)s, %(s)s) "
+    "ORDER BY xid, seq LIMIT %(n)s) UNION ALL "
+    "(SELECT xid, seq, entity FROM content_feed WHERE target = %(store)s AND (xid, seq) > (%(x)s, %(s)s) "
+    "ORDER BY xid, seq LIMIT %(n)s)) f ORDER BY f.xid, f.seq LIMIT %(n)s")
+
+
+def _pg(query: str) -> str:
+    """The content rules' `?` placeholders as psycopg's."""
+    return query.replace("%", "%%").replace("?", "%s")
+
+
+class PgRead:
+    """A read snapshot (REPEATABLE READ) as the content rules (storage/content.py Db) use it."""
+
+    for_update = ""
+
+    def __init__(self, conn: psycopg.Connection[Any], now: float) -> None:
+        self.conn = conn
+        self.now = now
+
+    def rows(self, query: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(_pg(query) if not isinstance(params, dict) else query, params).fetchall()
+
+    def run(self, query: str, params: tuple[Any, ...] = ()) -> int:
+        raise AssertionError("a read snapshot does not write")
+
+    def content_feed(self, target: str, entity: str) -> None:
+        raise AssertionError("a read snapshot does not write")
+
+
 class PgTx:
-    """One PostgreSQL transaction, as the profile rules (profiles.Tx) and the push path use it."""
+    """One PostgreSQL transaction, as the profile rules (profiles.Tx), the content rules (content.Db) and the
+    push path use it."""
+
+    for_update = " FOR UPDATE"
 
     def __init__(self, conn: psycopg.Connection[Any], settings: Settings, now: float) -> None:
+        self.store: str | None = None  # the store whose push is being recorded
         self.conn = conn
         self.settings = settings
         self.now = now
@@ -122,6 +159,20 @@ class PgTx:
 
     def q(self, query: str, params: Any = None) -> psycopg.Cursor[Any]:
         return self.conn.execute(query, params)  # type: ignore[arg-type]
+
+    # --- the content rules' SQL (storage/content.py) -----------------------------------------------------------
+
+    def rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self.q(_pg(query), params).fetchall()
+
+    def run(self, query: str, params: tuple[Any, ...] = ()) -> int:
+        return self.q(_pg(query), params).rowcount
+
+    def content_feed(self, target: str, entity: str) -> None:
+        self.q("INSERT INTO content_feed(target, entity, changed_at) VALUES (%s, %s, %s) ON CONFLICT (target, entity) "
+               "DO UPDATE SET seq = nextval('content_feed_seq'), xid = pg_current_xact_id()::text::bigint, "
+               "changed_at = excluded.changed_at", (target, entity, self.now))
+        self.targets.add(target)
 
     # --- locks and versions -----------------------------------------------------------------------------------
 
@@ -197,7 +248,7 @@ class PgTx:
                (cid, profile["version"], dumps(profile), self.now, p.erase_key(cid), profile.get("home_store")))
 
     def delete_customer(self, customer_id: str) -> None:
-        for table in ("profiles", "identities", "consent_ts", "customer_stores", "feed"):
+        for table in ("profiles", "identities", "consent_ts", "customer_stores", "feed", "orders"):
             self.q(sql.SQL("DELETE FROM {} WHERE customer_id = %s").format(sql.Identifier(table)), (customer_id,))
             self.vacuum.add(table)
 
@@ -277,6 +328,7 @@ class PgTx:
 def _record(tx: PgTx, store: str, valid: list[p.WireEvent]) -> tuple[list[str], list[str]]:
     """Insert the batch's events once each (one statement), note the shoppers seen, apply what applies;
     (accepted, duplicates)."""
+    tx.store = store
     first: dict[str, p.WireEvent] = {}
     for e in valid:
         first.setdefault(e.event_id, e)
@@ -746,6 +798,52 @@ class PostgresStorage(Storage):
         if reset:
             answer["reset"] = True
         return FeedPage(answer, pending=pending_xid is not None, pending_xid=pending_xid)
+
+    # --- campaigns, catalogue, assets (storage/content.py) -----------------------------------------------------
+
+    def content_write(self, work: Callable[[Any], T], now: float | None = None) -> T:
+        """Content writes (admin edits, rare) take one lock, so content-feed positions follow commit order and an
+        entity's version (its newest position) grows in the order stores see its changes."""
+
+        def locked(tx: PgTx) -> T:
+            tx.q("SELECT pg_advisory_xact_lock(%s)", (pg_schema.CONTENT_LOCK,)).fetchone()
+            return work(tx)
+
+        return self._transact(locked, now)
+
+    def content_read(self, work: Callable[[Any], T]) -> T:
+        with self._conn() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return work(PgRead(conn, time.time()))
+
+    def content_page(self, since: str | None, limit: int, store: str) -> FeedPage:
+        position, reset = split_cursor(since, self.epoch)
+        xid, seq = 0, 0
+        if position is not None:
+            x, dash, s = position.partition("-")
+            if not (dash and digits(x) and digits(s) and len(x) <= 18 and len(s) <= 18):
+                raise invalid_cursor(str(since))
+            xid, seq = int(x), int(s)
+
+        def read(db: PgRead) -> FeedPage:
+            rows = db.rows(_CONTENT_FEED_PAGE, {"x": xid, "s": seq, "n": limit + 1, "store": store})
+            served: list[tuple[Any, ...]] = []
+            pending_xid = None
+            for row in rows:
+                if row[0] >= row[3]:  # its transaction may not have finished: served once every older one has
+                    pending_xid = int(row[0])
+                    break
+                served.append(row)
+            more = len(served) > limit
+            served = served[:limit]
+            last = (served[-1][0], served[-1][1]) if served else (xid, seq)
+            answer = {"changes": content_rules.resolve_entries(db, store, [(int(r[1]), r[2]) for r in served]),
+                      "next": self._cursor(*last), "more": more}
+            if reset:
+                answer["reset"] = True
+            return FeedPage(answer, pending=pending_xid is not None, pending_xid=pending_xid)
+
+        return self.content_read(read)
 
     # --- fleet ------------------------------------------------------------------------------------------------
 

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from datetime import datetime, timezone
+
 from sync import protocol as p
+from sync.central.storage import content
 from sync.central.storage.base import ALL_STORES, CentralError, Conflict, NotFound, Settings
 
 TIER_RANK = {tier: rank for rank, tier in enumerate(p.TIERS)}
@@ -215,13 +218,13 @@ def customers_of(e: p.WireEvent) -> str | None:
     """The erase key of the customer an event changes, if it changes one (to lock it first)."""
     if e.kind == p.ERASURE_KIND:
         return str(e.data["customer_hash"])
-    if (e.is_consent or e.kind == p.IDENTITY_LINK_KIND) and e.customer is not None:
+    if (e.is_consent or e.kind in (p.IDENTITY_LINK_KIND, p.SHOPPER_KIND)) and e.customer is not None:
         return p.erase_key(e.customer)
     return None
 
 
 def applies(e: p.WireEvent) -> bool:
-    return e.is_consent or e.kind in (p.ERASURE_KIND, p.IDENTITY_LINK_KIND)
+    return e.is_consent or e.kind in (p.ERASURE_KIND, p.IDENTITY_LINK_KIND, p.CAMPAIGN_KIND, p.SHOPPER_KIND)
 
 
 def apply_event(tx: Tx, e: p.WireEvent) -> str | None:
@@ -262,7 +265,105 @@ def apply_event(tx: Tx, e: p.WireEvent) -> str | None:
         profile["identities"] = list(dict.fromkeys([*profile["identities"], e.link_key]))
         save(tx, profile, strict=False)
         return "identity_link" if e.link_key in profile["identities"] else "identity_link:conflict"
+    if e.kind == p.CAMPAIGN_KIND:
+        return content.apply_campaign_event(tx, tx.store, e)  # type: ignore[arg-type, attr-defined]
+    if e.kind == p.SHOPPER_KIND:
+        return apply_shopper_event(tx, e)
     return None
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def order_summary(order: dict[str, Any]) -> dict[str, Any]:
+    """An order as the shopper's profile shows it (no contact or payment details: those stay in `orders`)."""
+    out = {k: order[k] for k in ("order_id", "items", "fulfilment", "state", "placed_at", "store") if k in order}
+    if order.get("pickup_store"):
+        out["pickup_store"] = order["pickup_store"]
+    for key in ("ready_at", "pickup_bay"):
+        if order.get(key):
+            out[key] = order[key]
+    out["returns"] = order.get("returns") or []
+    return out
+
+
+def put_order_on_profile(tx: Tx, customer_id: str | None, order: dict[str, Any],
+                         ready: dict[str, Any] | None = None) -> bool:
+    """Show the order (and, once ready for pickup, its `orders_ready` entry) on the shopper's profile."""
+    if customer_id is None:
+        return False
+    profile = tx.load([customer_id]).get(customer_id)
+    if profile is None:
+        return False
+    orders = [o for o in profile.get("orders") or [] if o.get("order_id") != order["order_id"]]
+    profile["orders"] = [*orders, order_summary(order)]
+    if ready is not None:
+        waiting = [o for o in profile["orders_ready"] if o.get("order_id") != order["order_id"]]
+        profile["orders_ready"] = [*waiting, ready]
+    save(tx, profile, strict=False)
+    return True
+
+
+def apply_shopper_event(tx: Tx, e: p.WireEvent) -> str:
+    """wishlist_add / wishlist_remove / order_request / return (checked by protocol): the profile changes."""
+    data = e.data
+    db: Any = tx
+    if e.type in ("wishlist_add", "wishlist_remove"):
+        assert e.customer is not None
+        profile = tx.load([e.customer]).get(e.customer)
+        if profile is None:
+            return "shopper:unknown_customer"
+        sku = data["sku"]
+        had = sku in profile["wishlist"]
+        if (e.type == "wishlist_add") == had:
+            return f"shopper:{e.type}:unchanged"
+        profile["wishlist"] = [*profile["wishlist"], sku] if not had else [s for s in profile["wishlist"] if s != sku]
+        save(tx, profile, strict=False)
+        return f"shopper:{e.type}"
+    if e.type == "order_request":
+        if content.get_order(db, data["order_id"]) is not None:
+            return "shopper:order_request:duplicate_order"
+        order = {"order_id": data["order_id"], "items": data["items"], "fulfilment": data["fulfilment"],
+                 "state": "requested", "placed_at": iso(e.ts), "store": tx.store,  # type: ignore[attr-defined]
+                 "customer_id": e.customer, "returns": []}
+        for key in ("pickup_store", "contact", "payment"):
+            if data.get(key) is not None:
+                order[key] = data[key]
+        content.save_order(db, order)
+        shown = put_order_on_profile(tx, e.customer, order)
+        return "shopper:order_request" if shown or e.customer is None else "shopper:order_request:unknown_customer"
+    owner = content.order_customer(db, data["order_id"])
+    if owner is not None:
+        lock_ids(tx, [owner])
+    order = content.get_order(db, data["order_id"], lock=True)
+    if order is None:
+        return "shopper:return:unknown_order"
+    order["returns"] = [*(order.get("returns") or []),
+                        {"rma_id": data.get("rma_id"), "items": data["items"], "reason": data.get("reason"),
+                         "at": iso(e.ts), "store": tx.store}]  # type: ignore[attr-defined]
+    content.save_order(db, order)
+    put_order_on_profile(tx, order.get("customer_id"), order)
+    return "shopper:return"
+
+
+def order_ready(tx: Tx, order_id: str, bay: str) -> dict[str, Any]:
+    """A pickup order is ready: its state, and the shopper's `orders_ready` at the pickup store."""
+    db: Any = tx
+    owner = content.order_customer(db, order_id)
+    if owner is not None:
+        lock_ids(tx, [owner])
+    order = content.get_order(db, order_id, lock=True)
+    if order is None:
+        raise NotFound(f"no order {order_id!r}: orders arrive from the stores as order_request events")
+    if order["fulfilment"] != "pickup":
+        raise Conflict(f"order {order_id!r} is a home delivery: only a pickup order can be ready at a store")
+    order.update(state="ready", ready_at=iso(tx.now), pickup_bay=bay)
+    content.save_order(db, order)
+    ready = {"order_id": order_id, "items": [i["sku"] for i in order["items"]], "ready_at": order["ready_at"],
+             "pickup_bay": bay, "store": order["pickup_store"]}
+    put_order_on_profile(tx, order.get("customer_id"), order, ready)
+    return {k: v for k, v in order.items() if k not in ("contact", "payment")}
 
 
 def apply_events(tx: Tx, events: list[p.WireEvent]) -> dict[int, str]:

@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
 from sync import protocol as p
+from sync.central.storage import content as content_rules
 from sync.central.storage import profiles as rules
 from sync.central.storage.base import (
     ALL_STORES, IDEMPOTENCY_TTL_S, RELEVANCE_REFRESH_S, DatabaseError, FeedPage, IdempotencyKeyReused, Settings,
@@ -37,6 +38,7 @@ from sync.central.storage.base import (
 from sync.central.storage.wakeup import FeedSignal
 
 Migration = Callable[[sqlite3.Connection], None]
+T = TypeVar("T")
 
 log = logging.getLogger("instore_central")
 
@@ -119,8 +121,19 @@ def _v3(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX idx_events_ts ON events(ts)")
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    """Campaigns, catalogue, assets and orders (storage/content.py), and the content feed the stores pull."""
+    for statement in content_rules.CONTENT_SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("CREATE TABLE content_feed (seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, "
+                 "entity TEXT NOT NULL, changed_at REAL NOT NULL, UNIQUE(target, entity))")
+    conn.execute("CREATE INDEX idx_content_feed_target_seq ON content_feed(target, seq)")
+
+
+
 # Append only: a newer binary upgrades an older file by running the steps it has not seen.
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -162,10 +175,33 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+class SqliteRead:
+    """A read snapshot as the content rules (storage/content.py Db) use it."""
+
+    for_update = ""
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self.conn = conn
+        self.now = now
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    def run(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        raise AssertionError("a read snapshot does not write")
+
+    def content_feed(self, target: str, entity: str) -> None:
+        raise AssertionError("a read snapshot does not write")
+
+
 class SqliteTx:
-    """One BEGIN IMMEDIATE transaction, as the profile rules (profiles.Tx) and the push path use it."""
+    """One BEGIN IMMEDIATE transaction, as the profile rules (profiles.Tx), the content rules (content.Db) and
+    the push path use it."""
+
+    for_update = ""
 
     def __init__(self, conn: sqlite3.Connection, settings: Settings, now: float) -> None:
+        self.store: str | None = None  # the store whose push is being recorded
         self.conn = conn
         self.settings = settings
         self.now = now
@@ -180,6 +216,21 @@ class SqliteTx:
     def restore(self, state: tuple[Any, ...]) -> None:
         versions, targets, erased = state
         self._versions, self.targets, self.erased = dict(versions), set(targets), erased
+
+    # --- the content rules' SQL (storage/content.py) -----------------------------------------------------------
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    def run(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+    def content_feed(self, target: str, entity: str) -> None:
+        # Delete, then insert: AUTOINCREMENT gives the entry a new position at the end of the feed.
+        self.conn.execute("DELETE FROM content_feed WHERE target = ? AND entity = ?", (target, entity))
+        self.conn.execute("INSERT INTO content_feed(target, entity, changed_at) VALUES (?,?,?)",
+                          (target, entity, self.now))
+        self.targets.add(target)
 
     # --- locks and versions (writers are serialized: the lock is the transaction itself) -------------------
 
@@ -248,7 +299,7 @@ class SqliteTx:
     def delete_customer(self, customer_id: str) -> None:
         for table, column in (("profiles", "customer_id"), ("identities", "customer_id"),
                               ("consent_ts", "customer_id"), ("customer_stores", "customer_id"),
-                              ("feed", "customer_id")):
+                              ("feed", "customer_id"), ("orders", "customer_id")):
             self.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (customer_id,))
         self.erased = True
 
@@ -440,6 +491,7 @@ class SqliteStorage(Storage):
         conn = connect(self.path)
         try:
             last = conn.execute("SELECT coalesce(max(seq), 0) FROM feed").fetchone()[0]
+            last_content = conn.execute("SELECT coalesce(max(seq), 0) FROM content_feed").fetchone()[0]
             idle_since: float | None = None
             while not self._closed.wait(WATCH_EVERY_S):
                 if self.signal.waiting == 0:
@@ -451,6 +503,10 @@ class SqliteStorage(Storage):
                 rows = conn.execute("SELECT seq, target FROM feed WHERE seq > ?", (last,)).fetchall()
                 if rows:
                     last = max(r[0] for r in rows)
+                    self.signal.notify({r[1] for r in rows})
+                rows = conn.execute("SELECT seq, target FROM content_feed WHERE seq > ?", (last_content,)).fetchall()
+                if rows:
+                    last_content = max(r[0] for r in rows)
                     self.signal.notify({r[1] for r in rows})
         except sqlite3.Error:
             log.warning("the central store stopped watching its feed for other processes' changes", exc_info=True)
@@ -494,6 +550,7 @@ class SqliteStorage(Storage):
                     health: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
         parsed = parse_events(raw, store)  # validation runs before taking the write lock
         with self._write(now) as tx:
+            tx.store = store
             conn = tx.conn
             now = tx.now
             if idempotency_key is not None:
@@ -718,6 +775,43 @@ class SqliteStorage(Storage):
         if reset:
             answer["reset"] = True
         return FeedPage(answer)
+
+    # --- campaigns, catalogue, assets (storage/content.py) -----------------------------------------------------
+
+    def content_write(self, work: Callable[[Any], T], now: float | None = None) -> T:
+        with self._write(now) as tx:
+            return work(tx)
+
+    def content_read(self, work: Callable[[Any], T]) -> T:
+        conn = self._reader()
+        conn.execute("BEGIN")  # one snapshot for every table
+        try:
+            return work(SqliteRead(conn, time.time()))
+        finally:
+            conn.execute("COMMIT")
+
+    def content_page(self, since: str | None, limit: int, store: str) -> FeedPage:
+        position, reset = split_cursor(since, self.epoch)
+        after = 0
+        if position is not None:
+            if not digits(position) or len(position) > 18:
+                raise invalid_cursor(str(since))
+            after = int(position)
+
+        def read(db: SqliteRead) -> FeedPage:
+            rows = db.rows("SELECT seq, entity FROM (SELECT * FROM (SELECT seq, entity FROM content_feed WHERE "
+                           "target = '*' AND seq > :after ORDER BY seq LIMIT :n) UNION ALL SELECT * FROM (SELECT seq, "
+                           "entity FROM content_feed WHERE target = :store AND seq > :after ORDER BY seq LIMIT :n)) "
+                           "ORDER BY seq LIMIT :n", {"after": after, "n": limit + 1, "store": store})  # type: ignore
+            more = len(rows) > limit
+            rows = rows[:limit]
+            answer = {"changes": content_rules.resolve_entries(db, store, rows),
+                      "next": self._cursor(rows[-1][0] if rows else after), "more": more}
+            if reset:
+                answer["reset"] = True
+            return FeedPage(answer)
+
+        return self.content_read(read)
 
     # --- fleet ------------------------------------------------------------------------------------------------
 
