@@ -9,9 +9,7 @@ Screenshots go to a temporary folder, or to $CONSOLE_SCREENSHOTS (the README's c
 from __future__ import annotations
 
 import os
-import struct
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import pytest
 
 from a11y import assert_accessible
+from sync.central.demo_data import poster_png
 from test_central import ADMIN, Central
 from test_dashboard import DESKTOP, PHONE, Guarded, browser  # noqa: F401 (a fixture)
 
@@ -34,18 +33,6 @@ def central(tmp_path: Path) -> Iterator[Central]:
         assert c.request("PUT", f"/v1/admin/stores/{store}", json={"tags": tags, "timezone": "Europe/Rome"}).ok
     yield c
     c.stop()
-
-
-def poster_png(width: int = 480, height: int = 270) -> bytes:
-    """A small autumn-coloured gradient as a PNG (made here: no image file in the repository)."""
-    rows = b"".join(b"\0" + bytes(v for x in range(width) for v in (150 + x * 100 // width, 60 + y * 90 // height, 30))
-                    for y in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 def shots(tmp_path: Path) -> Path:

@@ -331,3 +331,23 @@ def test_campaign_bodies_are_checked_field_by_field() -> None:
     for expected in ("name:", "targets.stores[0]", "colour: unknown field", "content[0].image", "schedule.start",
                      "schedule.hours", "rules[0].when.tier", "rules[0].when.zone", "rules[0].show.content_id"):
         assert expected in text, expected
+
+
+def test_the_demo_starts_with_a_running_campaign_a_later_one_and_priced_products(store: Storage) -> None:
+    from datetime import datetime, timezone
+
+    from sync.central.demo_data import CATALOGUE, load_demo_data
+
+    assert load_demo_data(store, count=5) == 5
+    assert load_demo_data(store, count=5) == 0  # once
+    changes, _ = content(store, "demo")
+    now = datetime.now(timezone.utc)
+    running, later = changes["autumn-coats"]["campaign"], changes["evening-denim"]["campaign"]
+    assert c.parse_time(running["schedule"]["start"]) <= now <= c.parse_time(running["schedule"]["end"])
+    assert c.parse_time(later["schedule"]["start"]) > now
+    poster = running["content"][0]["image"]
+    found = store.get_asset(poster)
+    assert found is not None and found[0] == "image/png" and hashlib.sha256(found[1]).hexdigest() == poster
+    assert {sku for sku, ch in changes.items() if ch["kind"] == "product"} == {prod.sku for prod in CATALOGUE}
+    assert changes["SNK-001"]["product"]["price"] == 119.0 and changes["SNK-001"]["product"]["currency"] == "EUR"
+    assert len(store.campaign_list()) == 2

@@ -1,4 +1,5 @@
-"""The demo data set: a small catalogue and a few hundred shoppers, generated from a seed.
+"""The demo data set: a small catalogue and a few hundred shoppers, generated from a seed, and two centrally
+managed campaigns (one running, one starting later today) with a poster image and the catalogue's prices.
 
 Same seed, same shoppers: shopper n is customer `C-{n:04d}` and carries the identity `device:app-{n}`
 (the shopper simulator plays shoppers 1..300 with that app id), most also a `loyalty:<card>` identity.
@@ -7,7 +8,10 @@ The kiosk shows products from `CATALOGUE`; wishlists, carts and ready orders onl
 
 from __future__ import annotations
 
+import hashlib
 import random
+import struct
+import zlib
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -140,9 +144,74 @@ def generate_profiles(count: int = DEMO_SHOPPERS, seed: int = DEMO_SEED,
 
 def load_demo_data(store: Any, *, count: int = DEMO_SHOPPERS, seed: int = DEMO_SEED,
                    now: datetime | None = None) -> int:
-    """Fill an empty central store (a storage.Storage) with the demo shoppers; returns how many were added."""
+    """Fill an empty central store (a storage.Storage) with the demo shoppers, and with the demo products and
+    campaigns when it has no campaign yet; returns how many shoppers were added."""
+    if not store.campaign_list():
+        load_demo_content(store, now=datetime.now(timezone.utc))
     if not store.is_empty():
         return 0
     profiles = generate_profiles(count, seed, now)
     store.upsert_profiles([{k: v for k, v in prof.items() if k != "version"} for prof in profiles])
     return len(profiles)
+
+
+def poster_png(width: int = 480, height: int = 270) -> bytes:
+    """The demo campaigns' poster: an autumn-coloured gradient as a PNG, made here (no binary in the repository)."""
+    rows = b"".join(b"\0" + bytes(v for x in range(width) for v in (150 + x * 100 // width, 60 + y * 90 // height, 30))
+                    for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+
+
+def demo_campaigns(poster: str, now: datetime) -> list[dict[str, Any]]:
+    """Two campaigns for every store: "autumn-coats" running from an hour ago (the demo's shoppers walking
+    into womenswear or menswear see it within the first minute), "evening-denim" starting two hours from now."""
+    def at(delta: timedelta) -> str:
+        return (now + delta).replace(microsecond=0).isoformat()
+
+    def rule(rid: str, zone: str, content_id: str) -> dict[str, Any]:
+        return {"id": rid, "priority": 15, "ttl_s": 8.0, "when": {"zone": zone, "event": "zone_enter"},
+                "show": {"content_id": content_id}}
+
+    return [
+        {"id": "autumn-coats", "name": "Autumn coats", "targets": {"stores": ["*"]}, "priority": 10,
+         "schedule": {"start": at(timedelta(hours=-1)), "end": at(timedelta(days=30))},
+         "content": [{"id": "autumn-coats", "template": "message", "image": poster, "duration_s": 8.0,
+                      "title": "Cappotti d'autunno: -10% per i soci gold",
+                      "body": "Lana, piumino e impermeabili: li trovi in reparto.",
+                      "i18n": {"en": {"title": "Autumn coats: 10% off for gold members",
+                                      "body": "Wool, down and rain coats: find them on the floor."}}}],
+         "rules": [rule("autumn-coats-womenswear", "womenswear", "autumn-coats"),
+                   rule("autumn-coats-menswear", "menswear", "autumn-coats")]},
+        {"id": "evening-denim", "name": "Denim evening", "targets": {"stores": ["*"]}, "priority": 10,
+         "schedule": {"start": at(timedelta(hours=2)), "end": at(timedelta(hours=5))},
+         "content": [{"id": "evening-denim", "template": "message", "duration_s": 8.0,
+                      "title": "Serata denim: 2 jeans a 120 €", "body": "Solo stasera, in reparto.",
+                      "i18n": {"en": {"title": "Denim evening: 2 jeans for €120", "body": "Tonight only, on the floor."}}}],
+         "rules": [rule("evening-denim-entrance", "entrance", "evening-denim")]},
+    ]
+
+
+def load_demo_content(store: Any, *, now: datetime) -> int:
+    """The catalogue with prices, the poster asset and the two demo campaigns, published to every store;
+    returns how many campaigns were added."""
+    from sync.central.content import validate_campaign, validate_product
+
+    poster = poster_png()
+    sha = hashlib.sha256(poster).hexdigest()
+    store.put_asset(sha, "image/png", poster)
+    for prod in CATALOGUE:
+        body: dict[str, Any] = {"name": prod.name, "price": prod.price, "currency": "EUR", "zone": prod.zone}
+        if prod.category == "outdoor":
+            body["image"] = sha
+        store.put_product(prod.sku, validate_product(body))
+    campaigns = demo_campaigns(sha, now)
+    for campaign in campaigns:
+        cid = campaign.pop("id")
+        store.put_campaign(cid, validate_campaign(campaign))
+        store.publish_campaign(cid, None)
+    return len(campaigns)
