@@ -375,8 +375,9 @@ def _need(data: dict[str, Any], key: str, ok: Any, expected: str) -> Any:
     """data[key], or InvalidEvent saying what was expected there."""
     value = data.get(key)
     if value is None or not ok(value):
-        raise InvalidEvent(MISSING_FIELD if value is None else INVALID_VALUE if type(value) in (str, int) else WRONG_TYPE,
-                           f"data.{key}: expected {expected}, got {_show(value) if value is not None else 'nothing'}")
+        reason = MISSING_FIELD if value is None else INVALID_VALUE if type(value) in (str, int) else WRONG_TYPE
+        raise InvalidEvent(reason, f"data.{key}: expected {expected}, got "
+                                   f"{_show(value) if value is not None else 'nothing'}")
     return value
 
 

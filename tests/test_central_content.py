@@ -161,6 +161,8 @@ def test_an_order_marked_ready_appears_in_the_shoppers_orders_ready(central: Cen
     profile = central.profile("C-1").json()
     assert profile["orders_ready"][0]["order_id"] == "ORD-1" and profile["orders_ready"][0]["store"] == "s2"
     assert profile["orders"][0]["state"] == "ready"
+    exported = central.request("GET", "/v1/admin/profiles/C-1/export").json()
+    assert exported["orders"][0]["order_id"] == "ORD-1" and exported["orders"][0]["pickup_store"] == "s2"
 
 
 def test_content_changes_parameters_are_checked(central: Central) -> None:

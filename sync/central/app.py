@@ -391,6 +391,7 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
         found = central.export(customer_id)
         if found is None:
             return api_error(404, "not_found", f"the central store holds nothing about {customer_id[:p.MAX_ID_LEN]!r}")
+        found["orders"] = central.orders_of(customer_id)  # with the contact and payment details the profile leaves out
         return jsonify(found)
 
     def fleet() -> list[dict[str, Any]]:

@@ -95,7 +95,8 @@ def form_of(draft: dict[str, Any] | None) -> dict[str, Any]:
             "image": item.get("image") or "", "all_stores": c.ALL in stores,
             "stores": ", ".join(s for s in stores if s != c.ALL), "tags": ", ".join(draft["targets"]["tags"]),
             "start": (schedule.get("start") or "")[:16], "end": (schedule.get("end") or "")[:16],
-            "days": [days] if isinstance(days, str) else days, "hours": hours if isinstance(hours, str) else ", ".join(hours),
+            "days": [days] if isinstance(days, str) else days,
+            "hours": hours if isinstance(hours, str) else ", ".join(hours),
             "priority": str(draft.get("priority", 0)), **rule_form(draft["rules"], item["id"])}
 
 
@@ -198,7 +199,8 @@ def register(app: Flask, admin_token: str, central: Storage, known_stores: Calla
             try:
                 kind = c.asset_type(upload.mimetype)
                 if len(data) > c.MAX_ASSET_BYTES:
-                    raise c.Invalid([f"Image: larger than {c.MAX_ASSET_BYTES // (1024 * 1024)} MB; send a smaller file"])
+                    raise c.Invalid([f"Image: larger than {c.MAX_ASSET_BYTES // (1024 * 1024)} MB; "
+                                     "send a smaller file"])
                 if not data:
                     raise c.Invalid(["Image: the file is empty"])
                 sha = hashlib.sha256(data).hexdigest()
@@ -233,8 +235,8 @@ def register(app: Flask, admin_token: str, central: Storage, known_stores: Calla
         except ValueError:
             errors.append("Priority: expected a whole number")
             priority = 0
-        body = {"name": form["name"], "targets": {"stores": [c.ALL] if form["all_stores"] else split_list(form["stores"]),
-                                                  "tags": split_list(form["tags"])},
+        stores = [c.ALL] if form["all_stores"] else split_list(form["stores"])
+        body = {"name": form["name"], "targets": {"stores": stores, "tags": split_list(form["tags"])},
                 "schedule": schedule, "priority": priority, "content": [item], "rules": rules}
         if not item["title"]:
             del item["title"]

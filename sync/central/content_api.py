@@ -104,7 +104,8 @@ def register(app: Flask, central: Storage, require: Callable[[str], Callable], j
         etag = f'"{sha}"'
         found = central.get_asset(sha) if c.SHA256_RE.fullmatch(sha) else None
         if found is None:
-            return jsonify({"error": {"code": "not_found", "message": f"no asset {sha[:70]!r} at the central store"}}), 404
+            return jsonify({"error": {"code": "not_found",
+                                      "message": f"no asset {sha[:70]!r} at the central store"}}), 404
         if etag in request.headers.get("If-None-Match", ""):
             return Response(status=304, headers={"ETag": etag, "Cache-Control": ASSET_CACHE})
         kind, data = found

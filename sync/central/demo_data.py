@@ -191,7 +191,8 @@ def demo_campaigns(poster: str, now: datetime) -> list[dict[str, Any]]:
          "schedule": {"start": at(timedelta(hours=2)), "end": at(timedelta(hours=5))},
          "content": [{"id": "evening-denim", "template": "message", "duration_s": 8.0,
                       "title": "Serata denim: 2 jeans a 120 €", "body": "Solo stasera, in reparto.",
-                      "i18n": {"en": {"title": "Denim evening: 2 jeans for €120", "body": "Tonight only, on the floor."}}}],
+                      "i18n": {"en": {"title": "Denim evening: 2 jeans for €120",
+                                      "body": "Tonight only, on the floor."}}}],
          "rules": [rule("evening-denim-entrance", "entrance", "evening-denim")]},
     ]
 

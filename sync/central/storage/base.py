@@ -510,3 +510,7 @@ class Storage(abc.ABC):
     def get_order(self, order_id: str) -> dict[str, Any] | None:
         from sync.central.storage import content as rules
         return self.content_read(lambda db: rules.get_order(db, order_id))
+
+    def orders_of(self, customer_id: str) -> list[dict[str, Any]]:
+        from sync.central.storage import content as rules
+        return self.content_read(lambda db: rules.orders_of(db, customer_id))

@@ -89,7 +89,8 @@ def put_product(db: Db, sku: str, body: dict[str, Any]) -> dict[str, Any]:
     rows = db.rows("SELECT version FROM products WHERE sku = ?" + db.for_update, (sku,))
     version = (int(rows[0][0]) if rows else 0) + 1
     db.run("INSERT INTO products(sku, body, version, deleted, updated_at) VALUES (?,?,?,0,?) ON CONFLICT (sku) "
-           "DO UPDATE SET body = excluded.body, version = excluded.version, deleted = 0, updated_at = excluded.updated_at",
+           "DO UPDATE SET body = excluded.body, version = excluded.version, deleted = 0, "
+           "updated_at = excluded.updated_at",
            (sku, dumps(body), version, db.now))
     db.content_feed(c.ALL, f"product:{sku}")
     return {"sku": sku, "version": version, **body}
@@ -162,7 +163,8 @@ def put_campaign(db: Db, cid: str, body: dict[str, Any]) -> dict[str, Any]:
     version = state.latest + 1
     db.run("INSERT INTO campaign_versions(campaign_id, version, body, created_at) VALUES (?,?,?,?)",
            (cid, version, dumps(body), db.now))
-    db.run("UPDATE campaigns SET latest = ?, name = ?, updated_at = ? WHERE id = ?", (version, body["name"], db.now, cid))
+    db.run("UPDATE campaigns SET latest = ?, name = ?, updated_at = ? WHERE id = ?",
+           (version, body["name"], db.now, cid))
     return {"id": cid, "version": version}
 
 
@@ -333,3 +335,10 @@ def save_order(db: Db, order: dict[str, Any]) -> None:
 def order_customer(db: Db, order_id: str) -> str | None:
     rows = db.rows("SELECT customer_id FROM orders WHERE order_id = ?", (order_id,))
     return rows[0][0] if rows else None
+
+
+def orders_of(db: Db, customer_id: str) -> list[dict[str, Any]]:
+    """Every order of a shopper, with contact and payment (right of access)."""
+    return [{**json.loads(body), "store": store, "state": state, "created_at": created}
+            for body, store, state, created in db.rows("SELECT body, store, state, created_at FROM orders WHERE "
+                                                       "customer_id = ? ORDER BY created_at", (customer_id,))]
