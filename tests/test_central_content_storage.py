@@ -210,6 +210,24 @@ def test_a_content_long_poll_wakes_on_a_publish(store: Storage) -> None:
     assert time.monotonic() - started < 10
 
 
+def test_a_content_long_poll_wakes_when_another_process_publishes(db: str, store: Storage) -> None:
+    other = open_storage(db, Settings())  # its own wake-ups: only the database connects the two
+    try:
+        store.put_campaign("autumn", campaign())
+        _, cursor = content(store, "s1")
+        answers: list[dict[str, Any]] = []
+        waiter = threading.Thread(target=lambda: answers.append(store.content_changes(cursor, 100, "s1", wait_s=20)))
+        started = time.monotonic()
+        waiter.start()
+        time.sleep(0.3)
+        other.publish_campaign("autumn", None)
+        waiter.join(25)
+        assert answers and answers[0]["changes"][0]["op"] == "live"
+        assert time.monotonic() - started < 10
+    finally:
+        other.close()
+
+
 # --- reports and shopper events -----------------------------------------------------------------------------
 
 

@@ -260,6 +260,12 @@ def resolve_entries(db: Db, store: str, entries: list[tuple[int, str]]) -> list[
     for position, entity in entries:
         newest[entity] = max(position, newest.get(entity, 0))
     tags = store_tags(db, store)
+    skus = [e.partition(":")[2] for e in newest if e.startswith("product:")]
+    products: dict[str, tuple[str, int]] = {}
+    for i in range(0, len(skus), 500):  # one query per 500 products, not one each
+        chunk = skus[i:i + 500]
+        products.update((sku, (body, deleted)) for sku, body, deleted in db.rows(
+            f"SELECT sku, body, deleted FROM products WHERE sku IN ({','.join('?' * len(chunk))})", tuple(chunk)))
     out = []
     for entity, version in sorted(newest.items(), key=lambda kv: kv[1]):
         kind, _, key = entity.partition(":")
@@ -271,12 +277,12 @@ def resolve_entries(db: Db, store: str, entries: list[tuple[int, str]]) -> list[
             else:
                 out.append({"kind": "campaign", "id": key, "version": version, "op": "live", "campaign": live})
         elif kind == "product":
-            rows = db.rows("SELECT body, deleted FROM products WHERE sku = ?", (key,))
-            if not rows or rows[0][1]:
+            found = products.get(key)
+            if found is None or found[1]:
                 out.append({"kind": "product", "sku": key, "version": version, "op": "delete"})
             else:
                 out.append({"kind": "product", "sku": key, "version": version, "op": "upsert",
-                            "product": c.resolved_product(key, json.loads(rows[0][0]), store)})
+                            "product": c.resolved_product(key, json.loads(found[0]), store)})
         elif kind == "store":
             rows = db.rows("SELECT body FROM store_meta WHERE store = ?", (key,))
             meta = json.loads(rows[0][0]) if rows else {}
