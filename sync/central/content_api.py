@@ -15,6 +15,7 @@ from flask import Flask, Response, jsonify, request
 
 from sync import protocol as p
 from sync.central import content as c
+from sync.central import metrics
 from sync.central.storage import CentralError, Storage
 
 ASSET_CACHE = "private, max-age=31536000, immutable"  # an asset's name is its hash: it never changes
@@ -230,4 +231,7 @@ def register(app: Flask, central: Storage, require: Callable[[str], Callable], j
         limit = int_arg("limit", p.DEFAULT_CHANGES_LIMIT, 1, p.MAX_CHANGES_LIMIT)
         wait_s = float_arg("wait_s", 0.0, 0.0, p.MAX_CHANGES_WAIT_S)
         note_pull(store)
-        return jsonify(central.content_changes(request.args.get("since"), limit, store, wait_s))
+        if wait_s <= 0:
+            return jsonify(central.content_changes(request.args.get("since"), limit, store))
+        with metrics.FEED_WAITERS.track_inprogress():
+            return jsonify(central.content_changes(request.args.get("since"), limit, store, wait_s))
