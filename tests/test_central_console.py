@@ -189,3 +189,26 @@ def test_the_console_fits_a_phone_and_refuses_a_foreign_form(browser: Any, centr
     assert foreign.status_code == 403
     assert central.request("POST", "/campaigns/spring/withdraw", None).status_code == 401
     assert live_at(central, "north-1", "spring") == 1
+
+
+def test_editing_in_the_console_keeps_what_the_form_does_not_show(central: Central) -> None:
+    body = {"name": "Two screens", "targets": {"stores": ["*"]},
+            "content": [{"id": "main", "template": "message", "title": "Ciao", "data": {"colour": "amber"},
+                         "i18n": {"en": {"title": "Hello"}}},
+                        {"id": "second", "template": "offer", "title": "Second"}],
+            "rules": [{"id": "main-entrance", "when": {"zone": "entrance"}, "show": {"content_id": "main"}},
+                      {"id": "second-pickup", "when": {"zone": "pickup"}, "show": {"content_id": "second"}}]}
+    assert central.request("PUT", "/v1/admin/campaigns/two", json=body).ok
+    form = central.request("GET", "/campaigns/two/edit").text
+    assert "its 1 other item stay" in form and "second-pickup" in form  # raw rules, shown as they are
+    raw = '[{"id": "main-entrance", "when": {"zone": "entrance"}, "show": {"content_id": "main"}}, ' \
+          '{"id": "second-pickup", "when": {"zone": "pickup"}, "show": {"content_id": "second"}}]'
+    r = central.request("POST", "/campaigns/two/edit", allow_redirects=False,
+                        data={"name": "Two screens", "title": "Ciao ciao", "template": "message", "all_stores": "1",
+                              "rule": "raw", "raw": raw, "title_it": "Ciao ciao"})
+    assert r.status_code == 303, r.text
+    draft = central.request("GET", "/v1/admin/campaigns/two").json()["draft"]
+    assert draft["version"] == 2 and [i["id"] for i in draft["content"]] == ["main", "second"]
+    main = draft["content"][0]
+    assert main["title"] == "Ciao ciao" and main["data"] == {"colour": "amber"}
+    assert main["i18n"] == {"en": {"title": "Hello"}, "it": {"title": "Ciao ciao"}}

@@ -80,7 +80,8 @@ def split_list(text: str) -> list[str]:
 def form_of(draft: dict[str, Any] | None) -> dict[str, Any]:
     """The form's fields for a stored draft (or an empty form)."""
     if draft is None:
-        return {"id": "", "name": "", "title": "", "body": "", "title_it": "", "body_it": "", "template": "message",
+        return {"id": "", "content_id": "", "extra_items": 0, "name": "", "title": "", "body": "", "title_it": "",
+                "body_it": "", "template": "message",
                 "duration_s": "", "image": "", "all_stores": True, "stores": "", "tags": "", "start": "", "end": "",
                 "days": [], "hours": "", "priority": "0", "rule": "everyone", "zone": "", "segment": "", "raw": "[]"}
     item = draft["content"][0]
@@ -89,7 +90,8 @@ def form_of(draft: dict[str, Any] | None) -> dict[str, Any]:
     schedule = draft.get("schedule") or {}
     days = schedule.get("days") or []
     hours = schedule.get("hours") or []
-    return {"id": draft.get("id", ""), "name": draft["name"], "title": item.get("title") or "",
+    return {"id": draft.get("id", ""), "content_id": item["id"], "extra_items": len(draft["content"]) - 1,
+            "name": draft["name"], "title": item.get("title") or "",
             "body": item.get("body") or "", "title_it": it.get("title") or "", "body_it": it.get("body") or "",
             "template": item.get("template") or "message", "duration_s": str(item.get("duration_s") or ""),
             "image": item.get("image") or "", "all_stores": c.ALL in stores,
@@ -183,7 +185,8 @@ def register(app: Flask, admin_token: str, central: Storage, known_stores: Calla
         f = request.form
         form = {key: f.get(key, "").strip() for key in ("id", "name", "title", "body", "title_it", "body_it",
                                                         "template", "duration_s", "image", "stores", "tags", "start",
-                                                        "end", "hours", "priority", "rule", "zone", "segment", "raw")}
+                                                        "end", "hours", "priority", "rule", "zone", "segment", "raw",
+                                                        "content_id")}
         form["all_stores"] = f.get("all_stores") == "1"
         form["days"] = f.getlist("days")
         if cid is not None:
@@ -208,11 +211,19 @@ def register(app: Flask, admin_token: str, central: Storage, known_stores: Calla
                 form["image"] = sha
             except c.Invalid as exc:
                 errors += [e.replace("Content-Type:", "Image:") for e in exc.errors]
-        content_id = form["id"] or "content"
+        # Editing keeps the first item's id (rules name it) and the items the form does not show.
+        found = view(cid) if cid is not None else None
+        current = found["draft"] if found is not None else None
+        others = current["content"][1:] if current else []
+        form["extra_items"] = len(others)
+        content_id = (current["content"][0]["id"] if current else None) or form["id"] or "content"
+        form["content_id"] = content_id
         rules, rule_errors = rules_for(form["rule"], content_id, form["zone"], form["segment"], form["raw"])
         errors += rule_errors
-        item: dict[str, Any] = {"id": content_id, "template": form["template"] or "message", "title": form["title"],
-                                "body": form["body"]}
+        # What the form does not show of the item (its data, its texts in other languages) stays as it was.
+        kept = current["content"][0] if current else {}
+        item: dict[str, Any] = {k: v for k, v in kept.items() if k not in ("image", "duration_s", "i18n")}
+        item.update(id=content_id, template=form["template"] or "message", title=form["title"], body=form["body"])
         if form["image"]:
             item["image"] = form["image"]
         if form["duration_s"]:
@@ -220,8 +231,11 @@ def register(app: Flask, admin_token: str, central: Storage, known_stores: Calla
                 item["duration_s"] = float(form["duration_s"])
             except ValueError:
                 errors.append("Seconds on screen: expected a number")
+        languages = {lang: texts for lang, texts in (kept.get("i18n") or {}).items() if lang != "it"}
         if form["title_it"] or form["body_it"]:
-            item["i18n"] = {"it": {k: v for k, v in (("title", form["title_it"]), ("body", form["body_it"])) if v}}
+            languages["it"] = {k: v for k, v in (("title", form["title_it"]), ("body", form["body_it"])) if v}
+        if languages:
+            item["i18n"] = languages
         schedule: dict[str, Any] = {}
         for key in ("start", "end"):
             if form[key]:
@@ -237,7 +251,7 @@ def register(app: Flask, admin_token: str, central: Storage, known_stores: Calla
             priority = 0
         stores = [c.ALL] if form["all_stores"] else split_list(form["stores"])
         body = {"name": form["name"], "targets": {"stores": stores, "tags": split_list(form["tags"])},
-                "schedule": schedule, "priority": priority, "content": [item], "rules": rules}
+                "schedule": schedule, "priority": priority, "content": [item, *others], "rules": rules}
         if not item["title"]:
             del item["title"]
         if not item["body"]:
