@@ -16,6 +16,7 @@ import psycopg
 import requests
 
 from sync import protocol as p
+from sync.central.storage import pg_schema
 from test_central import ADMIN, TOKENS, Central, event, shopper, start_central, token_args  # noqa: F401 (a fixture)
 from tests.conftest import wait_until
 
@@ -33,7 +34,9 @@ def push_until_answered(url: str, store: str, batches: list[list[dict[str, Any]]
             try:
                 r = session.post(f"{url}/v1/stores/{store}/events", json={"events": batch}, headers=headers, timeout=30)
                 if r.status_code == 200:
-                    if r.headers.get("Idempotent-Replayed") != "true":  # a replay repeats the first answer
+                    # A replay repeats the first answer, which another pusher of the same batch got; a pusher alone
+                    # with its key gets one only when the first answer was lost (a worker killed after the commit).
+                    if r.headers.get("Idempotent-Replayed") != "true" or retries is not None:
                         answers.append(r.json())
                     break
                 if r.status_code < 500:
@@ -191,5 +194,6 @@ def test_processes_starting_together_on_an_empty_database_migrate_it_once(postgr
     results = run_workers(url, [("upsert", {"ids": [f"C-{i}"]}) for i in range(4)])
     assert [lines[0]["version"] for lines in results] == [1, 1, 1, 1]
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+        # Each migration step once, however many processes raced to apply it.
+        assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == pg_schema.SCHEMA_VERSION
         assert conn.execute("SELECT count(*) FROM profiles").fetchone()[0] == 4
