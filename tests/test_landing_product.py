@@ -156,6 +156,10 @@ def test_the_product_page_on_a_phone_shows_picture_sizes_availability_and_the_of
 
 def test_saving_to_the_wishlist_from_a_signed_link_reaches_the_central(shop: EdgeHandle, central: CentralServer,
                                                                       phone: Callable[..., Any]) -> None:
+    r = requests.post(f"{central.url}/v1/admin/profiles", json={"customer_id": "C-0100", "first_name": "Anna",
+                      "consents": {"personalization": True, "marketing": False}, "wishlist": ["BAG-1"]},
+                      headers={"Authorization": f"Bearer {CENTRAL_ADMIN}"}, timeout=10)
+    assert r.status_code == 200, r.text
     page = phone()
     path = code(shop)
     page.goto(f"{shop.url}{path}?c={signed_link(shop, 'C-0100')}")
@@ -168,6 +172,16 @@ def test_saving_to_the_wishlist_from_a_signed_link_reaches_the_central(shop: Edg
     [e] = found
     assert (e["type"], e["customer"], e["data"]) == ("wishlist_add", "C-0100", {"sku": "COAT-9"})
     assert e["zone"] == "shoes"
+
+    def wishlist() -> list[str]:
+        got = requests.get(f"{central.url}/v1/profiles/C-0100", headers={"Authorization": f"Bearer {STORE_TOKEN}"},
+                           timeout=10)
+        got.raise_for_status()
+        return got.json()["wishlist"]
+
+    # The central applies it: the profile the web shop and every store read now has it, beside what was there.
+    assert wait_until(lambda: "COAT-9" in wishlist(), timeout=20, what="COAT-9 in the central profile's wishlist")
+    assert wishlist() == ["BAG-1", "COAT-9"]
 
 
 def test_an_anonymous_phone_orders_for_pickup_in_another_store(shop: EdgeHandle, central: CentralServer,
@@ -188,7 +202,7 @@ def test_an_anonymous_phone_orders_for_pickup_in_another_store(shop: EdgeHandle,
     assert e["type"] == "order_request" and not e.get("customer")
     data = e["data"]
     assert data["items"] == [{"sku": "COAT-9-M", "qty": 1}] and data["fulfilment"] == "pickup"
-    assert data["pickup_store"] == "milano-duomo" and data["contact"] == "anna@example.com"
+    assert data["pickup_store"] == "milano-duomo" and data["contact"] == {"email": "anna@example.com"}
     assert data["order_id"].startswith("teststore-Q") and data["order_id"] in page.text_content("[data-done='order']")
 
 
@@ -245,7 +259,7 @@ def test_a_misbehaving_phone_gets_a_clear_4xx_page_never_a_500(shop: EdgeHandle)
     assert first.status_code == second.status_code == 303
     assert first.headers["Location"] == second.headers["Location"]
     orders = [e for e in shop.events(kind="shopper") if e["type"] == "order_request"]
-    assert len(orders) == 1 and orders[0]["data"]["contact"] == "+39 02 1234 5678"
+    assert len(orders) == 1 and orders[0]["data"]["contact"] == {"phone": "+39 02 1234 5678"}
     # GETs with junk get the ordinary refusal page too.
     assert s.get(f"{shop.url}{path}?c=forged", timeout=10).status_code == 403
     assert s.get(f"{shop.url}{path}?done=<script>&order=%3Cb%3E", timeout=10).status_code == 200

@@ -248,8 +248,8 @@ def add_routes(bp: Blueprint, edge: Edge, page: Page, phone: Callable[[], Phone]
                          "way."), "no_contact")
         order_id = f"{cfg.store.id}-Q{form.token_id[:16].upper()}"  # store + 64 bits of the form's own MAC
         data = {"order_id": order_id, "items": [{"sku": item, "qty": qty}], "fulfilment": fulfilment, **data}
-        if contact:
-            data["contact"] = contact
+        if contact:  # an object, as the central's order_request expects: {"email"} or {"phone"}
+            data["contact"] = {"email": contact} if EMAIL_RE.match(contact) else {"phone": contact}
         out = record("shopper", "order_request", me.customer, p.zone, f"q:order:{form.token_id}", data)
         return out if isinstance(out, Response) else done(token, "order", order=order_id)
 
