@@ -42,6 +42,8 @@ from edge.model import Decision, Event, Message
 from edge.pipeline import Inbox, Pipeline, rows
 from edge.privacy import Privacy
 from edge.qr import Signer, Token
+from edge.staff.desk import Desk
+from edge.staff.feed import Feed
 from edge.store.db import connect
 from edge.store.queries import outbox_stats
 from edge.store.writer import Writer, open_writer
@@ -50,12 +52,14 @@ from edge.watchdog import EXIT_THREAD_DIED, WATCH_S, Watchdog
 from edge.web import create_app
 from edge.wire.mqtt import MqttLink
 from kiosk_ui import Pages
+from kiosk_ui.staff import StaffStreams, create_blueprint as staff_blueprint
 from sync.client import THREADS as SYNC_THREADS, SyncClient
 from sync.clients import TrustedProxies
 from sync.httpserver import ServerLimits, create_server
 
 log = logging.getLogger(__name__)
 
+STAFF_STREAMS = 8  # associates' phones with the live feed open at once (each holds a server thread)
 FETCH_IN_FLIGHT_MAX = 100  # on-demand profile fetches at once; more misses wait for the next event
 
 
@@ -113,7 +117,7 @@ def tune_gc() -> None:
 def server_threads(cfg: Config) -> int:
     """HTTP worker threads. Each open page stream (SSE) holds one: two per screen and kiosk (a reloaded page's
     stream lingers until its client is noticed gone), one client's share, and 8 for pages and the API."""
-    return 8 + cfg.http.streams_per_client + 2 * (len(cfg.screens) + len(cfg.kiosks))
+    return 8 + cfg.http.streams_per_client + 2 * (len(cfg.screens) + len(cfg.kiosks)) + STAFF_STREAMS
 
 
 class App:
@@ -156,6 +160,11 @@ class App:
                                  on_display=self.pages.on_display)
 
         self._finish_interrupted_check(writer)
+        # The staff app (edge/staff/): its feed follows the event log; its desk writes through the writer.
+        self.staff_feed = Feed(cfg, self.run_in_writer)
+        self.desk = Desk(cfg, self.signer, self.run_in_writer, self.inbox.put,
+                         self.central.fetch if self.central is not None else None)
+        self.staff_streams = StaffStreams(STAFF_STREAMS)
 
         self.http_server: Any = None
         self.http_port: int | None = None
@@ -166,6 +175,7 @@ class App:
         self.watchdog.watch("pipeline-writer", lambda: self.pipeline.thread)
         self.watchdog.watch("housekeeping", lambda: self._housekeeping_thread)
         self.watchdog.watch("http", lambda: self._http_thread)
+        self.watchdog.watch("staff-feed", lambda: self.staff_feed.thread)
         self.watchdog.watch("mqtt", lambda: self.mqtt.thread)
         for name in SYNC_THREADS:
             self.watchdog.watch(name, partial(self.sync.thread, name))
@@ -296,6 +306,7 @@ class App:
     def create_app(self) -> Flask:
         app = create_app(self)
         self.pages.register(app, self)
+        app.register_blueprint(staff_blueprint(self, self.desk, self.staff_feed, self.staff_streams))
         return app
 
     # --- threads ---------------------------------------------------------------------------------------------
@@ -354,6 +365,8 @@ class App:
         log.info("starting store %s: db %s, broker %s:%s", self.cfg.store.id, self.cfg.db.path,
                  self.cfg.mqtt.host, self.cfg.mqtt.port)
         self.pipeline.start()
+        self.desk.start()
+        self.staff_feed.start()
         self.sync.start()
         self._housekeeping_thread = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         self._housekeeping_thread.start()
@@ -395,6 +408,8 @@ class App:
         log.info("stopping")
         try:
             self.pages.close()  # first, while HTTP still serves: the pages reconnect to the next process
+            self.staff_streams.close_all()
+            self.staff_feed.notify()
         except Exception:
             log.exception("ending the page streams failed")
         if self.http_server is not None:
@@ -408,6 +423,7 @@ class App:
                 channel.will_close = True
         self.mqtt.stop_taking()  # unacked messages stay with the broker
         self.sync.stop()
+        self.staff_feed.stop()
         if self.central is not None:
             self.central.close()
         self.pipeline.stop()

@@ -228,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     qr_cmd.add_parser(sub)
 
+    from edge.staff import cli as staff_cli
+
+    staff_cli.add_parser(sub)
+
     from sync.central import cli as central_cli
 
     central_cli.add_parser(sub)

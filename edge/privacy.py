@@ -44,7 +44,7 @@ TRACE_MIN_CHARS = 4
 # Where a customer id may sit on the edge (customer ids by column), for an erasure that names a hash.
 _CUSTOMER_COLUMNS = (("profiles", "customer_id"), ("identities", "customer_id"), ("presence", "customer"),
                      ("events", "customer"), ("decisions", "customer"), ("pickups", "customer_id"),
-                     ("qr_handoffs", "customer"))
+                     ("qr_handoffs", "customer"), ("staff_audit", "customer_id"), ("staff_feed", "customer_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +158,10 @@ def erase_rows(conn: sqlite3.Connection, ids: list[str]) -> Erased:
         # The store keeps that an order was collected (and a handoff made), never by whom.
         conn.execute(f"UPDATE pickups SET customer_id = NULL WHERE customer_id IN ({ins})", chunk)
         conn.execute(f"UPDATE qr_handoffs SET customer = NULL WHERE customer IN ({ins})", chunk)
+        # Staff views stay audited, of a hash (edge/staff/audit.py); the associates' feed forgets them.
+        for cid in chunk:
+            conn.execute("UPDATE staff_audit SET customer_id = ? WHERE customer_id = ?", (p.erase_key(cid), cid))
+        conn.execute(f"DELETE FROM staff_feed WHERE customer_id IN ({ins})", chunk)
     # Anonymous history of the shopper's devices and sessions, and data quoting the id: one pass over the log.
     for key_chunk, text_chunk in _pairs(keys, distinctive):
         where = f"subject IN ({marks(key_chunk) or 'NULL'})"
@@ -177,7 +181,8 @@ def erase_rows(conn: sqlite3.Connection, ids: list[str]) -> Erased:
 def export_customer(conn: sqlite3.Connection, customer_id: str) -> dict[str, Any] | None:
     """Everything this device holds about a shopper, read in one snapshot (the tables an erasure clears:
     the cached profile, identity keys, events naming them or one of their keys, decisions taken for them,
-    presence, pickups and kiosk handoffs; and whether an erasure of them is on record, by hash). None when
+    presence, pickups and kiosk handoffs, staff views of their data (edge/staff/audit.py); and whether an
+    erasure of them is on record, by hash). None when
     it holds nothing."""
     conn.execute("BEGIN")
     try:
@@ -196,13 +201,16 @@ def export_customer(conn: sqlite3.Connection, customer_id: str) -> dict[str, Any
         handoffs = _rows(conn, "SELECT * FROM qr_handoffs WHERE customer = ?", [customer_id])
         erased = _rows(conn, "SELECT version, erased_at, pending FROM sync_tombstones WHERE customer_id = ?",
                        [p.erase_key(customer_id)])
+        staff_views = _rows(conn, "SELECT staff_id, action, at FROM staff_audit WHERE customer_id IN (?, ?) "
+                            "ORDER BY id", [customer_id, p.erase_key(customer_id)])
     finally:
         conn.execute("COMMIT")
-    if not any((profiles, identities, events, decisions, presence, pickups, handoffs, erased)):
+    if not any((profiles, identities, events, decisions, presence, pickups, handoffs, erased, staff_views)):
         return None
     return {"customer_id": customer_id, "exported_at": time.time(), "profile": profiles[0] if profiles else None,
             "identities": identities, "events": events, "decisions": decisions, "presence": presence,
-            "pickups": pickups, "handoffs": handoffs, "erasure": erased[0] if erased else None}
+            "pickups": pickups, "handoffs": handoffs, "erasure": erased[0] if erased else None,
+            "staff_views": staff_views}
 
 
 def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any],

@@ -141,8 +141,36 @@ def _products_catalogue(db: sqlite_utils.Database) -> None:
                "deleted INTEGER NOT NULL DEFAULT 0, product TEXT, updated_at REAL NOT NULL)")
 
 
+_STAFF_APP_SQL = """
+CREATE TABLE IF NOT EXISTS staff (
+    staff_id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, pin_hash TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1, created_at REAL NOT NULL, failed_pins INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL, session_epoch INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS staff_audit (
+    id INTEGER PRIMARY KEY, staff_id TEXT NOT NULL, customer_id TEXT NOT NULL, action TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_staff_audit_customer ON staff_audit(customer_id);
+CREATE TABLE IF NOT EXISTS staff_feed (
+    id INTEGER PRIMARY KEY, rev INTEGER NOT NULL, kind TEXT NOT NULL, customer_id TEXT, dedupe TEXT NOT NULL,
+    data TEXT NOT NULL, created_at REAL NOT NULL, claimed_by TEXT, claimed_at REAL, done_at REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_staff_feed_rev ON staff_feed(rev);
+CREATE INDEX IF NOT EXISTS idx_staff_feed_dedupe ON staff_feed(dedupe, created_at);
+CREATE INDEX IF NOT EXISTS idx_staff_feed_customer ON staff_feed(customer_id) WHERE customer_id IS NOT NULL;
+"""
+
+
+def _staff_app(db: sqlite_utils.Database) -> None:
+    """The staff app (edge/staff/): accounts with PIN hashes, the audit log of staff views of shoppers, the
+    associates' live feed (each change bumps `rev`, the SSE event id a reconnecting phone resumes from)."""
+    for stmt in _STAFF_APP_SQL.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
 # Append only: a newer binary upgrades an older file by running the steps it has not seen.
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _products_catalogue]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _products_catalogue, _staff_app]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
