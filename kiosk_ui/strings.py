@@ -53,4 +53,6 @@ def kiosk_strings() -> dict[str, Any]:
         "find_it_in": _("Find it in %(zone)s"),
         "need_code": _("Type or scan your loyalty card number, or tap “Stay anonymous”."),
         "qr_error": _("The code cannot be shown right now. Please ask a member of staff."),
+        "call_associate": _("Call an associate"),
+        "associate_coming": _("An associate is on the way."),
     }

@@ -267,6 +267,14 @@
     });
   }
 
+  // "Call an associate": an `assist` event (a session is started if none is open); the staff feed shows it.
+  function callAssociate() {
+    if (!session) { startSession(); }
+    sendEvent('assist', {});
+    $('assist-sent').hidden = false;
+    setTimeout(function () { $('assist-sent').hidden = true; }, 8000);
+  }
+
   function endSession() {
     session = null;
     customer = null;
@@ -316,6 +324,7 @@
     if (key === 'clear') { input.value = ''; } else if (key === 'back') { input.value = input.value.slice(0, -1); } else if (input.value.length < 64) { input.value += key; }
   });
   $('anonymous').addEventListener('click', anonymous);
+  $('call-associate').addEventListener('click', callAssociate);
   $('add').addEventListener('click', addToBag);
   $('close-product').addEventListener('click', function () { $('product').hidden = true; openProduct = null; });
   $('handoff').addEventListener('click', handoff);
