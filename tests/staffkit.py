@@ -94,3 +94,27 @@ def phone(browser: Any, **kw: Any) -> Any:
     """A new phone-sized context and its page."""
     context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, **kw)
     return context.new_page()
+
+
+def y4m_from_png(png: bytes, path: Path, frames: int = 10) -> Path:
+    """A Chromium fake-camera file (YUV4MPEG2, 4:2:0) showing the code large on white, for
+    --use-file-for-fake-video-capture: the phone's camera pointed at the shopper's screen."""
+    import io
+
+    from PIL import Image
+
+    code = Image.open(io.BytesIO(png)).convert("RGB")
+    side = 440
+    canvas = Image.new("RGB", (640, 480), "white")
+    canvas.paste(code.resize((side, side), Image.NEAREST), ((640 - side) // 2, (480 - side) // 2))
+    y, cb, cr = canvas.convert("YCbCr").split()
+    quarter = (320, 240)
+    frame = b"FRAME\n" + y.tobytes() + cb.resize(quarter).tobytes() + cr.resize(quarter).tobytes()
+    path.write_bytes(b"YUV4MPEG2 W640 H480 F10:1 Ip A1:1 C420jpeg\n" + frame * frames)
+    return path
+
+
+def camera_browser(playwright: Any, video: Path, *extra: str) -> Any:
+    """Chromium whose camera films `video` (granted without asking, as a phone the associate set up)."""
+    return launch(playwright, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                  f"--use-file-for-fake-video-capture={video}", *extra)

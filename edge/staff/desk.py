@@ -178,6 +178,13 @@ class Desk:
             raise DeskError("bad_request", "scan the shopper's pickup code or type the order number")
         token = token_from_code(code)
         if token is None:
+            try:  # a token typed (or scanned) without its URL
+                self.signer.verify(code)
+                token = code
+                code = self.signer.url(code)
+            except QrError:
+                pass
+        if token is None:
             if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", code):
                 return PickupResult("refused", "malformed")
             try:  # a typed order number: the same one-time path as its code
