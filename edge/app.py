@@ -163,7 +163,8 @@ class App:
         # The staff app (edge/staff/): its feed follows the event log; its desk writes through the writer.
         self.staff_feed = Feed(cfg, self.run_in_writer)
         self.desk = Desk(cfg, self.signer, self.run_in_writer, self.inbox.put,
-                         self.central.fetch if self.central is not None else None)
+                         self.central.fetch if self.central is not None else None,
+                         self.central.wake if self.central is not None else None)
         self.staff_streams = StaffStreams(STAFF_STREAMS)
 
         self.http_server: Any = None

@@ -67,12 +67,14 @@ class Desk:
     """The staff actions; built once by edge.app and handed to the staff pages."""
 
     def __init__(self, cfg: Config, signer: Signer, run: Callable[[Callable[[Writer], Any], float], Any],
-                 submit: Callable[[Message], None], fetch: Callable[[list[str]], None] | None) -> None:
+                 submit: Callable[[Message], None], fetch: Callable[[list[str]], None] | None,
+                 wake: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
         self.signer = signer
         self.run = run
         self.submit = submit
         self.fetch = fetch
+        self.wake = wake or (lambda: None)
         self.catalogue = Catalogue(cfg)
         self._local = threading.local()
         self.session_key: bytes = b""
@@ -252,6 +254,7 @@ class Desk:
             return fresh
 
         fresh = self.run(write, 10.0)
+        self.wake()  # to the central store now, not at the next idle push
         return {"recorded": fresh, "event_id": f"shopper:return:{client_id}", "order_id": order_id, "items": items}
 
     # --- the mobile POS ---
@@ -331,6 +334,7 @@ class Desk:
             return w.insert_event(e) is not None
 
         fresh = self.run(write, 10.0)
+        self.wake()
         return {"recorded": fresh, "event_id": event_id, "total": total}
 
     def order_request(self, staff_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -363,6 +367,7 @@ class Desk:
             return w.insert_event(e) is not None
 
         fresh = self.run(write, 10.0)
+        self.wake()
         return {"recorded": fresh, "event_id": event_id, "order_id": order_id}
 
 
