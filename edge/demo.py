@@ -267,6 +267,8 @@ class Demo:
         found = demo_card()
         if found:
             self.say(card_line(*found))
+        staff_id, pin = self.staff_login
+        self.say(f"  staff app   {base}/staff   (staff id {staff_id}, PIN {pin}; a phone-sized window works best)")
         self.say(f"  metrics     {base}/metrics")
         self.say(f"  readiness   {base}/readyz")
         self.say(f"  MQTT        mqtt://127.0.0.1:{broker.port} ({kind}; topics {cfg.prefix}/#)")
@@ -296,6 +298,10 @@ class Demo:
                     self.cfg = demo_config(config_path, mqtt_port=self.broker.port, http_port=http_port,
                                            db_path=data_dir / "demo.db", mqtt_v311=mqtt_v311,
                                            central_url=self.central.url)
+                    from edge.staff.demo import add_demo_associate, orders_ready_here
+
+                    orders_ready_here(self.central.url, "demo-central-admin-token-0000", self.cfg.store.id)
+                    self.staff_login = add_demo_associate(self.cfg.db.path)
                     printer = self.start_decision_printer(stack)
                     self.service = self.start_edge(stack, self.cfg, printer)
                     self.print_banner(self.cfg, self.broker, data_dir)
