@@ -152,7 +152,9 @@ class App:
         self.sync = SyncClient(sync_settings(cfg), self.uplink, self.metrics)
         self.central = CentralLink(self.sync) if self.sync.enabled else None
         self.mqtt = MqttLink(cfg, self.inbox.put, backlog=self.inbox.qsize, retained=displays.publications)
-        self.pages = Pages(cfg, self.metrics, server_threads=server_threads(cfg), catalogue=self.catalogue)
+        # The staff feed has its own STAFF_STREAMS threads: the kiosk and signage streams never take them.
+        self.pages = Pages(cfg, self.metrics, server_threads=server_threads(cfg) - STAFF_STREAMS,
+                           catalogue=self.catalogue)
         self.catalogue.listeners.append(self.pages.on_catalogue)
         self.pipeline = Pipeline(cfg, self.inbox, writer, self.metrics, presence=presence, identity=identity,
                                  shoppers=shoppers, rules=rules, displays=displays, journeys=journeys,

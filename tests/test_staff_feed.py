@@ -18,7 +18,8 @@ from edge.broker import MosquittoBroker, free_port
 from edge.config import Config, parse_config
 from edge.staff import accounts
 from edge.store.writer import open_writer
-from conftest import KIOSK, EdgeHandle, MqttHelper, now_ms, store_config, wait_until
+from a11y import assert_accessible
+from conftest import ADMIN, KIOSK, EdgeHandle, MqttHelper, now_ms, store_config, wait_until
 from staffkit import PRODUCTS, SECRET, UUID, add_profile, beacon_key, browser, login, phone, playwright
 
 __all__ = ["browser", "playwright"]
@@ -49,6 +50,8 @@ class World:
                     orders_ready=[ORDER_HERE, ORDER_ELSEWHERE])
         add_profile(self.cfg, "cust-paolo", "Paolo", consent=True, identities=[beacon_key(8)])
         add_profile(self.cfg, "cust-sara", "Sara", consent=False, identities=[beacon_key(9)])
+        add_profile(self.cfg, "cust-ugo", "Ugo", consent=False, identities=[beacon_key(10)],
+                    orders=[{"order_id": "WEB-3", "state": "return_requested", "items": ["boot-7"]}])
         self.edge: EdgeHandle | None = None
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -120,6 +123,40 @@ def test_known_shoppers_who_consented_are_announced_and_others_are_not(world: Wo
     assert "Paolo" in feed_items(page, "known-arrival")[0]["text"]
     time.sleep(0.8)
     assert not [i for i in feed_items(page) if i["customer"] == "cust-sara"]
+    page.context.close()
+
+
+def test_a_shopper_with_a_return_requested_is_announced_as_a_return_expected(world: World, browser: Any,
+                                                                              mqtt_client: Callable) -> None:
+    page = phone(browser)
+    login(page, world.url, "anna", "482913")
+    live(page)
+    mqtt_client().publish(ENTRANCE, seen(10))
+    page.wait_for_selector('[data-feed-item][data-kind="return-expected"][data-customer="cust-ugo"]', timeout=5000)
+    [item] = feed_items(page, "return-expected")
+    assert "WEB-3" in item["text"] and "Ugo" not in item["text"]  # no consent: the order, not the name
+    page.context.close()
+
+
+def test_the_staff_pages_are_accessible_at_a_phone_width_and_an_erasure_empties_the_feed(
+        world: World, browser: Any, mqtt_client: Callable) -> None:
+    page = phone(browser)
+    page.goto(world.url + "/staff")
+    assert_accessible(page, "staff login")
+    login(page, world.url, "anna", "482913")
+    live(page)
+    mqtt_client().publish(ENTRANCE, seen(7))
+    page.wait_for_selector('[data-feed-item][data-kind="pickup-arrival"]')
+    assert_accessible(page, "staff feed")
+    for tab in ("pickup", "returns", "sell"):
+        page.click(f"[data-tab='{tab}']")
+        assert_accessible(page, f"staff {tab}")
+    page.goto(world.url + "/staff/customer/cust-paolo")
+    assert_accessible(page, "customer story")
+    assert world.edge is not None
+    assert requests.delete(world.url + "/api/v1/customers/cust-lucia", headers={"Authorization": f"Bearer {ADMIN}"},
+                           timeout=30).status_code == 200
+    assert _feed_rows(world) == 0
     page.context.close()
 
 

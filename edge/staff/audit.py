@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-ACTIONS = ("story", "pickup", "return", "pos_attach", "feed_claim")
+ACTIONS = ("story", "pickup", "return", "pos_attach")  # what staff saw the data for
 
 
 def record(conn: sqlite3.Connection, staff_id: str, customer_id: str, action: str, at: float) -> None:
