@@ -26,7 +26,8 @@ from edge.staff.accounts import Account
 from edge.staff.desk import Desk, DeskError
 from edge.staff.feed import Feed
 from edge.store.db import connect
-from edge.web.auth import api_error, require_role
+from edge.ratelimit import RateLimiter
+from edge.web.auth import api_error, client_ip, require_role
 from edge.web.i18n import languages
 from kiosk_ui.staff_strings import staff_strings
 from kiosk_ui.streams import HEARTBEAT_S, RETRY_MS, SSE_HEADERS, closing_error
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; "
        "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
        "form-action 'self'")
+LOGIN_RATE_PER_S = 0.2  # login attempts per client address, after a burst: spraying one PIN over many ids
+LOGIN_BURST = 10
 STREAMS_PER_STAFF = 2  # a phone and a reload: the oldest of a third is ended
 POLL_S = 0.5
 
@@ -92,6 +95,7 @@ def create_blueprint(store: Any, desk: Desk, feed: Feed, streams: StaffStreams) 
     bp = Blueprint("staff_ui", __name__, template_folder="templates")
     cfg = store.cfg
     store_name = cfg.store.name or cfg.store.id
+    logins = RateLimiter(LOGIN_RATE_PER_S, LOGIN_BURST)
 
     def current() -> Account | None:
         """The logged-in associate of this request (and note the cookie to refresh)."""
@@ -159,6 +163,14 @@ def create_blueprint(store: Any, desk: Desk, feed: Feed, streams: StaffStreams) 
         pin = (request.form.get("pin") or "")[:64]
         if not staff_id or not pin:
             return html("staff_login.html", 400, error=_("Type your staff id and your PIN."), staff_id=staff_id)
+        wait = logins.wait(client_ip())
+        if wait > 0:  # many attempts from one device, whatever the ids: slow it down
+            retry = RateLimiter.retry_after(wait)
+            resp = html("staff_login.html", 429, staff_id=staff_id,
+                        error=_("Too many login attempts from this device. Try again in %(seconds)d s.",
+                                seconds=retry))
+            resp.headers["Retry-After"] = str(retry)
+            return resp
         try:
             result = desk.login(staff_id, pin)
         except (TimeoutError, RuntimeError):

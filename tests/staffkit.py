@@ -118,3 +118,10 @@ def camera_browser(playwright: Any, video: Path, *extra: str) -> Any:
     """Chromium whose camera films `video` (granted without asking, as a phone the associate set up)."""
     return launch(playwright, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                   f"--use-file-for-fake-video-capture={video}", *extra)
+
+
+def screenshot(page: Any, name: str) -> None:
+    """docs/screenshots/<name>.png, only when asked (INSTORE_EDGE_SCREENSHOTS=1): test runs leave the
+    checkout as it was."""
+    if os.environ.get("INSTORE_EDGE_SCREENSHOTS"):
+        page.screenshot(path=str(ROOT / "docs" / "screenshots" / f"{name}.png"))

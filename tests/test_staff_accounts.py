@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from edge.staff import accounts
 from edge.store.db import connect
 from edge.store.writer import open_writer
 from sync.protocol import erase_key
-from conftest import ADMIN, EdgeHandle, store_config, wait_until
+from conftest import ADMIN, EdgeHandle, store_config
 from staffkit import PRODUCTS, SECRET, add_profile, browser, config_file, login, phone, playwright, staff_cli
 
 __all__ = ["browser", "playwright"]
@@ -162,3 +162,24 @@ def test_every_staff_view_of_a_shopper_is_audited_exported_and_kept_only_as_a_ha
     assert conn.execute("SELECT count(*) FROM staff_audit WHERE customer_id = 'cust-giulia'").fetchone()[0] == 0
     conn.close()
     page.context.close()
+
+
+def test_a_session_cookie_ends_when_idle_and_cannot_be_forged() -> None:
+    from edge.staff import sessions
+
+    key, other = b"k" * 32, b"o" * 32
+    now = 1_800_000_000.0
+    cookie = sessions.issue(key, "anna", 3, now)
+    assert sessions.read(key, cookie, now + 60) == sessions.Session("anna", 3, now)
+    assert sessions.read(key, cookie, now + sessions.IDLE_S + 1) is None  # idle too long
+    assert sessions.read(other, cookie, now) is None  # another database's key
+    assert sessions.read(key, cookie.replace("anna", "marco"), now) is None  # edited
+    assert sessions.read(key, "junk", now) is None and sessions.read(key, None, now) is None
+
+
+def test_many_logins_from_one_device_are_slowed_down_whatever_the_ids(sedge: EdgeHandle) -> None:
+    codes = [requests.post(sedge.url + "/staff/login", data={"staff_id": f"guess{n}", "pin": "1234"},
+                           allow_redirects=False, timeout=10) for n in range(12)]
+    assert [r.status_code for r in codes[:10]] == [401] * 10
+    assert codes[-1].status_code == 429 and int(codes[-1].headers["Retry-After"]) >= 1
+    assert "Too many login attempts from this device" in codes[-1].text

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from test_demo import DemoRun
-from staffkit import browser, login, phone, playwright
+from staffkit import screenshot, browser, login, phone, playwright
 
 __all__ = ["browser", "playwright"]
 
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
 def test_the_demo_prints_a_staff_login_and_its_feed_shows_a_pickup_arrival_within_a_minute(
@@ -33,7 +32,7 @@ def test_the_demo_prints_a_staff_login_and_its_feed_shows_a_pickup_arrival_withi
         assert item.get_attribute("data-customer", timeout=1000).startswith("C-")
         assert "PICK-" in item.inner_text()
         time.sleep(3)  # a few more items for the picture
-        page.screenshot(path=str(SHOTS / "staff-feed.png"))
+        screenshot(page, "staff-feed")
         page.context.close()
     finally:
         code, _ = demo.stop(signal.SIGINT)

@@ -19,7 +19,7 @@ from edge.config import parse_config
 from edge.staff import accounts
 from edge.store.writer import open_writer
 from conftest import ADMIN, EdgeHandle, MqttHelper, now_ms, store_config, wait_until
-from staffkit import (PRODUCTS, SECRET, add_profile, camera_browser, login, phone, playwright, y4m_from_png)
+from staffkit import (screenshot, PRODUCTS, SECRET, add_profile, camera_browser, login, phone, playwright, y4m_from_png)
 
 __all__ = ["playwright"]
 
@@ -78,7 +78,7 @@ def test_two_phones_scan_the_same_pickup_code_with_the_camera_and_it_is_collecte
         winner = anna if results["anna"] == "collected" else marco
         shown = winner.locator("#pickup-result").inner_text()
         assert "ORD-1" in shown and "B3" in shown and "Winter boot" in shown
-        winner.screenshot(path=str(Path(__file__).resolve().parent.parent / "docs/screenshots/staff-pickup.png"))
+        screenshot(winner, "staff-pickup")
         # The fixed scanner reading the same code afterwards is refused too (used).
         scanner: MqttHelper = mqtt_client()
         scanner.publish("instore/teststore/qr/desk-1", {"id": "d1", "ts": now_ms(), "code": code["url"]})

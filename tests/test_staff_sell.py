@@ -22,7 +22,7 @@ from edge.store.db import connect
 from edge.store.writer import open_writer
 from sync.central import CentralServer
 from conftest import ADMIN, EdgeHandle, store_config, wait_until
-from staffkit import PRODUCTS, SECRET, add_profile, camera_browser, launch, login, phone, playwright
+from staffkit import screenshot, PRODUCTS, SECRET, add_profile, camera_browser, launch, login, phone, playwright
 
 __all__ = ["playwright"]
 
@@ -30,7 +30,6 @@ STORE_TOKEN = "fnVeje4si8LvClI0ewCOVLVz"
 CENTRAL_ADMIN = "central-admin-token-0000"
 BASE_URL = "https://shop.example.com"
 EAN = "4006381333931"  # the trail runner's SKU is its EAN-13
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
 def central_events(central_url: str) -> list[dict[str, Any]]:
@@ -170,7 +169,7 @@ def test_a_basket_scanned_and_searched_checks_out_as_a_sale_the_kpis_count(shop:
         assert page.locator("[data-basket] li").count() == 2
         page.select_option("#pay-method", "card")
         page.fill("#pay-ref", "T-0042")
-        page.screenshot(path=str(SHOTS / "staff-basket.png"))
+        screenshot(page, "staff-basket")
         page.click('[data-action="checkout"]')
         page.wait_for_selector("#pending[data-pending='0']", state="attached")
         wait_until(lambda: shop.edge.events("pos"), what="the sale")

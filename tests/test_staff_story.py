@@ -18,7 +18,7 @@ from edge.staff import accounts
 from edge.store.writer import open_writer
 from sync.central import CentralServer
 from conftest import ADMIN, KIOSK, EdgeHandle, now_ms, store_config, wait_until
-from staffkit import PRODUCTS, SECRET, UUID, add_profile, beacon_key, browser, login, phone, playwright
+from staffkit import screenshot, PRODUCTS, SECRET, UUID, add_profile, beacon_key, browser, login, phone, playwright
 
 __all__ = ["browser", "playwright"]
 
@@ -86,7 +86,7 @@ def test_with_consent_the_story_shows_lists_orders_this_visit_and_preferences(se
     assert page.locator("[data-zones]").inner_text() == "Entrance"
     assert "add_to_cart · Winter boot" in text
     assert "size: 42" in text
-    page.screenshot(path=str(Path(__file__).resolve().parent.parent / "docs/screenshots/staff-story.png"))
+    screenshot(page, "staff-story")
     entries = sedge.get("/api/v1/staff/audit").json()["entries"]
     assert [(e["staff_id"], e["customer_id"], e["action"]) for e in entries] == [("anna", "cust-giulia", "story")]
     page.context.close()
