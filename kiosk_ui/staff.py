@@ -42,6 +42,7 @@ LOGIN_RATE_PER_S = 0.2  # login attempts per client address, after a burst: spra
 LOGIN_BURST = 10
 STREAMS_PER_STAFF = 2  # a phone and a reload: the oldest of a third is ended
 POLL_S = 0.5
+SESSION_CHECK_S = 3.0  # how soon an open feed stream notices a logout or a disabled account
 
 
 class StaffStreams:
@@ -201,6 +202,14 @@ def create_blueprint(store: Any, desk: Desk, feed: Feed, streams: StaffStreams) 
         resp.delete_cookie(sessions.COOKIE, path="/staff")
         return resp
 
+    @bp.get("/staff/api/session")
+    def session_state():
+        """Whether this phone is still logged in (the page asks when its feed stream is refused)."""
+        account = current()
+        if account is None:
+            return api_error(401, "unauthorized", "log in at /staff (the session ended)")
+        return jsonify({"staff_id": account.staff_id, "role": account.role})
+
     # --- the feed ----------------------------------------------------------------------------------------
     @bp.get("/staff/feed/stream")
     @needs_staff
@@ -219,8 +228,15 @@ def create_blueprint(store: Any, desk: Desk, feed: Feed, streams: StaffStreams) 
             resp.headers["Retry-After"] = "5"
             return resp, status
         disconnected = request.environ.get("waitress.client_disconnected")
+
+        def still_valid() -> bool:
+            """Logout or disable elsewhere ends this stream too (checked every few seconds)."""
+            now_account = desk.account(account.staff_id)
+            return now_account is not None and now_account.active and \
+                now_account.session_epoch == account.session_epoch
+
         body = FeedBody(feed, cfg.db.path, since, ended, lambda: store.stopping, disconnected,
-                        lambda: streams.remove(account.staff_id, ended))
+                        lambda: streams.remove(account.staff_id, ended), still_valid)
         return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
 
     @bp.post("/staff/api/feed/<int:item_id>/claim")
@@ -351,8 +367,8 @@ class FeedBody:
 
     def __init__(self, feed: Feed, db_path: str, since: int | None, ended: threading.Event,
                  stopping: Callable[[], bool], disconnected: Callable[[], bool] | None,
-                 release: Callable[[], None]) -> None:
-        self._gen = self._run(feed, db_path, since, ended, stopping, disconnected)
+                 release: Callable[[], None], still_valid: Callable[[], bool] = lambda: True) -> None:
+        self._gen = self._run(feed, db_path, since, ended, stopping, disconnected, still_valid)
         self._release = release
 
     def __iter__(self) -> Iterator[bytes]:
@@ -360,7 +376,7 @@ class FeedBody:
 
     @staticmethod
     def _run(feed: Feed, db_path: str, since: int | None, ended: threading.Event, stopping: Callable[[], bool],
-             disconnected: Callable[[], bool] | None) -> Iterator[bytes]:
+             disconnected: Callable[[], bool] | None, still_valid: Callable[[], bool]) -> Iterator[bytes]:
         conn = connect(db_path)
         try:
             first = b""
@@ -373,10 +389,14 @@ class FeedBody:
                 finally:
                     conn.execute("COMMIT")
             yield f"retry: {RETRY_MS}\n\nevent: hello\ndata: {{}}\n\n".encode() + first
-            last_sent = time.monotonic()
+            last_sent = checked = time.monotonic()
             while not ended.is_set() and not stopping():
                 if disconnected is not None and disconnected():
                     return
+                if time.monotonic() - checked >= SESSION_CHECK_S:
+                    checked = time.monotonic()
+                    if not still_valid():
+                        return
                 items = feed_mod.changes(conn, since, time.time())
                 if items:
                     since = items[-1]["rev"]

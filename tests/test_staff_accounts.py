@@ -110,11 +110,12 @@ def test_login_sets_an_httponly_strict_cookie_and_logout_or_disable_ends_the_ses
                          timeout=5, stream=True)
     assert stale.status_code == 401
     login(page, sedge.url, "anna", "482913")
+    page.wait_for_selector('#live[data-state="live"]')
     conn = open_writer(sedge.cfg.db.path)
     accounts.disable(conn, "anna")
     conn.close()
-    page.reload()
-    assert page.locator('form[data-form="staff-login"]').count() == 1
+    # The open feed notices by itself: the phone is back at the login form, without anyone touching it.
+    page.wait_for_selector('form[data-form="staff-login"]', timeout=15000)
 
 
 def test_the_session_cookie_is_secure_behind_a_trusted_tls_proxy(cfg_data: dict[str, Any]) -> None:

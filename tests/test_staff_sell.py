@@ -235,3 +235,19 @@ def test_a_sale_made_with_the_edge_and_the_central_store_down_reaches_the_centra
     finally:
         browser.close()
         s.close()
+
+
+def test_a_shopper_is_attached_to_a_sale_by_the_kiosk_handoff_code(shop: Shop) -> None:
+    from conftest import KIOSK
+
+    handoff = requests.post(shop.url + "/kiosk/kiosk-1/handoff", json={"session": "s-42", "customer": "cust-giulia"},
+                            headers={"Authorization": f"Bearer {KIOSK}"}, timeout=10)
+    assert handoff.status_code == 201, handoff.text
+    phone_session = requests.Session()
+    login_ = phone_session.post(shop.url + "/staff/login", data={"staff_id": "anna", "pin": "482913"}, timeout=10)
+    assert login_.status_code == 200 and phone_session.get(shop.url + "/staff/api/session", timeout=10).ok
+    found = phone_session.post(shop.url + "/staff/api/attach", json={"code": handoff.json()["url"]}, timeout=10)
+    assert found.json() == {"customer": "cust-giulia", "first_name": "Giulia"}
+    unknown = phone_session.post(shop.url + "/staff/api/attach", json={"code": "999999"}, timeout=10)
+    assert unknown.status_code == 404 and "No shopper known" in unknown.json()["error"]["message"]
+    assert requests.get(shop.url + "/staff/api/session", timeout=10).status_code == 401

@@ -157,8 +157,12 @@
     source.addEventListener('error', function () {
       live.setAttribute('data-state', 'reconnecting');
       live.textContent = t('feed_reconnecting');
-      if (source.readyState === EventSource.CLOSED) {  // refused (e.g. the edge restarting): start again
-        setTimeout(connect, 2000);
+      if (source.readyState === EventSource.CLOSED) {  // refused: the session ended, or the edge is restarting
+        setTimeout(function () {
+          api('GET', '/staff/api/session').then(function (r) {
+            if (r.status === 401) { window.location.reload(); } else { connect(); }
+          }, connect);
+        }, 2000);
       }
     });
   }
