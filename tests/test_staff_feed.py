@@ -157,6 +157,8 @@ def test_the_staff_pages_are_accessible_at_a_phone_width_and_an_erasure_empties_
     assert requests.delete(world.url + "/api/v1/customers/cust-lucia", headers={"Authorization": f"Bearer {ADMIN}"},
                            timeout=30).status_code == 200
     assert _feed_rows(world) == 0
+    # And the file holds no byte of her (the edge's own check after an erasure).
+    wait_until(lambda: world.edge.get("/readyz").json()["checks"]["erasure"]["ok"], what="the erasure check")
     page.context.close()
 
 

@@ -127,7 +127,9 @@ class Desk:
         self.audit(staff_id, customer, "story")
         orders_here = [self._order(o) for o in shopper.orders_ready
                        if not o.get("store") or o.get("store") == self.cfg.store.id]
-        collected = {r[0] for r in conn.execute("SELECT order_id FROM pickups")} if orders_here else set()
+        ids = [o["order_id"] for o in orders_here]
+        collected = {r[0] for r in conn.execute(
+            f"SELECT order_id FROM pickups WHERE order_id IN ({','.join('?' * len(ids))})", ids)} if ids else set()
         for o in orders_here:
             o["state"] = "collected" if o["order_id"] in collected else "ready"
         story: dict[str, Any] = {"customer": customer, "consent": personal, "orders_ready": orders_here}
