@@ -107,8 +107,11 @@ def ean_video(path: Path) -> Path:
     import zxingcpp
     from PIL import Image
 
-    code = zxingcpp.create_barcode(EAN, zxingcpp.BarcodeFormat.EAN13)
-    bars = Image.fromarray(np.array(zxingcpp.write_barcode_to_image(code, scale=4))).convert("RGB")
+    if hasattr(zxingcpp, "create_barcode"):  # zxing-cpp >= 2.3
+        image = zxingcpp.write_barcode_to_image(zxingcpp.create_barcode(EAN, zxingcpp.BarcodeFormat.EAN13), scale=4)
+    else:
+        image = zxingcpp.write_barcode(zxingcpp.BarcodeFormat.EAN13, EAN, width=452, height=220)
+    bars = Image.fromarray(np.array(image)).convert("RGB")
     canvas = Image.new("RGB", (640, 480), "white")
     canvas.paste(bars, ((640 - bars.width) // 2, (480 - bars.height) // 2))
     y, cb, cr = canvas.convert("YCbCr").split()
