@@ -163,10 +163,10 @@ class App:
 
         self._finish_interrupted_check(writer)
         # The staff app (edge/staff/): its feed follows the event log; its desk writes through the writer.
-        self.staff_feed = Feed(cfg, self.run_in_writer)
+        self.staff_feed = Feed(cfg, self.run_in_writer, catalogue=self.catalogue)
         self.desk = Desk(cfg, self.signer, self.run_in_writer, self.inbox.put,
                          self.central.fetch if self.central is not None else None,
-                         self.central.wake if self.central is not None else None)
+                         self.central.wake if self.central is not None else None, catalogue=self.catalogue)
         self.staff_streams = StaffStreams(STAFF_STREAMS)
 
         self.http_server: Any = None

@@ -254,3 +254,26 @@ def test_a_shopper_is_attached_to_a_sale_by_the_kiosk_handoff_code(shop: Shop) -
     unknown = phone_session.post(shop.url + "/staff/api/attach", json={"code": "999999"}, timeout=10)
     assert unknown.status_code == 404 and "No shopper known" in unknown.json()["error"]["message"]
     assert requests.get(shop.url + "/staff/api/session", timeout=10).status_code == 401
+
+
+def test_the_pos_finds_the_centrals_products_at_the_price_every_screen_shows(shop: Shop) -> None:
+    """The POS reads the edge's one catalogue: a product the central store sent is found by name and by its
+    barcode, and a price change from the central is the price the associate sells at."""
+    assert shop.edge is not None
+    coat = {"kind": "product", "sku": "COAT-9", "version": 3, "op": "upsert",
+            "product": {"sku": "COAT-9", "name": "Wool coat", "price": 189.0, "currency": "EUR", "available": True,
+                        "ean": "8001234567895"}}
+    assert shop.edge.service.apply_product(coat)
+    phone_session = requests.Session()
+    assert phone_session.post(shop.url + "/staff/login", data={"staff_id": "anna", "pin": "482913"}, timeout=10).ok
+
+    def search(**params: str) -> list[dict[str, Any]]:
+        r = phone_session.get(shop.url + "/staff/api/products", params=params, timeout=10)
+        r.raise_for_status()
+        return r.json()["products"]
+
+    [found] = [p for p in search(q="wool") if p["sku"] == "COAT-9"]
+    assert found["price"] == 189.0
+    assert shop.edge.service.apply_product({**coat, "version": 4, "product": {**coat["product"], "price": 149.0}})
+    [got] = search(ean="8001234567895")
+    assert got["sku"] == "COAT-9" and got["price"] == 149.0

@@ -68,14 +68,14 @@ class Desk:
 
     def __init__(self, cfg: Config, signer: Signer, run: Callable[[Callable[[Writer], Any], float], Any],
                  submit: Callable[[Message], None], fetch: Callable[[list[str]], None] | None,
-                 wake: Callable[[], None] | None = None) -> None:
+                 wake: Callable[[], None] | None = None, catalogue: Catalogue | None = None) -> None:
         self.cfg = cfg
         self.signer = signer
         self.run = run
         self.submit = submit
         self.fetch = fetch
         self.wake = wake or (lambda: None)
-        self.catalogue = Catalogue(cfg)
+        self.catalogue = catalogue or Catalogue(cfg)  # the edge's one catalogue: TOML and central products
         self._local = threading.local()
         self.session_key: bytes = b""
 
@@ -261,24 +261,21 @@ class Desk:
 
     # --- the mobile POS ---
     def product_search(self, text: str, limit: int = 20) -> list[dict[str, Any]]:
-        """Products whose SKU, EAN or name contains the text (the store's catalogue, edge.domain.catalogue)."""
-        text = text.strip().lower()[:64]
-        out = []
-        for p in self.cfg.products:
-            product = self.catalogue.product(p.sku)
-            ean = _ean(p)
-            if not text or text in p.sku.lower() or text in product["name"].lower() or (ean and text == ean):
-                out.append({**product, "ean": ean})
-            if len(out) >= limit:
-                break
-        return out
+        """Products by EAN or SKU, then SKU prefix, then name in any language: the edge's one catalogue (the
+        store's TOML and the central's products), so the POS sells at the price every screen shows."""
+        found = self.catalogue.search(text[:64], limit) if text.strip() else self.catalogue.all()[:limit]
+        return [self._for_sale(p.sku) for p in found]
 
     def product_by_ean(self, ean: str) -> dict[str, Any] | None:
         ean = ean.strip()
-        for p in self.cfg.products:
-            if _ean(p) == ean or p.sku == ean:
-                return {**self.catalogue.product(p.sku), "ean": _ean(p)}
-        return None
+        found = self.catalogue.by_ean(ean) or self.catalogue.get(ean)
+        if found is None:  # a store's config may list products by their EAN-13 as SKU
+            found = next((p for p in self.catalogue.all() if _ean(p) == ean), None)
+        return None if found is None else self._for_sale(found.sku)
+
+    def _for_sale(self, sku: str) -> dict[str, Any]:
+        product = self.catalogue.get(sku)
+        return {**self.catalogue.product(sku), "ean": _ean(product) if product is not None else None}
 
     def attach(self, staff_id: str, code: str) -> dict[str, Any] | None:
         """The shopper behind a loyalty card, customer id or kiosk handoff code, for a sale: their id, and

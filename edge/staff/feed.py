@@ -75,8 +75,10 @@ class Feed:
     _stop: threading.Event = field(default_factory=threading.Event)
     _waiting: dict[str, _Waiting] = field(default_factory=dict)
 
+    catalogue: Catalogue | None = None  # the edge's one catalogue (edge.app passes it)
+
     def __post_init__(self) -> None:
-        self.catalogue = Catalogue(self.cfg)
+        self.catalogue = self.catalogue or Catalogue(self.cfg)
         self.zones = {z.id: z.name or z.id for z in self.cfg.zones}
 
     def start(self) -> None:
