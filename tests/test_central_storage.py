@@ -20,7 +20,7 @@ import pytest
 
 from sync import protocol as p
 from sync.central.storage import Conflict, IdempotencyKeyReused, NotFound, Settings, Storage, body_hash, open_storage
-from sync.central.storage.base import InvalidCursor
+from sync.central.storage.common import InvalidCursor
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = time.time()

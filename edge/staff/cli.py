@@ -35,12 +35,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _open(args: argparse.Namespace) -> sqlite3.Connection | None:
-    from edge.cli import _config
+    from edge.config import ConfigError, load_config
     from edge.store.db import StoreError
     from edge.store.writer import open_writer
 
-    cfg = _config(args)
-    if cfg is None:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:  # every problem at once, as `instore-edge check-config` prints them
+        print(exc, file=sys.stderr)
         return None
     try:
         return open_writer(cfg.db.path)

@@ -29,7 +29,7 @@ from sync import protocol as p
 from sync.central import console, content_api, metrics, pages
 from sync.central.demo_data import CATALOGUE
 from sync.central.storage import CentralError, Housekeeper, InvalidValue, Settings, Storage, body_hash, open_storage
-from sync.central.storage.base import rejection_counts, store_row
+from sync.central.storage.common import rejection_counts, store_row
 
 log = logging.getLogger("instore_central")
 

@@ -11,9 +11,18 @@ import logging
 import threading
 from pathlib import Path
 
-from sync.central.storage.base import (
-    CentralError, Conflict, DatabaseError, IdempotencyKeyReused, InvalidValue, NotFound, Settings, Storage, Unavailable,
-    body_hash)
+from sync.central.storage.base import Storage
+from sync.central.storage.common import (
+    CentralError,
+    Conflict,
+    DatabaseError,
+    IdempotencyKeyReused,
+    InvalidValue,
+    NotFound,
+    Settings,
+    Unavailable,
+    body_hash,
+)
 
 log = logging.getLogger("instore_central")
 

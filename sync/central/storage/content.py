@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from sync import protocol as p
 from sync.central import content as c
-from sync.central.storage.base import CentralError, Conflict, NotFound, dumps
+from sync.central.storage.common import CentralError, Conflict, NotFound, dumps
 
 
 # The same tables in both engines (BLOB is bytea in PostgreSQL, see pg_schema.py).

@@ -44,10 +44,29 @@ from sync import protocol as p
 from sync.central.storage import pg_schema
 from sync.central.storage import content as content_rules
 from sync.central.storage import profiles as rules
-from sync.central.storage.base import (
-    ALL_STORES, IDEMPOTENCY_TTL_S, RELEVANCE_REFRESH_S, DatabaseError, FeedPage, IdempotencyKeyReused,
-    InvalidValue, Settings, Storage, Unavailable, digits, dumps, export_document, health_record, internal_rejection,
-    invalid_cursor, page_answer, parse_events, rejection_counts, split_cursor, store_row)
+from sync.central.storage.base import Storage
+from sync.central.storage.common import (
+    ALL_STORES,
+    IDEMPOTENCY_TTL_S,
+    RELEVANCE_REFRESH_S,
+    DatabaseError,
+    FeedPage,
+    IdempotencyKeyReused,
+    InvalidValue,
+    Settings,
+    Unavailable,
+    digits,
+    dumps,
+    export_document,
+    health_record,
+    internal_rejection,
+    invalid_cursor,
+    page_answer,
+    parse_events,
+    rejection_counts,
+    split_cursor,
+    store_row,
+)
 from sync.central.storage.wakeup import FeedSignal
 
 log = logging.getLogger("instore_central")

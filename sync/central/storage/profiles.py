@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from sync import protocol as p
 from sync.central.storage import content
-from sync.central.storage.base import ALL_STORES, CentralError, Conflict, NotFound, Settings
+from sync.central.storage.common import ALL_STORES, CentralError, Conflict, NotFound, Settings
 
 TIER_RANK = {tier: rank for rank, tier in enumerate(p.TIERS)}
 
