@@ -4,7 +4,7 @@ Nothing is wired after construction: each part gets what it talks to as construc
 `Inbox` comes first, so that MQTT, sync and HTTP can hand it work before the pipeline that drains it exists;
 the domain parts next (the pipeline becomes their one owner), then privacy, sync (edge.uplink, the edge's
 side of the link, and the client over it), MQTT, the pages and the pipeline. `App` is also what the HTTP
-layer and the pages see of the edge (edge.web.ports.Edge, kiosk_ui.ports.Store): thin methods that hand
+layer and the pages see of the edge (edge.web.ports.Edge, edge.pages.ports.Store): thin methods that hand
 each request to the part that owns the answer.
 
 One process, a handful of threads: paho's network loop, the pipeline writer, the HTTP server, sync (push,
@@ -51,8 +51,8 @@ from edge.uplink import Uplink, sync_settings
 from edge.watchdog import EXIT_THREAD_DIED, WATCH_S, Watchdog
 from edge.web import create_app
 from edge.wire.mqtt import MqttLink
-from kiosk_ui import Pages
-from kiosk_ui.staff import StaffStreams, create_blueprint as staff_blueprint
+from edge.pages import Pages
+from edge.pages.staff import StaffStreams, create_blueprint as staff_blueprint
 from sync.client import THREADS as SYNC_THREADS, SyncClient
 from sync.clients import TrustedProxies
 from sync.httpserver import ServerLimits, create_server
@@ -202,7 +202,7 @@ class App:
                         "VACUUM rewrote %s from the live rows in %.1f s (the erased values are not kept, so this "
                         "cannot look for them)", self.cfg.db.path, took)
 
-    # --- what HTTP and the pages ask of the edge (edge.web.ports.Edge, kiosk_ui.ports.Store) -----------------
+    # --- what HTTP and the pages ask of the edge (edge.web.ports.Edge, edge.pages.ports.Store) -----------------
 
     @property
     def stopping(self) -> bool:

@@ -283,7 +283,7 @@ class Demo:
     # --- the whole run ---
     def run(self) -> int:
         if not getattr(self.args, "verbose", False):
-            for name in ("edge", "kiosk_ui", "sync", "instore_edge", "instore_central"):  # the demo prints what matters
+            for name in ("edge", "sync", "instore_edge", "instore_central"):  # the demo prints what matters
                 logging.getLogger(name).setLevel(logging.WARNING)
         restore = self._handle_signals()
         try:

@@ -381,7 +381,7 @@ class Crowd:
         order = itertools.count()
         walking = 0  # journeys in the heap (the rest are staff badges)
 
-        def push(it: Iterator[Step], journey: Journey | None) -> None:
+        def start_walk(it: Iterator[Step], journey: Journey | None) -> None:
             nonlocal walking
             step = next(it, None)
             if step is not None:
@@ -393,23 +393,23 @@ class Crowd:
                     self.in_store.discard(journey.customer)
                 if self._can_start():  # the next shopper walks in a little later
                     new = self._new_journey(journey.end + self.rng.uniform(1, 8) / self.speed)
-                    push(iter(new), new)
+                    start_walk(iter(new), new)
 
         t = 0.2 / self.speed
         # The first shoppers arrive over the first ~20 seconds, however many they are.
         spread = min(1.0, 10.0 / self.shoppers) / self.speed
         for _ in range(self.shoppers if self.max_journeys is None else min(self.shoppers, self.max_journeys)):
             journey = self._new_journey(t)
-            push(iter(journey), journey)
+            start_walk(iter(journey), journey)
             t += self.rng.uniform(0.5, 3.0) * spread
         if self.staff:
             for beacon in self.layout.staff:
-                push(staff_walk(self.layout, beacon, random.Random(self.rng.getrandbits(64)), self.speed), None)
+                start_walk(staff_walk(self.layout, beacon, random.Random(self.rng.getrandbits(64)), self.speed), None)
         while heap and walking:  # only staff left: every journey is over
             _, _, step, it, journey = heapq.heappop(heap)
             walking -= journey is not None
             yield step
-            push(it, journey)
+            start_walk(it, journey)
 
 
 class Simulator:

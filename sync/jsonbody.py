@@ -3,7 +3,7 @@
 Python's json parser recurses once per nesting level: a 30,000-deep `[[[...]]]` (60 KB, under any body
 cap) raises RecursionError, which Flask turns into a 500 with a traceback. No API document we take is
 deeper than a handful of levels, so anything past MAX_DEPTH is refused with 400 "too_deep" before
-parsing. Used by every JSON endpoint of the edge (edge.web, kiosk_ui.pages) and of the central store
+parsing. Used by every JSON endpoint of the edge (edge.web, edge.pages.blueprint) and of the central store
 (sync.central.app).
 """
 

@@ -384,7 +384,7 @@ def test_dashboard_draws_charts_from_published_events(edge: EdgeHandle, mqtt_cli
 def test_dashboard_refuses_without_the_admin_token(edge: EdgeHandle) -> None:
     assert requests.get(edge.url + "/", timeout=5).status_code == 401
     assert requests.get(edge.url + "/", params={"token": KIOSK}, timeout=5).status_code == 403
-    for name in ("charts.js", "dashboard.js", "dashboard.css", "vendor/chartjs/chart.umd.min.js"):
+    for name in ("charts.js", "dashboard_page.js", "dashboard.css", "vendor/chartjs/chart.umd.min.js"):
         r = requests.get(f"{edge.url}/ui/static/{name}", timeout=5)
         assert r.status_code == 200 and b"http://" not in r.content  # nothing loaded from elsewhere
 

@@ -20,7 +20,7 @@ from edge.broker import free_port
 from edge.config import Config
 from edge.store.db import connect
 from edge.store.writer import open_writer
-from kiosk_ui.streams import Hub, StreamsFull
+from edge.pages.streams import Hub, StreamsFull
 from a11y import assert_accessible, assert_open_pages_accessible
 from conftest import ADMIN, KIOSK, SIGNAGE, EdgeHandle, now_ms, sighting, store_config, wait_until
 from edge.broker import MosquittoBroker
@@ -309,7 +309,7 @@ def test_one_client_cannot_take_every_stream_or_evict_another_screens_stream() -
 
 
 def test_screens_get_no_customer_id_and_no_images_from_elsewhere(tmp_path: Path) -> None:
-    from kiosk_ui.views import screen_view
+    from edge.pages.views import screen_view
 
     content = [{"id": "autumn", "title": "Autumn", "image": "https://cdn.example.com/a.jpg"},
                {"id": "news", "title": "New", "image": "/media/news.png"}, {"id": "welcome", "title": "Hi"}]

@@ -83,12 +83,12 @@ class Journeys:
 
     def consume(self, tok: Token, by: str, run: RunInWriter) -> bool:
         """Use a single-use token once: True the first time, False after."""
-        def use(writer: Writer) -> bool:
+        def mark_used(writer: Writer) -> bool:
             cur = writer.conn.execute("INSERT OR IGNORE INTO qr_uses(token_id, kind, used_at, by) VALUES (?,?,?,?)",
                                       (tok.token_id, tok.kind, time.time(), by))
             return cur.rowcount == 1
 
-        return bool(run(use))
+        return bool(run(mark_used))
 
 
 # --- lookups ---------------------------------------------------------------------------------------------

@@ -1,2 +1,2 @@
 """The store associates' app on the edge: accounts, sessions, the audit log, the live feed, the customer story,
-pickup handover, returns and the mobile POS (pages in kiosk_ui/staff.py)."""
+pickup handover, returns and the mobile POS (pages in edge/pages/staff.py)."""

@@ -1,7 +1,7 @@
 """The edge's HTTP side (Flask): `create_app(edge)` builds the app from the running edge's port.
 
 `health` (/healthz, /readyz, /metrics), `api` (/api/v1), `landing` (/q/ pages and POST /api/v1/qr), `auth`
-(roles, tokens, cookies, page auth), `i18n` (each request's language, Flask-Babel). The pages (kiosk_ui) register their own blueprint on this app.
+(roles, tokens, cookies, page auth), `i18n` (each request's language, Flask-Babel). The pages (edge/pages, templates in kiosk_ui) register their own blueprint on this app.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def init_app(app: Flask, cfg: Config) -> None:
     template helpers."""
     store = cfg.store
 
-    def select() -> str:
+    def page_locale() -> str:
         forced = g.get("page_lang")
         if forced:
             return forced
@@ -42,7 +42,7 @@ def init_app(app: Flask, cfg: Config) -> None:
         return (i18n.language(request.cookies.get(LANG_COOKIE))
                 or request.accept_languages.best_match(i18n.LANGUAGES) or store.language)
 
-    Babel(app, locale_selector=select, timezone_selector=lambda: store.timezone,
+    Babel(app, locale_selector=page_locale, timezone_selector=lambda: store.timezone,
           default_locale=store.language, default_translation_directories=str(i18n.TRANSLATIONS))
 
     @app.after_request

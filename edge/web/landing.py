@@ -15,11 +15,12 @@ import secrets
 import sqlite3
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request
 from flask_babel import gettext as _
+
+import kiosk_ui
 
 from edge.domain.journeys import REFUSED_METRIC, describe_target, find_order, order_items, session_cart
 from sync.jsonbody import request_json
@@ -44,7 +45,7 @@ PUBLIC_PREFIX = "/q/"  # the shoppers' pages: rate-limited per client before any
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")  # no script at all: the pages are plain HTML forms
 # The landing templates live with the other pages' (kiosk_ui/templates): one look, one place to translate.
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "kiosk_ui" / "templates"
+TEMPLATES = kiosk_ui.TEMPLATES
 
 
 def blueprint(edge: Edge) -> Blueprint:

@@ -2,7 +2,7 @@
 
 Server-rendered HTML, no JavaScript, one stylesheet of our own (nothing fetched from elsewhere); no timed
 reload (WCAG 2.2.1): the page says when it was made and links to itself. The admin token is asked for the
-way the edge's pages ask (kiosk_ui.pages): an `Authorization: Bearer` header, else `?token=`, else the
+way the edge's pages ask (edge.pages.blueprint): an `Authorization: Bearer` header, else `?token=`, else the
 HttpOnly cookie a first visit with the token leaves, so a bookmarked page works without the token in its
 address.
 """

@@ -1,4 +1,4 @@
-"""What the pages need of the running edge: one small Protocol, so kiosk_ui never imports edge.app."""
+"""What the pages need of the running edge: one small Protocol, so the pages never import edge.app."""
 
 from __future__ import annotations
 

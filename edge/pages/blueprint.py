@@ -13,15 +13,17 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template, request
 from flask_babel import gettext as _
 
+import kiosk_ui
+
 from edge.qr import QrError, qr_png
 from edge.web.auth import api_error, client_ip, page_auth, remember, require_role
 from edge.web.i18n import languages, strings_by_language, use_store_language
 from sync.jsonbody import request_json
-from kiosk_ui.dashboard import add_routes
-from kiosk_ui.ports import Store
-from kiosk_ui.streams import Hub, StreamsFull, Target, closing_error, now_ms, sse_message, sse_response
-from kiosk_ui.strings import kiosk_strings
-from kiosk_ui.views import error_page, screen_view, with_texts
+from edge.pages.dashboard import add_routes
+from edge.pages.ports import Store
+from edge.pages.streams import Hub, StreamsFull, Target, closing_error, now_ms, sse_message, sse_response
+from edge.pages.strings import kiosk_strings
+from edge.pages.views import error_page, screen_view, with_texts
 
 KIOSK_IDLE_S = 90
 SESSION_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -44,7 +46,7 @@ def handoff_token(store: Store, kiosk: str, session: str, customer: str | None) 
 
 def create_blueprint(store: Store, hub: Hub, max_streams: int) -> Blueprint:
     cfg = store.cfg
-    bp = Blueprint("kiosk_ui", __name__, template_folder="templates", static_folder="static",
+    bp = Blueprint("kiosk_ui", __name__, template_folder=str(kiosk_ui.TEMPLATES), static_folder=str(kiosk_ui.STATIC),
                    static_url_path="/ui/static")
     screens = {s.id: s for s in cfg.screens}
     kiosks = {k.id: k for k in cfg.kiosks}
@@ -175,7 +177,7 @@ def create_blueprint(store: Store, hub: Hub, max_streams: int) -> Blueprint:
         resp.headers["Cache-Control"] = "no-store"
         return resp, 201
 
-    # --- store dashboard (/, admin) and its KPIs (/api/v1/kpis): kiosk_ui/dashboard.py ----------------
+    # --- store dashboard (/, admin) and its KPIs (/api/v1/kpis): edge/pages/dashboard.py ----------------
     add_routes(bp, store, hub, max_streams)
 
     return bp

@@ -1,6 +1,6 @@
 """The store dashboard (`/`, admin) and the JSON it draws from (`GET /api/v1/kpis`).
 
-The page is rendered with the current status (so it reads without JavaScript); `dashboard.js` then
+The page is rendered with the current status (so it reads without JavaScript); `kiosk_ui/static/dashboard_page.js` then
 fetches `/api/v1/kpis` every ~10 s and draws the charts with `charts.js` on Chart.js (vendored in
 static/vendor/chartjs: stores go offline), each with its figures as a table for assistive tools.
 The API takes the admin token as a bearer header or, for the page's own fetches, the admin cookie the
@@ -21,9 +21,9 @@ from edge.kpis import BUCKETS_S, KpiError, kpis, resolve_range
 from edge.store.db import connect
 from edge.web.auth import admin_refusal, api_error, page_auth, remember
 from edge.web.i18n import use_language
-from kiosk_ui.ports import Store
-from kiosk_ui.streams import Hub
-from kiosk_ui.views import error_page
+from edge.pages.ports import Store
+from edge.pages.streams import Hub
+from edge.pages.views import error_page
 
 REFRESH_S = 10
 

@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request
 from flask_babel import gettext as _
 
+import kiosk_ui
+
 from edge.staff import audit, feed as feed_mod, sessions
 from edge.staff.accounts import Account
 from edge.staff.desk import Desk, DeskError
@@ -29,8 +31,8 @@ from edge.store.db import connect
 from edge.ratelimit import RateLimiter
 from edge.web.auth import api_error, client_ip, require_role
 from edge.web.i18n import languages
-from kiosk_ui.staff_strings import staff_strings
-from kiosk_ui.streams import HEARTBEAT_S, RETRY_MS, SSE_HEADERS, closing_error
+from edge.pages.staff_strings import staff_strings
+from edge.pages.streams import HEARTBEAT_S, RETRY_MS, SSE_HEADERS, closing_error
 from sync.jsonbody import request_json
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ class StaffStreams:
         with self.lock:
             return sum(len(v) for v in self.open.values())
 
-    def add(self, staff_id: str) -> threading.Event | None:
+    def open_stream(self, staff_id: str) -> threading.Event | None:
         with self.lock:
             mine = self.open.setdefault(staff_id, [])
             while len(mine) >= STREAMS_PER_STAFF:
@@ -68,7 +70,7 @@ class StaffStreams:
             mine.append(ended)
             return ended
 
-    def remove(self, staff_id: str, ended: threading.Event) -> None:
+    def close_stream(self, staff_id: str, ended: threading.Event) -> None:
         with self.lock:
             mine = self.open.get(staff_id, [])
             if ended in mine:
@@ -93,7 +95,7 @@ def _secure() -> bool:
 
 
 def create_blueprint(store: Any, desk: Desk, feed: Feed, streams: StaffStreams) -> Blueprint:
-    bp = Blueprint("staff_ui", __name__, template_folder="templates")
+    bp = Blueprint("staff_ui", __name__, template_folder=str(kiosk_ui.TEMPLATES))
     cfg = store.cfg
     store_name = cfg.store.name or cfg.store.id
     logins = RateLimiter(LOGIN_RATE_PER_S, LOGIN_BURST)
@@ -222,7 +224,7 @@ def create_blueprint(store: Any, desk: Desk, feed: Feed, streams: StaffStreams) 
             since = int(raw) if raw else None
         except ValueError:
             since = None
-        ended = streams.add(account.staff_id)
+        ended = streams.open_stream(account.staff_id)
         if ended is None:
             resp, status = api_error(503, "too_many_streams", "every staff feed slot is in use; retry shortly")
             resp.headers["Retry-After"] = "5"
@@ -236,7 +238,7 @@ def create_blueprint(store: Any, desk: Desk, feed: Feed, streams: StaffStreams) 
                 now_account.session_epoch == account.session_epoch
 
         body = FeedBody(feed, cfg.db.path, since, ended, lambda: store.stopping, disconnected,
-                        lambda: streams.remove(account.staff_id, ended), still_valid)
+                        lambda: streams.close_stream(account.staff_id, ended), still_valid)
         return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
 
     @bp.post("/staff/api/feed/<int:item_id>/claim")
