@@ -73,8 +73,23 @@ def cross_check(data: dict[str, Any]) -> list[ConfigIssue]:
         if playlist == []:
             issues.append(ConfigIssue(f"{_where('screens', i, table)}.playlist", "empty playlist",
                                       "list at least one content id: the screen shows it when no rule matches"))
+    issues += _check_adjacent(data, zone_ids, known_zones)
     issues += _check_products(data, zone_ids, known_zones)
     issues += _check_rules(data, ids, zone_ids, known_zones)
+    return issues
+
+
+def _check_adjacent(data: dict[str, Any], zone_ids: set[str], known_zones: str) -> list[ConfigIssue]:
+    """[[zones]] adjacent names other zones of the store."""
+    issues = []
+    for i, table in _tables(data, "zones"):
+        for zone in _str_list(table.get("adjacent", [])):
+            if zone not in zone_ids:
+                issues.append(ConfigIssue(f"{_where('zones', i, table)}.adjacent", f"unknown zone {zone!r}",
+                                          f"use a zone defined in [[zones]] ({known_zones})"))
+            elif zone == table.get("id"):
+                issues.append(ConfigIssue(f"{_where('zones', i, table)}.adjacent", f"zone {zone!r} lists itself",
+                                          "list only the other zones a shopper can walk into from this one"))
     return issues
 
 

@@ -16,16 +16,20 @@ class ZoneConfig(StrictModel):
     # Seconds without a sighting after which a subject has left the zone (gateways say nothing on exit).
     exit_after_s: float = Field(default=30.0, gt=0)
     dwell_s: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [60.0])
-    # Hysteresis (edge/presence.py), so a shopper standing between two zones does not flap: another
-    # zone takes a subject from this one only while its gateway's smoothed RSSI beats this zone's best
-    # by more than hysteresis_db (dB), and only after switch_after_s seconds of a lead of twice that
-    # (a bigger lead moves them sooner, down to a quarter of it; a smaller one later) and at least
-    # switch_readings sightings. hysteresis_db = 0 and switch_after_s = 0: the best gateway wins at once.
-    hysteresis_db: float = Field(default=8.0, ge=0)
-    switch_after_s: float = Field(default=3.0, ge=0)
-    switch_readings: int = Field(default=3, ge=1, le=20)
+    # Zone changes (edge/domain/presence.py): evidence that a subject is in another zone builds up while that
+    # zone's gateway out-hears this zone's best one (RSSI smoothed per gateway) by more than
+    # hysteresis_db (dB; more in a noisy store), at a rate that grows with the lead; a 10 dB lead moves
+    # them after switch_after_s seconds (longer when the store's measured noise is above 6 dB), a bigger
+    # one sooner, and the challenging gateway needs switch_readings readings first.
+    # switch_after_s = 0: a zone leading by hysteresis_db wins at once.
+    hysteresis_db: float = Field(default=1.0, ge=0)
+    switch_after_s: float = Field(default=2.0, ge=0)
+    switch_readings: int = Field(default=2, ge=1, le=20)
     # Sightings by this zone's gateways weaker than min_rssi (dBm) are ignored: too far away to mean "here".
     min_rssi: float = Field(default=-100.0, ge=-130, le=20)
+    # Zones a shopper can walk into straight from this one (either zone's list counts both ways). A move
+    # to a zone that does not touch needs more evidence. A zone without the key touches every zone.
+    adjacent: list[str] | None = None
 
 
 # The topic filter a foreign gateway publishes on when its `topic` is not set: the gateway id is the

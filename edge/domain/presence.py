@@ -1,24 +1,44 @@
-"""Zone presence from noisy BLE RSSI: a smoothed level per gateway, the zone with hysteresis, visits.
+"""Zone presence from noisy BLE RSSI: per-gateway levels, a sequential test per other zone, visits.
 
-Smoothing. For each (subject, gateway) the level is the median of the last FILTER_K readings no older
-than FILTER_AGE_S (the upper median for an even count). Why a median and not a 1-D Kalman filter: BLE RSSI
-noise is not Gaussian. A body or a shelf between beacon and gateway drops single readings by 10-20 dB,
-reflections add the odd strong one; a Kalman filter is a weighted mean, so each such reading pulls it,
-and it needs process/measurement noise tuned per store. The median ignores up to two outliers in five
-readings, needs no tuning, forgets in FILTER_AGE_S, and costs a sort of five numbers.
+Levels. For each (subject, gateway) the level is the mean of the best two of the last FILTER_K readings
+(no older than FILTER_AGE_S), and `ref` follows the level slowly (REF_TAU_S). Why the best two: BLE
+noise is not symmetric. A body between phone and gateway takes 10-20 dB off a few readings (a fade);
+nothing adds as much. Dropping the lowest of three ignores a one-reading fade, follows a walk within a
+reading or two, and costs an upward bias that is the same for every gateway and cancels in a lead.
 
-Zone. The zone is that of the best gateway, with hysteresis. The subject keeps its zone while no other
-zone's gateway beats the zone's best fresh one (heard in the last STALE_S) by more than the zone's
-`hysteresis_db`. While one does, evidence builds up at a rate proportional to the lead above that
-margin, so that a lead of twice the margin moves the subject after `switch_after_s`, a clear move
-(a lead of 20-30 dB) in a second or two, and a lead hovering just above the margin, which is what
-noise gives a shopper standing between two zones, practically never; the evidence is lost as soon
-as no zone leads by the margin. The move also needs `switch_readings` sightings by gateways of the two
-zones, and the challenging gateway that many readings (up to FILTER_K) in its window, so a single
-strong reflection never moves anyone. (This is a one-sided CUSUM test on the lead; the plain rule
-"lead above the margin for N seconds" flapped several times more in bench/presence.py for the same
-move latency.) The first sighting places the subject at once and starts a visit. Sightings weaker than the
-zone's `min_rssi` are ignored altogether.
+Zone. Whether the subject has moved is a sequential test between its zone and each other zone heard
+(their best fresh gateways; fresh = heard in the last STALE_S). For each other zone, evidence builds
+up, sighting after sighting, as the time integral of that zone's lead minus an allowance, and falls
+back (never below zero) while the lead is below the allowance: a one-sided CUSUM test per zone, which
+is a forward filter over zones whose log-odds are floored by the chance of a move. The subject moves
+when a zone's evidence reaches the threshold. A large lead moves a subject in a second or two, a small
+lasting one in several, noise around no lead rarely, and a dip does not throw away what a move has
+built up (the earlier hysteresis reset its evidence on every dip, which made it slow and, where the
+lead stayed small, blind).
+- Threshold: `switch_after_s` seconds of a 10 dB lead (LEAD_REF_DB), times (noise / NOISE_REF_DB)^2
+  when the store's RSSI noise is above NOISE_REF_DB: for two means in Gaussian noise the log-likelihood
+  ratio grows as lead / noise^2, so a noisier store needs longer for the same confidence. The noise is
+  measured, not configured: the mean difference between successive readings of subjects' own-zone
+  gateways, over the whole store. The allowance is `hysteresis_db`, or NOISE_ALLOWANCE times the noise
+  if that is more.
+- A lead counts at most LEAD_CAP_DB, and for at most MAX_STEP_S after a sighting, so that one wild
+  reading cannot carry a move on its own, even after a silence.
+- A fade is not a move: the current zone's drop below its slow reference counts only up to FADE_DB
+  more than the other zone's rise above its own. Walking over weakens one gateway and strengthens the
+  other; a body fade only weakens one.
+- Standing still is not walking: while the other zone's rise and the current zone's drop add up to
+  less than MOVE_DB, the lead counts only as far as the slow references agree, less STILL_DB. A shopper
+  standing near a border then keeps their zone through the noise; one the engine has placed wrong
+  is still moved, as the slow references show the lead.
+- A zone that does not touch the current one (when the store lists them: [[zones]] adjacent) needs
+  JUMP_EVIDENCE times the evidence: shoppers walk, they do not jump across the store.
+- Going back to the zone left less than RETURN_WINDOW_S ago needs RETURN_EVIDENCE times the evidence:
+  it slows a phone flapping on a border down, and costs a real return little.
+The challenging gateway needs `switch_readings` readings (up to FILTER_K) in its window first.
+`switch_after_s = 0` turns the test off: a zone leading by `hysteresis_db` wins at once. The first
+sighting places the subject at once and starts a visit. Sightings weaker than the zone's `min_rssi` are
+ignored altogether. bench/presence_quality.py measures all this against ground truth on a simulated
+store; the README's presence section has the figures.
 
 Events (ts = the receive time that proved them; gateways' clocks are not trusted): `visit_start`, then
 `zone_enter`; `zone_dwell` once per threshold of the zone's `dwell_s` per stay, when a reading proves
@@ -27,6 +47,7 @@ the subject is still there (ts = entered_at + threshold); `zone_exit` + `zone_en
 seen). Every event carries data `visit_id` and `dwell_s`; tracked staff/asset beacons add
 {"staff": true} or {"asset": true}; untracked ones leave no state at all. Event ids are
 `p:{kind}:{subject}:{zone}:{ms}`, computed from the inputs only, so a replay yields the same ids.
+The engine's only clock is its input (receive times, and `now` given to `expire`).
 
 Silence is found by `expire` from a timer wheel: each subject is filed under the quarter-second slot of
 its deadline (last seen + exit_after_s). A sighting only moves `last_seen`; when its slot comes, a
@@ -36,8 +57,8 @@ re-filed at most once per `exit_after_s`.
 
 Persistence: `take_changes()` returns the `presence` table's rows (COLUMNS: where, since when, who, the
 visit, and `state`, JSON: dwell thresholds done, zones of the visit) for `Writer.upsert_presence`. A row is written when the zone, visit or dwell state
-changes, otherwise at most every PERSIST_EVERY_S per subject (last_seen alone). Filters are not
-persisted: they refill from fresh readings within seconds of a restart.
+changes, otherwise at most every PERSIST_EVERY_S per subject (last_seen alone). Levels, evidence and
+the noise estimate are not persisted: they refill from fresh readings within seconds of a restart.
 """
 
 from __future__ import annotations
@@ -59,12 +80,26 @@ VISIT_START = "visit_start"
 VISIT_END = "visit_end"
 KINDS = (VISIT_START, ENTER, DWELL, EXIT, VISIT_END)
 
-FILTER_K = 5  # readings per (subject, gateway) the median is taken over
+FILTER_K = 3  # readings per (subject, gateway) a level is taken from (the best two of them)
 FILTER_AGE_S = 10.0  # ... none older than this
 STALE_S = 5.0  # a gateway that has not heard the subject for this long does not count
+REF_TAU_S = 10.0  # time constant of a gateway's slow reference level
+UNHEARD_DBM = -100.0  # where a gateway's reference starts: it has just begun to hear the subject
+LEAD_REF_DB = 10.0  # switch_after_s is the time a lead of this many dB needs
+LEAD_CAP_DB = 15.0  # a lead above the allowance counts at most this much
+MAX_STEP_S = 1.0  # a sighting's lead counts for at most this long (gateways report about once a second)
+FADE_DB = 5.0  # the current zone's drop counts at most this much more than the other zone's rise
+MOVE_DB = 7.0  # a rise plus a drop smaller than this: the subject is standing still ...
+STILL_DB = 3.0  # ... and then the slow lead counts, and must beat this much more allowance
+NOISE_REF_DB = 6.0  # above this RSSI noise (dB) the threshold grows with the noise squared
+NOISE_ALLOWANCE = 0.5  # the allowance is at least this many times the noise
+NOISE_START_DB = 5.0  # the noise assumed until the store's own is measured
+NOISE_WEIGHT = 0.001  # weight of one reading pair in the measured noise (about the last thousand)
+JUMP_EVIDENCE = 1.5  # a move to a zone that does not touch the current one needs this much evidence
+RETURN_EVIDENCE = 1.5  # going back to the zone the subject left ...
+RETURN_WINDOW_S = 120.0  # ... this recently needs this much evidence
 PERSIST_EVERY_S = 1.0  # when only last_seen moved, a subject's row is written at most this often
 SLOTS_PER_S = 4  # the silence timer's resolution: the pipeline's tick is 0.25 s
-MAX_SPEEDUP = 4.0  # a large lead moves a subject at most this many times sooner than switch_after_s
 MAX_VISIT_ZONES = 64  # a visit lists at most this many zones (the first ones), to bound its row
 
 # Columns of the presence table written by take_changes (files from before schema v2 have the first six only).
@@ -72,6 +107,7 @@ COLUMNS = ("subject", "zone", "gateway", "entered_at", "last_seen", "customer", 
            "state")
 
 _INF = math.inf
+_MAD_TO_SIGMA = math.sqrt(math.pi) / 2  # Gaussian noise sigma from the mean |difference| of two readings
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,42 +116,29 @@ class _ZoneRules:
 
     exit_after: float
     dwell: tuple[float, ...]
-    margin: float
-    switch_after: float
-    switch_readings: int
+    allowance: float  # dB another zone must lead by before evidence builds up
+    threshold: float  # evidence (dB x s) that moves a subject, at NOISE_REF_DB or less of noise
     eligible: int  # readings a challenging gateway needs in its window
     min_rssi: float
-    rate: float  # evidence per second per dB of lead above the margin
-    max_rate: float  # evidence per second at most (also for a lead over a zone no longer heard)
-    max_excess: float  # the lead above the margin that gives max_rate
+    touches: frozenset[str] | None  # zones a subject can walk to from here; None: any
 
     @classmethod
-    def of(cls, z: ZoneConfig) -> _ZoneRules:
-        margin, after = z.hysteresis_db, z.switch_after_s
-        if after <= 0:  # moves at once (after switch_readings sightings)
-            rate = max_rate = max_excess = 0.0
-        elif margin > 0:  # a lead of twice the margin moves the subject in switch_after_s
-            rate = 1.0 / (margin * after)
-            max_rate = MAX_SPEEDUP / after
-            max_excess = MAX_SPEEDUP * margin
-        else:  # no margin: any lead, held for switch_after_s
-            rate = 0.0
-            max_rate = 1.0 / after
-            max_excess = 0.0
-        return cls(z.exit_after_s, tuple(sorted(set(z.dwell_s))), margin, after, z.switch_readings,
-                   min(z.switch_readings, FILTER_K), z.min_rssi, rate, max_rate, max_excess)
+    def of(cls, z: ZoneConfig, touches: frozenset[str] | None = None) -> _ZoneRules:
+        return cls(z.exit_after_s, tuple(sorted(set(z.dwell_s))), z.hysteresis_db, LEAD_REF_DB * z.switch_after_s,
+                   min(z.switch_readings, FILTER_K), z.min_rssi, touches)
 
 
 class _Gateway:
-    """One gateway's recent readings of one subject, and their median (`level`)."""
+    """One gateway's recent readings of one subject, their level and its slow reference."""
 
-    __slots__ = ("zone", "times", "vals", "level", "last")
+    __slots__ = ("zone", "times", "vals", "level", "ref", "last")
 
     def __init__(self, zone: str) -> None:
         self.zone = zone
         self.times: list[float] = []
         self.vals: list[float] = []
         self.level = -_INF
+        self.ref = -_INF
         self.last = -_INF
 
     def add(self, now: float, rssi: float) -> None:
@@ -131,7 +154,18 @@ class _Gateway:
             del times[0]
             del vals[0]
         n = len(vals)
-        self.level = vals[0] if n == 1 else sorted(vals)[n >> 1]
+        if n == 1:
+            level = rssi
+        elif n == 2:
+            level = (vals[0] + vals[1]) * 0.5
+        else:  # the best two of three
+            a, b, c = vals
+            level = (a + b + c - min(a, b, c)) * 0.5
+        self.level = level
+        if n == 1:  # newly heard (again): it rose from nothing over the last second
+            self.ref = UNHEARD_DBM
+            self.last = now - 1.0
+        self.ref += (1.0 - math.exp((self.last - now) / REF_TAU_S)) * (level - self.ref)
         self.last = now
 
 
@@ -151,10 +185,10 @@ class Presence:
     zones: list[str] = field(default_factory=list)  # zones of the visit, in order
     tag: str | None = None  # "staff" or "asset" for a tracked known beacon
     gateways: dict[str, _Gateway] = field(default_factory=dict, repr=False)
-    candidate: str | None = None  # the zone beating this one by the margin, while one does
-    candidate_at: float = 0.0  # when that was last checked
-    candidate_n: int = 0  # sightings since, by gateways of either zone
-    evidence: float = 0.0  # 1.0 moves the subject
+    evidence: dict[str, float] = field(default_factory=dict, repr=False)  # zone -> dB x s for a move there
+    evidence_at: float = 0.0  # when the evidence was last brought up to date
+    left: str | None = None  # the zone the subject came from, and when
+    left_at: float = -_INF
     next_dwell: float = _INF
     saved_seen: float = -_INF  # last_seen as last handed to take_changes
     deadline: int = 0  # the timer slot the subject is filed under (entries in other slots are stale)
@@ -168,19 +202,40 @@ class Presence:
                 self.visit_id, self.visit_started_at, self.state_json)
 
 
+def _touching(cfg: Config) -> dict[str, frozenset[str]] | None:
+    """Which zones touch which, from [[zones]] adjacent (either side's list counts); None when no zone
+    has the key. A zone without the key touches every zone: nobody said otherwise."""
+    listed = {z.id: z.adjacent for z in cfg.zones}
+    if all(adj is None for adj in listed.values()):
+        return None
+    touch: dict[str, set[str]] = {zid: set() for zid in listed}
+    for zid, adj in listed.items():
+        for other in adj or ():
+            touch[zid].add(other)
+            touch.setdefault(other, set()).add(zid)
+    for zid, adj in listed.items():
+        if adj is None:
+            touch[zid] = set(listed)
+            for t in touch.values():
+                t.add(zid)
+    return {zid: frozenset(t - {zid}) for zid, t in touch.items()}
+
+
 class PresenceTracker:
     """Per-subject zone and visit state; `observe` and `expire` return the derived presence events."""
 
     def __init__(self, cfg: Config, rows: list[dict] | None = None) -> None:
         self.cfg = cfg
         self._store = cfg.store.id
-        self._rules = {z.id: _ZoneRules.of(z) for z in cfg.zones}
+        touch = _touching(cfg)
+        self._rules = {z.id: _ZoneRules.of(z, touch.get(z.id) if touch else None) for z in cfg.zones}
         self._default = _ZoneRules.of(ZoneConfig(id="unknown"))
         self._ignored = frozenset(b.key for b in cfg.beacons if not b.track)
         self._tags = {b.key: b.kind for b in cfg.beacons if b.track}
         self.state: dict[str, Presence] = {}
         self.dirty: set[str] = set()
         self.gone: set[str] = set()
+        self._mad = NOISE_START_DB / _MAD_TO_SIGMA  # mean |difference| of successive own-zone readings
         # Timer wheel: slot (a quarter second) -> subjects whose silence deadline falls in it.
         self._wheel: dict[int, list[Presence]] = {}
         self._slot = -(1 << 62)  # the last slot expire() has handled
@@ -204,6 +259,11 @@ class PresenceTracker:
             if st.customer == customer:
                 self.set_customer(subject, None)
 
+    @property
+    def noise_db(self) -> float:
+        """The store's RSSI noise (dB, one reading) as measured so far: it sets how much evidence a move needs."""
+        return self._mad * _MAD_TO_SIGMA
+
     # --- input ---
     def observe(self, event: Event) -> list[Event]:
         """Apply one sighting; returns the presence events it causes (usually none)."""
@@ -226,20 +286,27 @@ class PresenceTracker:
         g = gateways.get(source)
         if g is None:
             g = gateways[source] = _Gateway(zone)
+        elif zone == st.zone and now - g.last < 1.6:
+            # The store's noise, from successive readings by the subject's own zone (strong ones, well above
+            # what gateways drop); a fade counts at most three times the mean, so fades hardly move it.
+            diff = abs(rssi - g.vals[-1])
+            cap = 3.0 * self._mad
+            self._mad += NOISE_WEIGHT * ((diff if diff < cap else cap) - self._mad)
         g.add(now, rssi)
         st.last_seen = now
         if event.customer is not None and event.customer != st.customer:
             st.customer = event.customer
             st.saved_seen = -_INF
 
-        # The best fresh gateway of the current zone, and the best eligible one of any other zone.
+        # The best fresh gateway of the current zone, and of each other zone (with enough readings).
         cur = st.zone
         here = self._rules.get(cur) or self._default
         stale = now - STALE_S
         forget = now - FILTER_AGE_S
         need = here.eligible
-        cur_best = best = -_INF
-        cur_gw = best_gw = None
+        cur_best = cur_ref = top = -_INF
+        cur_gw = None
+        others: dict[str, tuple[float, float, str]] = {}  # zone -> (level, ref, gateway)
         dead = None
         for gid, g in gateways.items():
             if g.last < stale:
@@ -251,35 +318,31 @@ class PresenceTracker:
             elif g.zone == cur:
                 if g.level > cur_best:
                     cur_best = g.level
+                    cur_ref = g.ref
                     cur_gw = gid
-            elif g.level > best and len(g.vals) >= need:
-                best = g.level
-                best_gw = gid
+            elif len(g.vals) >= need:
+                other = others.get(g.zone)
+                if other is None or g.level > other[0]:
+                    others[g.zone] = (g.level, g.ref, gid)
+                    if g.level > top:
+                        top = g.level
         if dead is not None:
             for gid in dead:
                 del gateways[gid]
         if cur_gw is not None:
             st.gateway = cur_gw
 
-        # Hysteresis: evidence that the subject left its zone builds up while another zone leads by more
-        # than the margin, at a rate that grows with the lead; it drops to nothing when the lead fails.
-        if best_gw is not None and best - cur_best >= here.margin:
-            to = gateways[best_gw].zone
-            if st.candidate is None:
-                st.candidate_n = 1
-                st.evidence = 0.0
-            else:
-                if zone == to or zone == cur:  # a sighting that tells something about the two zones
-                    st.candidate_n += 1
-                excess = best - cur_best - here.margin
-                st.evidence += (here.max_rate if excess >= here.max_excess else excess * here.rate) \
-                    * (now - st.candidate_at)
-            st.candidate = to
-            st.candidate_at = now
-            if st.candidate_n >= here.switch_readings and (st.evidence >= 1.0 or here.switch_after <= 0.0):
-                return self._move(st, to, best_gw, now)
-        elif st.candidate is not None:
-            st.candidate = None
+        evidence = st.evidence
+        elapsed = now - st.evidence_at
+        if elapsed > MAX_STEP_S:  # after a gap, one fresh reading must not stand for all of it
+            elapsed = MAX_STEP_S
+        st.evidence_at = now
+        # (Every rule below only takes from a lead: with no evidence yet and no zone leading by the zone's
+        # own allowance, nothing can move.)
+        if evidence or top - cur_best >= here.allowance:
+            to = self._decide(st, here, others, evidence, elapsed, cur_best, cur_ref, now)
+            if to is not None:
+                return self._move(st, to, others[to][2], now)
 
         if now >= st.next_dwell:
             self.dirty.add(subject)
@@ -287,6 +350,55 @@ class PresenceTracker:
         if now - st.saved_seen >= PERSIST_EVERY_S:
             self.dirty.add(subject)
         return []
+
+    def _decide(self, st: Presence, here: _ZoneRules, others: dict[str, tuple[float, float, str]],
+                evidence: dict[str, float], elapsed: float, cur_best: float, cur_ref: float,
+                now: float) -> str | None:
+        """Bring each other zone's evidence up to now; the zone the subject has moved to, if any."""
+        allowance = here.allowance
+        if here.threshold <= 0.0:  # no test: a zone leading by the allowance wins at once
+            best = max(others, key=lambda z: others[z][0], default=None)
+            return best if best is not None and others[best][0] - cur_best >= allowance else None
+        noise = self._mad * _MAD_TO_SIGMA
+        if NOISE_ALLOWANCE * noise > allowance:
+            allowance = NOISE_ALLOWANCE * noise
+        threshold = here.threshold
+        if noise > NOISE_REF_DB:
+            threshold *= (noise / NOISE_REF_DB) ** 2
+        drop = cur_ref - cur_best if cur_best > -_INF else 0.0  # how much the current zone has weakened lately
+        touches = here.touches
+        back = st.left if now - st.left_at < RETURN_WINDOW_S else None
+        winner = None
+        surplus = 1.0
+        kept: dict[str, float] = {}  # zones no longer heard drop out: their case is closed
+        for zone, (level, ref, _) in others.items():
+            lead = level - cur_best
+            if lead < -LEAD_CAP_DB and zone not in evidence:
+                continue  # far behind, and nothing to take back
+            rise = level - ref
+            if rise < 0.0:
+                rise = 0.0
+            excuse = rise + FADE_DB
+            weakened = drop
+            if drop > excuse:  # the current zone weakened more than this one strengthened: partly a fade
+                lead -= drop - excuse
+                weakened = excuse
+            if rise + (weakened if weakened > 0.0 else 0.0) < MOVE_DB:  # standing still
+                slow = ref - cur_ref
+                lead = (lead if lead < slow else slow) - STILL_DB
+            x = lead - allowance
+            e = evidence.get(zone, 0.0) + (LEAD_CAP_DB if x > LEAD_CAP_DB else -LEAD_CAP_DB if x < -LEAD_CAP_DB
+                                           else x) * elapsed
+            if e <= 0.0:
+                continue
+            kept[zone] = e
+            if x > 0.0:
+                needed = threshold if touches is None or zone in touches else threshold * JUMP_EVIDENCE
+                ratio = e / (needed * RETURN_EVIDENCE if zone == back else needed)
+                if ratio >= surplus:
+                    winner, surplus = zone, ratio
+        st.evidence = kept
+        return winner
 
     def expire(self, now: float) -> list[Event]:
         """Subjects silent for longer than their zone's exit_after_s have left the zone and the store."""
@@ -371,7 +483,7 @@ class PresenceTracker:
         """The first sighting of a subject not in the store: a visit starts, the zone is entered."""
         st = Presence(subject, zone, event.source, now, now, event.customer,
                       visit_id=self._visit_id(subject, now), visit_started_at=now, zones=[zone],
-                      tag=self._tags.get(subject))
+                      tag=self._tags.get(subject), evidence_at=now)
         g = st.gateways[event.source] = _Gateway(zone)
         g.add(now, rssi)
         rules = self._rules.get(zone) or self._default
@@ -384,11 +496,12 @@ class PresenceTracker:
 
     def _move(self, st: Presence, to: str, gateway: str, now: float) -> list[Event]:
         out = [self._event(EXIT, st, now, {"dwell_s": round(now - st.entered_at, 3)})]
+        st.left, st.left_at = st.zone, now
         st.zone = to
         st.gateway = gateway
         st.entered_at = now
         st.dwell_done = 0
-        st.candidate = None
+        st.evidence = {}
         if len(st.zones) < MAX_VISIT_ZONES:
             st.zones.append(to)
         st.state_json = None
@@ -447,7 +560,7 @@ class PresenceTracker:
         st = Presence(subject, zone, r.get("gateway") or "", entered, seen, r.get("customer"),
                       visit_id=r.get("visit_id") or self._visit_id(subject, started), visit_started_at=started,
                       dwell_done=min(done, len(rules.dwell)), zones=[str(z) for z in zones],
-                      tag=self._tags.get(subject), saved_seen=seen)
+                      tag=self._tags.get(subject), saved_seen=seen, evidence_at=seen)
         st.next_dwell = entered + rules.dwell[st.dwell_done] if st.dwell_done < len(rules.dwell) else _INF
         self.state[subject] = st
         self._arm(st, seen + rules.exit_after)
