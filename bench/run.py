@@ -1,8 +1,9 @@
 """Run every benchmark, one after the other, and print each one's figures (its last JSON line).
 
-    python bench/run.py            # all: ingest, presence, rules, sync, qr, erasure, fleet (a few minutes on 2 cores)
+    python bench/run.py            # all: ingest, presence, presence_quality, rules, sync, qr, erasure, fleet (a few minutes)
     python bench/fleet.py --full   # separately: the central store at 50 and 300 stores, all three setups
     python bench/run.py ingest qr  # some
+    python bench/run.py --full presence_quality  # the whole presence quality table (9 layouts, ~5 minutes)
     python bench/soak.py           # separately: 1 hour of a busy store in 6 minutes, with faults
 
 Run it on a quiet machine: the figures are shared-CPU measurements, not timed tests.
@@ -16,15 +17,19 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["ingest", "presence", "rules", "sync", "qr", "erasure", "fleet"]
+ALL = ["ingest", "presence", "presence_quality", "rules", "sync", "qr", "erasure", "fleet"]
+FULL = {"presence_quality": ["--full"]}  # what --full adds to a benchmark's command line
 
 
-def main(names: list[str]) -> int:
+def main(args: list[str]) -> int:
+    full = "--full" in args
+    names = [a for a in args if a != "--full"]
     failed = 0
     results = {}
     for name in names or ALL:
         print(f"== bench/{name}.py", flush=True)
-        proc = subprocess.run([sys.executable, str(HERE / f"{name}.py")], cwd=HERE.parent, text=True,
+        extra = FULL.get(name, []) if full else []
+        proc = subprocess.run([sys.executable, str(HERE / f"{name}.py"), *extra], cwd=HERE.parent, text=True,
                               capture_output=True)
         lines = [line for line in proc.stdout.splitlines() if line.strip()]
         try:
