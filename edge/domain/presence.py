@@ -306,7 +306,6 @@ class PresenceTracker:
         need = here.eligible
         cur_best = cur_ref = top = -_INF
         cur_gw = None
-        others: dict[str, tuple[float, float, str]] = {}  # zone -> (level, ref, gateway)
         dead = None
         for gid, g in gateways.items():
             if g.last < stale:
@@ -320,12 +319,8 @@ class PresenceTracker:
                     cur_best = g.level
                     cur_ref = g.ref
                     cur_gw = gid
-            elif len(g.vals) >= need:
-                other = others.get(g.zone)
-                if other is None or g.level > other[0]:
-                    others[g.zone] = (g.level, g.ref, gid)
-                    if g.level > top:
-                        top = g.level
+            elif g.level > top and len(g.vals) >= need:
+                top = g.level
         if dead is not None:
             for gid in dead:
                 del gateways[gid]
@@ -338,8 +333,14 @@ class PresenceTracker:
             elapsed = MAX_STEP_S
         st.evidence_at = now
         # (Every rule below only takes from a lead: with no evidence yet and no zone leading by the zone's
-        # own allowance, nothing can move.)
+        # own allowance, nothing can move. Most sightings stop here, so the per-zone view is built after.)
         if evidence or top - cur_best >= here.allowance:
+            others: dict[str, tuple[float, float, str]] = {}  # zone -> (level, ref, gateway) of its best gateway
+            for gid, g in gateways.items():
+                if g.zone != cur and g.last >= stale and len(g.vals) >= need:
+                    other = others.get(g.zone)
+                    if other is None or g.level > other[0]:
+                        others[g.zone] = (g.level, g.ref, gid)
             to = self._decide(st, here, others, evidence, elapsed, cur_best, cur_ref, now)
             if to is not None:
                 return self._move(st, to, others[to][2], now)
