@@ -190,7 +190,7 @@ def test_a_clear_move_exits_one_zone_and_enters_the_other():
 def test_a_walking_shopper_is_shown_in_the_next_zone_within_seconds():
     """Gateways 8 m apart, 5 dB noise: a shopper stands 1 m from the entrance gateway, walks over at
     1.2 m/s and stops 1 m from the shoes gateway 35 s in. Over ten shoppers the shoes zone knows it
-    a median 3 s after the stop and at worst 8 s (the engine before this took 7.5 s and 14.5 s)."""
+    a median 3 s after the stop and at worst 8 s (the engine before #15: 9.2 s and 18.6 s)."""
     cfg = config()
 
     def where(t: float) -> float:  # stands at x = 1 until 30 s, walks 6 m in 5 s, stands at x = 7

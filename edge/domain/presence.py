@@ -17,7 +17,9 @@ built up (the earlier hysteresis reset its evidence on every dip, which made it 
 lead stayed small, blind).
 - Threshold: `switch_after_s` seconds of a 10 dB lead (LEAD_REF_DB), times (noise / NOISE_REF_DB)^2
   when the store's RSSI noise is above NOISE_REF_DB: for two means in Gaussian noise the log-likelihood
-  ratio grows as lead / noise^2, so a noisier store needs longer for the same confidence. The noise is
+  ratio grows as lead / noise^2, so a noisier store needs longer for the same confidence. (Not shorter
+  below: fades and reflections do not shrink with the noise, and a lower threshold there lets them
+  move a standing shopper.) The noise is
   measured, not configured: the mean difference between successive readings of subjects' own-zone
   gateways, over the whole store. The allowance is `hysteresis_db`, or NOISE_ALLOWANCE times the noise
   if that is more.
@@ -88,7 +90,7 @@ UNHEARD_DBM = -100.0  # where a gateway's reference starts: it has just begun to
 LEAD_REF_DB = 10.0  # switch_after_s is the time a lead of this many dB needs
 LEAD_CAP_DB = 15.0  # a lead above the allowance counts at most this much
 MAX_STEP_S = 1.0  # a sighting's lead counts for at most this long (gateways report about once a second)
-FADE_DB = 5.0  # the current zone's drop counts at most this much more than the other zone's rise
+FADE_DB = 2.0  # the current zone's drop counts at most this much more than the other zone's rise
 MOVE_DB = 7.0  # a rise plus a drop smaller than this: the subject is standing still ...
 STILL_DB = 3.0  # ... and then the slow lead counts, and must beat this much more allowance
 NOISE_REF_DB = 6.0  # above this RSSI noise (dB) the threshold grows with the noise squared
