@@ -3,7 +3,7 @@
     python bench/run.py            # all: ingest, presence, presence_quality, rules, sync, qr, erasure, fleet (a few minutes)
     python bench/fleet.py --full   # separately: the central store at 50 and 300 stores, all three setups
     python bench/run.py ingest qr  # some
-    python bench/run.py --full presence_quality  # the whole presence quality table (9 layouts, ~5 minutes)
+    python bench/run.py --full presence_quality  # the whole presence quality table (9 layouts, a simulated hour each: 15-30 minutes)
     python bench/soak.py           # separately: 1 hour of a busy store in 6 minutes, with faults
 
 Run it on a quiet machine: the figures are shared-CPU measurements, not timed tests.
