@@ -16,8 +16,9 @@ walk at 1.2 m/s along the aisles (along x, then y, or the other way round) to a 
 of the zone (a display). Four more phones stand still on zone borders for the whole run.
 
 The engine under test is the real one: the messages go, as received MQTT messages stamped with their
-simulated receive time, through `Pipeline.process` (normalizer, SQLite event log, presence, rules) with
-the simulated clock as `now`, and the presence events are read back from the event log. (`--engine
+simulated receive time, through the edge's own writer (`App(cfg).pipeline.process`: normalizer, SQLite
+event log, presence, rules) with the simulated clock as `now`, and the presence events are read back
+from the event log. (`--engine
 tracker` feeds the same sightings to PresenceTracker directly; `--mqtt` publishes them in real time to
 Mosquitto and a real `instore-edge run`, to check that the simulated clock changes nothing.)
 
@@ -124,7 +125,8 @@ class Store:
                 self.centre[z] = ((c + 0.5) * s, (r + 0.5) * s)
         for r in range(lay.rows):
             for c in range(lay.cols):
-                self.neighbours[f"z{r}{c}"] = [f"z{rr}{cc}" for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1))
+                near = ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1))
+                self.neighbours[f"z{r}{c}"] = [f"z{rr}{cc}" for rr, cc in near
                                               if 0 <= rr < lay.rows and 0 <= cc < lay.cols]
         col = (lay.cols - 1) // 2
         self.entrance = f"z0{col}"
@@ -315,7 +317,8 @@ def radio_check(sigma: float, n: int = 20000) -> dict[str, Any]:
         d = math.hypot(horizontal, HEIGHT_M)
         fades: dict[Any, int] = {}
         got = [r for r in (_reading(rng, fades, 0, d, sigma) for _ in range(n)) if r is not None]
-        out[f"{horizontal:g}m"] = {"mean_dbm": round(statistics.fmean(got), 1), "sd_db": round(statistics.stdev(got), 1),
+        out[f"{horizontal:g}m"] = {"mean_dbm": round(statistics.fmean(got), 1),
+                                   "sd_db": round(statistics.stdev(got), 1),
                                    "lost_pct": round(100.0 * (n - len(got)) / n, 1)}
     return out
 
@@ -342,7 +345,8 @@ def run_pipeline(cfg: Config, msgs: list[tuple[float, str, bytes]], seconds: flo
             batch.append(Message(prefix + gid, payload, 1, i + 1, T0 + t))
             i += 1
         pipe.process(batch, T0 + now)
-    rows = conn.execute(f"SELECT subject, kind, zone, ts FROM events WHERE kind IN {PRESENCE_KINDS} ORDER BY seq").fetchall()
+    rows = conn.execute(f"SELECT subject, kind, zone, ts FROM events WHERE kind IN {PRESENCE_KINDS} "
+                        "ORDER BY seq").fetchall()
     conn.close()
     return rows
 

@@ -233,7 +233,8 @@ def test_a_zone_that_does_not_touch_the_current_one_needs_more_evidence():
              {"id": "bags", "dwell_s": [600.0]}]
     took = {}
     for target in ("shoes", "bags"):
-        cfg = config([{**zones[0], "adjacent": ["shoes"]}, {**zones[1], "adjacent": ["bags"]}, {**zones[2], "adjacent": []}])
+        cfg = config([{**zones[0], "adjacent": ["shoes"]}, {**zones[1], "adjacent": ["bags"]},
+                      {**zones[2], "adjacent": []}])
         tracker = PresenceTracker(cfg)
         clock = Clock(tracker)
         clock.feed(sighting(cfg, "gw-entrance", -60, T0 + i) for i in range(5))

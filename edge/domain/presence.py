@@ -58,8 +58,8 @@ come due, never every subject: with 2,000 subjects it costs tens of microseconds
 re-filed at most once per `exit_after_s`.
 
 Persistence: `take_changes()` returns the `presence` table's rows (COLUMNS: where, since when, who, the
-visit, and `state`, JSON: dwell thresholds done, zones of the visit) for `Writer.upsert_presence`. A row is written when the zone, visit or dwell state
-changes, otherwise at most every PERSIST_EVERY_S per subject (last_seen alone). Levels, evidence and
+visit, and `state`, JSON: dwell thresholds done, zones of the visit) for `Writer.upsert_presence`. A row
+is written when the zone, visit or dwell state changes, otherwise at most every PERSIST_EVERY_S per subject (last_seen alone). Levels, evidence and
 the noise estimate are not persisted: they refill from fresh readings within seconds of a restart.
 """
 
