@@ -20,15 +20,17 @@ from typing import Any
 
 from sync import package_version
 from sync import protocol as p
+from sync.assets import AssetCache, AssetFetcher
+from sync.content import ContentPuller
 from sync.fetch import Fetcher
-from sync.local import Local, LocalCounts, LocalError, LocalReads, OutboxStats
+from sync.local import ContentLocal, Local, LocalCounts, LocalError, LocalReads, OutboxStats
 from sync.pull import LONG_POLL_S, Puller
 from sync.push import PUSH_LINGER_S, Pusher
-from sync.transport import TOKEN_HINT, Backoff, CircuitBreaker, Errors, Metrics, Transport
+from sync.transport import TOKEN_HINT, Backoff, CircuitBreaker, Errors, Metrics, SyncError, Transport
 
 log = logging.getLogger(__name__)
 
-THREADS = ("sync-push", "sync-pull", "sync-resolve")
+THREADS = ("sync-push", "sync-pull", "sync-resolve", "sync-content", "sync-assets")
 HEALTH_CACHE_S = 5.0  # a health report is rebuilt at most this often (it reads the outbox and readiness)
 
 
@@ -54,6 +56,8 @@ class SyncSettings:
     breaker_threshold: int = 3
     breaker_cooldown_s: float = 10.0
     task_timeout_s: float = 60.0  # how long sync waits for the edge to commit a write
+    content: bool = False  # follow the store's content channel (campaigns, catalogue) and download assets
+    asset_timeout_s: float = 60.0  # one asset download
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", self.url.rstrip("/") if self.url else None)  # one form of "none"
@@ -62,7 +66,10 @@ class SyncSettings:
 class SyncClient:
     """Edge ⇄ central sync worker over the edge's `Local`."""
 
-    def __init__(self, settings: SyncSettings, local: Local, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: SyncSettings, local: Local, metrics: Metrics | None = None, *,
+                 assets: AssetCache | None = None) -> None:
+        """`assets`: the edge's asset cache; with settings.content and a `local` that is also a ContentLocal,
+        the content channel and the asset downloader run too."""
         self.settings = settings
         self.local = local
         self.metrics = metrics
@@ -82,6 +89,16 @@ class SyncClient:
                              long_poll_s=s.long_poll_s)
         self.fetcher = Fetcher(self.transport, local, self.errors, timeout_s=s.fetch_timeout_s,
                                breaker=self.breaker, stop=self._stop)
+        self.content: ContentPuller | None = None
+        self.assets: AssetFetcher | None = None
+        if s.content and assets is not None:
+            content_local: ContentLocal = local  # type: ignore[assignment]  # the edge's Uplink is both
+            self.assets = AssetFetcher(self.transport, content_local, assets, self.errors, stop=self._stop,
+                                       timeout_s=s.asset_timeout_s, task_timeout_s=s.task_timeout_s)
+            self.content = ContentPuller(self.transport, content_local, self.errors, metrics, store_id=s.store_id,
+                                         limit=s.changes_limit, timeout_s=s.pull_timeout_s,
+                                         task_timeout_s=s.task_timeout_s, stop=self._stop, long_poll_s=s.long_poll_s,
+                                         on_page=self.assets.wake)
         if metrics is not None:
             metrics.gauge("instore_edge_sync_last_success_timestamp", lambda: self.pusher.last_success or 0.0)
             metrics.gauge("instore_edge_sync_last_pull_timestamp", lambda: self.puller.last_pull or 0.0)
@@ -109,7 +126,12 @@ class SyncClient:
             "sync-pull": lambda: self.puller.run(Backoff(s.backoff_base_s, s.backoff_cap_s), s.pull_interval_s),
             "sync-resolve": self.fetcher.run,
         }
-        for name in THREADS:
+        if self.content is not None and self.assets is not None:
+            content, assets = self.content, self.assets
+            targets["sync-content"] = lambda: content.run(Backoff(s.backoff_base_s, s.backoff_cap_s),
+                                                          s.pull_interval_s)
+            targets["sync-assets"] = lambda: assets.run(Backoff(s.backoff_base_s, s.backoff_cap_s))
+        for name in targets:
             t = threading.Thread(target=targets[name], name=name, daemon=True)
             t.start()
             self._threads[name] = t
@@ -122,13 +144,29 @@ class SyncClient:
         self.fetcher.wake()
         for name, t in self._threads.items():
             # A pull held by the central store (long-poll) ends on its own; it applies nothing once stopping.
-            t.join(0.5 if name == "sync-pull" and self.puller.long_polling else timeout)
+            held = (name == "sync-pull" and self.puller.long_polling) or \
+                (name == "sync-content" and self.content is not None and self.content.long_polling)
+            t.join(0.5 if held else timeout)
         self._threads = {}
         self.transport.close()
 
     def thread(self, name: str) -> threading.Thread | None:
         """One of THREADS once started (for the watchdog), else None."""
         return self._threads.get(name)
+
+    def pull_content_once(self) -> int:
+        """Fetch and apply every content channel change after the kept cursor; returns the entries taken."""
+        if self.content is None:
+            raise SyncError("the content channel is off (settings.content) or the edge has no asset cache",
+                            retryable=False)
+        return self.content.pull_once()
+
+    def fetch_assets_once(self) -> int:
+        """Download the assets the edge wants and has not cached; returns how many arrived."""
+        if self.assets is None:
+            raise SyncError("the asset downloader is off (settings.content) or the edge has no asset cache",
+                            retryable=False)
+        return self.assets.fetch_missing()
 
     def wake(self) -> None:
         """New events are in the outbox: push now rather than at the next idle poll (cheap, any thread)."""
@@ -222,6 +260,12 @@ def status(settings: SyncSettings, local: LocalReads, client: SyncClient | None 
         "rejected_total": counts.rejected,
         "profiles_cached": counts.profiles_cached,
         "changes_applied": pull.applied if pull else 0,
+        "content": None if client is None or client.content is None else {
+            "supported": client.content.supported, "last_pull": client.content.last_pull,
+            "changes_taken": client.content.changes_taken, "campaigns_applied": client.content.applied,
+            "campaigns_refused": client.content.refused, "campaigns_pending": client.content.pending,
+            "assets_fetched": client.assets.fetched if client.assets else 0,
+            "assets_refused": client.assets.refused if client.assets else 0},
         # Erasures asked here that the central store has not fed back yet (their tombstones are pending).
         "erasures_pending": counts.erasures_pending,
     }

@@ -117,6 +117,50 @@ class LocalCounts:
     erasures_pending: int
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignChange:
+    """A campaign entry of the store's content channel: the version `live` at this store (with its body), or
+    `withdrawn` (nothing of it may show any more)."""
+
+    id: str
+    version: int
+    op: str  # "live" | "withdrawn"
+    campaign: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProductChange:
+    """A catalogue entry of the content channel, resolved for this store: `upsert` (with the product) or `delete`."""
+
+    sku: str
+    version: int
+    op: str  # "upsert" | "delete"
+    product: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContentChanges:
+    """A content channel page (the newest entry per campaign and per sku), the store's own metadata when the
+    page has it, and the cursor to keep with them."""
+
+    campaigns: tuple[CampaignChange, ...] = ()
+    products: tuple[ProductChange, ...] = ()
+    store: Mapping[str, Any] | None = None
+    store_version: int | None = None
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContentApplied:
+    """What the edge made of a content page: entries taken (newer than held), campaigns applied now, refused,
+    and waiting for their assets."""
+
+    changes: int = 0
+    applied: int = 0
+    refused: int = 0
+    pending: int = 0
+
+
 class LocalReads(Protocol):
     """What sync reads of the edge (any thread; also without a running edge, for `sync status`)."""
 
@@ -132,6 +176,31 @@ class LocalReads(Protocol):
         ...
 
     def counts(self) -> LocalCounts:
+        ...
+
+
+class ContentLocal(Protocol):
+    """What the content channel (sync/content.py) and the asset downloader (sync/assets.py) ask of the edge."""
+
+    def content_cursor(self) -> str | None:
+        """The content channel cursor kept with the last page applied; None before the first pull."""
+        ...
+
+    def assets_wanted(self) -> tuple[str, ...]:
+        """SHA-256 names of the assets the campaigns and products held here use that are not cached yet."""
+        ...
+
+    def assets_pinned(self) -> frozenset[str]:
+        """SHA-256 names the cache must keep (used by an applied or pending campaign, or a product)."""
+        ...
+
+    def apply_content(self, changes: ContentChanges) -> Future[ContentApplied]:
+        """Take a content page and keep its cursor, in one transaction: entries newer than held; each campaign
+        version validated against the store and applied (or refused, or pending its assets) atomically."""
+        ...
+
+    def assets_arrived(self, names: Sequence[str]) -> Future[int]:
+        """These assets are now in the cache: apply the pending campaigns they complete; returns how many."""
         ...
 
 
