@@ -28,6 +28,7 @@ from flask import Flask
 
 from edge import faults
 from edge.config import Config
+from edge.domain.campaigns import Campaigns
 from edge.domain.catalogue import Catalogue, ProductError
 from edge.domain.displays import Displays
 from edge.domain.gateways import GatewayHealth
@@ -47,8 +48,9 @@ from edge.staff.feed import Feed
 from edge.store.db import connect
 from edge.store.queries import outbox_stats
 from edge.store.writer import Writer, open_writer
-from edge.uplink import Uplink, sync_settings
+from edge.uplink import Uplink, asset_cache, sync_settings
 from edge.watchdog import EXIT_THREAD_DIED, WATCH_S, Watchdog
+from edge.web import campaigns as campaigns_web
 from edge.web import create_app
 from edge.wire.mqtt import MqttLink
 from edge.pages import Pages
@@ -60,6 +62,8 @@ from sync.httpserver import ServerLimits, create_server
 log = logging.getLogger(__name__)
 
 STAFF_STREAMS = 8  # associates' phones with the live feed open at once (each holds a server thread)
+CAMPAIGN_CLOCK_S = 1.0  # schedules are checked this often (a switch shows within about a second)
+IMPRESSIONS_EVERY_S = 60.0  # campaign impressions are reported this often while there are any
 FETCH_IN_FLIGHT_MAX = 100  # on-demand profile fetches at once; more misses wait for the next event
 
 
@@ -123,8 +127,11 @@ def server_threads(cfg: Config) -> int:
 class App:
     """The running edge: every part built once, here."""
 
-    def __init__(self, cfg: Config, *, on_decision: Callable[[Decision], None] | None = None) -> None:
+    def __init__(self, cfg: Config, *, on_decision: Callable[[Decision], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`clock`: the time campaign schedules are evaluated at (tests move it)."""
         self.cfg = cfg
+        self.clock = clock
         self.metrics = Metrics()
         self.conn = open_writer(cfg.db.path)
         writer = Writer(self.conn)
@@ -140,6 +147,9 @@ class App:
         shoppers = CustomerContext(cfg, self.conn, catalogue=self.catalogue)
         rules = RuleEngine(cfg, shoppers)
         displays = Displays(cfg, rows(self.conn, "SELECT * FROM displays"))
+        self.assets = asset_cache(cfg)
+        self.campaigns = Campaigns(cfg, rules, displays, has_asset=self.assets.has, clock=clock)
+        self.campaigns.reload(self.conn)
         journeys = Journeys(cfg, self.signer, self.metrics, self.catalogue)
         gateways = GatewayHealth(cfg)
         self.privacy = Privacy(cfg, writer, (presence, identity, rules, shoppers, displays), shoppers=shoppers,
@@ -148,8 +158,9 @@ class App:
         self.uplink = Uplink(cfg.db.path, self.inbox.submit_task, remember=identity.remember,
                              profiles_changed=self.privacy.profiles_changed, erase_by_key=self.privacy.erase_by_key,
                              max_profiles=cfg.central.cache_max_profiles, profile_ttl_s=cfg.central.cache_ttl_s,
-                             readiness=self.readiness, dead_threads=self.dead_threads)
-        self.sync = SyncClient(sync_settings(cfg), self.uplink, self.metrics)
+                             readiness=self.readiness, dead_threads=self.dead_threads, campaigns=self.campaigns,
+                             assets=self.assets)
+        self.sync = SyncClient(sync_settings(cfg), self.uplink, self.metrics, assets=self.assets)
         self.central = CentralLink(self.sync) if self.sync.enabled else None
         self.mqtt = MqttLink(cfg, self.inbox.put, backlog=self.inbox.qsize, retained=displays.publications)
         # The staff feed has its own STAFF_STREAMS threads: the kiosk and signage streams never take them.
@@ -159,7 +170,7 @@ class App:
         self.pipeline = Pipeline(cfg, self.inbox, writer, self.metrics, presence=presence, identity=identity,
                                  shoppers=shoppers, rules=rules, displays=displays, journeys=journeys,
                                  gateways=gateways, link=self.mqtt, central=self.central, on_decision=on_decision,
-                                 on_display=self.pages.on_display)
+                                 on_display=self.pages.on_display, campaigns=self.campaigns)
 
         self._finish_interrupted_check(writer)
         # The staff app (edge/staff/): its feed follows the event log; its desk writes through the writer.
@@ -173,10 +184,12 @@ class App:
         self.http_port: int | None = None
         self._http_thread: threading.Thread | None = None
         self._housekeeping_thread: threading.Thread | None = None
+        self._campaign_thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.watchdog = Watchdog()
         self.watchdog.watch("pipeline-writer", lambda: self.pipeline.thread)
         self.watchdog.watch("housekeeping", lambda: self._housekeeping_thread)
+        self.watchdog.watch("campaign-clock", lambda: self._campaign_thread)
         self.watchdog.watch("http", lambda: self._http_thread)
         self.watchdog.watch("staff-feed", lambda: self.staff_feed.thread)
         self.watchdog.watch("mqtt", lambda: self.mqtt.thread)
@@ -308,6 +321,7 @@ class App:
 
     def create_app(self) -> Flask:
         app = create_app(self)
+        app.register_blueprint(campaigns_web.blueprint(self, self.assets))
         self.pages.register(app, self)
         app.register_blueprint(staff_blueprint(self, self.desk, self.staff_feed, self.staff_streams))
         return app
@@ -364,6 +378,32 @@ class App:
                             "%.0f h old; check the uplink and [central] (nothing is dropped: raise "
                             "central.outbox_max_events if the disk allows)", pending, bound, (age or 0) / 3600)
 
+    def _campaign_clock(self) -> None:
+        """Campaign schedules switch at the right local time (a writer task when one enters or leaves its
+        schedule), and impressions go to the outbox every IMPRESSIONS_EVERY_S."""
+        faults.thread_start("campaign-clock")
+        last_report = time.monotonic()
+        while not self._stopped.wait(CAMPAIGN_CLOCK_S):
+            try:
+                if self.campaigns.due(self.clock()):
+                    self.inbox.submit_task(lambda writer: self.campaigns.tick(writer))
+                if time.monotonic() - last_report >= IMPRESSIONS_EVERY_S:
+                    last_report = time.monotonic()
+                    self.inbox.submit_task(self._report_impressions)
+            except Exception:
+                log.exception("the campaign clock failed; retrying")
+
+    def _report_impressions(self, writer: Writer) -> None:
+        """Campaign impressions since the last report (kept in the database, so a restart neither repeats nor
+        skips a window)."""
+        now = self.clock()
+        row = writer.conn.execute("SELECT value FROM sync_state WHERE key = 'impressions_to'").fetchone()
+        since = float(row[0]) if row else now - IMPRESSIONS_EVERY_S
+        if self.campaigns.report_impressions(writer, since, now):
+            self.sync.wake()
+        writer.conn.execute("INSERT INTO sync_state(key, value) VALUES ('impressions_to', ?) "
+                            "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (repr(now),))
+
     def start(self, *, http: bool = True) -> App:
         log.info("starting store %s: db %s, broker %s:%s", self.cfg.store.id, self.cfg.db.path,
                  self.cfg.mqtt.host, self.cfg.mqtt.port)
@@ -373,6 +413,8 @@ class App:
         self.sync.start()
         self._housekeeping_thread = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         self._housekeeping_thread.start()
+        self._campaign_thread = threading.Thread(target=self._campaign_clock, name="campaign-clock", daemon=True)
+        self._campaign_thread.start()
         self.mqtt.start()
         if http:
             self._start_http()

@@ -153,6 +153,13 @@ class Central(Protocol):
         """Identified shoppers without a cached profile: fetch them in the background."""
 
 
+class Reloadable(Protocol):
+    """State kept in memory beside its tables (edge.domain.campaigns.Campaigns): taken from them again after a
+    rolled-back transaction."""
+
+    def reload(self, conn: sqlite3.Connection) -> None: ...
+
+
 class Pipeline:
     """The single writer thread, and the only owner of the state it keeps in memory: presence, identity, rules
     (caps), shoppers (profiles, activity), displays, QR journeys, gateway health. Nobody else holds them: after
@@ -162,8 +169,10 @@ class Pipeline:
                  identity: Identity, shoppers: CustomerContext, rules: RuleEngine, displays: Displays,
                  journeys: Journeys, gateways: GatewayHealth, link: Link, central: Central | None = None,
                  on_decision: Callable[[Decision], None] | None = None,
-                 on_display: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_display: Callable[[str, dict[str, Any]], None] | None = None,
+                 campaigns: Reloadable | None = None) -> None:
         self.cfg = cfg
+        self.campaigns = campaigns
         self.inbox = inbox
         self.queue = inbox.queue
         self.writer = writer
@@ -331,6 +340,8 @@ class Pipeline:
             self.presence.reload(rows(conn, "SELECT * FROM presence"))
             self.displays.reload(rows(conn, "SELECT * FROM displays"))
             self.identity.reload(conn)
+            if self.campaigns is not None:
+                self.campaigns.reload(conn)
         except sqlite3.Error as exc:
             log.error("cannot reload the in-memory state from the database: %s", exc)
 

@@ -23,12 +23,15 @@ from typing import Any, Protocol, TypeVar
 
 from edge import privacy
 from edge.config import Config
+from edge.domain import campaigns as campaign_domain
+from edge.store import campaigns as campaign_table
 from edge.store import outbox, profiles
 from edge.store.queries import deadletters_since, outbox_stats
 from edge.store.writer import Writer
+from sync.assets import AssetCache
 from sync.client import SyncSettings
-from sync.local import (Applied, EdgeHealth, LocalCounts, LocalError, OutboxBatch, OutboxStats, ProfileChanges,
-                        ProfileUpsert, Refusal)
+from sync.local import (Applied, ContentApplied, ContentChanges, EdgeHealth, LocalCounts, LocalError, OutboxBatch,
+                        OutboxStats, ProfileChanges, ProfileUpsert, Refusal)
 
 T = TypeVar("T")
 SubmitTask = Callable[[Callable[[Writer], None], Callable[[], None] | None], None]  # Inbox.submit_task
@@ -48,9 +51,16 @@ class EraseByKey(Protocol):
 def sync_settings(cfg: Config, **tuning: Any) -> SyncSettings:
     """The sync client's settings from [store] and [central]; `tuning` sets the rest (tests, benchmarks)."""
     central = cfg.central
+    tuning.setdefault("content", True)
     return SyncSettings(store_id=cfg.store.id, url=central.url, token=central.token,
                         pull_interval_s=float(central.pull_interval_s), push_batch=int(central.push_batch),
                         fetch_timeout_s=central.fetch_timeout_ms / 1000.0, **tuning)
+
+
+def asset_cache(cfg: Config) -> AssetCache:
+    """The campaign and product assets on this device: [central] assets_dir (default: beside the database)."""
+    root = cfg.central.assets_dir or str(Path(cfg.db.path).with_name(Path(cfg.db.path).name + "-assets"))
+    return AssetCache(root, int(cfg.central.assets_max_mb) * 1024 * 1024)
 
 
 class UplinkReads:
@@ -90,6 +100,12 @@ class UplinkReads:
             rejected=outbox.rejected_count(conn), profiles_cached=profiles.cached_count(conn),
             erasures_pending=privacy.pending_count(conn)))
 
+    def content_cursor(self) -> str | None:
+        return self._read("the content channel cursor", campaign_table.read_cursor)
+
+    def assets_pinned(self) -> frozenset[str]:
+        return frozenset(self._read("the campaigns' assets", campaign_domain.wanted_assets))
+
 
 class Uplink(UplinkReads):
     """sync.local.Local for a running edge: writes through the pipeline's writer, memory kept in step.
@@ -102,8 +118,12 @@ class Uplink(UplinkReads):
 
     def __init__(self, db_path: str | Path, submit_task: SubmitTask, *, remember: Remember,
                  profiles_changed: ProfilesChanged, erase_by_key: EraseByKey,
-                 max_profiles: int, profile_ttl_s: float, readiness: Readiness, dead_threads: DeadThreads) -> None:
+                 max_profiles: int, profile_ttl_s: float, readiness: Readiness, dead_threads: DeadThreads,
+                 campaigns: campaign_domain.Campaigns | None = None, assets: AssetCache | None = None) -> None:
+        """`campaigns`, `assets`: the campaigns held here and the asset cache (the content channel's side)."""
         super().__init__(db_path)
+        self.campaigns = campaigns
+        self.assets = assets
         self.submit_task = submit_task
         self.remember = remember
         self.profiles_changed = profiles_changed
@@ -121,7 +141,7 @@ class Uplink(UplinkReads):
                           not_ready=tuple(name for name, c in checks.items() if not c["ok"]),
                           deadletters_last_hour=deadletters, dead_threads=tuple(sorted(self.dead_threads())))
 
-    def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+    def _write(self, what: str, fn: Callable[[Any], T], *, with_writer: bool = False) -> Future[T]:
         """Run fn(write connection) in the writer's transaction; the Future gets its result at the commit,
         or LocalError when fn raised (the writer rolled it back and logged why)."""
         pending: Future[T] = Future()
@@ -129,7 +149,7 @@ class Uplink(UplinkReads):
 
         def task(writer: Writer) -> None:
             outcome.clear()  # a batch the writer retries runs its tasks again
-            outcome.append(fn(writer.conn))
+            outcome.append(fn(writer if with_writer else writer.conn))
 
         def done() -> None:
             if outcome:
@@ -139,6 +159,10 @@ class Uplink(UplinkReads):
 
         self.submit_task(task, done)
         return pending
+
+    def _task(self, what: str, fn: Callable[[Writer], T]) -> Future[T]:
+        """Like _write, with the writer itself (for writes that put events in the outbox)."""
+        return self._write(what, fn, with_writer=True)
 
     def settle(self, delivered: Sequence[int], refused: Sequence[Refusal]) -> Future[None]:
         now = time.time()
@@ -207,3 +231,23 @@ class Uplink(UplinkReads):
             return evicted
 
         return self._write("bound the profile cache", evict)
+
+    # --- the content channel (sync/content.py, sync/assets.py) ---
+
+    def _campaigns(self) -> campaign_domain.Campaigns:
+        if self.campaigns is None:
+            raise LocalError("this edge takes no campaigns (built without them)")
+        return self.campaigns
+
+    def assets_wanted(self) -> tuple[str, ...]:
+        wanted = self._read("the campaigns' assets", campaign_domain.wanted_assets)
+        return tuple(sorted(wanted if self.assets is None else self.assets.missing(wanted)))
+
+    def apply_content(self, changes: ContentChanges) -> Future[ContentApplied]:
+        campaigns = self._campaigns()
+        return self._task("take a content channel page (the cursor stays where it was)",
+                          lambda writer: campaigns.take(writer, changes))
+
+    def assets_arrived(self, names: Sequence[str]) -> Future[int]:
+        campaigns = self._campaigns()
+        return self._task("apply campaigns whose assets arrived", lambda writer: campaigns.assets_arrived(writer, names))

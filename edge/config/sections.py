@@ -117,6 +117,11 @@ class CentralSection(StrictModel):
     # The outbox keeps events while the central store is unreachable; near this bound /readyz degrades.
     # Default: about a week of a busy store's presence and touchpoint events.
     outbox_max_events: int = Field(default=20_000_000, ge=1000)
+    # Campaign and product assets from the central store (images, short videos), kept on this device so
+    # screens play offline: the folder (default: "<db path>-assets", beside the database) and its bound (MB;
+    # beyond it the least recently used go, never one an applied or pending campaign or a product uses).
+    assets_dir: str | None = None
+    assets_max_mb: int = Field(default=2048, ge=16)
 
 
 class QrSection(StrictModel):

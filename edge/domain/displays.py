@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ class Displays:
         self.changed: dict[str, dict[str, Any]] = {}  # back to their fallback since take_changes
         self.screen_ids = {s.id for s in cfg.screens}
         self.known = self.screen_ids | {k.id for k in cfg.kiosks}
+        self.campaign_items: list[dict[str, Any]] = []  # the applied campaigns' playlist items, before the screen's
         self.current = self._restore(rows or [])
 
     def _restore(self, rows: list[dict]) -> dict[str, Showing]:
@@ -71,7 +72,7 @@ class Displays:
             return {"content_id": KIOSK_IDLE_CONTENT_ID, "template": "kiosk-idle", "data": {},
                     "reason": "no rule is active on this kiosk", "expires_at": None, "screen": screen,
                     "target": "kiosk"}
-        items = []
+        items = [dict(i) for i in self.campaign_items]
         for cid in conf.playlist:
             item = self.cfg.content_item(cid)
             if item is None:
@@ -100,6 +101,18 @@ class Displays:
             self.current[d.display] = Showing(payload, d.priority, d.expires_at)
         self.changed.pop(d.display, None)  # the decision's content, not an earlier fallback, is what it shows
         return payload
+
+    def set_campaign_items(self, items: list[dict[str, Any]], keep: Callable[[dict[str, Any]], bool]) -> None:
+        """The central store's campaigns changed (edge.domain.campaigns): screens playing their playlist take the
+        new one; a display showing content that `keep` refuses (its campaign withdrawn, or out of its schedule)
+        returns to its fallback. Published like any change (take_changes)."""
+        self.campaign_items = list(items)
+        for screen, cur in list(self.current.items()):
+            if cur.priority == FALLBACK_PRIORITY:
+                if screen in self.screen_ids and cur.payload != self.fallback(screen):
+                    self._fall_back(screen)
+            elif not keep(cur.payload):
+                self._fall_back(screen)
 
     def expire(self, now: float) -> None:
         """Displays whose content ran out return to their fallback (see take_changes)."""

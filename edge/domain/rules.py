@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 from edge.config import (PERSONAL_PLACEHOLDERS, WEEKDAYS, Config, RuleCap, RuleConfig, data_placeholders,
                          parse_hours, template_fields)
+from edge.config.layout import ContentConfig
 from edge.domain.catalogue import Catalogue, Product
 from edge.domain.content import content_data, without_overridden
 from edge.domain.shoppers import NOT_NOTED, CustomerContext, Shopper, consented
@@ -193,6 +194,16 @@ class CompiledRule:
         return self.rule.priority
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignRule:
+    """A rule of a campaign from the central store (edge.domain.campaigns), with when its campaign shows."""
+
+    rule: RuleConfig
+    campaign: str
+    campaign_priority: int
+    active: Callable[[float], bool]  # the campaign's schedule, at an event's time
+
+
 class RuleEngine:
     def __init__(self, cfg: Config, context: CustomerContext | None = None) -> None:
         """`context`: profiles and activity (None: no rule sees a customer)."""
@@ -212,9 +223,30 @@ class RuleEngine:
         # The one catalogue (edge.domain.catalogue): TOML and central products; it changes while the edge runs.
         self.catalogue = context.catalogue if context is not None else Catalogue(cfg)
         self.lang = cfg.store.language  # placeholders are filled with names in the store's language
-        compiled = [self._compile(r, i) for i, r in enumerate(cfg.rules)]
+        self.campaign_content: dict[str, ContentConfig] = {}
+        self.store_rules = [self._compile(r, i) for i, r in enumerate(cfg.rules)]
+        self._use(self.store_rules)
+        # Frequency caps: (scope, key, rule id) -> the times of the last `count` showings.
+        self.caps: dict[tuple[str, str, str], tuple[deque[float], float]] = {}
+
+    def set_campaigns(self, rules: Sequence[CampaignRule], content: Mapping[str, ContentConfig]) -> None:
+        """The central store's campaign rules join the store's own, replacing the previous set in one step (in
+        the writer thread, between two events). On equal priority the store's rule wins, then the order given
+        (campaigns by priority, then id). A campaign rule matches only while its campaign is in its schedule."""
+        self.campaign_content = dict(content)
+        base = len(self.store_rules)
+        compiled = []
+        for i, cr in enumerate(rules):
+            c = self._compile(cr.rule, base + i)
+            active = cr.active
+            c.checks.insert(0, lambda ev, m, active=active: active(ev.now))
+            compiled.append(c)
+        self._use(self.store_rules + compiled)
+
+    def _use(self, rules: list[CompiledRule]) -> None:
+        """These rules from now on, with the caches derived from them started afresh."""
         # Highest priority first; config order breaks ties, so the file reads top-down.
-        self.rules = sorted(compiled, key=lambda c: (-c.rule.priority, c.order))
+        self.rules = sorted(rules, key=lambda c: (-c.rule.priority, c.order))
         self._candidates: dict[tuple[str, str | None, str | None], list[CompiledRule]] = {}
         self._plans: dict[tuple[str, str | None, str | None, str | None], list] = {}
         self._by_source = any(c.source_screen or c.source_kiosk for c in self.rules)  # targets depend on the source
@@ -223,8 +255,10 @@ class RuleEngine:
         self._inert = frozenset(k for k in NOT_NOTED
                                 if not any(c.events is None or any(e == k or e.startswith(k + ".") for e in c.events)
                                            for c in self.rules))
-        # Frequency caps: (scope, key, rule id) -> the times of the last `count` showings.
-        self.caps: dict[tuple[str, str, str], tuple[deque[float], float]] = {}
+
+    def content_item(self, content_id: str) -> ContentConfig | None:
+        """A content item of the store's config, else of an applied campaign."""
+        return self.cfg.content_item(content_id) or self.campaign_content.get(content_id)
 
     # --- compiling ---
     def _compile(self, r: RuleConfig, order: int) -> CompiledRule:
@@ -279,7 +313,7 @@ class RuleEngine:
         template = variant.template if variant is not None and variant.template else r.show.template
         base = r.show.data
         if not base or (content_id != r.show.content_id and variant is not None and not variant.data):
-            item = self.cfg.content_item(content_id)
+            item = self.content_item(content_id)
             if item is not None:
                 base = content_data(item, self.cfg.store.language)
         data = without_overridden(base, variant.data if variant is not None else {})

@@ -169,8 +169,40 @@ def _staff_app(db: sqlite_utils.Database) -> None:
             db.execute(stmt)
 
 
+_CAMPAIGNS_SQL = """
+CREATE TABLE IF NOT EXISTS campaigns (
+    id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    op TEXT NOT NULL,
+    body TEXT,
+    state TEXT NOT NULL,
+    reason TEXT,
+    received_at REAL NOT NULL,
+    applied_version INTEGER,
+    applied_body TEXT,
+    applied_at REAL
+);
+CREATE TABLE IF NOT EXISTS central_products (
+    sku TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    product TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+)
+"""
+
+
+def _campaigns(db: sqlite_utils.Database) -> None:
+    """Campaigns and products from the central store's content channel (edge/store/campaigns.py): the latest
+    version received per campaign with its state (pending / applied / refused / withdrawn) and the version
+    applied (what screens show), and the catalogue entries as the central store resolved them for this store."""
+    for stmt in _CAMPAIGNS_SQL.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
 # Append only: a newer binary upgrades an older file by running the steps it has not seen.
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _products_catalogue, _staff_app]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _products_catalogue, _staff_app, _campaigns]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
