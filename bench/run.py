@@ -1,6 +1,6 @@
 """Run every benchmark, one after the other, and print each one's figures (its last JSON line).
 
-    python bench/run.py            # all: ingest, presence, presence_quality, rules, sync, qr, erasure, fleet (a few minutes)
+    python bench/run.py            # all: ingest, presence, presence_quality, rules, sync, qr, erasure, fleet, campaigns (a few minutes)
     python bench/fleet.py --full   # separately: the central store at 50 and 300 stores, all three setups
     python bench/run.py ingest qr  # some
     python bench/run.py --full presence_quality  # the whole presence quality table (9 layouts, a simulated hour each: 15-30 minutes)
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["ingest", "presence", "presence_quality", "rules", "sync", "qr", "erasure", "fleet"]
+ALL = ["ingest", "presence", "presence_quality", "rules", "sync", "qr", "erasure", "fleet", "campaigns"]
 FULL = {"presence_quality": ["--full"]}  # what --full adds to a benchmark's command line
 
 

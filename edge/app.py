@@ -45,6 +45,7 @@ from edge.privacy import Privacy
 from edge.qr import Signer, Token
 from edge.staff.desk import Desk
 from edge.staff.feed import Feed
+from edge.store import campaigns as campaign_table
 from edge.store.db import connect
 from edge.store.queries import outbox_stats
 from edge.store.writer import Writer, open_writer
@@ -275,6 +276,14 @@ class App:
 
     def displays(self) -> dict[str, dict[str, Any]]:
         return self.pipeline.displays.all()
+
+    def central_products(self) -> list[dict[str, Any]]:
+        """The catalogue from the central store's content channel, resolved for this store (price, availability)."""
+        conn = connect(self.cfg.db.path)
+        try:
+            return campaign_table.products(conn)
+        finally:
+            conn.close()
 
     def display(self, ident: str) -> dict[str, Any] | None:
         return self.pipeline.displays.snapshot(ident)

@@ -288,3 +288,42 @@ def test_assets_are_served_to_the_stores_players_only_and_never_when_their_bytes
     r = edge.get(url, token=SIGNAGE)
     assert r.status_code == 404 and b"winter" not in r.content
     assert not path.exists()  # deleted: the downloader fetches the right bytes again
+
+
+def test_impressions_of_campaign_content_are_reported_with_the_shoppers_reached(
+        edge: EdgeHandle, mqtt_client: Callable[..., Any]) -> None:
+    from conftest import now_ms, sighting, wait_until
+
+    app = edge.service
+    app.assets.put(PNG_SHA, [PNG], "image/png")
+    app.uplink.apply_content(ContentChanges(campaigns=(live(campaign()),))).result(10)
+    client = mqtt_client()
+    for minor in (1, 2):  # two shoppers walk into the shoes zone
+        client.publish("instore/teststore/beacon/gw-shoes", sighting(now_ms(), minor=minor))
+    wait_until(lambda: len([d for d in edge.get("/api/v1/decisions").json()["decisions"]
+                            if d["content_id"] == "coats-offer"]) >= 2, what="the campaign's offer shown twice")
+    app.run_in_writer(app._report_impressions)
+    [report] = [e for e in edge.events("campaign") if e.get("type") == "impressions"]
+    assert {k: report["data"][k] for k in ("id", "version", "content_id", "shown", "reached")} == \
+        {"id": "autumn-coats", "version": 1, "content_id": "coats-offer", "shown": 2, "reached": 2}
+    app.run_in_writer(app._report_impressions)  # nothing shown since: nothing more to report
+    assert len([e for e in edge.events("campaign") if e.get("type") == "impressions"]) == 1
+
+
+def test_a_products_picture_is_public_for_the_shoppers_landing_pages(edge: EdgeHandle) -> None:
+    from sync.local import ProductChange
+
+    app = edge.service
+    other = b"\x89PNG\r\n\x1a\nnot a product" * 10
+    other_sha = hashlib.sha256(other).hexdigest()
+    app.assets.put(PNG_SHA, [PNG], "image/png")
+    app.assets.put(other_sha, [other], "image/png")
+    product = {"sku": "COAT-1", "name": "Wool coat", "price": 129.0, "currency": "EUR", "image": PNG_SHA,
+               "available": True}
+    app.uplink.apply_content(ContentChanges(products=(ProductChange("COAT-1", 3, "upsert", product),))).result(10)
+    assert edge.get(f"/assets/{PNG_SHA}", token=None).content == PNG
+    assert edge.get(f"/assets/{other_sha}", token=None).status_code == 401
+    assert [p["sku"] for p in app.central_products()] == ["COAT-1"]
+    assert app.uplink.assets_pinned() == {PNG_SHA}
+    app.uplink.apply_content(ContentChanges(products=(ProductChange("COAT-1", 4, "delete"),))).result(10)
+    assert app.central_products() == [] and edge.get(f"/assets/{PNG_SHA}", token=None).status_code == 401
