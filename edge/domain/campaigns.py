@@ -364,30 +364,31 @@ class Campaigns:
         for ch in changes.campaigns:
             held = table.campaign(conn, ch.id)
             if held is not None and held.version >= ch.version:
-                continue
+                continue  # the channel's entry versions only grow: this one is not newer than what is held
             taken += 1
             if ch.op == "withdrawn":
-                table.receive(conn, ch.id, ch.version, ch.op, None, table.WITHDRAWN, None, now)
+                table.receive(conn, ch.id, ch.version, None, ch.op, None, table.WITHDRAWN, None, now)
                 table.unapply(conn, ch.id)
                 changed = changed or self.applied.pop(ch.id, None) is not None
                 continue
             body = ch.campaign or {}
+            # The campaign's own version (a rollback brings an older one back under a newer entry).
+            version = body["version"] if type(body.get("version")) is int else ch.version
             try:
-                camp = compile_campaign(self.cfg, ch.id, ch.version, body)
+                camp = compile_campaign(self.cfg, ch.id, version, body)
             except Refused as exc:
                 reason = str(exc)[:REASON_MAX]
-                table.receive(conn, ch.id, ch.version, ch.op, body, table.REFUSED, reason, now)
-                writer.insert_event(_event("refused", {"id": ch.id, "version": ch.version, "reason": reason},
+                table.receive(conn, ch.id, ch.version, version, ch.op, body, table.REFUSED, reason, now)
+                writer.insert_event(_event("refused", {"id": ch.id, "version": version, "reason": reason},
                                            f"campaign:{ch.id}:{ch.version}:refused", now))
-                log.warning("campaign %s version %d refused: %s", ch.id, ch.version, reason)
+                log.warning("campaign %s version %d refused: %s", ch.id, version, reason)
                 refused += 1
                 continue
+            table.receive(conn, ch.id, ch.version, version, ch.op, body, table.PENDING, None, now)
             if not all(self.has_asset(a) for a in camp.assets):
-                table.receive(conn, ch.id, ch.version, ch.op, body, table.PENDING, None, now)
                 pending += 1
                 continue
-            table.receive(conn, ch.id, ch.version, ch.op, body, table.PENDING, None, now)
-            self._apply(writer, camp, body, now)
+            self._apply(writer, camp, body, ch.version, now)
             applied += 1
             changed = True
         if changes.products:
@@ -407,20 +408,20 @@ class Campaigns:
         applied = 0
         for row in table.campaigns(conn, (table.PENDING,)):
             try:
-                camp = compile_campaign(self.cfg, row.id, row.version, row.body or {})
+                camp = compile_campaign(self.cfg, row.id, row.campaign_version or row.version, row.body or {})
             except Refused:
                 continue  # checked when it arrived; the config cannot change under a running edge
             if all(self.has_asset(a) for a in camp.assets):
-                self._apply(writer, camp, row.body or {}, now)
+                self._apply(writer, camp, row.body or {}, row.version, now)
                 applied += 1
         if applied:
             self.install(now)
         return applied
 
-    def _apply(self, writer: Writer, camp: Campaign, body: Mapping[str, Any], now: float) -> None:
+    def _apply(self, writer: Writer, camp: Campaign, body: Mapping[str, Any], entry: int, now: float) -> None:
         table.mark_applied(writer.conn, camp.id, camp.version, body, now)
         writer.insert_event(_event("applied", {"id": camp.id, "version": camp.version},
-                                   f"campaign:{camp.id}:{camp.version}:applied", now))
+                                   f"campaign:{camp.id}:{entry}:applied", now))
         self.applied[camp.id] = camp
         log.info("campaign %s version %d applied (%d rules, %d content items, %d assets)", camp.id, camp.version,
                  len(camp.rules), len(camp.content), len(camp.assets))
@@ -446,7 +447,8 @@ class Campaigns:
         for (cid, content_id), (shown, reached) in per.items():
             camp = self.applied.get(cid)
             row = table.campaign(writer.conn, cid) if camp is None else None
-            version = camp.version if camp is not None else (row.applied_version or row.version if row else 0)
+            version = camp.version if camp is not None else (row.applied_version or row.campaign_version or 0
+                                                             if row else 0)
             writer.insert_event(_event("impressions", {
                 "id": cid, "version": version, "content_id": content_id, "shown": shown, "reached": reached,
                 "from": since, "to": until}, f"campaign:{cid}:{content_id}:impressions:{since:.3f}", until))
@@ -455,11 +457,14 @@ class Campaigns:
 
 
 def listing(conn: Any) -> list[dict[str, Any]]:
-    """GET /api/v1/campaigns: the campaigns applied here, and what became of the latest version received."""
+    """GET /api/v1/campaigns: the campaigns applied here, and what became of the latest version received (also
+    those refused or pending; not those withdrawn, which show nothing)."""
     out = []
     for row in table.campaigns(conn):
+        if row.applied_version is None and row.state == table.WITHDRAWN:
+            continue
         entry: dict[str, Any] = {"id": row.id, "version": row.applied_version, "applied_at": row.applied_at,
-                                 "latest": row.version, "state": row.state}
+                                 "latest": row.campaign_version, "state": row.state}
         if row.reason:
             entry["reason"] = row.reason
         out.append(entry)

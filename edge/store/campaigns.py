@@ -23,7 +23,8 @@ PENDING, APPLIED, REFUSED, WITHDRAWN = "pending", "applied", "refused", "withdra
 @dataclass(frozen=True, slots=True)
 class CampaignRow:
     id: str
-    version: int
+    version: int  # the channel entry's (only grows)
+    campaign_version: int | None  # the campaign's own version, as the central store numbers them
     op: str
     body: Mapping[str, Any] | None
     state: str
@@ -58,10 +59,10 @@ def keep_store(conn: sqlite3.Connection, version: int, store: Mapping[str, Any])
 
 
 def _row(r: tuple) -> CampaignRow:
-    return CampaignRow(r[0], r[1], r[2], _loads(r[3]), r[4], r[5], r[6], _loads(r[7]), r[8])
+    return CampaignRow(r[0], r[1], r[2], r[3], _loads(r[4]), r[5], r[6], r[7], _loads(r[8]), r[9])
 
 
-_COLUMNS = "id, version, op, body, state, reason, applied_version, applied_body, applied_at"
+_COLUMNS = "id, version, campaign_version, op, body, state, reason, applied_version, applied_body, applied_at"
 
 
 def campaign(conn: sqlite3.Connection, cid: str) -> CampaignRow | None:
@@ -81,14 +82,15 @@ def applied(conn: sqlite3.Connection) -> list[CampaignRow]:
     return [_row(r) for r in rows]
 
 
-def receive(conn: sqlite3.Connection, cid: str, version: int, op: str, body: Mapping[str, Any] | None, state: str,
-            reason: str | None, now: float) -> None:
-    """Keep the latest version received and what became of it (the applied version stays as it was)."""
+def receive(conn: sqlite3.Connection, cid: str, version: int, campaign_version: int | None, op: str,
+            body: Mapping[str, Any] | None, state: str, reason: str | None, now: float) -> None:
+    """Keep the latest entry received and what became of it (the applied version stays as it was)."""
     conn.execute(
-        "INSERT INTO campaigns(id, version, op, body, state, reason, received_at) VALUES (?,?,?,?,?,?,?) "
-        "ON CONFLICT(id) DO UPDATE SET version = excluded.version, op = excluded.op, body = excluded.body, "
+        "INSERT INTO campaigns(id, version, campaign_version, op, body, state, reason, received_at) "
+        "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET version = excluded.version, "
+        "campaign_version = excluded.campaign_version, op = excluded.op, body = excluded.body, "
         "state = excluded.state, reason = excluded.reason, received_at = excluded.received_at",
-        (cid, version, op, None if body is None else json.dumps(body), state, reason, now))
+        (cid, version, campaign_version, op, None if body is None else json.dumps(body), state, reason, now))
 
 
 def mark_applied(conn: sqlite3.Connection, cid: str, version: int, body: Mapping[str, Any], now: float) -> None:

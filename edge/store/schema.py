@@ -173,6 +173,7 @@ _CAMPAIGNS_SQL = """
 CREATE TABLE IF NOT EXISTS campaigns (
     id TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
+    campaign_version INTEGER,
     op TEXT NOT NULL,
     body TEXT,
     state TEXT NOT NULL,
@@ -194,7 +195,8 @@ CREATE TABLE IF NOT EXISTS central_products (
 
 def _campaigns(db: sqlite_utils.Database) -> None:
     """Campaigns and products from the central store's content channel (edge/store/campaigns.py): the latest
-    version received per campaign with its state (pending / applied / refused / withdrawn) and the version
+    entry received per campaign (`version`: its position in the channel; `campaign_version`: the campaign's own
+    version, what reports name) with its state (pending / applied / refused / withdrawn) and the version
     applied (what screens show), and the catalogue entries as the central store resolved them for this store."""
     for stmt in _CAMPAIGNS_SQL.split(";"):
         if stmt.strip():
