@@ -165,3 +165,31 @@ def test_with_the_central_down_the_edge_keeps_showing_the_last_campaign_with_its
         assert edge.service.sync.status()["last_error"]  # it did try the central store, and could not reach it
     finally:
         edge.stop()
+
+
+def test_a_published_campaign_plays_on_the_signage_page_in_chromium_with_its_picture_from_the_edge(
+        central: CentralServer, edges: dict[str, EdgeHandle], mqtt_client: Callable[..., Any]) -> None:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from a11y import assert_accessible
+
+    admin(central, "PUT", f"/v1/admin/assets/{IMAGE_SHA}", data=IMAGE, headers={"Content-Type": "image/png"})
+    admin(central, "PUT", "/v1/admin/campaigns/autumn", json=autumn())
+    admin(central, "POST", "/v1/admin/campaigns/autumn/publish", json={})
+    wait_display(mqtt_client, "teststore", lambda s: ("coats-banner", "Autumn coats") in s, "the campaign")
+    edge = edges["teststore"]
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
+                                    else None, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1920, "height": 1080})
+            requested: list[str] = []
+            page.on("request", lambda r: requested.append(r.url))
+            page.goto(f"{edge.url}/signage/entrance-1?token={SIGNAGE}")
+            page.wait_for_selector('#stage[data-content-id="coats-banner"]', timeout=15000)
+            assert page.inner_text("#stage .title") == "Autumn coats"
+            page.wait_for_function("document.querySelector('#stage img.media').naturalWidth === 8", timeout=10000)
+            assert all(u.startswith(edge.url) for u in requested)  # the picture comes from the edge itself
+            assert f"{edge.url}/assets/{IMAGE_SHA}" in requested
+            assert_accessible(page, "signage, a central campaign playing")
+        finally:
+            browser.close()
