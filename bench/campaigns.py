@@ -108,10 +108,17 @@ def poller(port: int, store: str, token: str, version: Any, seen: dict[str, floa
                 event = {"event_id": f"campaign:{CAMPAIGN}:{ch['version']}:applied:{store}", "kind": "campaign",
                          "type": "applied", "ts": arrived, "received_at": arrived, "source": "edge", "seq": 1,
                          "data": {"id": CAMPAIGN, "version": ch["version"]}}
-                try:
-                    push.request("POST", f"/v1/stores/{store}/events", json.dumps({"events": [event]}).encode())
-                except (OSError, http.client.HTTPException):
-                    pass
+                for _ in range(100):  # as the edge's push: retried until the central store takes it
+                    try:
+                        status, _ = push.request("POST", f"/v1/stores/{store}/events",
+                                                 json.dumps({"events": [event]}).encode())
+                    except (OSError, http.client.HTTPException):
+                        status = 0
+                    if status == 200:
+                        break
+                    seen["push_retries"] = seen.get("push_retries", 0) + 1
+                    time.sleep(0.2)
+                seen["reported"] = time.time()
 
 
 def generator(port: int, stores: list[tuple[str, str]], version: Any, go: Any, queue: Any) -> None:
@@ -129,10 +136,10 @@ def generator(port: int, stores: list[tuple[str, str]], version: Any, go: Any, q
     queue.put(("ready", len(stores)))
     go.wait(600)
     deadline = time.time() + 60
-    while time.time() < deadline and not all(seen[s] for s in seen):
+    while time.time() < deadline and not all("reported" in seen[s] for s in seen):
         time.sleep(0.05)
     stop.set()
-    queue.put(("seen", {s: v.get("t") for s, v in seen.items()}))
+    queue.put(("seen", {s: (v.get("t"), v.get("push_retries", 0)) for s, v in seen.items()}))
 
 
 def admin(link: Link, method: str, path: str, body: Any = None, raw: bytes | None = None,
@@ -183,13 +190,16 @@ def fleet(n_stores: int, tmp: Path) -> dict[str, Any]:
         admin(link, "POST", f"/v1/admin/campaigns/{CAMPAIGN}/publish", {})
         go.set()
         seen: dict[str, float | None] = {}
+        retries = 0
         for _ in procs:
             kind, part = queue.get(timeout=120)
-            seen.update(part)
+            seen.update({s: t for s, (t, _) in part.items()})
+            retries += sum(r for _, r in part.values())
         for p in procs:
             p.join(30)
         reported_all: float | None = None
         deadline = time.time() + 30
+        page: dict[str, Any] = {}
         while time.time() < deadline:
             page = admin(link, "GET", f"/v1/admin/campaigns/{CAMPAIGN}")
             rows = page.get("stores") or []
@@ -204,7 +214,8 @@ def fleet(n_stores: int, tmp: Path) -> dict[str, Any]:
                 "publish_to_store_p50_s": round(statistics.median(delays), 3) if delays else None,
                 "publish_to_store_p95_s": round(q[18], 3) if delays else None,
                 "publish_to_store_max_s": round(delays[-1], 3) if delays else None,
-                "publish_to_central_shows_all_applied_s": None if reported_all is None else round(reported_all, 3)}
+                "publish_to_central_shows_all_applied_s": None if reported_all is None else round(reported_all, 3),
+                "central_totals": page.get("totals"), "report_push_retries": retries}
     finally:
         central.send_signal(signal.SIGTERM)
         try:
