@@ -142,6 +142,8 @@ class SyncClient:
         self._stop.set()
         self._wake.set()
         self.fetcher.wake()
+        if self.assets is not None:
+            self.assets.wake()
         for name, t in self._threads.items():
             # A pull held by the central store (long-poll) ends on its own; it applies nothing once stopping.
             held = (name == "sync-pull" and self.puller.long_polling) or \

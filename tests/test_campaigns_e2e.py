@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import SIGNAGE, EdgeHandle, store_config, wait_until
+from conftest import ROOT, SIGNAGE, EdgeHandle, store_config, wait_until
 from edge.broker import MosquittoBroker, free_port
 from edge.config import Config, parse_config
 from sync.central import CentralServer
@@ -193,3 +193,45 @@ def test_a_published_campaign_plays_on_the_signage_page_in_chromium_with_its_pic
             assert_accessible(page, "signage, a central campaign playing")
         finally:
             browser.close()
+
+
+def test_the_demo_edge_applies_the_campaigns_its_central_store_runs_within_its_first_minute(tmp_path: Path) -> None:
+    """Every campaign live at the demo's central store (it seeds some; when it seeds none, this publishes one)
+    is applied by the demo's edge within a minute of starting."""
+    import re
+    import signal
+    import tomllib
+
+    from test_demo import DemoRun
+
+    demo = DemoRun(tmp_path, duration=0)
+    started = time.monotonic()
+    try:
+        central_url = demo.wait_for_line(r"^  central +(http://\S+)/v1/admin/stats").group(1)
+        headers = {"Authorization": "Bearer demo-central-admin-token-0000"}
+        listed = requests.get(f"{central_url}/v1/admin/campaigns", headers=headers, timeout=10).json()
+        store = tomllib.loads((ROOT / "config" / "demo.toml").read_text())["store"]["id"]
+        live = {c["id"] for c in listed.get("campaigns", []) if c.get("status") == "live" and any(
+            row["store"] == store for row in requests.get(f"{central_url}/v1/admin/campaigns/{c['id']}",
+                                                          headers=headers, timeout=10).json()["stores"])}
+        if not live:
+            requests.put(f"{central_url}/v1/admin/campaigns/demo-check", headers=headers, timeout=10, json={
+                "name": "Demo check", "targets": {"stores": ["*"]},
+                "content": [{"id": "demo-check", "template": "message", "title": "From the centre"}],
+                "rules": []}).raise_for_status()
+            requests.post(f"{central_url}/v1/admin/campaigns/demo-check/publish", headers=headers, json={},
+                          timeout=10).raise_for_status()
+            live = {"demo-check"}
+        base = f"http://127.0.0.1:{demo.port}"
+
+        def applied() -> set[str]:
+            r = requests.get(f"{base}/api/v1/campaigns", headers={"Authorization": "Bearer demo-admin-token-0000"},
+                             timeout=5)
+            return {c["id"] for c in r.json()["campaigns"] if c["version"] is not None} if r.ok else set()
+
+        wait_until(lambda: live <= applied(), timeout=max(1.0, 60 - (time.monotonic() - started)), interval=0.5,
+                   what=f"the demo edge applying {sorted(live)}")
+    finally:
+        code, _ = demo.stop(signal.SIGINT)
+    assert code == 0, demo.output
+    assert not re.search(r"Traceback|ERROR", demo.output), demo.output

@@ -304,7 +304,7 @@ class Campaigns:
         self.displays = displays
         self.has_asset = has_asset
         self.clock = clock
-        self.applied: dict[str, Campaign] = {}
+        self.applied: dict[str, Campaign] = {}  # replaced, never changed in place (`due` reads it from any thread)
         self.active: frozenset[str] = frozenset()  # applied and in their schedule at the last install/tick
 
     # --- reading (any thread) ---
@@ -369,7 +369,9 @@ class Campaigns:
             if ch.op == "withdrawn":
                 table.receive(conn, ch.id, ch.version, None, ch.op, None, table.WITHDRAWN, None, now)
                 table.unapply(conn, ch.id)
-                changed = changed or self.applied.pop(ch.id, None) is not None
+                if ch.id in self.applied:  # a new dict, never changed in place: the clock thread reads it
+                    self.applied = {k: v for k, v in self.applied.items() if k != ch.id}
+                    changed = True
                 continue
             body = ch.campaign or {}
             # The campaign's own version (a rollback brings an older one back under a newer entry).
@@ -422,7 +424,7 @@ class Campaigns:
         table.mark_applied(writer.conn, camp.id, camp.version, body, now)
         writer.insert_event(_event("applied", {"id": camp.id, "version": camp.version},
                                    f"campaign:{camp.id}:{entry}:applied", now))
-        self.applied[camp.id] = camp
+        self.applied = {**self.applied, camp.id: camp}
         log.info("campaign %s version %d applied (%d rules, %d content items, %d assets)", camp.id, camp.version,
                  len(camp.rules), len(camp.content), len(camp.assets))
 
