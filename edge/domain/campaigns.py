@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from edge.config import WEEKDAYS, Config, parse_hours
+from edge.config import WEEKDAYS, Config, data_placeholders, parse_hours
 from edge.config.checks import cross_check
 from edge.config.layout import ContentConfig
 from edge.config.rules import RuleConfig
@@ -170,6 +170,7 @@ class Campaign:
     playlist: tuple[ContentConfig, ...]  # content no rule of it shows: the screens' fallback playlists
     assets: frozenset[str]
     content_ids: frozenset[str] = field(default_factory=frozenset)
+    data: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # content id → its extra display data
 
 
 def _assets_in(value: Any, found: set[str], key: str | None = None) -> None:
@@ -230,6 +231,7 @@ def compile_campaign(cfg: Config, cid: str, version: int, body: Mapping[str, Any
     schedule = parse_schedule(body.get("schedule"), tz)
     templates = store_templates(cfg)
     content: list[ContentConfig] = []
+    extra_data: dict[str, dict[str, Any]] = {}
     for i, item in enumerate(raw_content):
         where = f"content[{i}]" + (f" (id {item['id']!r})" if isinstance(item.get("id"), str) else "")
         image = item.get("image")
@@ -244,6 +246,18 @@ def compile_campaign(cfg: Config, cid: str, version: int, body: Mapping[str, Any
             c = ContentConfig.model_validate(fields)
         except ValidationError as exc:
             raise Refused(_validation_reason(where, exc)) from None
+        extra = item.get("data")
+        if extra is not None:
+            if not isinstance(extra, dict):
+                raise Refused(f"{where}.data: expected an object")
+            try:
+                named = data_placeholders(extra)
+            except ValueError as exc:
+                raise Refused(f"{where}.data: {exc}") from None
+            if named:
+                raise Refused(f"{where}.data: placeholders ({', '.join(sorted(named))}) belong in a rule's "
+                              "show.data, where the consent gate sees them")
+            extra_data[c.id] = {k: v for k, v in _asset_urls(extra).items() if k not in ("title", "body", "i18n")}
         if c.template not in templates:
             raise Refused(f"{where}.template: unknown template {c.template!r}; this store knows "
                           f"{', '.join(sorted(templates))}")
@@ -283,7 +297,7 @@ def compile_campaign(cfg: Config, cid: str, version: int, body: Mapping[str, Any
     assets = frozenset(assets_of(body))
     playlist = tuple(c for c in content if c.id not in shown)
     return Campaign(cid, version, name[:200], priority, schedule, tuple(content), tuple(rules), playlist, assets,
-                    frozenset(own))
+                    frozenset(own), extra_data)
 
 
 # --- the campaigns held here ---------------------------------------------------------------------------------
@@ -332,11 +346,12 @@ class Campaigns:
         ordered = sorted(self.applied.values(), key=lambda c: (-c.priority, c.id))
         rules = [CampaignRule(r, c.id, c.priority, c.schedule.active) for c in ordered for r in c.rules]
         content = {item.id: item for c in ordered for item in c.content}
-        self.engine.set_campaigns(rules, content)
+        extra = {cid: d for c in ordered for cid, d in c.data.items()}
+        self.engine.set_campaigns(rules, content, extra)
         self.active = frozenset(c.id for c in ordered if c.schedule.active(now))
         lang = self.cfg.store.language
-        items = [{"content_id": item.id, "template": item.template, "image": None, **content_data(item, lang),
-                  "duration_s": item.duration_s, "campaign": c.id}
+        items = [{**c.data.get(item.id, {}), "content_id": item.id, "template": item.template, "image": None,
+                  **content_data(item, lang), "duration_s": item.duration_s, "campaign": c.id}
                  for c in ordered if c.id in self.active for item in c.playlist]
         active = {c.id: c.content_ids for c in ordered if c.id in self.active}
 

@@ -224,16 +224,20 @@ class RuleEngine:
         self.catalogue = context.catalogue if context is not None else Catalogue(cfg)
         self.lang = cfg.store.language  # placeholders are filled with names in the store's language
         self.campaign_content: dict[str, ContentConfig] = {}
+        self.campaign_data: dict[str, Mapping[str, Any]] = {}
         self.store_rules = [self._compile(r, i) for i, r in enumerate(cfg.rules)]
         self._use(self.store_rules)
         # Frequency caps: (scope, key, rule id) -> the times of the last `count` showings.
         self.caps: dict[tuple[str, str, str], tuple[deque[float], float]] = {}
 
-    def set_campaigns(self, rules: Sequence[CampaignRule], content: Mapping[str, ContentConfig]) -> None:
+    def set_campaigns(self, rules: Sequence[CampaignRule], content: Mapping[str, ContentConfig],
+                      content_data: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """The central store's campaign rules join the store's own, replacing the previous set in one step (in
         the writer thread, between two events). On equal priority the store's rule wins, then the order given
-        (campaigns by priority, then id). A campaign rule matches only while its campaign is in its schedule."""
+        (campaigns by priority, then id). A campaign rule matches only while its campaign is in its schedule.
+        `content_data`: a campaign content item's extra display data (subtitle, price...), under its texts."""
         self.campaign_content = dict(content)
+        self.campaign_data = dict(content_data or {})
         base = len(self.store_rules)
         compiled = []
         for i, cr in enumerate(rules):
@@ -315,7 +319,7 @@ class RuleEngine:
         if not base or (content_id != r.show.content_id and variant is not None and not variant.data):
             item = self.content_item(content_id)
             if item is not None:
-                base = content_data(item, self.cfg.store.language)
+                base = {**self.campaign_data.get(content_id, {}), **content_data(item, self.cfg.store.language)}
         data = without_overridden(base, variant.data if variant is not None else {})
         return _Content(variant.id if variant is not None else None, variant.weight if variant is not None else 1.0,
                         content_id, template, _compile_data(data), not data_placeholders(data))
