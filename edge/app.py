@@ -198,6 +198,8 @@ class App:
             self.watchdog.watch(name, partial(self.sync.thread, name))
         self.metrics.gauge("instore_edge_mqtt_connected", lambda: 1.0 if self.mqtt.connected.is_set() else 0.0)
         self.metrics.gauge("instore_edge_outbox_pending", self._outbox_pending)
+        self.metrics.gauge("instore_edge_campaigns_applied", lambda: float(len(self.campaigns.applied)))
+        self.metrics.gauge("instore_edge_assets_cache_bytes", lambda: float(self.assets.size()))
         self.metrics.gauge("instore_edge_outbox_capacity_ratio",
                            lambda: self._outbox_pending() / self.cfg.central.outbox_max_events)
 

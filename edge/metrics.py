@@ -44,6 +44,10 @@ HELP = {
     "instore_edge_http_rate_limited_total": ("counter", "Requests answered 429 by a per-client rate limit, by route."),
     "instore_edge_erasures_unverified": ("gauge", "Erasures whose erased values were still found in the database "
                                          "file's free space after every rebuild (0 when all are verified gone)."),
+    "instore_edge_campaign_versions_total": ("counter", "Campaign versions from the central store, by outcome "
+                                             "(applied, refused, pending)."),
+    "instore_edge_campaigns_applied": ("gauge", "Campaigns from the central store applied here (in or out of schedule)."),
+    "instore_edge_assets_cache_bytes": ("gauge", "Bytes of campaign and product assets cached on this device."),
     "instore_edge_erasure_rebuilds_total": ("counter", "Rebuilds after an erasure found copies of erased data in the "
                                             "file's free space, by how (reindex, rewrite, vacuum, failed)."),
 }

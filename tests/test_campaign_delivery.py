@@ -344,3 +344,12 @@ def test_a_products_picture_is_public_for_the_shoppers_landing_pages(edge: EdgeH
     assert app.uplink.assets_pinned() == {PNG_SHA}
     app.uplink.apply_content(ContentChanges(products=(ProductChange("COAT-1", 4, "delete"),))).result(10)
     assert app.central_products() == [] and edge.get(f"/assets/{PNG_SHA}", token=None).status_code == 401
+
+
+def test_metrics_count_campaign_versions_applied_and_the_asset_cache(edge: EdgeHandle) -> None:
+    app = edge.service
+    app.assets.put(PNG_SHA, [PNG], "image/png")
+    app.uplink.apply_content(ContentChanges(campaigns=(live(campaign()),))).result(10)
+    text = requests.get(edge.url + "/metrics", timeout=10).text
+    assert "instore_edge_campaigns_applied 1.0" in text
+    assert f"instore_edge_assets_cache_bytes {float(len(PNG))}" in text
