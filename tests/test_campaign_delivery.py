@@ -353,3 +353,27 @@ def test_metrics_count_campaign_versions_applied_and_the_asset_cache(edge: EdgeH
     text = requests.get(edge.url + "/metrics", timeout=10).text
     assert "instore_edge_campaigns_applied 1.0" in text
     assert f"instore_edge_assets_cache_bytes {float(len(PNG))}" in text
+
+
+def test_products_newer_than_held_are_kept_and_announced_older_ones_ignored(tmp_path: Path) -> None:
+    from edge.store.campaigns import products
+    from edge.store.writer import Writer, open_writer
+    from sync.local import ProductChange
+
+    cfg = config(tmp_path)
+    writer = Writer(open_writer(cfg.db.path))
+    announced: list[str] = []
+    engine = RuleEngine(cfg)
+    campaigns = Campaigns(cfg, engine, Displays(cfg), has_asset=lambda n: True, on_products=announced.extend)
+
+    def take(*changes: ProductChange) -> None:
+        writer.begin()
+        campaigns.take(writer, ContentChanges(products=changes))
+        writer.commit()
+
+    take(ProductChange("COAT-1", 2, "upsert", {"name": "Coat", "price": 99.0}))
+    take(ProductChange("COAT-1", 1, "upsert", {"name": "Coat", "price": 120.0}))  # late and older: ignored
+    assert [(p["sku"], p["price"]) for p in products(writer.conn)] == [("COAT-1", 99.0)]
+    take(ProductChange("COAT-1", 3, "delete"), ProductChange("SCARF-1", 1, "upsert", {"name": "Scarf"}))
+    assert [p["sku"] for p in products(writer.conn)] == ["SCARF-1"]
+    assert announced == ["COAT-1", "COAT-1", "SCARF-1"]

@@ -312,8 +312,12 @@ class Campaigns:
     them. Owned by the pipeline's writer: every method that changes them runs in a writer task."""
 
     def __init__(self, cfg: Config, rules: RuleEngine, displays: Displays, *,
-                 has_asset: Callable[[str], bool], clock: Callable[[], float] = time.time) -> None:
+                 has_asset: Callable[[str], bool], clock: Callable[[], float] = time.time,
+                 on_products: Callable[[Sequence[str]], None] | None = None) -> None:
+        """`on_products(skus)`: products from the central store changed (in the writer, inside the transaction;
+        e.g. the catalogue re-reads them and screens showing a price re-render)."""
         self.cfg = cfg
+        self.on_products = on_products
         self.engine = rules
         self.displays = displays
         self.has_asset = has_asset
@@ -409,7 +413,10 @@ class Campaigns:
             applied += 1
             changed = True
         if changes.products:
-            taken += table.upsert_products(conn, changes.products, now)
+            skus = table.upsert_products(conn, changes.products, now)
+            taken += len(skus)
+            if skus and self.on_products is not None:
+                self.on_products(skus)
         if changes.store is not None and changes.store_version is not None:
             taken += int(table.keep_store(conn, changes.store_version, changes.store))
         if changes.cursor is not None:

@@ -104,9 +104,10 @@ def unapply(conn: sqlite3.Connection, cid: str) -> None:
                  (cid,))
 
 
-def upsert_products(conn: sqlite3.Connection, changes: Iterable[ProductChange], now: float) -> int:
-    """Products newer than held (a delete keeps its version, so an older upsert cannot bring it back)."""
-    taken = 0
+def upsert_products(conn: sqlite3.Connection, changes: Iterable[ProductChange], now: float) -> list[str]:
+    """Products newer than held (a delete keeps its version, so an older upsert cannot bring it back); returns
+    the skus taken."""
+    taken: list[str] = []
     for ch in changes:
         cur = conn.execute(
             "INSERT INTO central_products(sku, version, product, deleted, updated_at) VALUES (?,?,?,?,?) "
@@ -114,7 +115,8 @@ def upsert_products(conn: sqlite3.Connection, changes: Iterable[ProductChange], 
             "deleted = excluded.deleted, updated_at = excluded.updated_at WHERE excluded.version > "
             "central_products.version",
             (ch.sku, ch.version, None if ch.product is None else json.dumps(ch.product), int(ch.op == "delete"), now))
-        taken += cur.rowcount
+        if cur.rowcount:
+            taken.append(ch.sku)
     return taken
 
 
