@@ -377,3 +377,13 @@ def test_products_newer_than_held_are_kept_and_announced_older_ones_ignored(tmp_
     take(ProductChange("COAT-1", 3, "delete"), ProductChange("SCARF-1", 1, "upsert", {"name": "Scarf"}))
     assert [p["sku"] for p in products(writer.conn)] == ["SCARF-1"]
     assert announced == ["COAT-1", "COAT-1", "SCARF-1"]
+
+
+def test_a_campaign_body_of_the_wrong_shape_is_refused_and_the_channel_moves_on(edge: EdgeHandle) -> None:
+    app = edge.service
+    odd = CampaignChange("odd", 1, "live", {"version": 1, "content": "not a list", "rules": [1, 2]})
+    odder = CampaignChange("odder", 1, "live", {"version": 1, "schedule": {"start": 5}, "priority": True})
+    done = app.uplink.apply_content(ContentChanges(campaigns=(odd, odder), cursor="c-2")).result(10)
+    assert done.refused == 2 and app.uplink.content_cursor() == "c-2"
+    reasons = {c["id"]: c["reason"] for c in edge.get("/api/v1/campaigns").json()["campaigns"]}
+    assert "content: expected a list" in reasons["odd"] and "priority: expected an integer" in reasons["odder"]

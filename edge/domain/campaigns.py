@@ -397,8 +397,12 @@ class Campaigns:
             version = body["version"] if type(body.get("version")) is int else ch.version
             try:
                 camp = compile_campaign(self.cfg, ch.id, version, body)
-            except Refused as exc:
-                reason = str(exc)[:REASON_MAX]
+            except Exception as exc:  # a version no check foresaw must not stall the channel: refused too
+                if not isinstance(exc, Refused):
+                    log.exception("checking campaign %s version %d failed", ch.id, version)
+                reason = (str(exc) if isinstance(exc, Refused) else
+                          f"the edge could not check it ({type(exc).__name__}; a bug: the edge log has the "
+                          "traceback)")[:REASON_MAX]
                 table.receive(conn, ch.id, ch.version, version, ch.op, body, table.REFUSED, reason, now)
                 writer.insert_event(_event("refused", {"id": ch.id, "version": version, "reason": reason},
                                            f"campaign:{ch.id}:{ch.version}:refused", now))
