@@ -387,3 +387,24 @@ def test_a_campaign_body_of_the_wrong_shape_is_refused_and_the_channel_moves_on(
     assert done.refused == 2 and app.uplink.content_cursor() == "c-2"
     reasons = {c["id"]: c["reason"] for c in edge.get("/api/v1/campaigns").json()["campaigns"]}
     assert "content: expected a list" in reasons["odd"] and "priority: expected an integer" in reasons["odder"]
+
+
+def test_a_running_edge_switches_a_scheduled_campaign_on_its_screens_at_the_stores_local_nine_oclock(
+        make_config: Callable[..., Config], mqtt_client: Callable[..., Any]) -> None:
+    from edge.app import App
+
+    tz = ZoneInfo("America/New_York")
+    now = [datetime(2026, 12, 1, 8, 59, 58, tzinfo=tz).timestamp()]
+    app = App(make_config(store={"id": "teststore", "timezone": "America/New_York"}), clock=lambda: now[0]).start()
+    try:
+        app.assets.put(PNG_SHA, [PNG], "image/png")
+        body = campaign(schedule={"hours": "09:00-10:00"})
+        app.uplink.apply_content(ContentChanges(campaigns=(live(body),))).result(10)
+        time.sleep(2.5)  # the campaign clock ticks every second: nothing to switch yet
+        assert retained(mqtt_client, "entrance-1", lambda p: playlist_of(p) == ["autumn", "news"])
+        now[0] += 2  # 09:00:00 in New York
+        assert retained(mqtt_client, "entrance-1", lambda p: playlist_of(p) == ["coats-banner", "autumn", "news"])
+        now[0] = datetime(2026, 12, 1, 10, 0, tzinfo=tz).timestamp()
+        assert retained(mqtt_client, "entrance-1", lambda p: playlist_of(p) == ["autumn", "news"])
+    finally:
+        app.stop()
