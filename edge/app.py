@@ -45,7 +45,6 @@ from edge.privacy import Privacy
 from edge.qr import Signer, Token
 from edge.staff.desk import Desk
 from edge.staff.feed import Feed
-from edge.store import campaigns as campaign_table
 from edge.store.db import connect
 from edge.store.queries import outbox_stats
 from edge.store.writer import Writer, open_writer
@@ -149,7 +148,8 @@ class App:
         rules = RuleEngine(cfg, shoppers)
         displays = Displays(cfg, rows(self.conn, "SELECT * FROM displays"))
         self.assets = asset_cache(cfg)
-        self.campaigns = Campaigns(cfg, rules, displays, has_asset=self.assets.has, clock=clock)
+        self.campaigns = Campaigns(cfg, rules, displays, has_asset=self.assets.has, clock=clock,
+                                   catalogue=self.catalogue)
         self.campaigns.reload(self.conn)
         journeys = Journeys(cfg, self.signer, self.metrics, self.catalogue)
         gateways = GatewayHealth(cfg)
@@ -278,14 +278,6 @@ class App:
 
     def displays(self) -> dict[str, dict[str, Any]]:
         return self.pipeline.displays.all()
-
-    def central_products(self) -> list[dict[str, Any]]:
-        """The catalogue from the central store's content channel, resolved for this store (price, availability)."""
-        conn = connect(self.cfg.db.path)
-        try:
-            return campaign_table.products(conn)
-        finally:
-            conn.close()
 
     def display(self, ident: str) -> dict[str, Any] | None:
         return self.pipeline.displays.snapshot(ident)

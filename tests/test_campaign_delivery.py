@@ -340,10 +340,10 @@ def test_a_products_picture_is_public_for_the_shoppers_landing_pages(edge: EdgeH
     app.uplink.apply_content(ContentChanges(products=(ProductChange("COAT-1", 3, "upsert", product),))).result(10)
     assert edge.get(f"/assets/{PNG_SHA}", token=None).content == PNG
     assert edge.get(f"/assets/{other_sha}", token=None).status_code == 401
-    assert [p["sku"] for p in app.central_products()] == ["COAT-1"]
+    assert app.catalogue.get("COAT-1").image == PNG_SHA
     assert app.uplink.assets_pinned() == {PNG_SHA}
     app.uplink.apply_content(ContentChanges(products=(ProductChange("COAT-1", 4, "delete"),))).result(10)
-    assert app.central_products() == [] and edge.get(f"/assets/{PNG_SHA}", token=None).status_code == 401
+    assert app.catalogue.get("COAT-1") is None and edge.get(f"/assets/{PNG_SHA}", token=None).status_code == 401
 
 
 def test_metrics_count_campaign_versions_applied_and_the_asset_cache(edge: EdgeHandle) -> None:
@@ -355,16 +355,21 @@ def test_metrics_count_campaign_versions_applied_and_the_asset_cache(edge: EdgeH
     assert f"instore_edge_assets_cache_bytes {float(len(PNG))}" in text
 
 
-def test_products_newer_than_held_are_kept_and_announced_older_ones_ignored(tmp_path: Path) -> None:
-    from edge.store.campaigns import products
+def test_channel_products_go_to_the_one_catalogue_newer_than_held_and_its_listeners_hear_them(tmp_path: Path) -> None:
+    from edge.domain.catalogue import Catalogue
     from edge.store.writer import Writer, open_writer
     from sync.local import ProductChange
 
     cfg = config(tmp_path)
     writer = Writer(open_writer(cfg.db.path))
     announced: list[str] = []
-    engine = RuleEngine(cfg)
-    campaigns = Campaigns(cfg, engine, Displays(cfg), has_asset=lambda n: True, on_products=announced.extend)
+    catalogue = Catalogue(cfg, writer.conn)
+    catalogue.listeners.append(announced.extend)
+    campaigns = Campaigns(cfg, RuleEngine(cfg), Displays(cfg), has_asset=lambda n: True, catalogue=catalogue)
+
+    def stored() -> list[tuple[str, float | None]]:
+        """The central's products as a restart reads them from the table."""
+        return sorted((p.sku, p.price) for p in Catalogue(cfg, writer.conn).central.values())
 
     def take(*changes: ProductChange) -> None:
         writer.begin()
@@ -373,10 +378,15 @@ def test_products_newer_than_held_are_kept_and_announced_older_ones_ignored(tmp_
 
     take(ProductChange("COAT-1", 2, "upsert", {"name": "Coat", "price": 99.0}))
     take(ProductChange("COAT-1", 1, "upsert", {"name": "Coat", "price": 120.0}))  # late and older: ignored
-    assert [(p["sku"], p["price"]) for p in products(writer.conn)] == [("COAT-1", 99.0)]
+    assert stored() == [("COAT-1", 99.0)] and catalogue.get("COAT-1").price == 99.0
     take(ProductChange("COAT-1", 3, "delete"), ProductChange("SCARF-1", 1, "upsert", {"name": "Scarf"}))
-    assert [p["sku"] for p in products(writer.conn)] == ["SCARF-1"]
+    assert [sku for sku, _ in stored()] == ["SCARF-1"]
     assert announced == ["COAT-1", "COAT-1", "SCARF-1"]
+    assert catalogue.get("SCARF-1") is not None and catalogue.get("COAT-1") is None
+    take(ProductChange("BAD-1", 1, "upsert", {"name": "No price", "price": "cheap"}))  # the catalogue cannot read it
+    [(topic, detail)] = writer.conn.execute("SELECT topic, detail FROM deadletters").fetchall()
+    assert topic == "central/content" and "BAD-1" in detail and "price" in detail
+    assert catalogue.get("BAD-1") is None
 
 
 def test_a_campaign_body_of_the_wrong_shape_is_refused_and_the_channel_moves_on(edge: EdgeHandle) -> None:

@@ -37,15 +37,16 @@ from edge.config import WEEKDAYS, Config, data_placeholders, parse_hours
 from edge.config.checks import cross_check
 from edge.config.layout import ContentConfig
 from edge.config.rules import RuleConfig
+from edge.domain.catalogue import Catalogue, ProductError, product_images
 from edge.domain.content import content_data
 from edge.domain.displays import Displays
 from edge.domain.rules import CampaignRule, RuleEngine
 from edge.i18n import LANGUAGES
-from edge.model import Event
+from edge.model import INVALID_VALUE, Event
 from edge.store import campaigns as table
 from edge.store.writer import Writer
 from sync.assets import is_sha256
-from sync.local import ContentApplied, ContentChanges
+from sync.local import ContentApplied, ContentChanges, ProductChange
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ REASON_MAX = 500
 ASSET_KEYS = ("image", "video", "poster", "asset")  # keys whose SHA-256 values in content data are assets
 CONTENT_KEYS = ("id", "template", "title", "body", "image", "duration_s", "i18n")
 KIND = "campaign"
+CONTENT_TOPIC = "central/content"  # the dead letters' topic for a channel entry the edge cannot take
 
 
 class Refused(Exception):
@@ -313,11 +315,11 @@ class Campaigns:
 
     def __init__(self, cfg: Config, rules: RuleEngine, displays: Displays, *,
                  has_asset: Callable[[str], bool], clock: Callable[[], float] = time.time,
-                 on_products: Callable[[Sequence[str]], None] | None = None) -> None:
-        """`on_products(skus)`: products from the central store changed (in the writer, inside the transaction;
-        e.g. the catalogue re-reads them and screens showing a price re-render)."""
+                 catalogue: Catalogue | None = None) -> None:
+        """`catalogue`: the one catalogue (edge.domain.catalogue; default: the rule engine's), where the channel's
+        products go."""
         self.cfg = cfg
-        self.on_products = on_products
+        self.catalogue = catalogue if catalogue is not None else rules.catalogue
         self.engine = rules
         self.displays = displays
         self.has_asset = has_asset
@@ -333,7 +335,9 @@ class Campaigns:
 
     # --- in the writer ---
     def reload(self, conn: Any) -> None:
-        """Take the applied campaigns from the tables (at start, and after a rolled-back transaction)."""
+        """Take the applied campaigns and the catalogue's central products from the tables (at start, and after a
+        rolled-back transaction)."""
+        self.catalogue.load(conn)
         applied: dict[str, Campaign] = {}
         for row in table.applied(conn):
             try:
@@ -416,18 +420,32 @@ class Campaigns:
             self._apply(writer, camp, body, ch.version, now)
             applied += 1
             changed = True
-        if changes.products:
-            skus = table.upsert_products(conn, changes.products, now)
-            taken += len(skus)
-            if skus and self.on_products is not None:
-                self.on_products(skus)
         if changes.store is not None and changes.store_version is not None:
             taken += int(table.keep_store(conn, changes.store_version, changes.store))
         if changes.cursor is not None:
             table.keep_cursor(conn, changes.cursor)
+        # Last: the catalogue's memory changes with its rows (a failure after it would leave memory ahead).
+        taken += self._take_products(writer, changes.products, now)
         if changed:
             self.install(now)
         return ContentApplied(taken, applied, refused, pending)
+
+    def _take_products(self, writer: Writer, products: Sequence[ProductChange], now: float) -> int:
+        """The channel's products into the one catalogue, each only if newer than held (the entry's version); its
+        listeners re-render the pages showing them. One the catalogue cannot read becomes a dead letter with the
+        reason (the central store checked it: a newer central, or a bug) and the channel moves on."""
+        taken = 0
+        for ch in products:
+            entry: dict[str, Any] = {"kind": "product", "sku": ch.sku, "version": ch.version, "op": ch.op}
+            if ch.product is not None:
+                entry["product"] = ch.product
+            try:
+                taken += self.catalogue.apply_product(entry, writer.conn)
+            except ProductError as exc:
+                detail = f"product {ch.sku!r} version {ch.version} not taken: {exc}"[:REASON_MAX]
+                writer.insert_deadletters([(CONTENT_TOPIC, INVALID_VALUE, detail, "", now)])
+                log.warning("content channel: %s", detail)
+        return taken
 
     def assets_arrived(self, writer: Writer, names: Sequence[str]) -> int:
         """Pending campaigns whose assets are now all here apply (one install for all of them)."""
@@ -507,5 +525,5 @@ def wanted_assets(conn: Any) -> set[str]:
             found |= assets_of(row.body)
         if row.applied_body is not None:
             found |= assets_of(row.applied_body)
-    found |= {a for a in table.product_images(conn) if is_sha256(a)}
+    found |= {a for a in product_images(conn) if is_sha256(a)}
     return found

@@ -170,6 +170,27 @@ def _merge(central: Product, local: Product | None) -> Product:
                    source="central+store")
 
 
+def product_images(conn: sqlite3.Connection) -> set[str]:
+    """The pictures the central's products and their variants name (from the `products` table, any connection):
+    the asset cache keeps them and the edge serves them to the public landing pages."""
+    found: set[str] = set()
+    try:
+        rows = conn.execute("SELECT product FROM products WHERE deleted = 0 AND product IS NOT NULL").fetchall()
+    except sqlite3.OperationalError:
+        return found  # a database without the table yet
+    for (raw,) in rows:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(body, dict):
+            continue
+        variants = body.get("variants") if isinstance(body.get("variants"), list) else []
+        found |= {item["image"] for item in [body, *variants]
+                  if isinstance(item, dict) and isinstance(item.get("image"), str)}
+    return found
+
+
 class Catalogue:
     """The merged catalogue by SKU: read from any thread; `apply_product` / `delete_product` in the writer's."""
 

@@ -1,5 +1,6 @@
-"""The content channel's tables: campaigns (latest version received, its state, the version applied) and the
-products the central store resolved for this store (`central_products`), plus the channel's cursor.
+"""The content channel's tables: campaigns (latest version received, its state, the version applied), the
+channel's cursor and the store's metadata. Its products go to the one catalogue (edge.domain.catalogue, table
+`products`).
 
 Writes run in the writer's transaction (edge/uplink.py hands them in); reads on any connection.
 """
@@ -8,11 +9,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from sync.local import ProductChange
 
 CURSOR_KEY = "content_cursor"
 STORE_KEY = "central_store"
@@ -102,35 +101,3 @@ def unapply(conn: sqlite3.Connection, cid: str) -> None:
     """Withdrawn: nothing of it shows any more."""
     conn.execute("UPDATE campaigns SET applied_version = NULL, applied_body = NULL, applied_at = NULL WHERE id = ?",
                  (cid,))
-
-
-def upsert_products(conn: sqlite3.Connection, changes: Iterable[ProductChange], now: float) -> list[str]:
-    """Products newer than held (a delete keeps its version, so an older upsert cannot bring it back); returns
-    the skus taken."""
-    taken: list[str] = []
-    for ch in changes:
-        cur = conn.execute(
-            "INSERT INTO central_products(sku, version, product, deleted, updated_at) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(sku) DO UPDATE SET version = excluded.version, product = excluded.product, "
-            "deleted = excluded.deleted, updated_at = excluded.updated_at WHERE excluded.version > "
-            "central_products.version",
-            (ch.sku, ch.version, None if ch.product is None else json.dumps(ch.product), int(ch.op == "delete"), now))
-        if cur.rowcount:
-            taken.append(ch.sku)
-    return taken
-
-
-def products(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """The catalogue as the central store resolved it for this store (price override, availability), by sku."""
-    rows = conn.execute("SELECT sku, version, product FROM central_products WHERE deleted = 0 ORDER BY sku")
-    out = []
-    for sku, version, text in rows:
-        product = dict(json.loads(text))
-        product["sku"] = sku
-        product["version"] = version
-        out.append(product)
-    return out
-
-
-def product_images(conn: sqlite3.Connection) -> set[str]:
-    return {p["image"] for p in products(conn) if isinstance(p.get("image"), str)}

@@ -182,22 +182,15 @@ CREATE TABLE IF NOT EXISTS campaigns (
     applied_version INTEGER,
     applied_body TEXT,
     applied_at REAL
-);
-CREATE TABLE IF NOT EXISTS central_products (
-    sku TEXT PRIMARY KEY,
-    version INTEGER NOT NULL,
-    product TEXT,
-    deleted INTEGER NOT NULL DEFAULT 0,
-    updated_at REAL NOT NULL
 )
 """
 
 
 def _campaigns(db: sqlite_utils.Database) -> None:
-    """Campaigns and products from the central store's content channel (edge/store/campaigns.py): the latest
+    """Campaigns from the central store's content channel (edge/store/campaigns.py): the latest
     entry received per campaign (`version`: its position in the channel; `campaign_version`: the campaign's own
     version, what reports name) with its state (pending / applied / refused / withdrawn) and the version
-    applied (what screens show), and the catalogue entries as the central store resolved them for this store."""
+    applied (what screens show). The channel's products go to the `products` table (edge/domain/catalogue.py)."""
     for stmt in _CAMPAIGNS_SQL.split(";"):
         if stmt.strip():
             db.execute(stmt)

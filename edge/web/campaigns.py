@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, send_file
 
 from edge.domain.campaigns import listing
-from edge.store import campaigns as table
+from edge.domain.catalogue import product_images
 from edge.store.db import connect
 from edge.web.auth import api_error, page_auth, require_role
 from edge.web.ports import Edge
@@ -40,7 +40,8 @@ def blueprint(edge: Edge, assets: AssetCache) -> Blueprint:
     def allowed(name: str) -> bool:
         if any(page_auth(role).ok for role in ("signage", "kiosk")):
             return True
-        return name in read(table.product_images)  # a product's picture: on public landing pages
+        # A product's picture (of the one catalogue, its variants' too): on public landing pages.
+        return any(p.image == name for p in edge.catalogue.all()) or name in read(product_images)
 
     @bp.get("/assets/<name>")
     def asset(name: str) -> Any:
