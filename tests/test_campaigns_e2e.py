@@ -1,12 +1,15 @@
 """Campaigns from the real central store to real edges: published at the central, they reach the retained displays
 of the targeted store's screens (and not another store's) and a signage page in Chromium; rollback and withdraw
 reach them too; a campaign that does not fit a store is refused with the reason shown at the central; with the
-central store down, the edge keeps showing the last applied campaign with its cached assets, across a restart."""
+central store down, the edge keeps showing the last applied campaign with its cached assets, across a restart.
+The central's products reach the one catalogue: a price changed there re-renders an open kiosk page; a campaign's
+offer for a product shows on the product's QR landing page while the campaign runs."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,9 +18,10 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import ROOT, SIGNAGE, EdgeHandle, store_config, wait_until
+from conftest import KIOSK, ROOT, SIGNAGE, EdgeHandle, store_config, wait_until
 from edge.broker import MosquittoBroker, free_port
 from edge.config import Config, parse_config
+from edge.qr import Signer
 from sync.central import CentralServer
 
 CENTRAL_ADMIN = "central-admin-token-0123456789"
@@ -61,12 +65,13 @@ def central(tmp_path: Path) -> Iterator[CentralServer]:
 
 
 @pytest.fixture
-def store_cfg(tmp_path: Path, broker: MosquittoBroker, central: CentralServer) -> Callable[[str], Config]:
-    def make(store: str) -> Config:
+def store_cfg(tmp_path: Path, broker: MosquittoBroker, central: CentralServer) -> Callable[..., Config]:
+    def make(store_id: str, /, **sections: Any) -> Config:
+        own = {"id": store_id, "timezone": "Europe/Rome", **sections.pop("store", {})}
         return parse_config(store_config(
-            tmp_path, broker.port, store={"id": store, "timezone": "Europe/Rome"},
-            db={"path": str(tmp_path / f"{store}.db")}, mqtt={"client_id": f"edge-{store}"},
-            central={"url": central.url, "token": TOKENS[store], "pull_interval_s": 0.2}), env={})
+            tmp_path, broker.port, store=own,
+            db={"path": str(tmp_path / f"{store_id}.db")}, mqtt={"client_id": f"edge-{store_id}"},
+            central={"url": central.url, "token": TOKENS[store_id], "pull_interval_s": 0.2}, **sections), env={})
 
     return make
 
@@ -235,3 +240,96 @@ def test_the_demo_edge_applies_the_campaigns_its_central_store_runs_within_its_f
         code, _ = demo.stop(signal.SIGINT)
     assert code == 0, demo.output
     assert not re.search(r"Traceback|ERROR", demo.output), demo.output
+
+
+# --- the one catalogue and the landing page's offer -----------------------------------------------------------
+
+SNEAKERS = {"sku": "SNK-001", "name": "Corsa Runner sneakers", "zone": "shoes", "price": 119.0}
+
+
+def chromium(p: Any) -> Any:
+    return p.chromium.launch(executable_path="/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None,
+                             args=["--no-sandbox", "--disable-gpu"])
+
+
+def test_a_price_changed_at_the_central_rerenders_an_open_kiosk_page_within_one_pull(
+        central: CentralServer, store_cfg: Callable[..., Config]) -> None:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    edge = EdgeHandle(store_cfg("teststore", products=[SNEAKERS], store={"language": "it"}))
+    card = "#products .product-card[data-sku='SNK-001'] .price"
+
+    def shows(page: Any, price: str) -> None:
+        page.wait_for_function(f"() => document.querySelector(\"{card}\").textContent === '{price}'",
+                               timeout=15000)
+
+    sneakers = {"name": "Corsa Runner sneakers", "price": 99.0, "currency": "EUR", "zone": "shoes"}
+    try:
+        with playwright_api.sync_playwright() as p:
+            browser = chromium(p)
+            try:
+                page = browser.new_page(viewport={"width": 1080, "height": 1920})
+                page.goto(f"{edge.url}/kiosk/kiosk-1?token={KIOSK}")
+                page.click("#anonymous")
+                assert page.text_content(card) == "119,00\xa0€"  # the store's TOML price
+                page.wait_for_function("() => document.body.getAttribute('data-online') === 'yes'")
+
+                admin(central, "PUT", "/v1/admin/products/SNK-001", json=sneakers)
+                shows(page, "99,00\xa0€")  # the chain's price wins, on the page already open
+                page.click("#products .product-card[data-sku='SNK-001']")
+                assert page.text_content("#product .price") == "99,00\xa0€"
+                admin(central, "PUT", "/v1/admin/products/SNK-001", json={
+                    **sneakers, "stores": {"teststore": {"price": 89.9}, "otherstore": {"price": 9.0}}})
+                shows(page, "89,90\xa0€")  # this store's override, not another store's
+                page.wait_for_function("() => document.querySelector('#product .price').textContent === "
+                                       "'89,90\\u00a0€'")
+                admin(central, "DELETE", "/v1/admin/products/SNK-001")
+                shows(page, "119,00\xa0€")  # the central's product gone: the store's own shows again
+            finally:
+                browser.close()
+        assert edge.service.catalogue.get("SNK-001").source == "store"
+    finally:
+        edge.stop()
+
+
+def test_a_campaign_offer_for_a_product_shows_on_its_landing_page_while_the_campaign_runs(
+        central: CentralServer, store_cfg: Callable[..., Config]) -> None:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    edge = EdgeHandle(store_cfg("teststore", products=[SNEAKERS], qr={"secret": "campaign-offer-secret-0123456789",
+                                                                      "base_url": "http://127.0.0.1:1"}))
+    url = edge.url + "/q/" + Signer.from_config(edge.cfg).mint("touchpoint", "SNK-001")
+
+    def offer() -> str | None:
+        html = requests.get(url, timeout=10).text
+        found = re.search(r'data-offer="([^"]+)"', html)
+        return found.group(1) if found else None
+
+    def deal(cid: str, title: str, **over: Any) -> dict[str, Any]:
+        return {"name": title, "targets": {"stores": ["teststore"]}, "priority": 5, "rules": [],
+                "content": [{"id": cid, "template": "offer", "title": title, "body": "This week only",
+                             "data": {"sku": "SNK-001"}}], **over}
+
+    try:
+        assert offer() is None
+        # Scheduled for tomorrow, with a higher priority: applied here but not running, so not offered.
+        tomorrow = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.time() + 2 * 86400))
+        admin(central, "PUT", "/v1/admin/campaigns/later", json=deal("later-deal", "Not yet", priority=50,
+                                                                    schedule={"start": tomorrow}))
+        admin(central, "POST", "/v1/admin/campaigns/later/publish", json={})
+        admin(central, "PUT", "/v1/admin/campaigns/sneaker-week", json=deal("sneaker-deal", "Sneakers -15%"))
+        admin(central, "POST", "/v1/admin/campaigns/sneaker-week/publish", json={})
+        wait_until(lambda: offer() == "sneaker-deal", timeout=15, what="the campaign's offer on the landing page")
+        assert {c["id"]: c["state"] for c in edge.get("/api/v1/campaigns").json()["campaigns"]} == \
+            {"later": "applied", "sneaker-week": "applied"}
+        with playwright_api.sync_playwright() as p:
+            browser = chromium(p)
+            try:
+                page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+                page.goto(url)
+                assert page.text_content("aside.offer strong") == "Sneakers -15%"
+                assert "This week only" in page.text_content("aside.offer")
+            finally:
+                browser.close()
+        admin(central, "DELETE", "/v1/admin/campaigns/sneaker-week")
+        wait_until(lambda: offer() is None, timeout=15, what="the withdrawn campaign's offer gone")
+    finally:
+        edge.stop()

@@ -333,6 +333,21 @@ class Campaigns:
         applied = self.applied
         return frozenset(c for c, camp in applied.items() if camp.schedule.active(now)) != self.active
 
+    def for_offers(self, now: float) -> tuple[list[RuleConfig], dict[str, ContentConfig], frozenset[str]]:
+        """What a product's landing page may offer from the campaigns applied here and in their schedule at `now`
+        (edge.domain.offers): their rules (priorities resolved), their content items (the product named by an
+        item's `data.sku`) and the items they add to the screens' playlists. Any thread."""
+        live = [c for c in sorted(self.applied.values(), key=lambda c: (-c.priority, c.id)) if c.schedule.active(now)]
+        content: dict[str, ContentConfig] = {}
+        for camp in live:
+            for item in camp.content:
+                sku = camp.data.get(item.id, {}).get("sku")
+                if item.sku is None and isinstance(sku, str) and sku:
+                    item = item.model_copy(update={"sku": sku})
+                content.setdefault(item.id, item)
+        return ([r for c in live for r in c.rules], content,
+                frozenset(item.id for c in live for item in c.playlist))
+
     # --- in the writer ---
     def reload(self, conn: Any) -> None:
         """Take the applied campaigns and the catalogue's central products from the tables (at start, and after a

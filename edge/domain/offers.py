@@ -6,7 +6,9 @@ The link is deliberately simple (README "The shopper's QR page"): a product's of
 3. else the content of a running rule with `template = "offer"` whose `when.zone` is the product's zone.
 Only rules for everyone count (no segments, tier, known shopper, wishlist, cart or orders condition: the
 page is public, and its texts must not need a shopper's placeholders); "running" means the rule's hours and days hold now, in the store's timezone. Highest
-priority first. Campaign rules delivered by the central (same `[[rules]]` shape) plug in through `rules`.
+priority first. The campaigns applied here and in their schedule (edge.domain.campaigns `for_offers`) plug in
+through `rules`, `contents` and `playing`: their rules after the store's (on equal priority the store's wins),
+their content items (the product named by an item's `sku` or `data.sku`), their playlist items.
 """
 
 from __future__ import annotations
@@ -49,14 +51,16 @@ def running(rule: RuleConfig, now: dt.datetime) -> bool:
 
 
 def offer_for(cfg: Config, sku: str, zone: str | None, lang: str, *, rules: Iterable[RuleConfig] | None = None,
-              contents: Mapping[str, ContentConfig] | None = None, now: float | None = None) -> Offer | None:
-    """The offer this product's page shows (see the module's doc), its texts in `lang`; None without one."""
+              contents: Mapping[str, ContentConfig] | None = None, playing: Iterable[str] = (),
+              now: float | None = None) -> Offer | None:
+    """The offer this product's page shows (see the module's doc), its texts in `lang`; None without one.
+    `playing`: content ids in the screens' playlists besides the config's (a campaign's items)."""
     contents = contents if contents is not None else {c.id: c for c in cfg.content}
     rules = list(cfg.rules if rules is None else rules)
     local = dt.datetime.fromtimestamp(now if now is not None else dt.datetime.now().timestamp(),
                                       ZoneInfo(cfg.store.timezone))
     live = sorted((r for r in rules if running(r, local)), key=lambda r: -r.priority)
-    in_playlists = {cid for s in cfg.screens for cid in s.playlist}
+    in_playlists = {cid for s in cfg.screens for cid in s.playlist} | set(playing)
     shown = {r.show.content_id for r in live} | in_playlists
 
     def texts(content_id: str, data: Mapping[str, Any]) -> Offer:

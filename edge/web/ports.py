@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from edge.config import Config
+from edge.domain.campaigns import Campaigns
 from edge.domain.catalogue import Catalogue
 from edge.domain.shoppers import Shopper
 from edge.metrics import Metrics
@@ -20,6 +21,7 @@ class Edge(Protocol):
 
     cfg: Config
     catalogue: Catalogue  # the one catalogue (edge.domain.catalogue): products and prices
+    campaigns: Campaigns  # the central's campaigns applied here (edge.domain.campaigns): a product page's offer
     metrics: Metrics
     signer: Signer
     trusted_proxies: TrustedProxies

@@ -105,7 +105,11 @@ def product_view(edge: Edge, p: Product, lang: str) -> dict[str, Any]:
     zones = {z.id: z.name or z.id for z in cfg.zones}
     variants = [{"sku": v.sku, "label": v.label, "here": v.available is not False} for v in p.variants]
     here = p.here
-    offer = offer_for(cfg, p.sku, p.zone, lang)
+    now = time.time()
+    rules, content, playing = edge.campaigns.for_offers(now)  # store's first: on a tie its own rule wins
+    contents = {c.id: c for c in cfg.content} | {k: v for k, v in content.items() if cfg.content_item(k) is None}
+    offer = offer_for(cfg, p.sku, p.zone, lang, rules=[*cfg.rules, *rules], contents=contents, playing=playing,
+                      now=now)
     return {"sku": p.sku, "name": p.name_in(lang, cfg.store.language), "price": p.price, "currency": p.currency,
             "image": image_url(p.image), "here": here, "zone": zones.get(p.zone or "", p.zone),
             "variants": variants, "nearby": [{"store": n.store, "name": n.name} for n in p.nearby if n.available],
