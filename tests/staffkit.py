@@ -103,10 +103,23 @@ def y4m_from_png(png: bytes, path: Path, frames: int = 10) -> Path:
 
     from PIL import Image
 
-    code = Image.open(io.BytesIO(png)).convert("RGB")
-    side = 440
+    code = Image.open(io.BytesIO(png)).convert("L")
+    # Redraw the code module by module at a whole number of pixels per module: squeezing a 450-570 px PNG
+    # into the frame would give modules of uneven width, which a decoder misreads for some codes (so a test
+    # would fail for some tokens only). The finder pattern (7 modules wide) gives the module size.
+    pixels, (width, _) = code.load(), code.size
+    top, left = next((y, x) for y in range(width) for x in range(width) if pixels[x, y] < 128)
+    run = next(i for i in range(left, width) if pixels[i, top] >= 128) - left
+    box = run / 7
+    modules = round(width / box)
+    grid = Image.new("L", (modules, modules), 255)
+    for j in range(modules):
+        for i in range(modules):
+            grid.putpixel((i, j), pixels[min(width - 1, int((i + 0.5) * box)), min(width - 1, int((j + 0.5) * box))])
+    scale = 440 // modules
+    side = modules * scale
     canvas = Image.new("RGB", (640, 480), "white")
-    canvas.paste(code.resize((side, side), Image.NEAREST), ((640 - side) // 2, (480 - side) // 2))
+    canvas.paste(grid.resize((side, side), Image.NEAREST).convert("RGB"), ((640 - side) // 2, (480 - side) // 2))
     y, cb, cr = canvas.convert("YCbCr").split()
     quarter = (320, 240)
     frame = b"FRAME\n" + y.tobytes() + cb.resize(quarter).tobytes() + cr.resize(quarter).tobytes()

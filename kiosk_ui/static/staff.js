@@ -192,6 +192,8 @@
     return reader;
   }
 
+  var SCAN_VARIANTS = [[1, 0], [0.75, 0], [0.5, 0], [1, 1], [0.9, 0], [0.6, 0], [0.5, 1], [0.8, 1]];
+
   function decodeFrame(state, canvas, done) {
     var video = state.video;
     if (state.detector) {
@@ -200,10 +202,15 @@
       }, function () { done(null); });
       return;
     }
-    var w = video.videoWidth, h = video.videoHeight;
-    if (!w || !h || !state.reader) { done(null); return; }
+    if (!video.videoWidth || !video.videoHeight || !state.reader) { done(null); return; }
+    // Each frame at the next of a few sizes, sharp or slightly softened: ZXing's detector misses some codes at
+    // one size and reads them at another (a sharp code filling a 640x480 frame was missed at full size and
+    // read at 0.75, or softened by a pixel, every time). Within about a second every variant has been tried.
+    var variant = SCAN_VARIANTS[(state.tries = ((state.tries || 0) + 1)) % SCAN_VARIANTS.length];
+    var w = Math.round(video.videoWidth * variant[0]), h = Math.round(video.videoHeight * variant[0]);
     canvas.width = w; canvas.height = h;
     var ctx = canvas.getContext('2d', { willReadFrequently: true });
+    ctx.filter = variant[1] ? 'blur(' + variant[1] + 'px)' : 'none';
     ctx.drawImage(video, 0, 0, w, h);
     var rgba = ctx.getImageData(0, 0, w, h).data;
     var lum = new Uint8ClampedArray(w * h);
