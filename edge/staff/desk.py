@@ -27,6 +27,7 @@ from edge.model import Event, Message
 from edge.qr import QrError, Signer, token_from_code
 from edge.staff import accounts, audit
 from edge.store.db import connect
+from edge.store.profiles import cached_profile, json_object
 from edge.store.writer import Writer
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{8,64}$")
@@ -113,13 +114,13 @@ class Desk:
         the orders to collect here. The view is audited before it is returned. None: nobody known by that."""
         conn = self.db()
         customer = resolve_customer(conn, code.strip()[:128]) or code.strip()[:128]
-        raw = _profile(conn, customer)
+        raw = cached_profile(conn, customer)
         if raw is None and self.fetch is not None and wait:
             self.fetch([customer])
             deadline = time.monotonic() + PROFILE_FETCH_WAIT_S
             while raw is None and time.monotonic() < deadline:
                 time.sleep(0.1)
-                raw = _profile(conn, customer)
+                raw = cached_profile(conn, customer)
         if raw is None:
             return None
         shopper = Shopper.from_profile(customer, raw)
@@ -163,7 +164,7 @@ class Desk:
         zones, kiosk, scans = [], [], []
         names = {z.id: z.name or z.id for z in self.cfg.zones}
         for kind, type_, zone, source, data, at in reversed(rows):
-            d = _json(data)
+            d = json_object(data)
             if kind in ("zone_enter", "visit_start") and zone and names.get(zone, zone) not in zones:
                 zones.append(names.get(zone, zone))
             elif kind == "kiosk":
@@ -207,7 +208,7 @@ class Desk:
                                 (f"qr:{source}:{msg_id}",)).fetchone()
         if row is None:
             return PickupResult("refused", "malformed")
-        type_, data, customer = row[0], _json(row[1]), row[2]
+        type_, data, customer = row[0], json_object(row[1]), row[2]
         if type_ == "pickup":
             if customer:
                 self.audit(staff_id, customer, "pickup")
@@ -296,7 +297,7 @@ class Desk:
             customer = resolve_customer(conn, code[:128])
         if not customer:
             return None
-        raw = _profile(conn, customer)
+        raw = cached_profile(conn, customer)
         shopper = Shopper.from_profile(customer, raw) if raw is not None else None
         self.audit(staff_id, customer, "pos_attach")
         personal = consented(shopper, self.cfg.privacy.require_consent)
@@ -406,17 +407,6 @@ def _lines(value: Any, *, priced: bool = False) -> list[dict[str, Any]]:
     return out
 
 
-def _json(raw: Any) -> dict[str, Any]:
-    try:
-        value = json.loads(raw) if raw else {}
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _profile(conn: sqlite3.Connection, customer: str) -> dict[str, Any] | None:
-    row = conn.execute("SELECT profile FROM profiles WHERE customer_id = ?", (customer,)).fetchone()
-    return _json(row[0]) if row else None
 
 
 def _item_name(catalogue: Catalogue, item: Any) -> str:
@@ -432,7 +422,7 @@ def _customer_of(conn: sqlite3.Connection, order_id: str, given: Any) -> str | N
         return given
     like = f'%"{order_id}"%'
     for customer, raw in conn.execute("SELECT customer_id, profile FROM profiles WHERE profile LIKE ?", (like,)):
-        p = _json(raw)
+        p = json_object(raw)
         for o in [*(p.get("orders") or []), *(p.get("orders_ready") or [])]:
             if isinstance(o, dict) and o.get("order_id") == order_id:
                 return customer

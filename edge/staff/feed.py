@@ -31,6 +31,7 @@ from edge.config import Config
 from edge.domain.catalogue import Catalogue
 from edge.domain.shoppers import Shopper, consented
 from edge.store.db import connect
+from edge.store.profiles import cached_profile, json_object
 from edge.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class Feed:
         for key, waiting in list(self._waiting.items()):
             if now - waiting.since > PROFILE_WAIT_S:
                 del self._waiting[key]
-            elif _profile(conn, waiting.row["customer"]) is not None:
+            elif cached_profile(conn, waiting.row["customer"]) is not None:
                 del self._waiting[key]
                 candidates += self.derive(conn, waiting.row)
         for row in rows:
@@ -161,7 +162,7 @@ class Feed:
 
     def derive(self, conn: sqlite3.Connection, row: dict[str, Any]) -> list[Candidate]:
         """The feed items one event makes (none for most)."""
-        data = _json(row.get("data"))
+        data = json_object(row.get("data"))
         if row["type"] == "assist":
             zone = row.get("zone") or data.get("zone")
             where = row["source"]
@@ -172,7 +173,7 @@ class Feed:
         customer = row.get("customer")
         if not customer or data.get("staff") or data.get("asset"):
             return []
-        raw = _profile(conn, customer)
+        raw = cached_profile(conn, customer)
         if raw is None:
             self._waiting.setdefault(customer, _Waiting(row, time.time()))
             return []
@@ -255,22 +256,11 @@ def changes(conn: sqlite3.Connection, since: int | None, now: float, limit: int 
     for r in cur:
         row = dict(zip(names, r))
         out.append({"id": row["id"], "rev": row["rev"], "kind": row["kind"], "customer": row["customer_id"],
-                    "data": _json(row["data"]), "created_at": row["created_at"], "claimed_by": row["claimed_by"],
+                    "data": json_object(row["data"]), "created_at": row["created_at"], "claimed_by": row["claimed_by"],
                     "done": row["done_at"] is not None})
     return out
 
 
-def _json(raw: Any) -> dict[str, Any]:
-    try:
-        value = json.loads(raw) if raw else {}
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _profile(conn: sqlite3.Connection, customer: str) -> dict[str, Any] | None:
-    row = conn.execute("SELECT profile FROM profiles WHERE customer_id = ?", (customer,)).fetchone()
-    return _json(row[0]) if row else None
 
 
 def _collected(conn: sqlite3.Connection, order_ids: list[str]) -> set[str]:

@@ -154,3 +154,19 @@ def evict_profiles(conn: sqlite3.Connection, max_profiles: int, ttl_s: float, no
                 break
     _drop(conn, victims)
     return len(victims)
+
+
+def json_object(raw: Any) -> dict[str, Any]:
+    """A stored JSON object, or {} for anything else (NULL, damaged text, another JSON type): readers of
+    cached rows never fail on one bad row."""
+    try:
+        value = json.loads(raw) if raw else {}
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def cached_profile(conn: sqlite3.Connection, customer: str) -> dict[str, Any] | None:
+    """The profile this edge holds for a shopper (from the central store), or None."""
+    row = conn.execute("SELECT profile FROM profiles WHERE customer_id = ?", (customer,)).fetchone()
+    return json_object(row[0]) if row else None
