@@ -71,7 +71,7 @@ def _client(base: str, paths: list[str], duration: float, rate: float, seed: int
         t = time.perf_counter()
         try:
             r = s.get(base + rnd.choice(paths), timeout=10)
-            ok = r.status_code == 200 and b'data-view="touchpoint"' in r.content
+            ok = r.status_code == 200 and (b'data-view="touchpoint"' in r.content or b'data-view="product"' in r.content)
         except Exception:
             ok = False
         (out if ok else errors).append((time.perf_counter() - t) * 1000)
