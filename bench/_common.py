@@ -8,6 +8,7 @@ load generator or the measuring client.
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
@@ -544,3 +545,29 @@ def busy_publisher(port: int, subjects: int, seconds: int, window: int, part: in
         conn.send({"ok": True, "sent": sent, "elapsed": elapsed, "late_max": late_max})
     except BaseException as exc:
         conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+
+class Link:
+    """One kept-alive HTTP connection to the central, reopened after an error."""
+
+    def __init__(self, port: int, token: str, timeout: float) -> None:
+        self.port = port
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.timeout = timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            try:
+                self.conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
+                r = self.conn.getresponse()
+                return r.status, r.read()
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._common import store_config  # noqa: E402
+from bench._common import Link, store_config  # noqa: E402
 from edge.broker import free_port, wait_for_port  # noqa: E402
 
 ADMIN = "bench-admin-" + secrets.token_hex(8)
@@ -48,30 +48,6 @@ WAIT_S = 20
 CAMPAIGN = "bench-autumn"
 
 
-class Link:
-    """One kept-alive HTTP connection to the central, reopened after an error."""
-
-    def __init__(self, port: int, token: str, timeout: float) -> None:
-        self.port = port
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        self.timeout = timeout
-        self.conn: http.client.HTTPConnection | None = None
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        for attempt in (1, 2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-            try:
-                self.conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
-                r = self.conn.getresponse()
-                return r.status, r.read()
-            except (OSError, http.client.HTTPException):
-                self.conn.close()
-                self.conn = None
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
 
 
 # --- the simulated stores ----------------------------------------------------------------------------------

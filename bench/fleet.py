@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, Noise, _tree_cpu, _TCK, loadavg, percentile, proc_status_kb  # noqa: E402
+from _common import ROOT, Link, Noise, _tree_cpu, _TCK, loadavg, percentile, proc_status_kb  # noqa: E402
 
 from edge.broker import free_port, wait_for_port  # noqa: E402
 
@@ -51,30 +51,6 @@ CONFIGS = {"pg1": ("postgresql", 1), "pg2": ("postgresql", 2), "sqlite": ("sqlit
 # --- one simulated store (threads in a generator process) ----------------------------------------------
 
 
-class Link:
-    """One kept-alive HTTP connection to the central, reopened after an error."""
-
-    def __init__(self, port: int, token: str, timeout: float) -> None:
-        self.port = port
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        self.timeout = timeout
-        self.conn: http.client.HTTPConnection | None = None
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        for attempt in (1, 2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-            try:
-                self.conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
-                r = self.conn.getresponse()
-                return r.status, r.read()
-            except (OSError, http.client.HTTPException):
-                self.conn.close()
-                self.conn = None
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
 
 
 def event_text(store: str, n: int, now: float, rnd: random.Random) -> str:
