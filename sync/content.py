@@ -19,7 +19,8 @@ from typing import Any
 
 from sync import protocol as p
 from sync.local import CampaignChange, ContentApplied, ContentChanges, ContentLocal, ProductChange, committed
-from sync.transport import AuthError, Backoff, Errors, Metrics, SyncError, Transport, error_message
+from sync.longpoll import follow, page_params, page_timeout
+from sync.transport import Backoff, Errors, Metrics, SyncError, Transport, error_message
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,8 @@ class ContentPuller:
         self._lock = threading.Lock()
 
     def page(self, since: str | None, wait_s: float = 0.0) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": self.limit}
-        if since:
-            params["since"] = since
-        if wait_s > 0:
-            params["wait_s"] = f"{wait_s:g}"
-        r = self.transport.request("GET", self.path, params=params,
-                                   timeout=(min(5.0, self.timeout_s), self.timeout_s + wait_s))
+        r = self.transport.request("GET", self.path, params=page_params(self.limit, since, wait_s),
+                                   timeout=page_timeout(self.timeout_s, wait_s))
         if r.status_code == 404:
             self.supported = False
             raise SyncError(f"the central store has no content channel ({self.path}: HTTP 404): campaigns and "
@@ -163,29 +159,14 @@ class ContentPuller:
 
     def run(self, backoff: Backoff, interval_s: float) -> None:
         """The content thread: long-polls with a pause of interval_s between two pulls, backing off on failures."""
-        delay = 0.0
-        wait_s = 0.0
-        while not self.stop.is_set():
-            if delay and self.stop.wait(delay):
-                return
-            try:
-                self.pull_once(wait_s)
-                backoff.reset()
-                delay = interval_s
-                wait_s = self.long_poll_s
-            except AuthError as exc:
-                self.errors.record("content", str(exc), logging.ERROR)
-                delay = max(backoff.next_delay(), min(backoff.cap_s, 5.0))
-            except SyncError as exc:
-                if exc.status == 404:  # an older central store: not an error of this edge (status shows it)
-                    if delay != NOT_SUPPORTED_RETRY_S:
-                        log.info("%s", exc)
-                    delay = NOT_SUPPORTED_RETRY_S
-                else:
-                    delay = min(backoff.next_delay(), max(interval_s, 1.0))
-                    self.errors.record("content", f"content pull failed, retrying in {delay:.2f}s: {exc}")
-            except Exception as exc:
-                log.exception("content pull failed unexpectedly")
-                delay = backoff.next_delay()
-                self.errors.record("content", f"content pull failed unexpectedly ({type(exc).__name__}: {exc})",
-                                   logging.ERROR)
+
+        def older_central(exc: SyncError, delay: float) -> float | None:
+            if exc.status != 404:
+                return None
+            if delay != NOT_SUPPORTED_RETRY_S:  # an older central store: not an error of this edge (status shows it)
+                log.info("%s", exc)
+            return NOT_SUPPORTED_RETRY_S
+
+        follow(self.pull_once, stop=self.stop, backoff=backoff, interval_s=interval_s, long_poll_s=self.long_poll_s,
+               errors=self.errors, channel="content", what="content pull", retry_cap_s=max(interval_s, 1.0),
+               held=older_central)

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from sync import protocol as p
 from sync.local import Applied, FeedErasure, Local, ProfileChanges, ProfileUpsert, committed
-from sync.transport import AuthError, Backoff, Errors, Metrics, SyncError, Transport, error_message
+from sync.longpoll import follow, page_params, page_timeout
+from sync.transport import Backoff, Errors, Metrics, SyncError, Transport, error_message
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,8 @@ class Puller:
     def changes(self, since: str | None, wait_s: float = 0.0) -> p.ChangesPage:
         """One page of the change feed after `since` (from the beginning when None); with `wait_s`, the
         central store may hold the request that long for a change when it has none (long-poll)."""
-        params: dict[str, Any] = {"limit": self.limit}
-        if since:
-            params["since"] = since
-        if wait_s > 0:
-            params["wait_s"] = f"{wait_s:g}"
-        r = self.transport.request("GET", p.CHANGES_PATH, params=params,
-                                   timeout=(min(5.0, self.timeout_s), self.timeout_s + wait_s))
+        r = self.transport.request("GET", p.CHANGES_PATH, params=page_params(self.limit, since, wait_s),
+                                   timeout=page_timeout(self.timeout_s, wait_s))
         if r.status_code != 200:
             raise SyncError(f"central store answered HTTP {r.status_code} to the change feed: {error_message(r)}",
                             status=r.status_code, retryable=r.status_code != 400)
@@ -178,24 +174,5 @@ class Puller:
 
     def run(self, backoff: Backoff, interval_s: float) -> None:
         """The pull thread: long-polls with a pause of interval_s between two pulls, backing off on failures."""
-        delay = 0.0
-        wait_s = 0.0  # the first pull answers at once; the next ones long-poll
-        while not self.stop.is_set():
-            if delay and self.stop.wait(delay):
-                return
-            try:
-                self.pull_once(wait_s)
-                backoff.reset()
-                delay = interval_s
-                wait_s = self.long_poll_s
-            except AuthError as exc:
-                self.errors.record("pull", str(exc), logging.ERROR)
-                delay = max(backoff.next_delay(), min(backoff.cap_s, 5.0))
-            except SyncError as exc:
-                delay = min(backoff.next_delay(), interval_s)
-                self.errors.record("pull", f"profile pull failed, retrying in {delay:.2f}s: {exc}")
-            except Exception as exc:
-                log.exception("sync pull failed unexpectedly")
-                delay = backoff.next_delay()
-                self.errors.record("pull", f"profile pull failed unexpectedly ({type(exc).__name__}: {exc})",
-                                   logging.ERROR)
+        follow(self.pull_once, stop=self.stop, backoff=backoff, interval_s=interval_s, long_poll_s=self.long_poll_s,
+               errors=self.errors, channel="pull", what="profile pull", retry_cap_s=interval_s)
