@@ -4,7 +4,7 @@ that make erasures by hash cheap cost at ingest.
 - local: `App.erase` (DELETE /api/v1/customers/<id>) on a log of --events events, 1 in 10 of them
   attributed to one of 2,000 known customers; figures: seconds until the erasure committed (one pass over
   the log: the shopper's devices' anonymous history and data quoting the id), and until the WAL was
-  truncated and the file checked after it (edge/store/scrub.py: the writer's pause for the check, and the
+  truncated and the file checked after it (sync/scrub.py: the writer's pause for the check, and the
   rebuilds it took when b-tree rebalancing had left copies in page gaps); then no byte of the id or the
   first name may be left in edge.db, -wal and -shm: counted here, independently.
 - feed: an erasure by hash from the change feed (`customer_hash`) for a customer this store has seen,

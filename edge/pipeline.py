@@ -41,7 +41,7 @@ from edge.metrics import Metrics
 from edge.model import (FALLBACK_PRIORITY, INTERNAL_ERROR, QUARANTINED, Decision, Event, Ignored, Message,
                         Publication, Rejected)
 from edge.quarantine import DIGEST_BYTES, QUARANTINE_AFTER, Quarantine, message_sha1
-from edge.store.scrub import Check, Trace
+from sync.scrub import Check, Trace
 from edge.store.writer import Writer
 from edge.text import traceback_text, where_raised
 from edge.wire.normalize import normalize

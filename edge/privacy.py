@@ -6,7 +6,7 @@ letters and sync rejects that quote the id, an identity key or the first name lo
 in-memory trace (the domain parts' `forget`: identity map, presence, profile cache and activity, cap
 counters, displays showing them), and from the bytes on disk: the writer deletes with secure_delete, and
 after the commit truncates the WAL and checks the file for the values erased here (`Erased.values`),
-rebuilding what still holds a copy (Writer.want_wipe, edge/store/scrub.py). A tombstone keeps the erasure
+rebuilding what still holds a copy (Writer.want_wipe, sync/scrub.py). A tombstone keeps the erasure
 by hash only (sync.protocol.erase_key). Erasing runs in the writer thread, inside its transaction.
 
 Two ways in: `erase` (asked at this store: DELETE /api/v1/customers/<id>; the tombstone stays pending and

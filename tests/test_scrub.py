@@ -1,4 +1,4 @@
-"""The byte check after an erasure (edge/store/scrub.py), on real SQLite files: copies of erased values that
+"""The byte check after an erasure (sync/scrub.py), on real SQLite files: copies of erased values that
 b-tree rebalancing left in page gaps, or that a writer without secure_delete left on free pages, are found and
 rebuilt away, every live row staying as it was; values that live rows still hold (another shopper's) are no
 traces and cost no rebuild."""
@@ -14,7 +14,7 @@ import pytest
 
 from edge.privacy import erase_rows
 from edge.store.db import truncate_wal
-from edge.store.scrub import REWRITE_MAX_PAGES, find_traces, rebuild
+from sync.scrub import REWRITE_MAX_PAGES, find_traces, rebuild
 from edge.store.writer import open_writer
 
 

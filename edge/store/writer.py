@@ -12,7 +12,7 @@ from edge.jsontext import compact
 from edge.model import Event
 from edge.store.db import StoreError, connect, truncate_wal
 from edge.store.schema import migrate
-from edge.store.scrub import Check, Scrub
+from sync.scrub import Check, Scrub
 
 # A row of `kv` while an erasure's bytes are not yet checked (no value kept: the check's values live in memory
 # only); found at start, it means the edge stopped before the check (see Writer.finish_interrupted_check).
@@ -51,7 +51,7 @@ class Writer:
     def want_wipe(self, values: Iterable[str] = ()) -> None:
         """Deleted personal data must leave the WAL too: truncate it after this transaction commits. With an
         erasure's values (edge.privacy says which), the file is then checked for them and what still holds
-        them rebuilt (edge/store/scrub.py): secure_delete misses the bytes b-tree rebalancing left behind.
+        them rebuilt (sync/scrub.py): secure_delete misses the bytes b-tree rebalancing left behind.
         Inside the transaction: with values, it notes in the file that a check is due."""
         values = set(values)
         if values:

@@ -21,7 +21,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +53,7 @@ from sync.central.storage.common import (
     store_row,
 )
 from sync.central.storage.wakeup import FeedSignal
+from sync.scrub import Check, Scrub
 
 Migration = Callable[[sqlite3.Connection], None]
 T = TypeVar("T")
@@ -224,15 +225,17 @@ class SqliteTx:
         self.now = now
         self.targets: set[str] = set()  # feed targets written: their long-polls are woken after commit
         self.erased = False
+        self.erased_values: set[str] = set()  # to look for in the file's bytes after the commit
         self._versions: dict[str, int] = {}
 
     def mark(self) -> tuple[Any, ...]:
         """What this object remembers, to restore after a ROLLBACK TO SAVEPOINT forgets the writes since."""
-        return dict(self._versions), set(self.targets), self.erased
+        return dict(self._versions), set(self.targets), self.erased, set(self.erased_values)
 
     def restore(self, state: tuple[Any, ...]) -> None:
-        versions, targets, erased = state
+        versions, targets, erased, values = state
         self._versions, self.targets, self.erased = dict(versions), set(targets), erased
+        self.erased_values = set(values)
 
     # --- the content rules' SQL (storage/content.py) -----------------------------------------------------------
 
@@ -314,6 +317,11 @@ class SqliteTx:
                            profile.get("home_store")))
 
     def delete_customer(self, customer_id: str) -> None:
+        row = self.conn.execute("SELECT body FROM profiles WHERE customer_id = ?", (customer_id,)).fetchone()
+        body = json.loads(row[0]) if row and row[0] else {}
+        keys = [k for k in body.get("identities") or [] if isinstance(k, str)]
+        keys += [r[0] for r in self.conn.execute("SELECT key FROM identities WHERE customer_id = ?", (customer_id,))]
+        self.note_erased([customer_id], keys, [body.get("first_name")])
         for table, column in (("profiles", "customer_id"), ("identities", "customer_id"),
                               ("consent_ts", "customer_id"), ("customer_stores", "customer_id"),
                               ("feed", "customer_id"), ("orders", "customer_id")):
@@ -328,7 +336,16 @@ class SqliteTx:
             n += self.conn.execute(f"UPDATE events SET subject = NULL, data = NULL WHERE subject IN "
                                    f"({_marks(len(chunk))})", chunk).rowcount
         self.erased = True
+        self.note_erased([customer_id], keys)
         return n
+
+    def note_erased(self, ids: list[str], keys: list[str], names: Iterable[Any] = ()) -> None:
+        """What the file's bytes are checked for after the commit (sync/scrub.py), as the edge does: the ids, the
+        identity keys and the device ids in them (6 characters or more: shorter ones occur anywhere by chance),
+        first names of 4 or more."""
+        values = [*ids, *keys, *(k.partition(":")[2] for k in keys)]
+        self.erased_values.update(v for v in values if len(v) >= 6)
+        self.erased_values.update(n for n in names if isinstance(n, str) and len(n) >= 4)
 
     def repoint_events(self, from_id: str, into_id: str) -> None:
         self.conn.execute("UPDATE events SET customer = ? WHERE customer = ?", (into_id, from_id))
@@ -417,6 +434,8 @@ class SqliteStorage(Storage):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._wipe_due = True  # a migration may have rewritten erased rows: start with a clean WAL
+        self._scrub: Scrub | None = None  # an erasure's values, until the file is checked for them
+        self.erasure_checks = {"clean": 0, "rebuilt": 0, "unverified": 0}
         self.epoch = str(self._conn.execute("SELECT value FROM meta WHERE key = 'feed_epoch'").fetchone()[0])
         self.signal = FeedSignal()
         self.signal.on_first_waiter = self._watch
@@ -478,6 +497,11 @@ class SqliteStorage(Storage):
             conn.execute("COMMIT")
             if tx.erased:
                 self._wipe_due = True
+            if tx.erased_values:
+                if self._scrub is None:
+                    self._scrub = Scrub(set(tx.erased_values))
+                else:
+                    self._scrub.add(tx.erased_values)
             if self._wipe_due:
                 self._wipe()
         if tx.targets:
@@ -485,15 +509,40 @@ class SqliteStorage(Storage):
 
     def _wipe(self) -> None:
         """Truncate the WAL, waiting up to WIPE_WAIT_S for readers on older snapshots (under the lock);
-        if they take longer, the next write tries again."""
+        if they take longer, the next write tries again. Then, after an erasure, check the file's bytes for the
+        erased values and rebuild what still holds a copy (sync/scrub.py: secure_delete misses the bytes a
+        b-tree page split leaves behind), truncating again after each rebuild."""
         deadline = time.monotonic() + WIPE_WAIT_S
-        while not truncate_wal(self._conn):
-            if time.monotonic() > deadline:
-                log.warning("the WAL still holds erased data: a reader keeps an old snapshot open; retrying at "
-                            "the next write")
-                return
-            time.sleep(0.05)
+        while True:
+            while not truncate_wal(self._conn):
+                if time.monotonic() > deadline:
+                    log.warning("the WAL still holds erased data: a reader keeps an old snapshot open; retrying at "
+                                "the next write")
+                    return
+                time.sleep(0.05)
+            if self._scrub is None:
+                break
+            check = self._scrub.step(self._conn)
+            if check is None:
+                continue  # something was rebuilt: truncate the WAL and look again
+            self._scrub = None
+            self._report(check)
+            break
         self._wipe_due = False
+
+    def _report(self, check: Check) -> None:
+        """The verdict on an erasure's bytes, to the log (where, never what) and to the stats."""
+        where = ", ".join(map(str, check.found[:5])) + (" …" if len(check.found) > 5 else "")
+        if not check.clean:
+            self.erasure_checks["unverified"] += 1
+            log.error("an erasure's data is still in the central database file after %s (%s): copies at %s",
+                      "; ".join(check.actions) or "no rebuild", f"{check.seconds:.2f}s", where)
+        elif check.found:
+            self.erasure_checks["rebuilt"] += 1
+            log.info("an erasure left copies outside live rows (%s); rebuilt (%s) in %.2fs: the file is clean",
+                     where, "; ".join(check.actions), check.seconds)
+        else:
+            self.erasure_checks["clean"] += 1
 
     def _watch(self) -> None:
         """While long-polls wait here, look for feed entries other processes commit (this process's own
@@ -868,6 +917,7 @@ class SqliteStorage(Storage):
                 "feed_cursor": self._cursor(one("SELECT coalesce(max(seq), 0) FROM feed")),
                 "events": {"total": sum(by_store.values()), "by_store": by_store},
                 "rejected": rejected,
+                "erasure_checks": dict(self.erasure_checks),  # the file's bytes after each erasure (sync/scrub.py)
             }
         finally:
             conn.execute("COMMIT")
