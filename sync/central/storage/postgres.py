@@ -792,14 +792,18 @@ class PostgresStorage(Storage):
     def _cursor(self, xid: int, seq: int) -> str:
         return f"{self.epoch}.{xid}-{seq}"
 
-    def feed_page(self, since: str | None, limit: int, store: str | None) -> FeedPage:
+    def _position(self, since: str | None) -> tuple[int, int, bool]:
+        """A feed cursor (either feed's) as (transaction id, sequence, reset: it came from another database)."""
         position, reset = split_cursor(since, self.epoch)
-        xid, seq = 0, 0
-        if position is not None:
-            x, dash, s = position.partition("-")
-            if not (dash and digits(x) and digits(s) and len(x) <= 18 and len(s) <= 18):
-                raise invalid_cursor(str(since))
-            xid, seq = int(x), int(s)
+        if position is None:
+            return 0, 0, reset
+        x, dash, s = position.partition("-")
+        if not (dash and digits(x) and digits(s) and len(x) <= 18 and len(s) <= 18):
+            raise invalid_cursor(str(since))
+        return int(x), int(s), reset
+
+    def feed_page(self, since: str | None, limit: int, store: str | None) -> FeedPage:
+        xid, seq, reset = self._position(since)
         params = {"x": xid, "s": seq, "n": limit + 1, "store": store}
         with self._conn() as conn:
             rows = conn.execute(_FEED_ALL if store is None else _FEED_FOR_STORE, params).fetchall()
@@ -836,13 +840,7 @@ class PostgresStorage(Storage):
             return work(PgRead(conn, time.time()))
 
     def content_page(self, since: str | None, limit: int, store: str) -> FeedPage:
-        position, reset = split_cursor(since, self.epoch)
-        xid, seq = 0, 0
-        if position is not None:
-            x, dash, s = position.partition("-")
-            if not (dash and digits(x) and digits(s) and len(x) <= 18 and len(s) <= 18):
-                raise invalid_cursor(str(since))
-            xid, seq = int(x), int(s)
+        xid, seq, reset = self._position(since)
 
         def read(db: PgRead) -> FeedPage:
             rows = db.rows(_CONTENT_FEED_PAGE, {"x": xid, "s": seq, "n": limit + 1, "store": store})

@@ -815,13 +815,17 @@ class SqliteStorage(Storage):
     def _cursor(self, seq: int) -> str:
         return f"{self.epoch}.{seq}"
 
-    def feed_page(self, since: str | None, limit: int, store: str | None) -> FeedPage:
+    def _position(self, since: str | None) -> tuple[int, bool]:
+        """A feed cursor (either feed's) as (sequence, reset: it came from another database)."""
         position, reset = split_cursor(since, self.epoch)
-        after = 0
-        if position is not None:
-            if not digits(position) or len(position) > 18:
-                raise invalid_cursor(str(since))
-            after = int(position)
+        if position is None:
+            return 0, reset
+        if not digits(position) or len(position) > 18:
+            raise invalid_cursor(str(since))
+        return int(position), reset
+
+    def feed_page(self, since: str | None, limit: int, store: str | None) -> FeedPage:
+        after, reset = self._position(since)
         cols = "seq, customer_id, version, op"
         if store is None:
             inner = f"SELECT {cols} FROM feed WHERE seq > :after ORDER BY seq LIMIT :n"
@@ -857,12 +861,7 @@ class SqliteStorage(Storage):
             conn.execute("COMMIT")
 
     def content_page(self, since: str | None, limit: int, store: str) -> FeedPage:
-        position, reset = split_cursor(since, self.epoch)
-        after = 0
-        if position is not None:
-            if not digits(position) or len(position) > 18:
-                raise invalid_cursor(str(since))
-            after = int(position)
+        after, reset = self._position(since)
 
         def read(db: SqliteRead) -> FeedPage:
             rows = db.rows("SELECT seq, entity FROM (SELECT * FROM (SELECT seq, entity FROM content_feed WHERE "
