@@ -11,7 +11,6 @@ the admin token does everything (see the README).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import time
 from collections.abc import Callable
@@ -20,9 +19,10 @@ from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Flask, Response, redirect, render_template, request
 
+from sync.central import admin_token
 from sync.central import content as c
 from sync.central.content_api import campaign_view
-from sync.central.pages import COOKIE, COOKIE_MAX_AGE, CSP, ago
+from sync.central.pages import CSP, ago
 from sync.central.storage import CentralError, Storage
 
 TEMPLATES = ("message", "product", "offer")  # the edge's signage templates a campaign item may use
@@ -102,18 +102,10 @@ def form_of(draft: dict[str, Any] | None) -> dict[str, Any]:
             "priority": str(draft.get("priority", 0)), **rule_form(draft["rules"], item["id"])}
 
 
-def register(app: Flask, admin_token: str, central: Storage, known_stores: Callable[[], list[str]]) -> None:
+def register(app: Flask, token: str, central: Storage, known_stores: Callable[[], list[str]]) -> None:
     """Add the console's pages (/campaigns...) to the central store's app."""
     bp = Blueprint("central_console", __name__, template_folder="templates")
-    expected = admin_token.encode()
-
-    def token() -> tuple[str | None, str]:
-        header = request.headers.get("Authorization", "")
-        if header[:7].lower() == "bearer ":
-            return header[7:].strip(), "header"
-        if request.args.get("token"):
-            return request.args["token"], "query"
-        return request.cookies.get(COOKIE) or None, "cookie"
+    expected = token.encode()
 
     def refuse(status: int, title: str, message: str) -> Response:
         return Response(render_template("central_error.html", status=status, title=title, message=message,
@@ -122,10 +114,10 @@ def register(app: Flask, admin_token: str, central: Storage, known_stores: Calla
 
     def signed_in() -> Response | None:
         """None when the request carries the admin token; else the page that asks for it."""
-        given, _ = token()
+        given, _ = admin_token.given()
         if not given:
             return refuse(401, "Sign in", "The campaign console needs the central store's admin token.")
-        if not hmac.compare_digest(given.encode(), expected):
+        if not admin_token.matches(given, expected):
             return refuse(401, "Unknown token", "That is not the admin token of this central store.")
         if request.method == "POST":
             origin = request.headers.get("Origin")
@@ -136,10 +128,7 @@ def register(app: Flask, admin_token: str, central: Storage, known_stores: Calla
     def page(template: str, status: int = 200, **context: Any) -> Response:
         resp = Response(render_template(template, ago=ago, now=time.time(), days_all=DAYS, templates=TEMPLATES,
                                         rule_templates=RULE_TEMPLATES, **context), status=status, mimetype="text/html")
-        given, source = token()
-        if source in ("header", "query") and given:
-            resp.set_cookie(COOKIE, given, max_age=COOKIE_MAX_AGE, httponly=True, samesite="Strict", path="/")
-        return resp
+        return admin_token.remember(resp, *admin_token.given())
 
     def view(cid: str) -> dict[str, Any] | None:
         found = central.campaign_detail(cid)

@@ -1,24 +1,21 @@
 """The central store's web pages for chain IT: the fleet at a glance (`/`) and one store (`/stores/<id>`).
 
 Server-rendered HTML, no JavaScript, one stylesheet of our own (nothing fetched from elsewhere); no timed
-reload (WCAG 2.2.1): the page says when it was made and links to itself. The admin token is asked for the
-way the edge's pages ask (edge.pages.blueprint): an `Authorization: Bearer` header, else `?token=`, else the
-HttpOnly cookie a first visit with the token leaves, so a bookmarked page works without the token in its
-address.
+reload (WCAG 2.2.1): the page says when it was made and links to itself. The admin token is asked for as
+sync/central/admin_token.py says.
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Flask, Response, render_template, request
+from flask import Blueprint, Flask, Response, render_template
 
-COOKIE = "instore_central_admin"
-COOKIE_MAX_AGE = 12 * 3600
+from sync.central import admin_token
+
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'; "
        "form-action 'self'")
 
@@ -65,34 +62,24 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "versions": versions.most_common()}
 
 
-def register(app: Flask, admin_token: str, fleet: Callable[[], list[dict[str, Any]]],
+def register(app: Flask, token: str, fleet: Callable[[], list[dict[str, Any]]],
              rejections: Callable[[str], dict[str, int]], quiet_after_s: float) -> None:
     bp = Blueprint("central_pages", __name__, template_folder="templates", static_folder="static",
                    static_url_path="/ui/static")
-    expected = admin_token.encode()
-
-    def token() -> tuple[str | None, str]:
-        header = request.headers.get("Authorization", "")
-        if header[:7].lower() == "bearer ":
-            return header[7:].strip(), "header"
-        if request.args.get("token"):
-            return request.args["token"], "query"
-        return request.cookies.get(COOKIE) or None, "cookie"
+    expected = token.encode()
 
     def page(template: str, **context: Any) -> Response:
-        given, source = token()
+        given, source = admin_token.given()
         if not given:
             return refuse(401, "Sign in", "These pages need the central store's admin token: add ?token=<token> "
                                           "to the address, or send it as 'Authorization: Bearer <token>'.")
-        if not hmac.compare_digest(given.encode(), expected):
+        if not admin_token.matches(given, expected):
             return refuse(401, "Unknown token", "That is not the admin token of this central store.")
         resp = Response(render_template(template, now=time.time(), ago=ago, duration=duration, state_of=state_of,
                                         clock=time.strftime("%H:%M:%S", time.gmtime()), quiet_after_s=quiet_after_s,
                                         **context),
                         mimetype="text/html")
-        if source in ("header", "query"):
-            resp.set_cookie(COOKIE, given, max_age=COOKIE_MAX_AGE, httponly=True, samesite="Strict", path="/")
-        return resp
+        return admin_token.remember(resp, given, source)
 
     def refuse(status: int, title: str, message: str) -> Response:
         return Response(render_template("central_error.html", status=status, title=title, message=message,
@@ -105,10 +92,10 @@ def register(app: Flask, admin_token: str, fleet: Callable[[], list[dict[str, An
 
     @bp.get("/stores/<store>")
     def store_page(store: str) -> Response:
-        given, _ = token()
+        given, _ = admin_token.given()
         row = next((r for r in fleet() if r["store"] == store), None)
         if row is None:
-            if given and hmac.compare_digest(given.encode(), expected):
+            if admin_token.matches(given, expected):
                 return refuse(404, "No such store", f"No store {store[:64]!r}: it has no token here and was never "
                                                     "heard from.")
             return page("store.html", row=None)  # unauthenticated: the sign-in page, not the answer
