@@ -25,6 +25,7 @@ from edge.web.ports import Edge
 from edge.wire.fields import MAX_DEPTH
 from edge.wire.normalize import normalize
 from sync.jsonbody import request_json
+from sync.queryargs import int_arg
 
 
 def db() -> sqlite3.Connection:
@@ -36,16 +37,7 @@ def db() -> sqlite3.Connection:
 
 
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadArg(f"query parameter {name!r} must be a whole number, got {raw[:20]!r}") from None
-    if not lo <= value <= hi:
-        raise BadArg(f"query parameter {name!r} must be between {lo} and {hi}")
-    return value
+    return int_arg(name, default, lo, hi, BadArg)
 
 
 class BadArg(EdgeError):

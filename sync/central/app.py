@@ -23,8 +23,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from sync import jsonbody
-from sync import fastpush
+from sync import fastpush, jsonbody, queryargs
 from sync import protocol as p
 from sync.central import console, content_api, metrics, pages
 from sync.central.demo_data import CATALOGUE
@@ -88,29 +87,11 @@ def events_text(events: list[Any]) -> bytes:
 
 
 def int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"query parameter {name!r} must be a whole number, got {raw[:20]!r}") from None
-    if not lo <= value <= hi:
-        raise BadRequest(f"query parameter {name!r} must be between {lo} and {hi}, got {value}")
-    return value
+    return queryargs.int_arg(name, default, lo, hi, BadRequest)
 
 
 def float_arg(name: str, default: float, lo: float, hi: float) -> float:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequest(f"query parameter {name!r} must be a number of seconds, got {raw[:20]!r}") from None
-    if not lo <= value <= hi:  # also refuses NaN
-        raise BadRequest(f"query parameter {name!r} must be between {lo:g} and {hi:g}, got {raw[:20]}")
-    return value
+    return queryargs.float_arg(name, default, lo, hi, BadRequest)
 
 
 def _digest(token: str) -> bytes:
