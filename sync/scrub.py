@@ -98,6 +98,21 @@ class Scrub:
         return Check(tuple(self.found), tuple(traces), tuple(self.actions), self.seconds)
 
 
+def truncate_wal(conn: sqlite3.Connection, busy_ms: int = 50, *, busy_after_ms: int = 30000) -> bool:
+    """Copy the WAL into the database and truncate it to zero bytes, so the page images it held (a shopper's
+    rows before their erasure) are gone; True when done. A reader still on an older snapshot makes it fail
+    after `busy_ms`: call again later. Outside a transaction, on the write connection, whose busy timeout is
+    then set back to `busy_after_ms`."""
+    conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+    try:
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_after_ms)}")
+    return busy == 0
+
+
 def find_traces(conn: sqlite3.Connection, values: Iterable[str]) -> list[Trace]:
     """Where the values' bytes are in the database file outside live rows (in a b-tree page's gap or
     freeblocks, on a free page) and anywhere in its WAL. Only those bytes are looked at: inside a live cell

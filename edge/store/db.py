@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from edge.model import EdgeError
+from sync import scrub
 
 
 class StoreError(EdgeError):
@@ -43,17 +44,8 @@ def connect(path: str | Path, *, writer: bool = False) -> sqlite3.Connection:
 
 
 def truncate_wal(conn: sqlite3.Connection, busy_ms: int = WIPE_BUSY_MS) -> bool:
-    """Copy the WAL into the database and truncate it to zero bytes, so the page images it held (a
-    shopper's rows before their erasure) are gone; True when done. A reader still on an older snapshot
-    makes it fail after `busy_ms`: call again later. Outside a transaction, on the write connection."""
-    conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-    try:
-        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    return busy == 0
+    """sync.scrub.truncate_wal with the edge's timeouts (the erased rows' old page images leave the WAL)."""
+    return scrub.truncate_wal(conn, busy_ms, busy_after_ms=BUSY_TIMEOUT_MS)
 
 
 def chunks(items: Sequence[T], n: int = SQL_CHUNK) -> Iterator[Sequence[T]]:

@@ -54,6 +54,7 @@ from sync.central.storage.common import (
 )
 from sync.central.storage.wakeup import FeedSignal
 from sync.scrub import Check, Scrub
+from sync.scrub import truncate_wal as truncate
 
 Migration = Callable[[sqlite3.Connection], None]
 T = TypeVar("T")
@@ -171,16 +172,8 @@ def connect(path: str | Path, *, writer: bool = False) -> sqlite3.Connection:
 
 
 def truncate_wal(conn: sqlite3.Connection, busy_ms: int = 50) -> bool:
-    """Checkpoint the WAL into the file and truncate it to zero bytes; False while a reader holds an older
-    snapshot (after waiting `busy_ms`). On the write connection, outside a transaction."""
-    conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-    try:
-        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    return busy == 0
+    """sync.scrub.truncate_wal with the central's timeouts (the erased rows' old page images leave the WAL)."""
+    return truncate(conn, busy_ms, busy_after_ms=BUSY_TIMEOUT_MS)
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
