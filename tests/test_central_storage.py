@@ -424,6 +424,15 @@ def test_stores_are_listed_with_when_they_were_last_heard_from(store: Storage) -
     assert rows["s2"]["last_pull_at"] and rows["s2"]["last_seen_at"] == rows["s2"]["last_pull_at"]
 
 
+def test_pulls_noted_together_keep_each_stores_latest_time(store: Storage) -> None:
+    store.note_store("s1", pulled=True, now=NOW)
+    store.note_pulls({"s1": NOW + 30, "s2": NOW + 20})
+    store.note_pulls({"s1": NOW + 10})  # a late, older note (another process) does not take the time back
+    rows = {r["store"]: r for r in store.store_rows()}
+    assert (rows["s1"]["last_pull_at"], rows["s2"]["last_pull_at"]) == (NOW + 30, NOW + 20)
+    assert rows["s2"]["last_push_at"] is None and rows["s2"]["events_total"] == 0
+
+
 def test_a_stores_health_report_is_kept_with_its_clock_offset_until_the_next_one(store: Storage) -> None:
     health = p.parse_health({"version": "1.2.3", "ready": False, "not_ready": ["broker"], "outbox_pending": 40,
                              "outbox_oldest_age_s": 12.5, "last_pull_at": NOW - 5, "deadletters_last_hour": 3,

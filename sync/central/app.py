@@ -35,6 +35,7 @@ log = logging.getLogger("instore_central")
 ADMIN = "admin"
 QUIET_AFTER_S = 120.0  # a store not heard from for this long is "quiet" (it reports every 30 s at least)
 PULL_NOTE_EVERY_S = 10.0  # a store's pulls are noted for the fleet view at most this often (per process)
+PULL_FLUSH_EVERY_S = 2.0  # the noted pulls are written together at most this often (per process)
 
 
 def api_error(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -133,6 +134,8 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
     if housekeeping:
         app.extensions["central_housekeeper"] = Housekeeper(central).start()
     pulls_noted: dict[str, float] = {}
+    pulls_pending: dict[str, float] = {}  # store -> when it last pulled, not yet written
+    pulls_flushed = [time.monotonic()]
     pulls_lock = threading.Lock()
     # By the token's SHA-256: one dict look-up per request whatever the number of stores (comparing with each
     # of 2,000 tokens cost more than the push), and what the look-up's timing could tell is about a hash.
@@ -178,12 +181,25 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
         return None if who == ADMIN else who
 
     def note_pull(store: str) -> None:
+        """For the fleet view: a store's first pull here is written at once; later ones at most every
+        PULL_NOTE_EVERY_S, all stores' together in one transaction (at 300 stores, one commit every few
+        seconds instead of 30 a second, each waiting for the disk)."""
         now = time.monotonic()
+        batch: dict[str, float] = {}
         with pulls_lock:
-            if now - pulls_noted.get(store, -PULL_NOTE_EVERY_S) < PULL_NOTE_EVERY_S:
-                return
-            pulls_noted[store] = now
-        central.note_store(store, pulled=True)
+            first = store not in pulls_noted
+            if first or now - pulls_noted[store] >= PULL_NOTE_EVERY_S:
+                pulls_noted[store] = now
+                if not first:
+                    pulls_pending[store] = time.time()
+            if pulls_pending and now - pulls_flushed[0] >= PULL_FLUSH_EVERY_S:
+                batch = dict(pulls_pending)
+                pulls_pending.clear()
+                pulls_flushed[0] = now
+        if first:
+            central.note_store(store, pulled=True)
+        if batch:
+            central.note_pulls(batch)
 
     @app.errorhandler(CentralError)
     def _central_error(exc: CentralError):

@@ -144,6 +144,11 @@ class Storage(abc.ABC):
         """Remember that a store was heard from (a push or a pull), for the fleet view."""
 
     @abc.abstractmethod
+    def note_pulls(self, pulls: dict[str, float]) -> None:
+        """Remember when each of these stores last pulled (store -> epoch seconds), in one transaction; a time
+        older than the one kept is ignored."""
+
+    @abc.abstractmethod
     def store_rows(self) -> list[dict[str, Any]]:
         """One row per store heard from (store_row): when it was heard, and what it last reported."""
 

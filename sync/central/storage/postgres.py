@@ -871,6 +871,15 @@ class PostgresStorage(Storage):
             conn.execute(sql.SQL("INSERT INTO store_status(store, {c}) VALUES (%s, %s) ON CONFLICT (store) "
                                  "DO UPDATE SET {c} = excluded.{c}").format(c=column), (store, now))
 
+    def note_pulls(self, pulls: dict[str, float]) -> None:
+        if not pulls:
+            return
+        with self._conn() as conn:
+            conn.execute("INSERT INTO store_status(store, last_pull_at) SELECT * FROM unnest(%s::text[], "
+                         "%s::float8[]) ON CONFLICT (store) DO UPDATE SET last_pull_at = "
+                         "greatest(store_status.last_pull_at, excluded.last_pull_at)",
+                         (list(pulls), list(pulls.values())))
+
     def store_rows(self) -> list[dict[str, Any]]:
         with self._conn() as conn:
             rows = conn.execute("SELECT store, last_push_at, last_pull_at, events_total, status, updated_at "

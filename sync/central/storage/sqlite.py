@@ -880,6 +880,14 @@ class SqliteStorage(Storage):
             tx.conn.execute(f"INSERT INTO store_status(store, {column}) VALUES (?, ?) ON CONFLICT(store) "
                             f"DO UPDATE SET {column} = excluded.{column}", (store, now))
 
+    def note_pulls(self, pulls: dict[str, float]) -> None:
+        if not pulls:
+            return
+        with self._write() as tx:
+            tx.conn.executemany("INSERT INTO store_status(store, last_pull_at) VALUES (?, ?) ON CONFLICT(store) "
+                                "DO UPDATE SET last_pull_at = max(coalesce(last_pull_at, 0), excluded.last_pull_at)",
+                                list(pulls.items()))
+
     def store_rows(self) -> list[dict[str, Any]]:
         rows = self._reader().execute("SELECT store, last_push_at, last_pull_at, events_total, status, updated_at "
                                       "FROM store_status ORDER BY store").fetchall()
