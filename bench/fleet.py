@@ -149,10 +149,13 @@ def generator(port: int, stores: list[tuple[str, str]], rate: float, start: floa
 # --- the central under test -------------------------------------------------------------------------------
 
 
-def start_central(db: str, port: int, workers: int, tokens: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_central(db: str, port: int, workers: int, tokens: dict[str, str], log: Path,
+                  pool_size: int | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "INSTORE_CENTRAL_ADMIN_TOKEN": ADMIN,
            "INSTORE_CENTRAL_STORE_TOKENS": ",".join(f"{s}={t}" for s, t in tokens.items())}
     argv = [sys.executable, "-m", "sync.central.cli", "--db", db, "--port", str(port), "--workers", str(workers)]
+    if pool_size:
+        argv += ["--pool-size", str(pool_size)]
     with open(log, "ab") as f:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=f, stderr=f, stdin=subprocess.DEVNULL)
     wait_for_port(port, 60)
@@ -188,12 +191,12 @@ def db_bytes(db: str) -> int:
 
 
 def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tmp: Path,
-            profile: str | None = None) -> dict[str, Any]:
+            profile: str | None = None, pool_size: int | None = None) -> dict[str, Any]:
     engine, workers = CONFIGS[config]
     db = pg.new_database() if engine == "postgresql" else str(tmp / f"{config}-{n_stores}.db")
     tokens = {f"store-{i:04d}": secrets.token_urlsafe(18) for i in range(n_stores)}
     port = free_port()
-    central = start_central(db, port, workers, tokens, tmp / f"central-{config}-{n_stores}.log")
+    central = start_central(db, port, workers, tokens, tmp / f"central-{config}-{n_stores}.log", pool_size)
     size0 = db_bytes(db)
     spy = None
     try:
@@ -287,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default="pg1,pg2,sqlite", help="of pg1, pg2, sqlite (default all three)")
     ap.add_argument("--seconds", type=float, default=None, help="per configuration (default 8; --full: 30)")
     ap.add_argument("--rate", type=float, default=20000.0, help="events/s offered by all stores together")
+    ap.add_argument("--pool-size", type=int, default=None,
+                    help="PostgreSQL connections per worker (the central's --pool-size; default: the central's)")
     ap.add_argument("--profile", metavar="FILE", help="py-spy the central (raw folded stacks to FILE.<config>-<S>)")
     args = ap.parse_args(argv)
     counts = [int(x) for x in (args.stores or ("50,300" if args.full else "50")).split(",")]
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in counts:
                 for config in configs:
                     row = run_one(config, n, seconds, args.rate, pg, Path(tmp),
-                                  f"{args.profile}.{config}-{n}" if args.profile else None)
+                                  f"{args.profile}.{config}-{n}" if args.profile else None, args.pool_size)
                     rows.append(row)
                     print(table([row]).splitlines()[-1] if len(rows) > 1 else table([row]), flush=True)
     finally:
