@@ -231,13 +231,15 @@ class Pipeline:
         except queue.Empty:
             return []
         batch = [] if first is None else [first]
-        while len(batch) < self.batch_max:
+        get, append, room = self.queue.get_nowait, batch.append, self.batch_max - len(batch)
+        while room > 0:
             try:
-                item = self.queue.get_nowait()
+                item = get()
             except queue.Empty:
                 break
             if item is not None:
-                batch.append(item)
+                append(item)
+                room -= 1
         return batch
 
     def _run(self) -> None:
