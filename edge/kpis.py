@@ -29,7 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.model import EdgeError
-from edge.store.queries import outbox_stats
+from edge.store.queries import NOT_SIGHTING, outbox_stats
 
 MAX_RANGE_S = 31 * 86400
 BUCKETS_S = (300, 900, 1800, 3600, 86400)
@@ -121,9 +121,9 @@ def kpis(conn: sqlite3.Connection, start_ts: float, end_ts: float, tz: str | Zon
     # Visitors: distinct visits started in the range (one visit_start per visit; staff/assets excluded).
     visitors, shoppers = q(
         "SELECT count(DISTINCT json_extract(data, '$.visit_id')), count(DISTINCT subject) FROM events "
-        f"WHERE ts >= ? AND ts < ? AND kind = 'visit_start' AND {NOT_TAGGED}", rng).fetchone()
+        f"WHERE ts >= ? AND ts < ? AND kind = 'visit_start' AND {NOT_SIGHTING} AND {NOT_TAGGED}", rng).fetchone()
     for minute, n in q(f"SELECT CAST(ts / 60 AS INTEGER) m, count(DISTINCT json_extract(data, '$.visit_id')) "
-                       f"FROM events WHERE ts >= ? AND ts < ? AND kind = 'visit_start' AND {NOT_TAGGED} "
+                       f"FROM events WHERE ts >= ? AND ts < ? AND kind = 'visit_start' AND {NOT_SIGHTING} AND {NOT_TAGGED} "
                        "GROUP BY m", rng):
         timeline[slot(minute)]["visitors"] += n
 
@@ -136,13 +136,13 @@ def kpis(conn: sqlite3.Connection, start_ts: float, end_ts: float, tz: str | Zon
 
     for name, n_visits, n_entries in q(
             "SELECT zone, count(DISTINCT json_extract(data, '$.visit_id')), count(*) FROM events "
-            f"WHERE ts >= ? AND ts < ? AND kind = 'zone_enter' AND {NOT_TAGGED} GROUP BY zone", rng):
+            f"WHERE ts >= ? AND ts < ? AND kind = 'zone_enter' AND {NOT_SIGHTING} AND {NOT_TAGGED} GROUP BY zone", rng):
         zone(name).update(visitors=n_visits, entries=n_entries)
     sums: dict[tuple[int, str], list[float]] = {}
     for name, minute, n, total, longest in q(
             "SELECT zone, CAST(ts / 60 AS INTEGER) m, count(*), sum(json_extract(data, '$.dwell_s')), "
             "max(json_extract(data, '$.dwell_s')) FROM events "
-            f"WHERE ts >= ? AND ts < ? AND kind = 'zone_exit' AND {NOT_TAGGED} GROUP BY zone, m", rng):
+            f"WHERE ts >= ? AND ts < ? AND kind = 'zone_exit' AND {NOT_SIGHTING} AND {NOT_TAGGED} GROUP BY zone, m", rng):
         zd = zone(name)
         zd["stays"] += n
         zd["_sum"] = zd.get("_sum", 0.0) + (total or 0.0)
@@ -152,7 +152,7 @@ def kpis(conn: sqlite3.Connection, start_ts: float, end_ts: float, tz: str | Zon
         acc[1] += total or 0.0
     for name, minute, n in q(
             "SELECT zone, CAST(ts / 60 AS INTEGER) m, count(*) FROM events "
-            f"WHERE ts >= ? AND ts < ? AND kind = 'zone_enter' AND {NOT_TAGGED} GROUP BY zone, m", rng):
+            f"WHERE ts >= ? AND ts < ? AND kind = 'zone_enter' AND {NOT_SIGHTING} AND {NOT_TAGGED} GROUP BY zone, m", rng):
         entries = timeline[slot(minute)]["entries"]
         key = name or "unknown"
         entries[key] = entries.get(key, 0) + n
@@ -166,14 +166,14 @@ def kpis(conn: sqlite3.Connection, start_ts: float, end_ts: float, tz: str | Zon
 
     # Engagement funnel.
     qr_scans, qr_codes = q("SELECT count(*), count(DISTINCT json_extract(data, '$.code')) FROM events "
-                           "WHERE ts >= ? AND ts < ? AND kind = 'qr'", rng).fetchone()
+                           f"WHERE ts >= ? AND ts < ? AND kind = 'qr' AND {NOT_SIGHTING}", rng).fetchone()
     kiosk_sessions, kiosk_events, identified = q(
         "SELECT count(DISTINCT json_extract(data, '$.session')), count(*), "
         "count(DISTINCT CASE WHEN type = 'identify' THEN coalesce(customer, json_extract(data, '$.identity')) END) "
-        "FROM events WHERE ts >= ? AND ts < ? AND kind = 'kiosk'", rng).fetchone()
+        f"FROM events WHERE ts >= ? AND ts < ? AND kind = 'kiosk' AND {NOT_SIGHTING}", rng).fetchone()
     purchases, revenue, buyers = q(
         "SELECT count(*), sum(json_extract(data, '$.total')), count(DISTINCT customer) FROM events "
-        "WHERE ts >= ? AND ts < ? AND kind = 'pos'", rng).fetchone()
+        f"WHERE ts >= ? AND ts < ? AND kind = 'pos' AND {NOT_SIGHTING}", rng).fetchone()
     funnel = [
         {"step": "sightings", "label": "Shoppers sighted", "value": shoppers or 0},
         {"step": "qr_scans", "label": "QR scans", "value": qr_scans or 0},

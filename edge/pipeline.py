@@ -102,13 +102,10 @@ class Inbox:
 
     def __init__(self) -> None:
         self.queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
-
-    def put(self, msg: Message) -> None:
-        """Called from the MQTT thread (or HTTP): never blocks."""
-        self.queue.put(msg)
-
-    def qsize(self) -> int:
-        return self.queue.qsize()
+        # Called by the MQTT thread for every message (and by HTTP): the queue's own methods, no Python frame
+        # in between. `put` never blocks.
+        self.put: Callable[[Message], None] = self.queue.put
+        self.qsize: Callable[[], int] = self.queue.qsize
 
     def submit_task(self, fn: Callable[[Writer], None], done: Callable[[], None] | None = None) -> None:
         """Run `fn(writer)` inside the writer's next transaction (sync, erasure, profile updates): the one
@@ -189,6 +186,8 @@ class Pipeline:
         self.on_decision = on_decision
         self.on_display = on_display
         self.quarantine = Quarantine(f"{cfg.db.path}-inflight")
+        # screen -> the row `displays` gets at the next flush: a screen shown many times in a batch is written once
+        self._display_rows: dict[str, tuple[str, str, int, float | None, float]] = {}
         self.batch_max = cfg.limits.ingest_batch
         p = cfg.prefix
         # Our own outputs: never normalized, never dead-lettered (an MQTT 3.1.1 broker without no_local
@@ -232,13 +231,15 @@ class Pipeline:
         except queue.Empty:
             return []
         batch = [] if first is None else [first]
-        while len(batch) < self.batch_max:
+        get, append, room = self.queue.get_nowait, batch.append, self.batch_max - len(batch)
+        while room > 0:
             try:
-                item = self.queue.get_nowait()
+                item = get()
             except queue.Empty:
                 break
             if item is not None:
-                batch.append(item)
+                append(item)
+                room -= 1
         return batch
 
     def _run(self) -> None:
@@ -371,6 +372,7 @@ class Pipeline:
             w.commit()
         except BaseException:
             w.rollback()
+            self._display_rows.clear()
             raise
         quarantine.clear()
         quarantine.forget(settled)
@@ -386,18 +388,22 @@ class Pipeline:
         self.displays.expire(now)
         for screen, payload in self.displays.take_changes():  # expired, erased, consent revoked
             res.displays[screen] = payload
-            w.upsert_display(screen, json.dumps(payload), FALLBACK_PRIORITY, None, now)
-        self._flush_presence()
+            self._display_rows[screen] = (screen, json.dumps(payload), FALLBACK_PRIORITY, None, now)
+        self._flush_state()
         if res.deadletters:
             w.insert_deadletters((d["topic"], d["reason"], d["detail"], d["payload_excerpt"], d["received_at"])
                                  for d in res.deadletters)
 
-    def _flush_presence(self) -> None:
+    def _flush_state(self) -> None:
+        """Write the presence and display rows changed since the last flush."""
         rows, gone = self.presence.take_changes()
         if rows:
             self.writer.upsert_presence(rows)
         if gone:
             self.writer.delete_presence(gone)
+        if self._display_rows:
+            self.writer.upsert_displays(self._display_rows.values())
+            self._display_rows.clear()
 
     def _process_carefully(self, batch: list[Message], shas: list[bytes], res: BatchResult) -> None:
         """One message at a time, each in a savepoint with its own result, so a failure takes back that message
@@ -408,7 +414,7 @@ class Pipeline:
             key = sha[:DIGEST_BYTES]
             if msg.task is not None:
                 self._process_message(msg, res)
-                self._flush_presence()  # an erasure's presence change must not be undone by a reload
+                self._flush_state()  # an erasure's presence change must not be undone by a reload
                 continue
             attempts = quarantine.attempts.get(key, 0)
             if attempts >= QUARANTINE_AFTER:
@@ -420,11 +426,12 @@ class Pipeline:
             mark = w.savepoint("message")
             try:
                 self._process_message(msg, one, sha)
-                self._flush_presence()
+                self._flush_state()
             except Exception as exc:
                 if retryable(exc):
                     raise
                 w.rollback_to("message", mark)
+                self._display_rows.clear()
                 self._reload_state()
                 log.error("a message on topic %s failed: %s\n%s", msg.topic, where_raised(exc), traceback_text(exc))
                 one = BatchResult()
@@ -507,11 +514,9 @@ class Pipeline:
             res.decisions.append(d)
             res.displays[d.display] = payload
             encoded = compact(payload)
-            self.writer.insert_decision({
-                "ts": d.ts, "screen": d.display, "content_id": d.content_id, "rule_id": d.rule_id,
-                "reason": d.reason, "event_id": d.event_id, "customer": d.customer, "expires_at": d.expires_at,
-                "payload": encoded, "extra": compact(d.extra) if d.extra else None})
-            self.writer.upsert_display(d.display, encoded, d.priority, d.expires_at, now)
+            self.writer.insert_decision((d.ts, d.display, d.content_id, d.rule_id, d.reason, d.event_id, d.customer,
+                                         d.expires_at, encoded, compact(d.extra) if d.extra else None))
+            self._display_rows[d.display] = (d.display, encoded, d.priority, d.expires_at, now)
 
     def _link(self, e: Event, res: BatchResult, now: float) -> None:
         """A shopper identified (kiosk, QR): link their anonymous visit/session and tell the central store."""

@@ -16,6 +16,7 @@ import requests
 
 from a11y import assert_accessible
 from conftest import ADMIN, KIOSK, SIGNAGE, EdgeHandle, now_ms, sighting, wait_until
+from edge.domain.journeys import session_cart
 from edge.kpis import KpiError, buckets, kpis, parse_time, resolve_range
 from edge.store.writer import open_writer
 
@@ -174,6 +175,23 @@ def test_kpis_function_on_a_file(tmp_path: Any) -> None:
                              "screens": 2, "reached": 2}]
     assert k["deadletters"] == {"total": 1, "by_reason": [{"reason": "not_json", "count": 1}]}
     assert k["sync"]["outbox_pending"] == 0 and k["sync"]["oldest_pending_age_s"] is None
+    conn.close()
+
+
+def test_kpis_and_kiosk_bags_read_the_event_log_by_index_not_whole(tmp_path: Any) -> None:
+    """Sightings (most of the log) are not in the kind index: the dashboard's queries and a kiosk session's bag
+    still find their events through it, never by reading every event of a long log."""
+    conn = open_writer(tmp_path / "k.db")
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    kpis(conn, time.time() - 86400, time.time(), "Europe/Rome", 3600, now=time.time(), outbox_capacity=1000)
+    session_cart(conn, "kiosk-1", "abc")
+    conn.set_trace_callback(None)
+    reads = [s for s in statements if "FROM events" in s]
+    assert len(reads) >= 8
+    for sql in reads:
+        plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "SCAN events" not in plan and "idx_events_kind" in plan, (sql, plan)
     conn.close()
 
 

@@ -11,6 +11,7 @@ import pytest
 from edge import model as ev
 from edge.config import parse_config
 from edge.model import Event, Rejected
+from edge.quarantine import message_sha1
 from edge.wire.adapters.native import subject_key
 from edge.wire.fields import parse_ts
 from edge.wire.normalize import normalize
@@ -76,6 +77,9 @@ def test_valid_native_sightings_take_the_one_pass_reader_and_read_as_the_careful
                                "entrance")
     assert fast is not None and fast == careful
     assert run(cfg, "beacon/gw1", payload, qos=qos) == careful
+    # as the writer calls it, with the message's sha1 at hand: the same events, the same ids
+    sha1 = message_sha1(f"{P}/beacon/gw1", raw)
+    assert native.fast_sightings(f"{P}/beacon/gw1", raw, "gw1", 1_715_000_001.0, qos, site, "entrance", sha1) == careful
 
 
 def test_ibeacon_sighting_becomes_beacon_event_in_gateway_zone(cfg):

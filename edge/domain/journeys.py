@@ -22,6 +22,7 @@ from edge.i18n import localized
 from edge.metrics import Metrics
 from edge.model import Event, Publication
 from edge.qr import HANDOFF_TTL_S, QrError, Signer, Token, token_from_code
+from edge.store.queries import NOT_SIGHTING
 from edge.store.writer import Writer
 
 REFUSED_METRIC = "instore_edge_qr_refused_total"
@@ -144,8 +145,8 @@ def describe_target(cfg: Config, target: str, lang: str | None = None, *,
 def session_cart(conn: sqlite3.Connection, kiosk: str, session: str) -> list[str]:
     """The kiosk session's bag, from its events: add_to_cart items, then the handoff's item list."""
     bag: list[str] = []
-    for type_, raw in conn.execute("SELECT type, data FROM events WHERE kind = 'kiosk' AND source = ? AND subject = ? "
-                                   "ORDER BY seq", (kiosk, f"session:{session}")):
+    for type_, raw in conn.execute(f"SELECT type, data FROM events WHERE kind = 'kiosk' AND {NOT_SIGHTING} "
+                                   "AND source = ? AND subject = ? ORDER BY seq", (kiosk, f"session:{session}")):
         data = json.loads(raw) if raw else {}
         items = [data.get("item")] if type_ == "add_to_cart" else data.get("items") if type_ == "handoff" else None
         for it in items or []:

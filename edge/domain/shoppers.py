@@ -320,22 +320,27 @@ class CustomerContext:
             return
         if not subject and not customer:
             return
-        item = data.get("item") if data else None
-        dwell = data.get("dwell_s") if data else None
-        touch = Touch(event.received_at if now is None else now, event.name, event.zone,
-                      item if isinstance(item, str) else None,
-                      float(dwell) if isinstance(dwell, int | float) and not isinstance(dwell, bool) else None)
+        item = dwell = None
+        if data:
+            item = data.get("item")
+            dwell = data.get("dwell_s")
+            if type(item) is not str:
+                item = None
+            dwell = float(dwell) if type(dwell) in (int, float) else None  # JSON numbers; never a bool
+        # tuple.__new__: a NamedTuple's own constructor is a Python function (this runs for most events)
+        touch = tuple.__new__(Touch, (event.received_at if now is None else now, event.name, event.zone, item, dwell))
+        activity = self._activity
         with self._lock:
             for key in (subject, customer):
                 if not key:
                     continue
-                touches = self._activity.get(key)
+                touches = activity.get(key)
                 if touches is None:
-                    touches = self._activity[key] = deque(maxlen=self.activity_len)
-                    if len(self._activity) > self.activity_keys_max:
-                        self._activity.popitem(last=False)
+                    touches = activity[key] = deque(maxlen=self.activity_len)
+                    if len(activity) > self.activity_keys_max:
+                        activity.popitem(last=False)
                 else:
-                    self._activity.move_to_end(key)
+                    activity.move_to_end(key)
                 touches.append(touch)
 
     def activity(self, key: str | None) -> Activity | None:

@@ -132,9 +132,10 @@ class Feed:
         rows: list[dict[str, Any]] = []
         if top > cursor:
             top = min(top, cursor + BATCH)
+            # Arrivals of anonymous shoppers (nearly all of them) make no item: left in SQLite, not made into dicts.
             cur = conn.execute("SELECT seq, kind, type, source, zone, subject, customer, data, received_at FROM events "
-                               "WHERE seq > ? AND seq <= ? AND (kind IN ('visit_start', 'zone_enter') OR type = "
-                               "'assist') ORDER BY seq", (cursor, top))
+                               "WHERE seq > ? AND seq <= ? AND ((kind IN ('visit_start', 'zone_enter') AND customer "
+                               "<> '') OR type = 'assist') ORDER BY seq", (cursor, top))
             names = [d[0] for d in cur.description]
             rows = [dict(zip(names, r)) for r in cur]
         candidates: list[Candidate] = []

@@ -161,14 +161,14 @@ class Writer:
     def delete_presence(self, subjects: Iterable[str]) -> None:
         self.conn.executemany("DELETE FROM presence WHERE subject = ?", ((s,) for s in subjects))
 
-    def insert_decision(self, row: dict[str, Any]) -> None:
-        self.conn.execute(
-            "INSERT INTO decisions(ts, screen, content_id, rule_id, reason, event_id, customer, expires_at, payload, "
-            "extra) VALUES (:ts, :screen, :content_id, :rule_id, :reason, :event_id, :customer, :expires_at, "
-            ":payload, :extra)", {"extra": None, **row})
+    def insert_decision(self, row: tuple[Any, ...]) -> None:
+        """(ts, screen, content_id, rule_id, reason, event_id, customer, expires_at, payload, extra)."""
+        self.cur.execute("INSERT INTO decisions(ts, screen, content_id, rule_id, reason, event_id, customer, expires_at, "
+                         "payload, extra) VALUES (?,?,?,?,?,?,?,?,?,?)", row)
 
-    def upsert_display(self, screen: str, payload: str, priority: int, expires_at: float | None, now: float) -> None:
-        self.conn.execute(
+    def upsert_displays(self, rows: Iterable[tuple[str, str, int, float | None, float]]) -> None:
+        """(screen, payload, priority, expires_at, updated_at): what each display shows now."""
+        self.conn.executemany(
             "INSERT INTO displays(screen, payload, priority, expires_at, updated_at) VALUES (?,?,?,?,?) "
             "ON CONFLICT(screen) DO UPDATE SET payload=excluded.payload, priority=excluded.priority, "
-            "expires_at=excluded.expires_at, updated_at=excluded.updated_at", (screen, payload, priority, expires_at, now))
+            "expires_at=excluded.expires_at, updated_at=excluded.updated_at", rows)

@@ -19,7 +19,7 @@ from edge import model as ev
 from edge import privacy
 from edge.model import EdgeError, Message
 from edge.store.db import connect
-from edge.store.queries import row_to_event_dict
+from edge.store.queries import NOT_SIGHTING, row_to_event_dict
 from edge.web.auth import api_error, require_role
 from edge.web.ports import Edge
 from edge.wire.fields import MAX_DEPTH
@@ -62,7 +62,7 @@ def blueprint(edge: Edge) -> Blueprint:
         sql = "SELECT * FROM events WHERE seq < ?"
         params: list[Any] = [before]
         if kind:
-            sql += " AND kind = ?"
+            sql += " AND kind = ?" + ("" if kind == "beacon" else f" AND {NOT_SIGHTING}")  # sightings: by seq
             params.append(kind)
         sql += " ORDER BY seq DESC LIMIT ?"
         params.append(limit)

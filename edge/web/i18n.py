@@ -80,7 +80,14 @@ def use_language(code: str) -> None:
 def page_lang() -> str:
     """The language of this request's page ("it", "en"): for <html lang> and formatting."""
     locale = get_locale()
-    return (i18n.language(str(locale)) if locale is not None else None) or i18n.DEFAULT_LANGUAGE
+    if locale is None:  # outside a request and an app
+        return i18n.DEFAULT_LANGUAGE
+    known = g.get("_page_lang")  # a page asks several times (each price, date, the <html> tag)
+    if known is not None and known[0] is locale:
+        return known[1]
+    lang = i18n.language(str(locale)) or i18n.DEFAULT_LANGUAGE
+    g._page_lang = (locale, lang)
+    return lang
 
 
 def languages() -> list[dict[str, str]]:

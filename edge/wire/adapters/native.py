@@ -145,6 +145,7 @@ class _Payload(msgspec.Struct, forbid_unknown_fields=True):
 
 _decode = msgspec.json.Decoder(_Payload).decode
 _TS_MIN_MS, _TS_MAX_MS = 1000.0 * TS_MIN_S, 1000.0 * TS_MAX_S
+_KEY_MAX_MS = 1 << 44  # time_key's range
 _RSSI_MIN, _RSSI_MAX = RSSI_RANGE
 _TX_MIN, _TX_MAX = TX_POWER_RANGE
 _uuids: dict[str, str | None] = {}  # uuid as sent -> canonical (lowercase, hyphenated), or None: not a UUID
@@ -237,8 +238,13 @@ def fast_sightings(topic: str, payload: bytes, source: str, received_at: float, 
             if p.ts is None or p.beacon is None or p.rssi is None:
                 return None
             own = _fast_ident(p.id)
-            event_id = f"beacon:{source}:{own}" if own is not None else \
-                hashed_id(topic, payload, qos, received_at, time_key(p.ts, site.tz), sha1)
+            ts = p.ts
+            if own is not None:
+                event_id = f"beacon:{source}:{own}"
+            elif sha1 is not None and qos and type(ts) is int and 0 <= ts < _KEY_MAX_MS:
+                event_id = f"h:{ts:011x}:{sha1[:10].hex()}"  # hashed_id(.., time_key(ts), sha1), the usual case inline
+            else:
+                event_id = hashed_id(topic, payload, qos, received_at, time_key(ts, site.tz), sha1)
             return [_fast_event(p, source, received_at, zone, site, event_id)]
         if not batch:
             return None
