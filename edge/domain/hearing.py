@@ -94,10 +94,18 @@ class HearingMap:
         stands in); None when the map cannot tell the zones apart."""
         n = 0
         sd = sdd = sl = sdl = sr = sdr = sm = sdm = 0.0
+        rows = self._rel
+        row_a = rows.get(cur) or {}
+        row_b = rows.get(zone) or {}
         for gid, g in gateways:
-            gz = g.zone
-            ea = self.expected(cur, gid, gz)
-            eb = self.expected(zone, gid, gz)
+            ea = row_a.get(gid)
+            if ea is None:
+                ea = self.expected(cur, gid, g.zone)
+                row_a = rows[cur]
+            eb = row_b.get(gid)
+            if eb is None:
+                eb = self.expected(zone, gid, g.zone)
+                row_b = rows[zone]
             d = eb - ea
             m = (ea + eb) * 0.5
             lv = g.level

@@ -36,6 +36,14 @@ lead stayed small, blind).
   JUMP_EVIDENCE times the evidence: shoppers walk, they do not jump across the store.
 - Going back to the zone left less than RETURN_WINDOW_S ago needs RETURN_EVIDENCE times the evidence:
   it slows a phone flapping on a border down, and costs a real return little.
+- Every gateway has its say: when three or more gateways hear the subject (within HEARD_WITHIN_DB of the
+  current zone's best), and the current and the other zone are each served by one gateway, the lead (and
+  the slow one) is not the best pair's but the log-likelihood ratio of the two zones over all of them,
+  from a map of what each gateway hears of each zone learned from the crowd (edge.domain.hearing), in the
+  dB of a two-gateway lead. It is surer, so it has its own allowance (ALL_NOISE_ALLOWANCE), standing
+  margin (ALL_STILL_DB) and share of the threshold (ALL_THRESHOLD). A zone served by several gateways
+  keeps the best pair: one expected view per zone does not describe it (in bench/presence.py's store,
+  two gateways a zone, the weighed lead made three times the spurious moves).
 The challenging gateway needs `switch_readings` readings (up to FILTER_K) in its window first.
 `switch_after_s = 0` turns the test off: a zone leading by `hysteresis_db` wins at once. The first
 sighting places the subject at once and starts a visit. Sightings weaker than the zone's `min_rssi` are
@@ -56,6 +64,9 @@ its deadline (last seen + exit_after_s). A sighting only moves `last_seen`; when
 subject heard since is filed again under its new deadline. So a tick visits only the slots that have
 come due, never every subject: with 2,000 subjects it costs tens of microseconds, and each subject is
 re-filed at most once per `exit_after_s`.
+
+The hearing map is shared by all subjects and, like the levels, not persisted: it starts from its
+prior after a restart and relearns within minutes.
 
 Persistence: `take_changes()` returns the `presence` table's rows (COLUMNS: where, since when, who, the
 visit, and `state`, JSON: dwell thresholds done, zones of the visit) for `Writer.upsert_presence`. A row
@@ -240,6 +251,11 @@ class PresenceTracker:
         touch = _touching(cfg)
         self._rules = {z.id: _ZoneRules.of(z, touch.get(z.id) if touch else None) for z in cfg.zones}
         self._map = HearingMap(touch)
+        served: dict[str, int] = {}
+        for gw in cfg.gateways:
+            served[gw.zone] = served.get(gw.zone, 0) + 1
+        # The map describes a zone by one gateway's view: it fits zones that one gateway serves.
+        self._mapped = frozenset(z for z, n in served.items() if n == 1)
         self._default = _ZoneRules.of(ZoneConfig(id="unknown"))
         self._ignored = frozenset(b.key for b in cfg.beacons if not b.track)
         self._tags = {b.key: b.kind for b in cfg.beacons if b.track}
@@ -390,7 +406,8 @@ class PresenceTracker:
         faint = cur_best - HEARD_WITHIN_DB
         heard = [(gid, g) for gid, g in st.gateways.items()
                  if g.last >= stale and g.level >= faint and (g.zone == cur or len(g.vals) >= need)]
-        weigh = self._map.lead if cur_best > -_INF and len(heard) >= MIN_GATEWAYS else None
+        mapped = self._mapped
+        weigh = self._map.lead if cur in mapped and cur_best > -_INF and len(heard) >= MIN_GATEWAYS else None
         settled = now - REF_TAU_S
         touches = here.touches
         back = st.left if now - st.left_at < RETURN_WINDOW_S else None
@@ -403,7 +420,7 @@ class PresenceTracker:
                 continue  # far behind, and nothing to take back
             slow = ref - cur_ref
             still, allow, need_e = STILL_DB, allowance, threshold
-            both = weigh(cur, zone, heard, settled) if weigh is not None else None
+            both = weigh(cur, zone, heard, settled) if weigh is not None and zone in mapped else None
             if both is not None:
                 lead, slow = both
                 still, allow, need_e = ALL_STILL_DB, allowance_all, threshold * ALL_THRESHOLD
