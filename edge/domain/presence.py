@@ -36,6 +36,14 @@ lead stayed small, blind).
   JUMP_EVIDENCE times the evidence: shoppers walk, they do not jump across the store.
 - Going back to the zone left less than RETURN_WINDOW_S ago needs RETURN_EVIDENCE times the evidence:
   it slows a phone flapping on a border down, and costs a real return little.
+- Every gateway has its say: when three or more gateways hear the subject (within HEARD_WITHIN_DB of the
+  current zone's best), and the current and the other zone are each served by one gateway, the lead (and
+  the slow one) is not the best pair's but the log-likelihood ratio of the two zones over all of them,
+  from a map of what each gateway hears of each zone learned from the crowd (edge.domain.hearing), in the
+  dB of a two-gateway lead. It is surer, so it has its own allowance (ALL_NOISE_ALLOWANCE), standing
+  margin (ALL_STILL_DB) and share of the threshold (ALL_THRESHOLD). A zone served by several gateways
+  keeps the best pair: one expected view per zone does not describe it (in bench/presence.py's store,
+  two gateways a zone, the weighed lead made three times the spurious moves).
 The challenging gateway needs `switch_readings` readings (up to FILTER_K) in its window first.
 `switch_after_s = 0` turns the test off: a zone leading by `hysteresis_db` wins at once. The first
 sighting places the subject at once and starts a visit. Sightings weaker than the zone's `min_rssi` are
@@ -57,6 +65,9 @@ subject heard since is filed again under its new deadline. So a tick visits only
 come due, never every subject: with 2,000 subjects it costs tens of microseconds, and each subject is
 re-filed at most once per `exit_after_s`.
 
+The hearing map is shared by all subjects and, like the levels, not persisted: it starts from its
+prior after a restart and relearns within minutes.
+
 Persistence: `take_changes()` returns the `presence` table's rows (COLUMNS: where, since when, who, the
 visit, and `state`, JSON: dwell thresholds done, zones of the visit) for `Writer.upsert_presence`. A row
 is written when the zone, visit or dwell state changes, otherwise at most every PERSIST_EVERY_S per subject (last_seen alone). Levels, evidence and
@@ -73,6 +84,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.config import Config, ZoneConfig
+from edge.domain.hearing import LEARN_AFTER_S, HearingMap
 from edge.model import Event
 
 ENTER = "zone_enter"
@@ -97,6 +109,11 @@ NOISE_REF_DB = 6.0  # above this RSSI noise (dB) the threshold grows with the no
 NOISE_ALLOWANCE = 0.5  # the allowance is at least this many times the noise
 NOISE_START_DB = 5.0  # the noise assumed until the store's own is measured
 NOISE_WEIGHT = 0.001  # weight of one reading pair in the measured noise (about the last thousand)
+MIN_GATEWAYS = 3  # heard by this many gateways, the phone's lead is weighed over all of them (hearing.py) ...
+HEARD_WITHIN_DB = 15.0  # ... those hearing it at most this much weaker than the current zone's best
+ALL_NOISE_ALLOWANCE = 0.2  # ... and, as that lead is surer, its allowance is this many times the noise,
+ALL_STILL_DB = 0.0  # ... a standing phone's slow lead must beat this much more,
+ALL_THRESHOLD = 0.8  # ... and it needs this share of the evidence
 JUMP_EVIDENCE = 1.5  # a move to a zone that does not touch the current one needs this much evidence
 RETURN_EVIDENCE = 1.5  # going back to the zone the subject left ...
 RETURN_WINDOW_S = 120.0  # ... this recently needs this much evidence
@@ -133,7 +150,7 @@ class _ZoneRules:
 class _Gateway:
     """One gateway's recent readings of one subject, their level and its slow reference."""
 
-    __slots__ = ("zone", "times", "vals", "level", "ref", "last")
+    __slots__ = ("zone", "times", "vals", "level", "ref", "last", "since")
 
     def __init__(self, zone: str) -> None:
         self.zone = zone
@@ -142,6 +159,7 @@ class _Gateway:
         self.level = -_INF
         self.ref = -_INF
         self.last = -_INF
+        self.since = _INF  # heard without a break since: the reference means something REF_TAU_S later
 
     def add(self, now: float, rssi: float) -> None:
         times = self.times
@@ -167,6 +185,7 @@ class _Gateway:
         if n == 1:  # newly heard (again): it rose from nothing over the last second
             self.ref = UNHEARD_DBM
             self.last = now - 1.0
+            self.since = now
         self.ref += (1.0 - math.exp((self.last - now) / REF_TAU_S)) * (level - self.ref)
         self.last = now
 
@@ -231,6 +250,12 @@ class PresenceTracker:
         self._store = cfg.store.id
         touch = _touching(cfg)
         self._rules = {z.id: _ZoneRules.of(z, touch.get(z.id) if touch else None) for z in cfg.zones}
+        self._map = HearingMap(touch)
+        served: dict[str, int] = {}
+        for gw in cfg.gateways:
+            served[gw.zone] = served.get(gw.zone, 0) + 1
+        # The map describes a zone by one gateway's view: it fits zones that one gateway serves.
+        self._mapped = frozenset(z for z, n in served.items() if n == 1)
         self._default = _ZoneRules.of(ZoneConfig(id="unknown"))
         self._ignored = frozenset(b.key for b in cfg.beacons if not b.track)
         self._tags = {b.key: b.kind for b in cfg.beacons if b.track}
@@ -285,9 +310,9 @@ class PresenceTracker:
             now = st.last_seen
         gateways = st.gateways
         source = event.source
-        g = gateways.get(source)
+        g = seen = gateways.get(source)
         if g is None:
-            g = gateways[source] = _Gateway(zone)
+            g = seen = gateways[source] = _Gateway(zone)
         elif zone == st.zone and now - g.last < 1.6:
             # The store's noise, from successive readings by the subject's own zone (strong ones, well above
             # what gateways drop); a fade counts at most three times the mean, so fades hardly move it.
@@ -328,6 +353,8 @@ class PresenceTracker:
                 del gateways[gid]
         if cur_gw is not None:
             st.gateway = cur_gw
+            if not st.evidence and now - st.entered_at >= LEARN_AFTER_S:  # sure of the zone: teach the map
+                self._map.learn(cur, source, seen.zone, seen.level - cur_best)
 
         evidence = st.evidence
         elapsed = now - st.evidence_at
@@ -363,12 +390,25 @@ class PresenceTracker:
             best = max(others, key=lambda z: others[z][0], default=None)
             return best if best is not None and others[best][0] - cur_best >= allowance else None
         noise = self._mad * _MAD_TO_SIGMA
+        allowance_all = allowance
         if NOISE_ALLOWANCE * noise > allowance:
             allowance = NOISE_ALLOWANCE * noise
+        if ALL_NOISE_ALLOWANCE * noise > allowance_all:
+            allowance_all = ALL_NOISE_ALLOWANCE * noise
         threshold = here.threshold
         if noise > NOISE_REF_DB:
             threshold *= (noise / NOISE_REF_DB) ** 2
         drop = cur_ref - cur_best if cur_best > -_INF else 0.0  # how much the current zone has weakened lately
+        # Every gateway that hears the phone well enough has its say (edge.domain.hearing).
+        cur = st.zone
+        stale = now - STALE_S
+        need = here.eligible
+        faint = cur_best - HEARD_WITHIN_DB
+        heard = [(gid, g) for gid, g in st.gateways.items()
+                 if g.last >= stale and g.level >= faint and (g.zone == cur or len(g.vals) >= need)]
+        mapped = self._mapped
+        weigh = self._map.lead if cur in mapped and cur_best > -_INF and len(heard) >= MIN_GATEWAYS else None
+        settled = now - REF_TAU_S
         touches = here.touches
         back = st.left if now - st.left_at < RETURN_WINDOW_S else None
         winner = None
@@ -378,6 +418,12 @@ class PresenceTracker:
             lead = level - cur_best
             if lead < -LEAD_CAP_DB and zone not in evidence:
                 continue  # far behind, and nothing to take back
+            slow = ref - cur_ref
+            still, allow, need_e = STILL_DB, allowance, threshold
+            both = weigh(cur, zone, heard, settled) if weigh is not None and zone in mapped else None
+            if both is not None:
+                lead, slow = both
+                still, allow, need_e = ALL_STILL_DB, allowance_all, threshold * ALL_THRESHOLD
             rise = level - ref
             if rise < 0.0:
                 rise = 0.0
@@ -387,16 +433,15 @@ class PresenceTracker:
                 lead -= drop - excuse
                 weakened = excuse
             if rise + (weakened if weakened > 0.0 else 0.0) < MOVE_DB:  # standing still
-                slow = ref - cur_ref
-                lead = (lead if lead < slow else slow) - STILL_DB
-            x = lead - allowance
+                lead = (lead if lead < slow else slow) - still
+            x = lead - allow
             e = evidence.get(zone, 0.0) + (LEAD_CAP_DB if x > LEAD_CAP_DB else -LEAD_CAP_DB if x < -LEAD_CAP_DB
                                            else x) * elapsed
             if e <= 0.0:
                 continue
             kept[zone] = e
             if x > 0.0:
-                needed = threshold if touches is None or zone in touches else threshold * JUMP_EVIDENCE
+                needed = need_e if touches is None or zone in touches else need_e * JUMP_EVIDENCE
                 ratio = e / (needed * RETURN_EVIDENCE if zone == back else needed)
                 if ratio >= surplus:
                     winner, surplus = zone, ratio
