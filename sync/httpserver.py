@@ -40,6 +40,8 @@ log = logging.getLogger("instore_edge.http")
 FD_RESERVE = 128  # descriptors kept for the database, MQTT, logs and the worker threads
 MAX_HEADER_BYTES = 32 * 1024  # request line + headers (tokens and cookies fit many times over)
 WARN_EVERY_S = 60.0
+LINGER_S = 2.0  # after answering and closing, how long input is still read (and dropped) before the socket goes
+LINGER_BYTES = 64 * 1024 * 1024  # ... and how much of it at most
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class JsonErrorTask(ErrorTask):
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
+        self.channel.linger_on_close = True  # the client may still be sending what was refused
         self.content_length = len(body)
         self.write(body)
 
@@ -87,6 +90,9 @@ class GuardedChannel(HTTPChannel):
 
     error_task_class = JsonErrorTask
     request_started: float | None = None
+    linger_on_close = False  # an error answer: the request's input was not all read
+    linger_until: float | None = None  # closing: the answer is sent, the client's input is read and dropped
+    lingered = 0
 
     def __init__(self, server: GuardedServer, sock: socket.socket, addr: Any, adj: Adjustments,
                  map: dict | None = None) -> None:
@@ -106,6 +112,50 @@ class GuardedChannel(HTTPChannel):
     def del_channel(self, map: dict | None = None) -> None:
         super().del_channel(map)
         self.server.untrack(self)
+
+    # --- a lingering close: the answer to a refused upload must reach the client --------------------------
+    # After an error answer (JsonErrorTask), closing a socket whose input is not all read sends a reset, and a reset makes the client's kernel drop
+    # what it had not yet read: the 413 to a client still sending its 300 MB would be lost. So the write side
+    # is shut first (the client sees the answer, then the end), and input is read and dropped until the client
+    # closes, for at most LINGER_S or LINGER_BYTES (as web servers do: nginx's lingering_close).
+
+    def handle_close(self) -> None:
+        if self.linger_on_close and self.linger_until is None and self.connected:
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            else:
+                self.linger_until = time.monotonic() + LINGER_S
+                self.will_close = self.close_when_flushed = False
+                return
+        super().handle_close()
+
+    def readable(self) -> bool:
+        return True if self.linger_until is not None else super().readable()
+
+    def writable(self) -> bool:
+        if self.linger_until is not None:
+            return time.monotonic() > self.linger_until  # then handle_write closes it for good
+        return super().writable()
+
+    def handle_write(self) -> None:
+        if self.linger_until is not None:
+            super().handle_close()
+            return
+        super().handle_write()
+
+    def handle_read(self) -> None:
+        if self.linger_until is None:
+            super().handle_read()
+            return
+        try:
+            data = self.recv(self.adj.recv_bytes)
+        except OSError:
+            data = b""
+        self.lingered += len(data)
+        if not data or self.lingered > LINGER_BYTES or time.monotonic() > self.linger_until:
+            super().handle_close()
 
     def waiting_since(self) -> float | None:
         """When it started waiting without a request in service (None: one is in service or queued)."""
