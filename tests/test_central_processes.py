@@ -116,7 +116,7 @@ def test_a_worker_killed_during_pushes_loses_and_duplicates_nothing(
         start_central: Callable[..., Central], pg_url: str) -> None:
     c = start_central(*token_args(), "--workers", "2", db=pg_url)
     wait_until(lambda: len(worker_pids(c.proc.pid)) == 2, what="two worker processes")
-    batches = batches_of(40, 100)
+    batches = batches_of(120, 40)  # enough to still be pushing through both kills (a push takes milliseconds)
     answers: list[dict[str, Any]] = []
     errors: list[str] = []
     retries: list[int] = []

@@ -94,6 +94,16 @@ def names(changes: list[dict[str, Any]]) -> list[str]:
 # --- events -----------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def pushes_take_the_one_statement_path(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """On PostgreSQL a push without profile-changing events is one statement; if that statement fails, the
+    push still succeeds the general way and logs why: these tests would pass either way, so a failure of the
+    one-statement path (a bug in its SQL) fails them here."""
+    yield
+    failed = [r.getMessage() for r in caplog.get_records("call") if "plain push failed" in r.getMessage()]
+    assert not failed, failed
+
+
 def test_a_batch_is_recorded_once_per_store_and_event_id(store: Storage) -> None:
     batch = [event(f"e-{i}", seq=i) for i in range(1, 6)]
     assert store.push_events("s1", batch) == ({"accepted": [f"e-{i}" for i in range(1, 6)], "duplicates": [],
@@ -120,6 +130,21 @@ def test_an_idempotency_key_replays_the_first_answer_and_refuses_another_batch(s
     store.maintain(now=time.time() + 2 * 24 * 3600)
     assert store.push_events("s1", batch, "key-1", digest) == (
         {"accepted": [], "duplicates": ["k-1", "k-2"], "rejected": []}, False)
+
+
+def test_a_retry_gets_the_first_answer_with_its_duplicates_and_rejections(store: Storage) -> None:
+    batch = [event("r-1"), event("r-1"), {"kind": "beacon", "ts": NOW}, event("r-2"), "text"]
+    digest = body_hash(json.dumps(batch).encode())
+    first, replayed = store.push_events("s1", batch, "key-r", digest)
+    assert (first["accepted"], first["duplicates"], replayed) == (["r-1", "r-2"], ["r-1"], False)
+    assert [(r["id"], r["index"], r["reason"]) for r in first["rejected"]] == [
+        (None, 2, "missing_field"), (None, 4, "not_object")]
+    assert store.push_events("s1", batch, "key-r", digest) == (first, True)
+    nothing_valid = ["text", 42]
+    first = store.push_events("s1", nothing_valid, "key-n", body_hash(b"n"))
+    assert first[0]["accepted"] == [] and len(first[0]["rejected"]) == 2
+    assert store.push_events("s1", nothing_valid, "key-n", body_hash(b"n")) == (first[0], True)
+    assert store.stats()["events"]["by_store"]["s1"] == 2
 
 
 def test_invalid_events_are_rejected_with_reasons_and_counted(store: Storage) -> None:
