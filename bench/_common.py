@@ -555,6 +555,7 @@ class Link:
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self.timeout = timeout
         self.conn: http.client.HTTPConnection | None = None
+        self.last_headers: http.client.HTTPMessage | None = None  # of the last answer
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -564,6 +565,7 @@ class Link:
             try:
                 self.conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
                 r = self.conn.getresponse()
+                self.last_headers = r.headers
                 return r.status, r.read()
             except (OSError, http.client.HTTPException):
                 self.conn.close()

@@ -6,8 +6,9 @@ sync protocol, against the central on PostgreSQL (1 and 2 worker processes) and 
     python bench/fleet.py --stores 300 --configs pg2 --seconds 20 --rate 30000
 
 Each simulated store has its own token and its own event stream and behaves like an edge: events arrive
-at `rate / S` per second; every second (sooner when behind) it pushes what accumulated, at most 500 per
-push, with an Idempotency-Key, over one kept-alive connection; meanwhile it long-polls the change feed
+at `rate / S` per second; every second (sooner when behind), or at the interval the central asks for when
+more stores push than its `--push-budget` (default 100 pushes a second: S = 300 pushes every 3 s), it
+pushes what accumulated, at most 500 per push, with an Idempotency-Key, over one kept-alive connection; meanwhile it long-polls the change feed
 (wait_s=20) on a second connection. Every second the admin changes a profile that goes to every store;
 "change→all" is the time from that change's request to its arrival at the last store.
 
@@ -45,6 +46,9 @@ GENERATORS = 2
 MAX_PUSH = 500
 PUSH_EVERY_S = 1.0
 WAIT_S = 20
+# sync.protocol's PUSH_EVERY_HEADER and MAX_PUSH_EVERY_S (bench/sync.py shadows the sync package here)
+PUSH_EVERY_HEADER = "Instore-Push-Every-S"
+MAX_PUSH_EVERY_S = 60.0
 CONFIGS = {"pg1": ("postgresql", 1), "pg2": ("postgresql", 2), "sqlite": ("sqlite", 1)}
 
 
@@ -97,7 +101,8 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
         accepted += len(result["accepted"]) + len(result["duplicates"])
         rejected += len(result["rejected"])
         sent += n
-        next_push = time.time() + PUSH_EVERY_S
+        asked = link.last_headers.get(PUSH_EVERY_HEADER) if link.last_headers is not None else None
+        next_push = time.time() + max(PUSH_EVERY_S, min(float(asked), MAX_PUSH_EVERY_S) if asked else 0.0)
     out.update(sent=sent, accepted=accepted, rejected=rejected, errors=errors, latencies=latencies)
 
 
@@ -150,12 +155,14 @@ def generator(port: int, stores: list[tuple[str, str]], rate: float, start: floa
 
 
 def start_central(db: str, port: int, workers: int, tokens: dict[str, str], log: Path,
-                  pool_size: int | None = None) -> subprocess.Popen[bytes]:
+                  pool_size: int | None = None, push_budget: float | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "INSTORE_CENTRAL_ADMIN_TOKEN": ADMIN,
            "INSTORE_CENTRAL_STORE_TOKENS": ",".join(f"{s}={t}" for s, t in tokens.items())}
     argv = [sys.executable, "-m", "sync.central.cli", "--db", db, "--port", str(port), "--workers", str(workers)]
     if pool_size:
         argv += ["--pool-size", str(pool_size)]
+    if push_budget is not None:
+        argv += ["--push-budget", str(push_budget)]
     with open(log, "ab") as f:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=f, stderr=f, stdin=subprocess.DEVNULL)
     wait_for_port(port, 60)
@@ -191,12 +198,14 @@ def db_bytes(db: str) -> int:
 
 
 def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tmp: Path,
-            profile: str | None = None, pool_size: int | None = None) -> dict[str, Any]:
+            profile: str | None = None, pool_size: int | None = None,
+            push_budget: float | None = None) -> dict[str, Any]:
     engine, workers = CONFIGS[config]
     db = pg.new_database() if engine == "postgresql" else str(tmp / f"{config}-{n_stores}.db")
     tokens = {f"store-{i:04d}": secrets.token_urlsafe(18) for i in range(n_stores)}
     port = free_port()
-    central = start_central(db, port, workers, tokens, tmp / f"central-{config}-{n_stores}.log", pool_size)
+    central = start_central(db, port, workers, tokens, tmp / f"central-{config}-{n_stores}.log", pool_size,
+                            push_budget)
     size0 = db_bytes(db)
     spy = None
     try:
@@ -292,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=20000.0, help="events/s offered by all stores together")
     ap.add_argument("--pool-size", type=int, default=None,
                     help="PostgreSQL connections per worker (the central's --pool-size; default: the central's)")
+    ap.add_argument("--push-budget", type=float, default=None,
+                    help="the central's --push-budget (pushes a second from the fleet; 0: every store every second)")
     ap.add_argument("--profile", metavar="FILE", help="py-spy the central (raw folded stacks to FILE.<config>-<S>)")
     args = ap.parse_args(argv)
     counts = [int(x) for x in (args.stores or ("50,300" if args.full else "50")).split(",")]
@@ -310,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             for n in counts:
                 for config in configs:
                     row = run_one(config, n, seconds, args.rate, pg, Path(tmp),
-                                  f"{args.profile}.{config}-{n}" if args.profile else None, args.pool_size)
+                                  f"{args.profile}.{config}-{n}" if args.profile else None, args.pool_size,
+                                  args.push_budget)
                     rows.append(row)
                     print(table([row]).splitlines()[-1] if len(rows) > 1 else table([row]), flush=True)
     finally:

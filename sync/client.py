@@ -259,6 +259,8 @@ def status(settings: SyncSettings, local: LocalReads, client: SyncClient | None 
         "pushed": push.pushed if push else 0,
         "duplicates": push.duplicates if push else 0,
         "replayed_batches": push.replayed if push else 0,
+        # Seconds between pushes the central store asks for (a fleet above its push budget); None: once a second.
+        "push_every_s": push.asked_every_s if push else None,
         "rejected_total": counts.rejected,
         "profiles_cached": counts.profiles_cached,
         "changes_applied": pull.applied if pull else 0,

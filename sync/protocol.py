@@ -26,6 +26,10 @@ PROFILE_PATH = "/v1/profiles/{customer_id}"
 EXPORT_PATH = "/v1/admin/profiles/{customer_id}/export"
 RESOLVE_PATH = "/v1/identities/resolve"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# In a push answer: the seconds between pushes the central asks of this store while its outbox keeps up
+# (sent only when the fleet pushes more often than the central's budget; see sync/central/pacing.py).
+PUSH_EVERY_HEADER = "Instore-Push-Every-S"
+MAX_PUSH_EVERY_S = 60.0  # what an edge follows at most, whatever a central asks
 
 # --- Limits -----------------------------------------------------------------------------------------
 

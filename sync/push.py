@@ -90,6 +90,7 @@ class Pusher:
         self.stop = stop
         self.health = health
         self.last_report = 0.0  # when the central store last took a push (and the health it carried)
+        self.asked_every_s: float | None = None  # the interval the central asks for (None: linger_s holds)
         self.last_success: float | None = None
         self.last_attempt: float | None = None
         self.pushed = 0
@@ -111,6 +112,7 @@ class Pusher:
                             f"(seq {batch.first}..{batch.last}): {error_message(r)}", retryable=False,
                             status=r.status_code)
         self.last_report = time.time()
+        self._follow_pace(r.headers.get(p.PUSH_EVERY_HEADER))
         if r.headers.get("Idempotent-Replayed") == "true":
             self.replayed += 1  # the central store had this batch already: its first answer, replayed
         try:
@@ -118,8 +120,23 @@ class Pusher:
         except (ValueError, TypeError, AttributeError) as exc:
             raise SyncError(f"central store sent an unreadable answer to a push ({exc})") from None
 
+    def _follow_pace(self, value: str | None) -> None:
+        """The central's push interval, when it asks for one (a fleet larger than its push budget): at most
+        protocol.MAX_PUSH_EVERY_S, whatever it says; an unreadable value is ignored."""
+        try:
+            asked = float(value) if value is not None else None
+        except ValueError:
+            asked = None
+        if asked is not None and not 0 < asked < float("inf"):
+            asked = None
+        asked = min(asked, p.MAX_PUSH_EVERY_S) if asked is not None else None
+        if asked != self.asked_every_s:
+            log.info("the central store asks for a push every %s", f"{asked:g} s" if asked else "second at most")
+            self.asked_every_s = asked
+
     def push_once(self, max_batches: int | None = None) -> int:
-        """Push until the outbox is empty (or max_batches sent); returns events delivered. Raises SyncError."""
+        """Push until the outbox is drained (a batch short of full; or max_batches sent); returns events
+        delivered. Raises SyncError."""
         sent = 0
         batches = 0
         limit = self.batch
@@ -162,6 +179,8 @@ class Pusher:
             self.last_success = time.time()
             self.errors.clear("push")
             batches += 1
+            if len(batch.seqs) < limit:
+                break  # the outbox was drained: what came meanwhile waits for the next push, not a small one now
             limit = self.batch
         return sent
 
@@ -222,7 +241,8 @@ class Pusher:
             wake.wait(idle_s)
             wake.clear()
             # Linger: a busy store's writer commits many small batches; what they add up to in linger_s travels
-            # as one push (a backlog still goes back to back). At a chain's peak the central pays per push.
-            wait = self.last_report + linger_s - time.time()
+            # as one push (a backlog still goes back to back). At a chain's peak the central pays per push, and
+            # a central with more stores than its push budget asks for a longer interval (central/pacing.py).
+            wait = self.last_report + max(linger_s, self.asked_every_s or 0.0) - time.time()
             if wait > 0 and self.stop.wait(wait):
                 return

@@ -449,6 +449,13 @@ def test_stores_are_listed_with_when_they_were_last_heard_from(store: Storage) -
     assert rows["s2"]["last_pull_at"] and rows["s2"]["last_seen_at"] == rows["s2"]["last_pull_at"]
 
 
+def test_the_stores_pushing_since_a_time_are_counted(store: Storage) -> None:
+    store.push_events("s1", [event("a")], now=NOW)
+    store.push_events("s2", [event("b")], now=NOW + 100)
+    store.note_store("s3", pulled=True, now=NOW + 100)  # a pull is not a push
+    assert [store.stores_pushing(t) for t in (NOW - 1, NOW + 50, NOW + 101)] == [2, 1, 0]
+
+
 def test_pulls_noted_together_keep_each_stores_latest_time(store: Storage) -> None:
     store.note_store("s1", pulled=True, now=NOW)
     store.note_pulls({"s1": NOW + 30, "s2": NOW + 20})

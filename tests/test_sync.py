@@ -478,6 +478,35 @@ def test_a_store_with_nothing_to_push_still_reports_its_health(central, service,
     wait_until(lambda: row()["health_at"] > first["health_at"], what="a later heartbeat")
 
 
+@pytest.mark.parametrize("budget, asked", [(0.0, None), (0.5, 2.0)], ids=["within-budget", "over-budget"])
+def test_a_fleet_over_the_centrals_push_budget_pushes_less_often_and_loses_nothing(
+        tmp_path: Path, service, clients, budget: float, asked: float | None) -> None:
+    """A central with more stores pushing than its push budget asks each for a longer interval (here one
+    store against half a push a second: every 2 s); the edge follows it, its events arriving whole and in
+    order in fewer pushes. Within the budget nothing is asked and the edge pushes as events come."""
+    from sync.central.storage import Settings
+
+    central = CentralServer(tmp_path / "central.db", CENTRAL_ADMIN, {STORE: STORE_TOKEN}, port=0,
+                            settings=Settings(push_budget=budget)).start()
+    try:
+        svc = service(central.url)
+        client = clients(svc)
+        for k in range(25):  # 5 s of events, 4 every 0.2 s
+            produce(svc, 4, start=4 * k)
+            time.sleep(0.2)
+        wait_until(lambda: len(central_events(central.url)) == 100, timeout=30, what="every event at the central")
+        assert_all_arrived_in_order(central.url, 100)
+        assert client.status()["push_every_s"] == asked
+        pushes = sorted({e["central_received_at"] for e in central_events(central.url)})
+        gaps = [b - a for a, b in zip(pushes, pushes[1:])]
+        if asked:
+            assert len(pushes) <= 5 and min(gaps) >= asked - 0.2, gaps
+        else:
+            assert len(pushes) >= 8, gaps
+    finally:
+        central.stop()
+
+
 # --- on-demand fetch ----------------------------------------------------------------------------------------
 
 

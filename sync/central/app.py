@@ -27,6 +27,7 @@ from sync import fastpush, jsonbody, queryargs
 from sync import protocol as p
 from sync.central import console, content_api, metrics, pages
 from sync.central.demo_data import CATALOGUE
+from sync.central.pacing import Pacer
 from sync.central.storage import CentralError, Housekeeper, InvalidValue, Settings, Storage, body_hash, open_storage
 from sync.central.storage.common import rejection_counts, store_row
 
@@ -133,6 +134,7 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
     app.extensions["central_store"] = central
     if housekeeping:
         app.extensions["central_housekeeper"] = Housekeeper(central).start()
+    pacer = Pacer(central.settings.push_budget, central.stores_pushing)
     pulls_noted: dict[str, float] = {}
     pulls_pending: dict[str, float] = {}  # store -> when it last pulled, not yet written
     pulls_flushed = [time.monotonic()]
@@ -299,6 +301,9 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
         response = jsonify(answer)
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
+        every_s = pacer.every_s()
+        if every_s is not None:
+            response.headers[p.PUSH_EVERY_HEADER] = f"{every_s:g}"
         if answer["accepted"] or answer["rejected"]:
             log.debug("store %s: %d accepted, %d duplicates, %d rejected", store, len(answer["accepted"]),
                       len(answer["duplicates"]), len(answer["rejected"]))

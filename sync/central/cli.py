@@ -96,6 +96,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="drop received events older than this (event time; 0 keeps them; default 90)")
     p.add_argument("--pool-size", type=_positive, default=10,
                    help="PostgreSQL connections per worker (default 10)")
+    p.add_argument("--push-budget", type=float, default=100.0, metavar="PUSHES_PER_S",
+                   help="pushes a second the central takes from the whole fleet (default 100): with more active "
+                        "stores than that, each is asked to push less often than once a second (0: never ask)")
     p.add_argument("--quiet-after-s", type=float, default=120.0, metavar="SECONDS",
                    help="the fleet view calls a store quiet when it was not heard from for this long (default 120; "
                         "an edge reports at least every 30 s)")
@@ -133,7 +136,7 @@ def settings_from(args: argparse.Namespace) -> Any:
     days = getattr(args, "retention_days", 90)
     return Settings(retention_days=days if days and days > 0 else None,
                     broadcast_unhomed=getattr(args, "unhomed_profiles", "every-store") == "every-store",
-                    pool_size=getattr(args, "pool_size", 10))
+                    pool_size=getattr(args, "pool_size", 10), push_budget=getattr(args, "push_budget", 100.0))
 
 
 def _stores_text(stores: Mapping[str, str]) -> str:

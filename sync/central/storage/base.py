@@ -153,6 +153,10 @@ class Storage(abc.ABC):
         """One row per store heard from (store_row): when it was heard, and what it last reported."""
 
     @abc.abstractmethod
+    def stores_pushing(self, since: float) -> int:
+        """How many stores pushed at or after `since` (the push pacing's count)."""
+
+    @abc.abstractmethod
     def store_rejections(self, store: str) -> dict[str, int]:
         """How many of a store's events were refused, by reason."""
 

@@ -104,6 +104,7 @@ class Settings:
     # or hold an order of theirs (False).
     broadcast_unhomed: bool = True
     pool_size: int = 10  # PostgreSQL connections per process
+    push_budget: float = 100.0  # pushes a second the whole fleet may send; more stores push less often (pacing.py)
 
 
 def body_hash(body: bytes) -> str:

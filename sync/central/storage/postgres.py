@@ -953,6 +953,11 @@ class PostgresStorage(Storage):
                                 "FROM store_status ORDER BY store").fetchall()
         return [store_row(*r) for r in rows]
 
+    def stores_pushing(self, since: float) -> int:
+        with self._conn() as conn:
+            row = conn.execute("SELECT count(*) FROM store_status WHERE last_push_at >= %s", (since,)).fetchone()
+        return int(row[0]) if row else 0
+
     def store_rejections(self, store: str) -> dict[str, int]:
         with self._conn() as conn:
             return dict(conn.execute("SELECT reason, count FROM rejections WHERE store = %s ORDER BY reason",

@@ -896,6 +896,10 @@ class SqliteStorage(Storage):
                                       "FROM store_status ORDER BY store").fetchall()
         return [store_row(*r) for r in rows]
 
+    def stores_pushing(self, since: float) -> int:
+        row = self._reader().execute("SELECT count(*) FROM store_status WHERE last_push_at >= ?", (since,)).fetchone()
+        return int(row[0]) if row else 0
+
     def store_rejections(self, store: str) -> dict[str, int]:
         return dict(self._reader().execute("SELECT reason, count FROM rejections WHERE store = ? ORDER BY reason",
                                            (store,)).fetchall())
