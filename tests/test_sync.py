@@ -497,6 +497,8 @@ def test_a_fleet_over_the_centrals_push_budget_pushes_less_often_and_loses_nothi
         wait_until(lambda: len(central_events(central.url)) == 100, timeout=30, what="every event at the central")
         assert_all_arrived_in_order(central.url, 100)
         assert client.status()["push_every_s"] == asked
+        scraped = requests.get(f"{central.url}/metrics", timeout=10).text  # what the chain's IT sees
+        assert f"instore_central_push_interval_seconds {asked or 1.0}" in scraped
         pushes = sorted({e["central_received_at"] for e in central_events(central.url)})
         gaps = [b - a for a, b in zip(pushes, pushes[1:])]
         if asked:

@@ -246,7 +246,7 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
         metrics.REQUESTS.labels(rule, str(response.status_code)).inc()
         return response
 
-    fleet_collector = metrics.FleetCollector(lambda: fleet(), central.engine, workers)
+    fleet_collector = metrics.FleetCollector(lambda: fleet(), central.engine, workers, pacer.every_s)
 
     @app.get("/metrics")
     def prometheus():

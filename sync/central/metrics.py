@@ -44,10 +44,12 @@ def multiprocess() -> bool:
 class FleetCollector(Collector):
     """Gauges from the database at scrape time: the stores as the fleet view sees them, and the engine."""
 
-    def __init__(self, fleet: Callable[[], list[dict[str, Any]]], engine: str, workers: int) -> None:
+    def __init__(self, fleet: Callable[[], list[dict[str, Any]]], engine: str, workers: int,
+                 push_every: Callable[[], float | None] = lambda: None) -> None:
         self.fleet = fleet
         self.engine = engine
         self.workers = workers
+        self.push_every = push_every  # the interval the central asks of its stores (pacing.py), None: none
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         info = GaugeMetricFamily("instore_central_info", "The central store: engine, version, worker processes",
@@ -76,6 +78,11 @@ class FleetCollector(Collector):
                                     "How long the quietest store that was ever heard has not been")
         silence.add_metric([], max(0.0, time.time() - min(seen)) if seen else 0.0)
         yield silence
+        pace = GaugeMetricFamily("instore_central_push_interval_seconds",
+                                 "Seconds between pushes the central asks of each store (1: none asked, the fleet is "
+                                 "within --push-budget)")
+        pace.add_metric([], self.push_every() or 1.0)
+        yield pace
 
 
 def render(fleet_collector: FleetCollector) -> bytes:
