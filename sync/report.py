@@ -51,6 +51,9 @@ def status_lines(st: dict[str, Any], *, now: float, tz: ZoneInfo, source: str, l
     rows.append(("rejected", plural(rejected, "event") + " refused by the central store" if rejected else "none"))
     if live:
         rows.append(("last push", when(st.get("last_push_success"), now, tz)))
+        every = st.get("push_every_s")
+        if every:  # the central paces a fleet larger than its push budget
+            rows.append(("push interval", f"every {every:g} s, as the central store asks"))
         rows.append(("last pull", when(st.get("last_pull"), now, tz)))
         rows.append(("breaker", str(st.get("breaker") or "—")))
         auth = st.get("auth_ok")

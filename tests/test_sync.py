@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -27,6 +28,7 @@ from edge.uplink import Uplink, sync_settings
 from sync.central import CentralServer
 from sync.client import SyncClient
 from sync.local import ProfileUpsert
+from sync.report import status_lines
 from sync.protocol import erase_key
 from tests.conftest import wait_until
 
@@ -497,6 +499,8 @@ def test_a_fleet_over_the_centrals_push_budget_pushes_less_often_and_loses_nothi
         wait_until(lambda: len(central_events(central.url)) == 100, timeout=30, what="every event at the central")
         assert_all_arrived_in_order(central.url, 100)
         assert client.status()["push_every_s"] == asked
+        shown = status_lines(client.status(), now=time.time(), tz=ZoneInfo("UTC"), source="the edge", live=True)
+        assert any(line.startswith("push interval") and "every 2 s" in line for line in shown) == bool(asked)
         scraped = requests.get(f"{central.url}/metrics", timeout=10).text  # what the chain's IT sees
         assert f"instore_central_push_interval_seconds {asked or 1.0}" in scraped
         pushes = sorted({e["central_received_at"] for e in central_events(central.url)})
