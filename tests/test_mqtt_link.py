@@ -1,7 +1,8 @@
 """The edge's MQTT link (paho with the bulk reader, edge/wire/mqtt_reader.py) against a real Mosquitto, with the
 network in between cutting the broker's stream anywhere (tests/mqttproxy.py): every message is recorded
 whole, once and in order, each PUBACK leaves only after its message's commit, pings are answered, a
-connection dropped halfway through a PUBLISH loses nothing, and the same over TLS."""
+connection dropped halfway through a PUBLISH loses nothing, and the same over TLS; the link says it is
+connected only once the broker has granted its subscriptions, and says which one it refused."""
 
 from __future__ import annotations
 
