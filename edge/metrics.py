@@ -26,7 +26,7 @@ HELP = {
     "instore_edge_mqtt_connects_total": ("counter", "Successful connections to the MQTT broker."),
     "instore_edge_ingest_lag_seconds": ("gauge", "Age of the oldest received message not yet committed."),
     "instore_edge_ingest_queue": ("gauge", "Messages received and waiting for the writer."),
-    "instore_edge_mqtt_connected": ("gauge", "1 when connected to the MQTT broker."),
+    "instore_edge_mqtt_connected": ("gauge", "1 when connected to the MQTT broker with every subscription granted."),
     "instore_edge_outbox_pending": ("gauge", "Events recorded and not yet accepted by the central store."),
     "instore_edge_presence_subjects": ("gauge", "Subjects currently present in a zone."),
     "instore_edge_sync_last_success_timestamp": ("gauge", "Unix time of the last push the central store accepted."),

@@ -1,7 +1,8 @@
 """A TCP proxy between an MQTT client and a real Mosquitto that reads the packets going each way, for tests of
 what the network does to the edge's MQTT link: it cuts the broker's stream into small pieces with pauses (so
 the client's reads end anywhere inside a packet, header included), runs a check on each PUBACK before it
-reaches the broker, counts PINGREQ/PINGRESP, and can drop the connection halfway through a PUBLISH."""
+reaches the broker, counts PINGREQ/PINGRESP, can drop the connection halfway through a PUBLISH, and can hold
+each packet from the client for a while (a slow uplink)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ class MqttProxy:
     # Drop the connection (both ways) halfway through the nth PUBLISH matching cut_topic, once.
     cut_in_publish: int = 0
     cut_topic: str = "/beacon/"
+    up_delay: float = 0.0  # seconds each packet from the client waits before it goes on to the broker
     port: int = 0
     connections: int = 0
     publishes: int = 0
@@ -148,6 +150,8 @@ class MqttProxy:
                                 self.errors.append(f"{type(exc).__name__}: {exc}")
                     elif kind == PINGREQ:
                         self.pingreqs += 1
+                    if self.up_delay:
+                        time.sleep(self.up_delay)
                     upstream.sendall(packet)
         except OSError:
             pass

@@ -1,7 +1,8 @@
 """The edge's MQTT link (paho with the bulk reader, edge/wire/mqtt_reader.py) against a real Mosquitto, with the
 network in between cutting the broker's stream anywhere (tests/mqttproxy.py): every message is recorded
 whole, once and in order, each PUBACK leaves only after its message's commit, pings are answered, a
-connection dropped halfway through a PUBLISH loses nothing, and the same over TLS."""
+connection dropped halfway through a PUBLISH loses nothing, and the same over TLS; the link says it is
+connected only once the broker has granted its subscriptions, and says which one it refused."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from conftest import EdgeHandle, MqttHelper, now_ms, sighting, store_config, wait_until
+from edge.app import App
 from edge.broker import MosquittoBroker, free_port
 from edge.config import parse_config
 from mqttproxy import MqttProxy, Published
@@ -183,6 +186,63 @@ def test_an_idle_link_keeps_its_connection_with_every_ping_answered(tmp_path, br
         publisher.close()
         edge.stop()
         proxy.stop()
+
+
+def test_a_message_published_once_the_edge_says_connected_reaches_it_over_a_slow_uplink(tmp_path, broker):
+    # A new session: the broker routes a message to the edge only once it has processed the edge's SUBSCRIBE,
+    # which here reaches it 0.3 s after the CONNACK. `connected` (what the demo, the tests and /readyz wait
+    # for) must mean subscribed, or whoever publishes right after it sees the message go nowhere.
+    proxy = MqttProxy(broker.port, up_delay=0.3)
+    publisher = MqttHelper(broker.port, "early-publisher")
+    edge = None
+    try:
+        edge = _edge(tmp_path, proxy.port)  # returns once edge.service.mqtt.connected is set
+        publisher.publish(f"{P}/beacon/gw-shoes", sighting(now_ms(), minor=5))
+        db = Committed(edge.cfg.db.path)
+        wait_until(lambda: db.beacon_minors() == [5], what="the sighting published once the edge was connected")
+    finally:
+        publisher.close()
+        if edge is not None:
+            edge.stop()
+        proxy.stop()
+
+
+def test_a_refused_subscription_makes_the_edge_not_ready_and_says_which_topic_and_what_to_fix(tmp_path):
+    # Mosquitto's acl_file grants every SUBSCRIBE (it filters at delivery); its dynamic security plugin refuses
+    # one the client's roles do not allow. Here: anything under instore/, nothing for the espresense gateway.
+    plugin = next(iter(sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so"))), None)
+    assert plugin is not None, "Mosquitto's dynamic security plugin is missing: apt-get install mosquitto"
+    roles = tmp_path / "dynamic-security.json"
+    roles.write_text(json.dumps({
+        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": True, "subscribe": False,
+                             "unsubscribe": True},
+        "clients": [], "anonymousGroup": "anonymous",
+        "groups": [{"groupname": "anonymous", "roles": [{"rolename": "store"}]}],
+        "roles": [{"rolename": "store", "acls": [{"acltype": "publishClientSend", "topic": "instore/#", "allow": True},
+                                                 {"acltype": "subscribePattern", "topic": "instore/#", "allow": True}]}],
+    }))
+    broker = MosquittoBroker(tmp_path / "mosquitto-roles",
+                             extra_conf=f"plugin {plugin}\nplugin_opt_config_file {roles}").start()
+    gateways = [{"id": "gw-shoes", "zone": "shoes"}, {"id": "shoes-back", "zone": "shoes", "format": "espresense"}]
+    service = App(parse_config(store_config(tmp_path, broker.port, gateways=gateways), env={})).start()
+    publisher = MqttHelper(broker.port, "publisher")
+    try:
+        url = f"http://127.0.0.1:{service.http_port}/readyz"
+        refused = wait_until(lambda: service.mqtt.last_error, what="the refused subscription reported")
+        assert "espresense/" in refused and "allow the edge's MQTT user to subscribe" in refused
+        assert f"{P}/#" not in refused
+        r = requests.get(url, timeout=5)
+        assert r.status_code == 503
+        assert r.json()["checks"]["broker"] == {"ok": False, "detail": refused}
+        assert not service.mqtt.connected.is_set()
+        # what the broker granted still arrives
+        publisher.publish(f"{P}/beacon/gw-shoes", sighting(now_ms(), minor=9))
+        db = Committed(service.cfg.db.path)
+        wait_until(lambda: db.beacon_minors() == [9], what="a sighting on the granted topic")
+    finally:
+        publisher.close()
+        service.stop()
+        broker.stop()
 
 
 def _certificate(d: Path) -> tuple[Path, Path]:

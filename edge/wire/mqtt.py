@@ -3,6 +3,12 @@
 `on_message` never blocks and never decides: it stamps the receive time and hands the message to the
 pipeline's queue. The pipeline calls `ack` once the message's events (or its dead letter) are committed,
 so a crash at any moment leaves every unacknowledged message with the broker, which redelivers it.
+
+`connected` is set only once the broker has granted every subscription (its SUBACK), not at its CONNACK:
+on a new session the broker routes a message to the edge only after it has processed the SUBSCRIBE, so
+whoever waits for `connected` before publishing (the demo, the tests, a deployment check on /readyz) would
+otherwise see its first messages go nowhere when the SUBSCRIBE is slower than its publications (a loaded
+machine, a slow link).
 """
 
 from __future__ import annotations
@@ -40,7 +46,10 @@ class MqttLink:
         self.cfg = cfg
         self.sink = sink
         self.retained = retained
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # connected, and every subscription granted
+        self._subscribe_mid: int | None = None  # the SUBSCRIBE of this connection, until its SUBACK
+        self._topics: list[str] = []
+        self._linked = False  # between a CONNACK and the disconnection
         self.stopping = False
         self.taking = True  # False once stopping: what arrives then stays unacknowledged with the broker
         self.backlog = backlog  # messages received and not yet committed
@@ -69,6 +78,7 @@ class MqttLink:
         self.status_topic = f"{cfg.prefix}/edge/status"
         self.client.will_set(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message  # QoS 2, or any paho without the bulk reader
         self.client.on_publish_fast = self._on_publish
@@ -89,24 +99,39 @@ class MqttLink:
             return
         self.generation += 1
         self.connects += 1
+        self._linked = True
         self.last_error = None
-        topics = [f"{self.cfg.prefix}/#", *self.extra_topics]
+        topics = self._topics = [f"{self.cfg.prefix}/#", *self.extra_topics]
         if self.v5:
             # no_local: do not hear our own retained display/status messages.
-            client.subscribe([(t, SubscribeOptions(qos=1, noLocal=True)) for t in topics])
+            _, self._subscribe_mid = client.subscribe([(t, SubscribeOptions(qos=1, noLocal=True)) for t in topics])
         else:
-            client.subscribe([(t, 1) for t in topics])
+            _, self._subscribe_mid = client.subscribe([(t, 1) for t in topics])
         client.publish(self.status_topic, json.dumps({"state": "online", "since": int(time.time() * 1000)}),
                        qos=1, retain=True)
         log.info("MQTT connected to %s:%s (session %s)", self.cfg.mqtt.host, self.cfg.mqtt.port,
                  "resumed" if flags.session_present else "new")
-        self.connected.set()
         if self.retained is not None:  # make the retained content of every display match our state
             try:
                 for pub in self.retained():
                     self.publish(pub.topic, pub.payload, retain=pub.retain)
             except Exception:
                 log.exception("after-connect step failed")
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list,
+                      properties: Properties | None) -> None:
+        """Ready once every subscription is granted; a refused one is an error the operator must see, since
+        the broker then drops what is published there without telling anyone."""
+        if mid != self._subscribe_mid:
+            return
+        self._subscribe_mid = None
+        refused = [f"{topic} ({code})" for topic, code in zip(self._topics, reason_codes) if code.is_failure]
+        if refused:
+            self.last_error = (f"broker refused the subscription to {', '.join(refused)}: allow the edge's MQTT "
+                               "user to subscribe to them in the broker's access control (ACL or plugin)")
+            log.error("MQTT %s", self.last_error)
+            return
+        self.connected.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         """TCP/TLS failure: paho drops the exception, so probe once a minute and say why in words."""
@@ -123,7 +148,8 @@ class MqttLink:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags, reason_code,
                        properties: Properties | None) -> None:
-        was = self.connected.is_set()
+        was = self._linked
+        self._linked = False
         self.connected.clear()
         if was and not self.stopping:
             log.warning("MQTT disconnected (%s); reconnecting, events wait in the broker meanwhile", reason_code)
@@ -205,7 +231,7 @@ class MqttLink:
         """Graceful stop: say offline (retained) ourselves, since the last will is only sent on a crash."""
         self.stopping = True
         try:
-            if self.connected.is_set():
+            if self.client.is_connected():
                 info = self.client.publish(self.status_topic, json.dumps({"state": "offline"}), qos=1, retain=True)
                 info.wait_for_publish(2)
         except Exception:
