@@ -346,7 +346,7 @@ class Crowd:
 
     def __init__(self, layout: StoreLayout, *, shoppers: int = 20, rate: float = 2.0, seed: int | None = None,
                  speed: float = 1.0, known_share: float = 0.35, customers: int = 9,
-                 max_journeys: int | None = None, staff: bool = True) -> None:
+                 max_journeys: int | None = None, staff: bool = True, first_known: int | None = None) -> None:
         if shoppers < 1 or rate <= 0 or speed <= 0:
             raise SimulatorError("shoppers must be at least 1, rate and speed above 0")
         self.layout = layout
@@ -361,12 +361,17 @@ class Crowd:
         self.started: list[Journey] = []
         self.finished = 0
         self.in_store: set[int] = set()  # customer numbers of known shoppers now in the store
+        # The customer number of the first shopper to walk in (the demo's: one with an order ready here, so
+        # the staff app shows a pickup arrival in the demo's first minute whatever the draw).
+        self.first_known = first_known
 
     def _new_journey(self, start: float) -> Journey:
         number = len(self.started) + 1
         rng = random.Random(self.rng.getrandbits(64))
         free = [n for n in range(1, self.customers + 1) if n not in self.in_store]
         customer = rng.choice(free) if free and rng.random() < self.known_share else None
+        if number == 1 and self.first_known is not None:
+            customer = self.first_known
         if customer is not None:
             self.in_store.add(customer)
         journey = Journey(number, self.layout, rng, start=start, rate=self.rate, speed=self.speed, customer=customer)
@@ -418,11 +423,12 @@ class Simulator:
     def __init__(self, cfg: Config, *, shoppers: int = 20, rate: float = 5.0, seed: int | None = None,
                  speed: float = 1.0, journeys: int | None = None, host: str | None = None, port: int | None = None,
                  window: int = 200, batch_interval_s: float = 1.0, staff: bool = True,
-                 client_id: str | None = None, connect_timeout: float = 10.0, customers: int = 9) -> None:
+                 client_id: str | None = None, connect_timeout: float = 10.0, customers: int = 9,
+                 first_known: int | None = None) -> None:
         self.cfg = cfg
         self.layout = StoreLayout.from_config(cfg)
         self.crowd = Crowd(self.layout, shoppers=shoppers, rate=rate, seed=seed, speed=speed,
-                           max_journeys=journeys, staff=staff, customers=customers)
+                           max_journeys=journeys, staff=staff, customers=customers, first_known=first_known)
         self.batch_max = max(1, min(MAX_SIGHTINGS_PER_BATCH, cfg.limits.max_payload_bytes // SIGHTING_BYTES))
         self.host = host or cfg.mqtt.host
         self.port = port or cfg.mqtt.port
@@ -581,12 +587,13 @@ def run_simulator(cfg: Config, shoppers: int = 20, rate: float = 5.0, duration_s
                   seed: int | None = None, stop_event: threading.Event | None = None,
                   port_override: int | None = None, *, speed: float = 1.0, journeys: int | None = None,
                   host_override: str | None = None, connect_timeout: float = 10.0,
-                  out: TextIO | None = None) -> int:
+                  out: TextIO | None = None, first_known: int | None = None) -> int:
     """`instore-edge simulate`: publish journeys until done/stopped; print a one-line summary; exit code."""
     out = out or sys.stdout
     try:
         sim = Simulator(cfg, shoppers=shoppers, rate=rate, seed=seed, speed=speed, journeys=journeys,
-                        host=host_override, port=port_override, connect_timeout=connect_timeout)
+                        host=host_override, port=port_override, connect_timeout=connect_timeout,
+                        first_known=first_known)
         sim.run(duration_s, stop_event)
     except SimulatorError as exc:
         print(f"instore-edge simulate: {exc}", file=sys.stderr)

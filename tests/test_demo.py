@@ -234,6 +234,22 @@ def test_demo_decision_lines_do_not_flood_the_terminal() -> None:
 
 # --- The simulator --------------------------------------------------------------------------------------
 
+def test_the_demos_first_shopper_is_the_app_user_with_an_order_ready_whatever_the_draw() -> None:
+    """So the staff app shows a pickup arrival in the demo's first minute, every run (it failed once when
+    the draw brought none of the shoppers with an order in that minute)."""
+    from edge.demo import FIRST_SHOPPER
+    from edge.staff.demo import READY_HERE
+
+    assert 1 <= FIRST_SHOPPER <= READY_HERE
+    layout = StoreLayout.from_config(load_config(ROOT / "config" / "demo.toml", env={}))
+    for seed in range(20):
+        crowd = Crowd(layout, shoppers=12, rate=2, seed=seed, max_journeys=12, first_known=FIRST_SHOPPER)
+        first = next(iter(crowd))
+        assert crowd.started[0].customer == FIRST_SHOPPER
+        assert crowd.started[0].start < 1 and first.at < 2  # in at once, heard within a couple of seconds
+        assert len([j for j in crowd.started if j.customer == FIRST_SHOPPER]) == 1  # never twice at once
+
+
 def test_seeded_crowd_is_repeatable_and_uses_only_configured_devices() -> None:
     cfg = load_config(ROOT / "config" / "demo.toml", env={})
     layout = StoreLayout.from_config(cfg)
