@@ -171,6 +171,30 @@ def test_a_connection_dropped_halfway_through_a_publish_loses_nothing_and_record
         proxy.stop()
 
 
+def test_a_reconnect_to_a_broker_that_lost_the_session_is_a_warning_that_says_what_to_change(tmp_path, caplog):
+    """A broker restarted without its persistence kept nothing for the edge while it was away: the edge
+    says so (a resumed session stays an info line), since messages sent meanwhile are gone."""
+    first = MosquittoBroker(tmp_path / "broker-a").start()
+    edge = _edge(tmp_path, first.port)
+    try:
+        wait_until(lambda: edge.service.mqtt.connected.is_set(), what="the edge connected")
+        first.restart()  # persistence kept: the session resumes
+        wait_until(lambda: edge.service.mqtt.connects == 2 and edge.service.mqtt.connected.is_set(),
+                   what="the edge back on the same broker")
+        assert not [r for r in caplog.records if "NEW session" in r.getMessage()]
+        first.stop()
+        second = MosquittoBroker(tmp_path / "broker-b", port=first.port).start()  # same address, no state
+        try:
+            wait_until(lambda: edge.service.mqtt.connects == 3, what="the edge on the fresh broker")
+            warned = [r for r in caplog.records if "NEW session" in r.getMessage()]
+            assert warned and warned[0].levelname == "WARNING" and "session_expiry_s" in warned[0].getMessage()
+        finally:
+            second.stop()
+    finally:
+        edge.stop()
+        first.stop()
+
+
 def test_an_idle_link_keeps_its_connection_with_every_ping_answered(tmp_path, broker):
     proxy = MqttProxy(broker.port)
     edge = _edge(tmp_path, proxy.port, mqtt={"keepalive_s": 5})

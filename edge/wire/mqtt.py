@@ -109,8 +109,13 @@ class MqttLink:
             _, self._subscribe_mid = client.subscribe([(t, 1) for t in topics])
         client.publish(self.status_topic, json.dumps({"state": "online", "since": int(time.time() * 1000)}),
                        qos=1, retain=True)
-        log.info("MQTT connected to %s:%s (session %s)", self.cfg.mqtt.host, self.cfg.mqtt.port,
-                 "resumed" if flags.session_present else "new")
+        if flags.session_present or self.connects == 1:
+            log.info("MQTT connected to %s:%s (session %s)", self.cfg.mqtt.host, self.cfg.mqtt.port,
+                     "resumed" if flags.session_present else "new")
+        else:  # a reconnect that found no session: it expired, or the broker lost its state (no persistence)
+            log.warning("MQTT reconnected to %s:%s with a NEW session: what gateways and kiosks published while the "
+                        "edge was away was not kept for it (raise [mqtt] session_expiry_s, or enable the "
+                        "broker's persistence)", self.cfg.mqtt.host, self.cfg.mqtt.port)
         if self.retained is not None:  # make the retained content of every display match our state
             try:
                 for pub in self.retained():
@@ -131,6 +136,10 @@ class MqttLink:
                                "user to subscribe to them in the broker's access control (ACL or plugin)")
             log.error("MQTT %s", self.last_error)
             return
+        downgraded = [topic for topic, code in zip(self._topics, reason_codes) if code.value == 0]
+        if downgraded:  # QoS 0: the broker neither queues these for us while we are away nor redelivers them
+            log.error("MQTT broker granted QoS 0 instead of 1 to %s: messages there sent while the edge is "
+                      "disconnected or restarting will be lost; allow QoS 1 (mosquitto: max_qos)", ", ".join(downgraded))
         self.connected.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
