@@ -318,8 +318,9 @@ def test_a_campaign_offer_for_a_product_shows_on_its_landing_page_while_the_camp
         admin(central, "PUT", "/v1/admin/campaigns/sneaker-week", json=deal("sneaker-deal", "Sneakers -15%"))
         admin(central, "POST", "/v1/admin/campaigns/sneaker-week/publish", json={})
         wait_until(lambda: offer() == "sneaker-deal", timeout=15, what="the campaign's offer on the landing page")
-        assert {c["id"]: c["state"] for c in edge.get("/api/v1/campaigns").json()["campaigns"]} == \
-            {"later": "applied", "sneaker-week": "applied"}
+        # The listing reads the database, which the writer commits a moment after the pages' memory changes.
+        wait_until(lambda: {c["id"]: c["state"] for c in edge.get("/api/v1/campaigns").json()["campaigns"]} ==
+                   {"later": "applied", "sneaker-week": "applied"}, timeout=10, what="both campaigns listed as applied")
         with playwright_api.sync_playwright() as p:
             browser = chromium(p)
             try:
