@@ -21,7 +21,9 @@ class ZoneConfig(StrictModel):
     # hysteresis_db (dB; more in a noisy store), at a rate that grows with the lead; a 10 dB lead moves
     # them after switch_after_s seconds (longer when the store's measured noise is above 6 dB), a bigger
     # one sooner, and the challenging gateway needs switch_readings readings first.
-    # switch_after_s = 0: a zone leading by hysteresis_db wins at once.
+    # switch_after_s = 0: a zone leading by hysteresis_db wins at once. Where a zone has one gateway and three
+    # or more hear the phone, each reading is weighed instead: switch_after_s scales the log-odds a move
+    # needs, hysteresis_db what a standing phone's readings count less.
     hysteresis_db: float = Field(default=1.0, ge=0)
     switch_after_s: float = Field(default=2.0, ge=0)
     switch_readings: int = Field(default=2, ge=1, le=20)

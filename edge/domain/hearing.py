@@ -14,22 +14,19 @@ store does not list them) and PRIOR_FAR_DB below for the others. It learns from 
 sure of (in their zone for LEARN_AFTER_S with no other zone building a case): each of their sightings
 moves one cell towards what was heard (a running mean over the first LEARN_N, then an average of about
 the last LEARN_N). A phone's own offset (phones differ by several dB) cancels: the map holds differences
-and the lead below uses only differences between gateways.
+and the ratio below uses only differences between gateways.
 
-`lead(A, B, ...)`: for Gaussian readings, the log-likelihood ratio of B against A from levels L_g is
-sum_g d_g (L_g - m_g) / s^2, with d_g the difference of the two zones' expected levels at g and m_g
-their midpoint. Centring d over the gateways used removes the phone's offset. Scaled by
-sqrt(sum d_g^2 / 2), the statistic has the noise of one lead between two gateways (variance 2 s^2) and,
-for exactly two gateways, is that lead (plus the midpoint correction, zero for a symmetric map): so
-every rule and threshold of the engine, made for a lead in dB, keeps its meaning. A gateway's level
-counts at most FADE_CLIP_DB below its slow reference: a body fade takes one link down, a walk moves
-them all.
+`llr(A, B, ...)`: the log-likelihood ratio of zone B against zone A from one new reading r of a gateway
+g. The phone's own level is taken as the mean level L of the gateways hearing it (raw readings, a fade
+counting at most FADE_CLIP_DB below its slow reference), so each zone predicts r = L + e_g - mean(e), from
+its expected levels e; r is scored as Gaussian noise around that, or, with odds FADE_SHARE, a body fade
+FADE_MEAN_DB down (a fade on the current zone's gateway then costs a little, not a move). A phone's offset
+cancels; the presence engine sums these ratios into a forward filter over the two zones.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Protocol
 
 PRIOR_NEAR_DB = 10.0  # a gateway of a zone touching the phone's zone hears it this much less than its own
@@ -38,7 +35,10 @@ PRIOR_N = 20.0  # the prior counts as this many readings
 LEARN_N = 400.0  # a learned cell averages about this many readings
 LEARN_AFTER_S = 8.0  # a phone teaches the map once it has been in its zone this long, no other zone near winning
 FADE_CLIP_DB = 8.0  # a gateway's level counts at most this far below its slow reference
-MIN_SPREAD_DB = 2.0  # the expected levels must differ by this much (root mean square) for a lead to be taken
+FADE_SHARE = 0.1  # a reading is a body fade with these odds ...
+FADE_MEAN_DB = 15.0  # ... taking about this much off
+FADE_SD_DB = 5.0  # ... give or take this much
+_FADE_VAR = FADE_SD_DB * FADE_SD_DB
 
 
 class Heard(Protocol):
@@ -90,49 +90,31 @@ class HearingMap:
         ns[gateway] = n
         self._rel[zone][gateway] = v + (relative - v) / n
 
-    def lead(self, cur: str, zone: str, gateways: Iterable[tuple[str, Heard]],
-             settled: float) -> tuple[float, float] | None:
-        """How far zone leads cur, in the dB of a two-gateway lead, from levels and from slow references
-        (every gateway given; a gateway heard only since `settled` has no reference yet: its level
-        stands in); None when the map cannot tell the zones apart."""
-        n = 0
-        sd = sdd = sl = sdl = sr = sdr = sm = sdm = 0.0
-        rows = self._rel
-        row_a = rows.get(cur) or {}
-        row_b = rows.get(zone) or {}
+    def llr(self, cur: str, zone: str, gateways: list[tuple[str, Heard]], source: str, reading: float,
+            mean_level: float, var: float) -> float:
+        """Log-likelihood ratio of zone against cur from one reading of gateway `source` (nats), given the
+        mean level of the gateways hearing the phone (which stands in for the phone's own offset)."""
+        return (_log_p(reading - mean_level - self._centred(zone, gateways, source), var)
+                - _log_p(reading - mean_level - self._centred(cur, gateways, source), var))
+
+    def _centred(self, zone: str, gateways: list[tuple[str, Heard]], source: str) -> float:
+        """What `source` hears of a phone in zone, less the mean of what the gateways given hear of it."""
+        row = self._rel.get(zone) or {}
+        total = mine = 0.0
         for gid, g in gateways:
-            ea = row_a.get(gid)
-            if ea is None:
-                ea = self.expected(cur, gid, g.zone)
-                row_a = rows[cur]
-            eb = row_b.get(gid)
-            if eb is None:
-                eb = self.expected(zone, gid, g.zone)
-                row_b = rows[zone]
-            d = eb - ea
-            m = (ea + eb) * 0.5
-            lv = g.level
-            if g.since <= settled:
-                rf = g.ref
-                if lv < rf - FADE_CLIP_DB:  # a fade takes off one link what no move takes off alone
-                    lv = rf - FADE_CLIP_DB
-            else:
-                rf = lv
-            n += 1
-            sd += d
-            sdd += d * d
-            sl += lv
-            sdl += d * lv
-            sr += rf
-            sdr += d * rf
-            sm += m
-            sdm += d * m
-        if n < 2:
-            return None
-        mean = sd / n
-        spread = sdd - mean * sd  # sum of the centred d squared
-        if spread < MIN_SPREAD_DB * MIN_SPREAD_DB * n:
-            return None
-        norm = math.sqrt(spread * 0.5)
-        mid = sdm - mean * sm
-        return (sdl - mean * sl - mid) / norm, (sdr - mean * sr - mid) / norm
+            e = row.get(gid)
+            if e is None:
+                e = self.expected(zone, gid, g.zone)
+                row = self._rel[zone]
+            total += e
+            if gid == source:
+                mine = e
+        return mine - total / len(gateways)
+
+
+def _log_p(residual: float, var: float) -> float:
+    """Log-density (up to a constant) of a reading `residual` dB from what a zone predicts: Gaussian noise
+    of variance var, or, with odds FADE_SHARE, a body fade of about FADE_MEAN_DB."""
+    f = residual + FADE_MEAN_DB
+    return math.log((1.0 - FADE_SHARE) * math.exp(-0.5 * residual * residual / var) / math.sqrt(var)
+                    + FADE_SHARE * math.exp(-0.5 * f * f / _FADE_VAR) / FADE_SD_DB + 1e-300)
