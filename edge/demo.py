@@ -31,9 +31,6 @@ log = logging.getLogger(__name__)
 DEMO_CONFIGS = (Path(__file__).resolve().parent.parent / "config" / "demo.toml",
                 Path(__file__).resolve().parent / "demo_store.toml")
 DEMO_SHOPPERS = 12
-# The first shopper in: C-0002, who gave the personalization consent and (edge/staff/demo.py) has an order
-# ready here, so the kiosk greets a known shopper and the staff app shows a pickup arrival within a minute.
-FIRST_SHOPPER = 2
 DEMO_RATE = 2.0  # advertisements heard per second per phone: what a store app in the background manages
 DECISION_LINES_PER_S = 5
 
@@ -242,12 +239,13 @@ class Demo:
 
     def start_simulator(self, stack: ExitStack, cfg: Config, port: int) -> threading.Thread:
         from edge.simulate import run_simulator
+        from edge.staff.demo import first_shopper
 
         sim_stop = threading.Event()
         thread = threading.Thread(
             target=run_simulator, name="simulator", daemon=True,
             kwargs={"cfg": cfg, "shoppers": DEMO_SHOPPERS, "rate": DEMO_RATE, "stop_event": sim_stop,
-                    "port_override": port, "out": self.out, "first_known": FIRST_SHOPPER})
+                    "port_override": port, "out": self.out, "first_known": first_shopper()})
         thread.start()
 
         def stop() -> None:

@@ -237,10 +237,12 @@ def test_demo_decision_lines_do_not_flood_the_terminal() -> None:
 def test_the_demos_first_shopper_is_the_app_user_with_an_order_ready_whatever_the_draw() -> None:
     """So the staff app shows a pickup arrival in the demo's first minute, every run (it failed once when
     the draw brought none of the shoppers with an order in that minute)."""
-    from edge.demo import FIRST_SHOPPER
-    from edge.staff.demo import READY_HERE
+    from edge.staff.demo import READY_HERE, first_shopper
+    from sync.central.demo_data import generate_profiles
 
-    assert 1 <= FIRST_SHOPPER <= READY_HERE
+    FIRST_SHOPPER = first_shopper()
+    profile = generate_profiles()[FIRST_SHOPPER - 1]  # the one the kiosk and the staff app will show
+    assert profile["consents"]["personalization"] is True and FIRST_SHOPPER <= READY_HERE
     layout = StoreLayout.from_config(load_config(ROOT / "config" / "demo.toml", env={}))
     for seed in range(20):
         crowd = Crowd(layout, shoppers=12, rate=2, seed=seed, max_journeys=12, first_known=FIRST_SHOPPER)

@@ -17,6 +17,15 @@ DEMO_STAFF_ID = "demo"
 READY_HERE = 4  # of the simulator's known shoppers (C-0001..C-0009): the first ones get an order here
 
 
+def first_shopper() -> int:
+    """The simulator's first shopper (a customer number): the first of those with an order ready here who gave
+    the personalization consent, so the kiosk greets them and the staff app shows their pickup arrival."""
+    from sync.central.demo_data import generate_profiles
+
+    ready = generate_profiles()[:READY_HERE]
+    return next((n for n, p in enumerate(ready, start=1) if p["consents"].get("personalization") is True), 1)
+
+
 def add_demo_associate(db_path: str | Path) -> tuple[str, str]:
     """An associate with a fresh PIN in the demo's database: (staff id, PIN)."""
     pin = f"{secrets.randbelow(10**6):06d}"
