@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -556,6 +557,24 @@ class Link:
         self.timeout = timeout
         self.conn: http.client.HTTPConnection | None = None
         self.last_headers: http.client.HTTPMessage | None = None  # of the last answer
+
+    def lines(self, path: str) -> Iterator[bytes]:
+        """GET a streamed answer (one JSON object a line) and yield its lines as they arrive; an error status
+        or a broken connection raises OSError / HTTPException (the connection is reopened next time)."""
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        try:
+            self.conn.request("GET", path, headers=self.headers)
+            r = self.conn.getresponse()
+            if r.status != 200:
+                r.read()
+                raise http.client.HTTPException(f"HTTP {r.status}")
+            while line := r.readline():
+                yield line
+        except BaseException:
+            self.conn.close()
+            self.conn = None
+            raise
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:

@@ -12,8 +12,9 @@ keeps up, less when it falls behind.
 Each simulated store has its own token and its own event stream and behaves like an edge: events arrive
 at `rate / S` per second; every second (sooner when behind), or at the interval the central asks for when
 more stores push than its `--push-budget` (default 100 pushes a second: S = 300 pushes every 3 s), it
-pushes what accumulated, at most 500 per push, with an Idempotency-Key, over one kept-alive connection; meanwhile it long-polls the change feed
-(wait_s=20) on a second connection. Every second the admin changes a profile that goes to every store;
+pushes what accumulated, at most 500 per push, with an Idempotency-Key, over one kept-alive connection;
+meanwhile it follows the change feed as a stream (`stream=1&wait_s=20`: one request open 20 s, a line per
+page) on a second connection. Every second the admin changes a profile that goes to every store;
 "change→all" is the time from that change's request to its arrival at the last store.
 
 Stores run as threads in GENERATORS separate processes (so the central never shares a GIL with them);
@@ -114,25 +115,24 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
 
 
 def store_puller(port: int, store: str, token: str, end: float, seen: dict[str, float], stop: threading.Event) -> None:
+    """Follows the change feed as the edge does: a stream (one request open WAIT_S, a line per page)."""
     link = Link(port, token, WAIT_S + 30.0)
     cursor = ""
     while not stop.is_set() and time.time() < end + 3:
         try:
-            status, body = link.request("GET", f"/v1/profiles/changes?limit=500&wait_s={WAIT_S}"
-                                               + (f"&since={cursor}" if cursor else ""))
+            for line in link.lines(f"/v1/profiles/changes?limit=500&wait_s={WAIT_S}&stream=1"
+                                   + (f"&since={cursor}" if cursor else "")):
+                arrived = time.time()
+                page = json.loads(line)
+                cursor = page["next"]
+                for change in page["changes"]:
+                    cid = change.get("customer_id") or ""
+                    if cid.startswith("bench-") and cid not in seen:
+                        seen[cid] = arrived
+                if stop.is_set():
+                    break
         except (OSError, http.client.HTTPException):
             time.sleep(0.2)
-            continue
-        if status != 200:
-            time.sleep(0.2)
-            continue
-        arrived = time.time()
-        page = json.loads(body)
-        cursor = page["next"]
-        for change in page["changes"]:
-            cid = change.get("customer_id") or ""
-            if cid.startswith("bench-") and cid not in seen:
-                seen[cid] = arrived
 
 
 def generator(port: int, stores: list[tuple[str, str]], rate: float, start: float, end: float, queue: Any) -> None:

@@ -41,6 +41,10 @@ MAX_CHANGES_LIMIT = 5000
 # GET /v1/profiles/changes?wait_s=N: with nothing new, the central store holds the request up to N seconds
 # and answers as soon as a change for the store arrives (long-poll).
 MAX_CHANGES_WAIT_S = 30
+# GET /v1/profiles/changes?stream=1&wait_s=N: the same request carries every page as it comes, one JSON object
+# a line, for up to N seconds (sync/central/feed_stream.py); a central that does not know it answers one page.
+STREAM_PARAM = "stream"
+NDJSON = "application/x-ndjson"
 MAX_RESOLVE_KEYS = 1000
 MAX_ID_LEN = 128  # customer, store, source ids (the edge accepts ids up to this length)
 MAX_EVENT_ID_LEN = 256

@@ -2,9 +2,11 @@
 
 GET /v1/profiles/changes from the cursor the edge kept; each page is applied (upserts newer than the
 cached version, erasures everywhere) in one transaction together with the new cursor, while the next
-page is fetched. The loop long-polls (`wait_s`): the central store holds the request until a change for
-this store arrives (or `long_poll_s` passes), so a change arrives within about a second while an idle
-store asks a few times a minute; between two pulls it pauses `interval_s`. Erasures arrive by hash
+page is fetched. The loop then follows the feed as a stream (`stream=1&wait_s=`): one request that the
+central store keeps open for `long_poll_s` and that carries each page for this store as it comes, so a
+change arrives within about a second, a change costs no new request, and an idle store asks three times a
+minute; between two requests it pauses `interval_s` (a central without streams answers the request as a
+long-poll: one page, at once or when a change comes). Erasures arrive by hash
 (`customer_hash`, sync.protocol.erase_key). A page with `reset` (the cursor came from another central
 database) starts a full resync: every entry is taken whatever its version, and the profiles the new feed
 did not deliver are dropped at the end. After a pull that applied changes (and every EVICT_EVERY_S) the
@@ -13,16 +15,20 @@ edge bounds its cache.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
+
+import requests
 
 from sync import protocol as p
 from sync.local import Applied, FeedErasure, Local, ProfileChanges, ProfileUpsert, committed
 from sync.longpoll import follow, page_params, page_timeout
+from sync.text import network_reason
 from sync.transport import Backoff, Errors, Metrics, SyncError, Transport, error_message
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,16 @@ def parse_changes(page: p.ChangesPage) -> ProfileChanges:
                           cursor=page.next)
 
 
+def _lines(r: Any) -> Iterator[bytes]:
+    """A streamed answer's lines as they arrive; a connection cut mid-stream is a (retryable) SyncError."""
+    try:
+        for line in r.iter_lines(chunk_size=None):
+            if line:
+                yield line
+    except requests.RequestException as exc:
+        raise SyncError(f"the change feed stream broke off ({network_reason(exc)})") from None
+
+
 class Puller:
     """Follows the change feed; counts what it applied for status."""
 
@@ -91,35 +107,79 @@ class Puller:
         r = self.transport.request("GET", p.CHANGES_PATH, params=page_params(self.limit, since, wait_s),
                                    timeout=page_timeout(self.timeout_s, wait_s))
         if r.status_code != 200:
-            raise SyncError(f"central store answered HTTP {r.status_code} to the change feed: {error_message(r)}",
-                            status=r.status_code, retryable=r.status_code != 400)
-        try:
-            return p.ChangesPage.from_dict(r.json())
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise SyncError(f"central store sent an unreadable change feed page ({exc})") from None
+            raise self._refused(r)
+        return self._page(r)
 
     def pull_once(self, wait_s: float = 0.0) -> int:
         """Fetch and apply every change after the kept cursor; returns the changes applied. Raises SyncError.
 
-        With `wait_s`, the first request may wait that long at the central store for a change (long-poll);
-        the wait holds no lock, and a page that another pull overtook meanwhile is fetched again."""
+        With `wait_s`, the request stays open that long at the central store and carries each page as it
+        comes (a stream, sync/central/feed_stream.py; one long-poll answer from a central without streams);
+        waiting holds no lock, and a page that another pull overtook meanwhile is fetched again."""
         if wait_s <= 0:
             with self._lock:
                 return self._pull()
         self.last_attempt = time.time()
         cursor = self.local.cursor()
+        params = page_params(self.limit, cursor, wait_s) | {p.STREAM_PARAM: "1"}
         self.long_polling = True
+        r = None
         try:
-            page = self.changes(cursor, wait_s)
+            r = self.transport.request("GET", p.CHANGES_PATH, params=params, stream=True,
+                                       timeout=page_timeout(self.timeout_s, wait_s))
+            if r.status_code != 200:
+                raise self._refused(r)
+            if not r.headers.get("Content-Type", "").startswith(p.NDJSON):
+                self.long_polling = False
+                return self._follow(self._page(r), cursor)
+            applied = 0
+            for line in _lines(r):
+                self.long_polling = False
+                page = self._page_of(line)
+                if self.stop.is_set():
+                    return applied
+                applied += self._follow(page, cursor)
+                if page.reset or self.local.cursor() != page.next:
+                    return applied  # a resync, or another pull went further: ask again from the kept cursor
+                cursor = page.next
+                self.long_polling = True
+            return applied
         finally:
             self.long_polling = False
+            if r is not None:
+                r.close()
+
+    def _follow(self, page: p.ChangesPage, cursor: str | None) -> int:
+        """Apply a page fetched from `cursor` (and what follows it when `more`); fetched afresh if another pull
+        moved the kept cursor meanwhile."""
         if self.stop.is_set():
             return 0
         with self._lock:
             return self._pull(page if self.local.cursor() == cursor else None)
 
+    @staticmethod
+    def _refused(r: Any) -> SyncError:
+        return SyncError(f"central store answered HTTP {r.status_code} to the change feed: {error_message(r)}",
+                         status=r.status_code, retryable=r.status_code != 400)
+
+    @staticmethod
+    def _page(r: Any) -> p.ChangesPage:
+        try:
+            return p.ChangesPage.from_dict(r.json())
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise SyncError(f"central store sent an unreadable change feed page ({exc})") from None
+
+    @staticmethod
+    def _page_of(line: bytes) -> p.ChangesPage:
+        try:
+            obj = json.loads(line)
+            return p.ChangesPage.from_dict(obj)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise SyncError(f"central store sent an unreadable change feed line ({exc})") from None
+
     def _pull(self, first: p.ChangesPage | None = None) -> int:
-        self.last_attempt = time.time()
+        if first is None:  # a request of its own (a page that came on a stream was asked for when it began)
+            self.last_attempt = time.time()
         page = first or self.changes(self.local.cursor())
         changes = parse_changes(page)
         applied = 0

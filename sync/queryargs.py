@@ -32,3 +32,14 @@ def float_arg(name: str, default: float, lo: float, hi: float, error: type[Excep
     if not lo <= value <= hi:  # also refuses NaN
         raise error(f"query parameter {name!r} must be between {lo:g} and {hi:g}, got {raw[:20]}")
     return value
+
+
+def flag_arg(name: str, error: type[Exception] = ValueError) -> bool:
+    """`?name=` as a yes/no: 1 or true, 0 or false; False when absent or empty."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return False
+    value = raw.lower()
+    if value not in ("1", "true", "0", "false"):
+        raise error(f"query parameter {name!r} must be 1 or 0 (true or false), got {raw[:20]!r}")
+    return value in ("1", "true")

@@ -4,6 +4,7 @@ the middle of pushes; and what an erasure leaves in the database."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import requests
 
 from sync import protocol as p
 from sync.central.storage import pg_schema
-from test_central import ADMIN, TOKENS, Central, event, shopper, start_central, token_args  # noqa: F401 (a fixture)
+from test_central import (ADMIN, TOKENS, Central, central, event, shopper, start_central,  # noqa: F401 (fixtures)
+                          token_args)
 from tests.conftest import wait_until
 
 
@@ -154,6 +157,39 @@ def test_a_change_made_through_one_central_wakes_a_store_long_polling_another(
     [change] = got[0].json()["changes"]
     assert (change["customer_id"], change["profile"]["tier"]) == ("C-1", "vip")
     assert time.monotonic() - started < 20  # woken by the change, not by the end of the wait
+
+
+@pytest.mark.parametrize("server", ["sqlite", "postgresql-2-workers"])
+def test_a_streamed_change_feed_carries_each_change_as_it_comes_on_one_open_request(
+        request: pytest.FixtureRequest, start_central: Callable[..., Central], server: str) -> None:
+    """stream=1 through both servers (waitress for one process, gunicorn for workers): each change is a line
+    of the open answer as soon as it is made, the answer ends when its wait does, and its last `next` goes
+    on from there without a change sent twice."""
+    workers = ("--workers", "2") if server != "sqlite" else ()
+    c = start_central(*token_args(), *workers, db=request.getfixturevalue("pg_url") if server != "sqlite" else None)
+    assert c.upsert(shopper("C-1", home_store="s2")).status_code == 200
+    started = time.monotonic()
+    with requests.get(c.url + p.CHANGES_PATH, params={"stream": "1", "wait_s": "5"}, stream=True, timeout=30,
+                      headers={"Authorization": f"Bearer {TOKENS['s2']}"}) as r:
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith(p.NDJSON)
+        lines = r.iter_lines(chunk_size=None)
+        first = json.loads(next(lines))  # at once: what the feed has now
+        assert [ch["customer_id"] for ch in first["changes"]] == ["C-1"]
+        for tier in ("silver", "gold"):
+            time.sleep(0.5)
+            c.upsert({"customer_id": "C-1", "tier": tier})
+            page = json.loads(next(lines))
+            assert [(ch["customer_id"], ch["profile"]["tier"]) for ch in page["changes"]] == [("C-1", tier)]
+        assert list(lines) == []  # nothing else; the answer ends when the wait does
+    assert time.monotonic() - started >= 4.5
+    after = c.request("GET", p.CHANGES_PATH, TOKENS["s2"], params={"since": page["next"]}).json()
+    assert after["changes"] == []
+
+
+def test_a_bad_stream_request_is_refused_before_the_stream_begins(central: Central) -> None:
+    for params, says in (({"stream": "yes"}, "'stream' must be 1 or 0"), ({"stream": "1", "since": "nope"}, "cursor")):
+        r = central.request("GET", p.CHANGES_PATH, TOKENS["s2"], params=params)
+        assert r.status_code == 400 and says in r.json()["error"]["message"], r.text
 
 
 def test_an_erasure_leaves_no_row_of_the_customer_and_is_vacuumed(

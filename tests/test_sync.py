@@ -225,6 +225,48 @@ class FlakyProxy:
         self.server.server_close()
 
 
+class CentralWithoutStreams:
+    """The central store as a release before feed streams answered: the `stream` parameter never reaches it
+    (an older central ignores a parameter it does not know), so a feed request is answered as a long-poll."""
+
+    def __init__(self, target: str) -> None:
+        self.streams_asked = 0
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path, _, query = self.path.partition("?")
+                kept = [kv for kv in query.split("&") if kv and not kv.startswith("stream=")]
+                proxy.streams_asked += len(query.split("&")) - len(kept) if query else 0
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("authorization", "content-type", "idempotency-key")}
+                r = requests.request(self.command, target + path + ("?" + "&".join(kept) if kept else ""),
+                                     headers=headers, data=body or None, timeout=60)
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", r.headers.get("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            do_GET = do_POST = _handle
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class HangingServer:
     """Accepts connections and never answers."""
 
@@ -453,11 +495,32 @@ def test_an_idle_store_waits_at_the_central_and_a_change_arrives_without_polling
     admin(central.url, "POST", "/v1/admin/profiles", json=profile("c-new", home_store=STORE))
     wait_until(lambda: query(svc.cfg, "SELECT count(*) FROM profiles WHERE customer_id = 'c-new'") == [(1,)],
                what="the new profile at the store")
+    # The request stays open (a stream): the next changes come on it, one after another, without asking again.
+    for n in range(3):
+        admin(central.url, "POST", "/v1/admin/profiles", json=profile(f"c-next-{n}", home_store=STORE))
+        wait_until(lambda: query(svc.cfg, f"SELECT count(*) FROM profiles WHERE customer_id = 'c-next-{n}'")
+                   == [(1,)], what=f"change {n + 1} after the first at the store")
+    assert client.status()["last_pull_attempt"] == asked
     # Stopping does not wait for a pull held at the central store.
     wait_until(lambda: central.store.signal.waiting == 1, what="the next pull waiting")
     started = time.monotonic()
     client.stop()
     assert time.monotonic() - started < 5
+
+
+def test_a_store_follows_a_central_without_feed_streams_by_long_polling(central, service, clients) -> None:
+    older = CentralWithoutStreams(central.url)
+    try:
+        svc = service(older.url, pull_interval_s=0.2)
+        clients(svc)
+        wait_until(lambda: central.store.signal.waiting == 1, what="a pull waiting at the central store")
+        for n in range(3):  # each answered page, then a new request
+            admin(central.url, "POST", "/v1/admin/profiles", json=profile(f"c-old-{n}", home_store=STORE))
+            wait_until(lambda: query(svc.cfg, f"SELECT count(*) FROM profiles WHERE customer_id = 'c-old-{n}'")
+                       == [(1,)], what=f"change {n + 1} at the store")
+        wait_until(lambda: older.streams_asked >= 4, what="a new request after each answered page")
+    finally:
+        older.stop()
 
 
 def test_a_store_with_nothing_to_push_still_reports_its_health(central, service, clients, monkeypatch) -> None:

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 
 from sync import fastpush, jsonbody, queryargs
 from sync import protocol as p
-from sync.central import console, content_api, metrics, pages
+from sync.central import console, content_api, feed_stream, metrics, pages
 from sync.central.demo_data import CATALOGUE
 from sync.central.pacing import Pacer
 from sync.central.storage import CentralError, Housekeeper, InvalidValue, Settings, Storage, body_hash, open_storage
@@ -94,6 +94,16 @@ def int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 def float_arg(name: str, default: float, lo: float, hi: float) -> float:
     return queryargs.float_arg(name, default, lo, hi, BadRequest)
+
+
+def flag_arg(name: str) -> bool:
+    return queryargs.flag_arg(name, BadRequest)
+
+
+def tracked(lines: Iterator[bytes]) -> Iterator[bytes]:
+    """A feed stream counted among the waiting feed requests while it is open."""
+    with metrics.FEED_WAITERS.track_inprogress():
+        yield from lines
 
 
 def _digest(token: str) -> bytes:
@@ -317,6 +327,13 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
         store = store_of_caller()
         if store is not None:
             note_pull(store)
+        if flag_arg(p.STREAM_PARAM):
+            body = feed_stream.pages(lambda since, wait: central.changes(since, limit, store=store, wait_s=wait),
+                                     request.args.get("since"), wait_s, closed=lambda: central.signal.closed,
+                                     on_page=(lambda: note_pull(store)) if store is not None else lambda: None)
+            return Response(tracked(body), mimetype=p.NDJSON,
+                            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+                            direct_passthrough=True)
         if wait_s <= 0:
             return jsonify(central.changes(request.args.get("since"), limit, store=store))
         with metrics.FEED_WAITERS.track_inprogress():
