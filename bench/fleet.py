@@ -7,7 +7,8 @@ sync protocol, against the central on PostgreSQL (1 and 2 worker processes) and 
 
 "events/s" is every event offered during the run (each store pushes what it made until the end, then
 stops) over the time from the start to the last store's last answer: the offered rate when the central
-keeps up, less when it falls behind.
+keeps up, less when it falls behind. Push p50/p99 are over the pushes made during the run; the last push of
+every store, all at the same moment when the run ends (a burst no fleet makes), is "drain p99" apart.
 
 Each simulated store has its own token and its own event stream and behaves like an edge: events arrive
 at `rate / S` per second; every second (sooner when behind), or at the interval the central asks for when
@@ -77,6 +78,7 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
     rnd = random.Random(store)
     sent = accepted = rejected = errors = 0
     latencies: list[float] = []
+    drain: list[float] = []  # the last push, every store's at the same moment (see the module docstring)
     next_push = start + rnd.random() * PUSH_EVERY_S
     path = f"/v1/stores/{store}/events"
     while True:
@@ -99,7 +101,7 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
             errors += 1
             time.sleep(0.2)
             continue
-        latencies.append(time.perf_counter() - t0)
+        (drain if now >= end else latencies).append(time.perf_counter() - t0)
         if status != 200:
             errors += 1
             time.sleep(0.2)
@@ -110,7 +112,7 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
         sent += n
         asked = link.last_headers.get(PUSH_EVERY_HEADER) if link.last_headers is not None else None
         next_push = time.time() + max(PUSH_EVERY_S, min(float(asked), MAX_PUSH_EVERY_S) if asked else 0.0)
-    out.update(sent=sent, accepted=accepted, rejected=rejected, errors=errors, latencies=latencies,
+    out.update(sent=sent, accepted=accepted, rejected=rejected, errors=errors, latencies=latencies, drain=drain,
                drained_at=time.time())
 
 
@@ -258,6 +260,7 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
     cores = {side: sum(v - cpu0[side].get(pid, 0) for pid, v in cpu[side].items()) / _TCK / elapsed
              for side in cpu}
     latencies = [x for r in results for x in r["latencies"]]
+    drain = [x for r in results for x in r["drain"]]
     accepted = sum(r["accepted"] for r in results)
     spread = []
     for cid, t0 in made.items():
@@ -273,7 +276,8 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
         "config": config, "engine": engine, "workers": workers, "stores": n_stores, "seconds": seconds,
         "offered_events_s": rate, "events_s": round(accepted / (max(r["drained_at"] for r in results) - start)),
         "push_p50_ms": round(percentile(latencies, 50) * 1000, 1), "push_p99_ms": round(percentile(latencies, 99) * 1000, 1),
-        "pushes": len(latencies), "errors": sum(r["errors"] for r in results),
+        "pushes": len(latencies), "drain_p99_ms": round(percentile(drain, 99) * 1000, 1) if drain else None,
+        "errors": sum(r["errors"] for r in results),
         "rejected": sum(r["rejected"] for r in results),
         "change_to_all_p50_s": round(percentile(spread, 50), 2) if spread else None,
         "change_to_all_max_s": round(max(spread), 2) if spread else None,

@@ -21,6 +21,7 @@ import pytest
 from sync import protocol as p
 from sync.central.storage import Conflict, IdempotencyKeyReused, NotFound, Settings, Storage, body_hash, open_storage
 from sync.central.storage.common import InvalidCursor
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = time.time()
@@ -392,6 +393,49 @@ def test_a_long_poll_answers_at_once_when_changes_exist_and_wakes_on_a_new_one(s
     upsert(store, {"customer_id": "C-1", "tier": "vip"})
     waiter.join(30)
     assert names(got[0]["changes"]) == ["C-1"] and time.monotonic() - started < 25
+
+
+def test_stores_woken_by_one_change_each_get_their_own_page(store: Storage) -> None:
+    """Twenty stores waiting at once are woken by one write (PostgreSQL reads their pages together, in one
+    statement): each gets the change for everyone and its own shopper, nobody else's, and a short page
+    limit still cuts each store's page at its own entries."""
+    stores = [f"s{i}" for i in range(20)]
+    upsert(store, *(shopper(f"C-old-{s}", home_store=s) for s in stores))
+    cursors = {s: feed(store, who=s)[1] for s in stores}
+    got: dict[str, dict[str, Any]] = {}
+    waiters = [threading.Thread(target=lambda s=s: got.__setitem__(s, store.changes(
+        cursors[s], 2 if s == "s3" else 10, store=s, wait_s=20))) for s in stores]
+    for w in waiters:
+        w.start()
+    wait_until(lambda: store.signal.waiting == len(stores), what="every store waiting")
+    upsert(store, shopper("C-all"), *(shopper(f"C-{s}", home_store=s) for s in stores),
+           shopper("C-s3-b", home_store="s3"))
+    for w in waiters:
+        w.join(30)
+    for s in stores:
+        assert sorted(names(got[s]["changes"])) == ["C-all", f"C-{s}"], s
+    assert got["s3"]["more"] is True and not any(got[s]["more"] for s in stores if s != "s3")
+    rest, _ = feed(store, got["s3"]["next"], who="s3")
+    assert names(rest) == ["C-s3-b"]
+
+
+def test_pages_read_together_are_the_pages_read_alone(store: Storage) -> None:
+    """PostgreSQL's one statement for several stores' pages (what a wake-up runs) gives each store what
+    its own query gives: its shoppers and the broadcast ones, from its position, within its limit."""
+    if store.engine != "postgresql":
+        pytest.skip("the batched read is PostgreSQL's")
+    upsert(store, shopper("C-all-1"), shopper("C-a", home_store="a"), shopper("C-b", home_store="b"))
+    middle = feed(store, who="a")[1]
+    upsert(store, shopper("C-a2", home_store="a"), shopper("C-all-2"), shopper("C-b2", home_store="b"))
+    xid, seq, _ = store._position(middle)
+    asked = [("a", 0, 0, 10), ("b", 0, 0, 2), ("a", xid, seq, 10), ("nobody", 0, 0, 10), ("b", xid, seq, 1)]
+    together = store._feed_rows(asked)
+    alone = [store._feed_rows([one])[0] for one in asked]
+    strip = lambda rows: [r[:5] for r in rows]  # noqa: E731 - the snapshot's xmin may differ between reads
+    assert [strip(r) for r in together] == [strip(r) for r in alone]
+    assert [[r[2] for r in rows] for rows in together] == [
+        ["C-all-1", "C-a", "C-a2", "C-all-2"], ["C-all-1", "C-b"], ["C-a2", "C-all-2"], ["C-all-1", "C-all-2"],
+        ["C-b"]]  # b's entry of the first write sorts after a's position (one sequence for every store)
 
 
 def test_a_long_poll_with_nothing_new_answers_empty_when_its_wait_ends(store: Storage) -> None:

@@ -30,7 +30,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -45,6 +45,7 @@ from sync.central.storage import pg_schema
 from sync.central.storage import content as content_rules
 from sync.central.storage import profiles as rules
 from sync.central.storage.base import Storage
+from sync.central.storage.coalesce import Coalescer
 from sync.central.storage.common import (
     ALL_STORES,
     IDEMPOTENCY_TTL_S,
@@ -103,6 +104,18 @@ _FEED_FOR_STORE = (
     f"(SELECT {_FEED_COLUMNS} FROM feed WHERE target = %(store)s AND (xid, seq) > (%(x)s, %(s)s) "
     f"ORDER BY xid, seq LIMIT %(n)s)) f "
     f"LEFT JOIN profiles pr ON pr.customer_id = f.customer_id AND f.op = 'upsert' ORDER BY f.xid, f.seq LIMIT %(n)s")
+# The pages of several stores in one statement (storage/coalesce.py): _FEED_FOR_STORE for each (store, position,
+# limit), the rows tagged with the request's index.
+_FEED_FOR_STORES = (
+    f"SELECT q.i, f.xid, f.seq, f.customer_id, f.version, f.op, pr.body, "
+    f"pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+    f"FROM unnest(%(stores)s::text[], %(xs)s::bigint[], %(ss)s::bigint[], %(ns)s::int[]) "
+    f"WITH ORDINALITY AS q(store, x, s, n, i) CROSS JOIN LATERAL (SELECT u.* FROM ("
+    f"(SELECT {_FEED_COLUMNS} FROM feed WHERE target = '*' AND (xid, seq) > (q.x, q.s) ORDER BY xid, seq "
+    f"LIMIT q.n) UNION ALL "
+    f"(SELECT {_FEED_COLUMNS} FROM feed WHERE target = q.store AND (xid, seq) > (q.x, q.s) "
+    f"ORDER BY xid, seq LIMIT q.n)) u ORDER BY u.xid, u.seq LIMIT q.n) f "
+    f"LEFT JOIN profiles pr ON pr.customer_id = f.customer_id AND f.op = 'upsert' ORDER BY q.i, f.xid, f.seq")
 _FEED_ALL = (
     f"SELECT f.xid, f.seq, f.customer_id, f.version, f.op, pr.body, "
     f"pg_snapshot_xmin(pg_current_snapshot())::text::bigint FROM "
@@ -444,6 +457,7 @@ class PostgresStorage(Storage):
         self._horizon_lock = threading.Lock()
         self._horizon_due: list[tuple[int, list[str]]] = []
         self._horizon_running = False
+        self._feed_reads: Coalescer[tuple[str, int, int, int], list[tuple[Any, ...]]] = Coalescer(self._feed_rows)
         self.maintain(partitions_only=True)
         if listen:
             self.signal.live = False
@@ -869,11 +883,27 @@ class PostgresStorage(Storage):
             raise invalid_cursor(str(since))
         return int(x), int(s), reset
 
+    def _feed_rows(self, asked: Sequence[tuple[str, int, int, int]]) -> list[list[tuple[Any, ...]]]:
+        """The feed rows of several (store, xid, seq, limit) requests, in one statement."""
+        if len(asked) == 1:
+            store, xid, seq, n = asked[0]
+            with self._conn() as conn:
+                return [conn.execute(_FEED_FOR_STORE, {"x": xid, "s": seq, "n": n, "store": store}).fetchall()]
+        columns = list(zip(*asked))
+        params = {"stores": list(columns[0]), "xs": list(columns[1]), "ss": list(columns[2]), "ns": list(columns[3])}
+        out: list[list[tuple[Any, ...]]] = [[] for _ in asked]
+        with self._conn() as conn:
+            for row in conn.execute(_FEED_FOR_STORES, params):
+                out[row[0] - 1].append(row[1:])
+        return out
+
     def feed_page(self, since: str | None, limit: int, store: str | None) -> FeedPage:
         xid, seq, reset = self._position(since)
-        params = {"x": xid, "s": seq, "n": limit + 1, "store": store}
-        with self._conn() as conn:
-            rows = conn.execute(_FEED_ALL if store is None else _FEED_FOR_STORE, params).fetchall()
+        if store is None:
+            with self._conn() as conn:
+                rows = conn.execute(_FEED_ALL, {"x": xid, "s": seq, "n": limit + 1}).fetchall()
+        else:  # the stores woken by one change read together
+            rows = self._feed_reads.call((store, xid, seq, limit + 1))
         served: list[tuple[Any, ...]] = []
         pending_xid = None
         for row in rows:
