@@ -108,7 +108,7 @@ class Puller:
                                    timeout=page_timeout(self.timeout_s, wait_s))
         if r.status_code != 200:
             raise self._refused(r)
-        return self._page(r)
+        return self._page(r.content)
 
     def pull_once(self, wait_s: float = 0.0) -> int:
         """Fetch and apply every change after the kept cursor; returns the changes applied. Raises SyncError.
@@ -131,13 +131,11 @@ class Puller:
                 raise self._refused(r)
             if not r.headers.get("Content-Type", "").startswith(p.NDJSON):
                 self.long_polling = False
-                return self._follow(self._page(r), cursor)
+                return self._follow(self._page(r.content), cursor)
             applied = 0
             for line in _lines(r):
                 self.long_polling = False
-                page = self._page_of(line)
-                if self.stop.is_set():
-                    return applied
+                page = self._page(line)
                 applied += self._follow(page, cursor)
                 if page.reset or self.local.cursor() != page.next:
                     return applied  # a resync, or another pull went further: ask again from the kept cursor
@@ -163,19 +161,12 @@ class Puller:
                          status=r.status_code, retryable=r.status_code != 400)
 
     @staticmethod
-    def _page(r: Any) -> p.ChangesPage:
+    def _page(body: bytes) -> p.ChangesPage:
+        """A page as the central sent it (an answer, or a line of a stream)."""
         try:
-            return p.ChangesPage.from_dict(r.json())
+            return p.ChangesPage.from_dict(json.loads(body))
         except (ValueError, TypeError, AttributeError) as exc:
             raise SyncError(f"central store sent an unreadable change feed page ({exc})") from None
-
-    @staticmethod
-    def _page_of(line: bytes) -> p.ChangesPage:
-        try:
-            obj = json.loads(line)
-            return p.ChangesPage.from_dict(obj)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise SyncError(f"central store sent an unreadable change feed line ({exc})") from None
 
     def _pull(self, first: p.ChangesPage | None = None) -> int:
         if first is None:  # a request of its own (a page that came on a stream was asked for when it began)

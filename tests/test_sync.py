@@ -157,7 +157,53 @@ def central(tmp_path: Path) -> Iterator[CentralServer]:
     c.stop()
 
 
-class FlakyProxy:
+class Proxy:
+    """Forwards each request to the central store (`handle` may do otherwise), on its own port."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                proxy.handle(self, self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+            do_GET = do_POST = _handle
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def handle(self, h: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+        self.reply(h, self.forward(h, h.path, body))
+
+    def forward(self, h: http.server.BaseHTTPRequestHandler, path: str, body: bytes) -> requests.Response:
+        headers = {k: v for k, v in h.headers.items()
+                   if k.lower() in ("authorization", "content-type", "idempotency-key")}
+        return requests.request(h.command, self.target + path, headers=headers, data=body or None, timeout=60)
+
+    @staticmethod
+    def reply(h: http.server.BaseHTTPRequestHandler, r: requests.Response) -> None:
+        h.send_response(r.status_code)
+        h.send_header("Content-Type", r.headers.get("Content-Type", "application/json"))
+        if "Idempotent-Replayed" in r.headers:
+            h.send_header("Idempotent-Replayed", r.headers["Idempotent-Replayed"])
+        h.send_header("Content-Length", str(len(r.content)))
+        h.end_headers()
+        h.wfile.write(r.content)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FlakyProxy(Proxy):
     """Forwards to the central store, failing every other request: a 500 (not forwarded), an answer later
     than the client waits (forwarded: the central store has the batch), a connection closed before the
     answer (forwarded too)."""
@@ -165,106 +211,52 @@ class FlakyProxy:
     MODES = ("500", "late", "close")
 
     def __init__(self, target: str, late_s: float) -> None:
-        self.target = target
         self.late_s = late_s
         self.count = 0
         self.failures: dict[str, int] = {m: 0 for m in self.MODES}
         self.lock = threading.Lock()
-        proxy = self
+        super().__init__(target)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
+    def handle(self, h: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+        with self.lock:
+            n = self.count
+            self.count += 1
+        mode = None if n % 2 == 0 else self.MODES[(n // 2) % 3]
+        if mode == "500":
+            self.failures[mode] += 1
+            h.send_response(500)
+            h.send_header("Content-Type", "application/json")
+            h.end_headers()
+            h.wfile.write(b'{"error": {"code": "internal_error", "message": "flaky"}}')
+            return
+        r = self.forward(h, h.path, body)
+        if mode is not None:
+            self.failures[mode] += 1
+            if mode == "late":
+                time.sleep(self.late_s)
+            h.close_connection = True
+            try:
+                h.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
                 pass
-
-            def _handle(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with proxy.lock:
-                    n = proxy.count
-                    proxy.count += 1
-                mode = None if n % 2 == 0 else proxy.MODES[(n // 2) % 3]
-                if mode == "500":
-                    proxy.failures[mode] += 1
-                    self.send_response(500)
-                    self.send_header("Content-Type", "application/json")
-                    self.end_headers()
-                    self.wfile.write(b'{"error": {"code": "internal_error", "message": "flaky"}}')
-                    return
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() in ("authorization", "content-type", "idempotency-key")}
-                r = requests.request(self.command, proxy.target + self.path, headers=headers, data=body or None,
-                                     timeout=30)
-                if mode is not None:
-                    proxy.failures[mode] += 1
-                    if mode == "late":
-                        time.sleep(proxy.late_s)
-                    self.close_connection = True
-                    try:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                    return
-                self.send_response(r.status_code)
-                self.send_header("Content-Type", r.headers.get("Content-Type", "application/json"))
-                if "Idempotent-Replayed" in r.headers:
-                    self.send_header("Idempotent-Replayed", r.headers["Idempotent-Replayed"])
-                self.send_header("Content-Length", str(len(r.content)))
-                self.end_headers()
-                self.wfile.write(r.content)
-
-            do_GET = do_POST = _handle
-
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+            return
+        self.reply(h, r)
 
 
-class CentralWithoutStreams:
+class CentralWithoutStreams(Proxy):
     """The central store as a release before feed streams answered: the `stream` parameter never reaches it
     (an older central ignores a parameter it does not know), so a feed request is answered as a long-poll."""
 
     def __init__(self, target: str) -> None:
         self.streams_asked = 0
+        super().__init__(target)
 
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _handle(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                path, _, query = self.path.partition("?")
-                kept = [kv for kv in query.split("&") if kv and not kv.startswith("stream=")]
-                proxy.streams_asked += len(query.split("&")) - len(kept) if query else 0
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() in ("authorization", "content-type", "idempotency-key")}
-                r = requests.request(self.command, target + path + ("?" + "&".join(kept) if kept else ""),
-                                     headers=headers, data=body or None, timeout=60)
-                self.send_response(r.status_code)
-                self.send_header("Content-Type", r.headers.get("Content-Type", "application/json"))
-                self.send_header("Content-Length", str(len(r.content)))
-                self.end_headers()
-                self.wfile.write(r.content)
-
-            do_GET = do_POST = _handle
-
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def handle(self, h: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+        path, _, query = h.path.partition("?")
+        params = [kv for kv in query.split("&") if kv]
+        kept = [kv for kv in params if not kv.startswith("stream=")]
+        self.streams_asked += len(params) - len(kept)
+        self.reply(h, self.forward(h, path + ("?" + "&".join(kept) if kept else ""), body))
 
 
 class HangingServer:
