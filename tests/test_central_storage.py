@@ -419,11 +419,17 @@ def test_stores_woken_by_one_change_each_get_their_own_page(store: Storage) -> N
     assert names(rest) == ["C-s3-b"]
 
 
-def test_pages_read_together_are_the_pages_read_alone(store: Storage) -> None:
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[Any]:
+    s = open_storage(pg_url)
+    yield s
+    s.close()
+
+
+def test_pages_read_together_are_the_pages_read_alone(pg_store: Any) -> None:
     """PostgreSQL's one statement for several stores' pages (what a wake-up runs) gives each store what
     its own query gives: its shoppers and the broadcast ones, from its position, within its limit."""
-    if store.engine != "postgresql":
-        pytest.skip("the batched read is PostgreSQL's")
+    store = pg_store
     upsert(store, shopper("C-all-1"), shopper("C-a", home_store="a"), shopper("C-b", home_store="b"))
     middle = feed(store, who="a")[1]
     upsert(store, shopper("C-a2", home_store="a"), shopper("C-all-2"), shopper("C-b2", home_store="b"))
