@@ -4,6 +4,7 @@ sync protocol, against the central on PostgreSQL (1 and 2 worker processes) and 
     python bench/fleet.py                 # short: S = 50, 8 s per configuration (bench/run.py runs this)
     python bench/fleet.py --full          # S = 50 and 300, 40 s per configuration
     python bench/fleet.py --stores 300 --configs pg2 --seconds 20 --rate 30000
+    python bench/fleet.py --stores 300 --configs pg2 --rate 0   # no pushes: what a change for every store costs
 
 "events/s" is every event offered during the run (each store pushes what it made until the end, then
 stops) over the time from the start to the last store's last answer: the offered rate when the central
@@ -87,7 +88,7 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
     drain: list[float] = []  # the last push, every store's at the same moment
     next_push = start + rnd.random() * PUSH_EVERY_S
     path = f"/v1/stores/{store}/events"
-    while True:
+    while rate > 0:
         now = time.time()
         if now >= end and int((end - start) * rate) <= sent:
             break
@@ -162,7 +163,7 @@ def generator(port: int, stores: list[tuple[str, str]], rate: float, start: floa
         t.start()
     for t in threads[::2]:
         t.join()
-    time.sleep(2.5)  # the last changes reach the pullers
+    time.sleep(max(0.0, end - time.time()) + 2.5)  # the last changes reach the pullers
     stop.set()
     queue.put(results)
 
@@ -283,7 +284,8 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
     return {
         "config": config, "engine": engine, "workers": workers, "stores": n_stores, "seconds": seconds,
         "offered_events_s": rate, "events_s": round(accepted / (max(r["drained_at"] for r in results) - start)),
-        "push_p50_ms": round(percentile(latencies, 50) * 1000, 1), "push_p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "push_p50_ms": round(percentile(latencies, 50) * 1000, 1) if latencies else None,
+        "push_p99_ms": round(percentile(latencies, 99) * 1000, 1) if latencies else None,
         "pushes": len(latencies) + len(warmup) + len(drain),
         "warmup_p99_ms": round(percentile(warmup, 99) * 1000, 1) if warmup else None,
         "drain_p99_ms": round(percentile(drain, 99) * 1000, 1) if drain else None,
@@ -292,9 +294,13 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
         "change_to_all_p50_s": round(percentile(spread, 50), 2) if spread else None,
         "change_to_all_max_s": round(max(spread), 2) if spread else None,
         "changes_everywhere": f"{len(spread)}/{len(made)}",
-        "central_rss_mb": round(rss), "db_mb_per_million_events": round(size / 1e6 / max(accepted, 1) * 1e6, 1),
+        "central_rss_mb": round(rss), "db_mb_per_million_events": round(size / accepted, 1) if accepted else None,
         "cores_central": round(cores["central"], 2), "cores_postgres": round(cores["postgres"], 2),
         "cores_generator": round(cores["generator"], 2), "cores_others": round(others, 2), "loadavg": loadavg(),
+        # with --rate 0 (nothing pushed) the central's work is the changes reaching every store: its cost per store
+        **({"central_ms_per_store_change": round(cores["central"] / n_stores / (len(made) / elapsed) * 1000, 3),
+            "postgres_ms_per_store_change": round(cores["postgres"] / n_stores / (len(made) / elapsed) * 1000, 3)}
+           if not rate and made else {}),
     }
 
 
