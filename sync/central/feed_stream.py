@@ -35,11 +35,11 @@ def _lines(read: Callable[[str | None, float], dict[str, Any]], page: dict[str, 
            closed: Callable[[], bool], on_page: Callable[[], None]) -> Iterator[bytes]:
     while True:
         yield json.dumps(page, separators=(",", ":")).encode() + b"\n"
-        on_page()
         wait = deadline - time.monotonic()
         if wait <= 0 or closed():
             return
         try:
+            on_page()
             page = read(page["next"], wait)
         except Exception as exc:  # noqa: BLE001 - the answer has begun: end it, the next request reports
             log.warning("change feed stream ended early: %s", str(exc)[:200] or type(exc).__name__)
