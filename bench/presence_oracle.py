@@ -9,11 +9,14 @@ The engine has to learn the store; this filter is handed it. It replays the very
   so a reading a gateway did not report is evidence too (lost, or too weak from there);
 - each phone's own offset (a genie: the simulator's N(0, 3) dB draw); `--offset unknown` instead keeps 7
   hypotheses per phone (quantiles of N(0, 3)) weighed by how well they explain the readings;
-- how shoppers move: over a 0.5 m grid (plus a strip outside the door), each cell in one of five modes,
-  standing or walking one way along an aisle (+x, -x, +y, -y) at the simulated 1.2 m/s (one cell per
-  step of 0.42 s). A standing shopper starts walking with the chance of a 32.5 s mean dwell; a walker
-  keeps on, turns a corner or stops with chances set by the zone size (a leg is about a zone long);
-  walls stop a walker; a 1e-5 share a step is spread anywhere (insurance against the approximations).
+- how shoppers move: over a grid of 0.5 m cells (0.75 m for 12 m zones) plus a strip outside the door,
+  each cell in one of 13 modes: standing, in one of nine 5 s phases since the stop (on a common clock),
+  or walking one way along an aisle (+x, -x, +y, -y) at the simulated 1.2 m/s (one cell a step). A
+  standing shopper walks off only 25-40 s after stopping (a third of them in phase 6, half the rest in
+  phase 7, all in phase 8: the simulated 25-40 s dwell); a walker keeps on, turns a corner or stops with
+  chances of one cell in a zone's width each (a leg is about a zone long), turns at a wall; a 1e-5 share
+  a step is spread anywhere (insurance against the approximations). `--spots` also tells it that
+  shoppers stop only in the inner half of a zone, where the simulator puts their displays.
 
 Per batch, each phone the filter tracks is updated with that gateway's reading or its absence (Bayes'
 rule over cells; each link's fade state is a separate marginal: the one approximation besides the grid
@@ -47,12 +50,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import presence_quality as pq  # noqa: E402
 
-MODES = 5  # standing, walking +x, -x, +y, -y
-DWELL_MEAN_S = sum(pq.DWELL_S) / 2
+# Standing is counted in phases of PHASE_S on a common clock (phase k: stopped about 5k - 2.5 s ago); a shopper
+# walks off only in the last three (25-40 s), a third, a half, then all of those left: the simulated 25-40 s dwell.
+PHASE_S = 5.0
+DWELL_PHASES = 9
+WALK_OFF = {6: 1 / 3, 7: 1 / 2, 8: 0.95}  # phase -> share of those in it who walk off during it
+MODES = DWELL_PHASES + 4  # standing phases, then walking +x, -x, +y, -y
 TELEPORT = 1e-5
 GONE_AFTER_S = 20.0
 FADE_SD_DB = 3.0
-THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)
+THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.98, 0.99, 0.995, 0.999)
 OFFSET_HYPOTHESES = 7
 OFFSET_STEP_DB = 0.25  # the silence likelihoods are tabled per offset, this fine
 OFFSET_MAX_DB = 16.0
@@ -124,6 +131,7 @@ class Oracle:
     sigma: float
     offsets: dict[str, float] | None  # subject -> its true offset (the genie), None: unknown
     thresholds: tuple[float, ...] = THRESHOLDS
+    spots: bool = False  # the genie says shoppers stop only in the inner half of a zone (at its displays)
     rows: list[list[tuple]] = field(default_factory=list)  # per threshold: (subject, kind, zone, ts)
 
     def __post_init__(self) -> None:
@@ -147,8 +155,21 @@ class Oracle:
         self.rows = [[] for _ in self.thresholds]
         s = self.store.layout.spacing
         self.step_s = g.cell / pq.SPEED_MPS  # a walker crosses one cell a step
-        self.p_go = self.step_s / DWELL_MEAN_S
-        self.p_stop = self.p_turn = g.cell / s
+        self.phase_steps = max(1, round(PHASE_S / self.step_s))
+        self.steps = 0
+        self.walk_off = np.zeros(DWELL_PHASES, dtype=np.float32)  # per step, by phase
+        for k, share in WALK_OFF.items():
+            self.walk_off[k] = 1 - (1 - share) ** (1 / self.phase_steps)
+        self.p_turn = g.cell / s
+        stop = np.full(g.valid.shape, g.cell / s, dtype=np.float32)
+        if self.spots:
+            h = g.cell
+            xs, ys = (np.arange(g.nx) + 0.5) * h, (np.arange(g.ny) - g.out_rows + 0.5) * h
+            X, Y = np.meshgrid(xs, ys)
+            half = s * pq.INNER / 2
+            near = (np.abs((X % s) - s / 2) < half) & (np.abs((Y % s) - s / 2) < half) & (Y > 0)
+            stop *= near
+        self.p_stop = stop  # per cell
         # P(silence | cell, offset), without and with a fade: (gateways, offsets, cells)
         self.table_off = np.arange(-OFFSET_MAX_DB, OFFSET_MAX_DB + OFFSET_STEP_DB / 2, OFFSET_STEP_DB)
         sd1 = math.sqrt(self.sigma ** 2 + FADE_SD_DB ** 2)
@@ -162,12 +183,16 @@ class Oracle:
         self.dest[1, :, 1:] = valid[:, :-1] & valid[:, 1:]
         self.dest[2, :-1, :] = valid[1:, :] & valid[:-1, :]
         self.dest[3, 1:, :] = valid[:-1, :] & valid[1:, :]
+        open_ = self.dest.sum(axis=0)
+        self.share = np.where(open_ > 0, self.dest / np.maximum(open_, 1), 0).astype(np.float32)  # a start's way
         self.uniform = (valid / valid.sum()).astype(np.float32).ravel()
         outside = valid.copy()
         outside[g.out_rows:, :] = False
         self.birth = np.zeros((MODES, c), dtype=np.float32)
-        self.birth[0] = 0.1 * self.uniform + 0.45 * (outside / outside.sum()).ravel()
-        self.birth[3] = 0.45 * (outside / outside.sum()).ravel()
+        self.birth[:DWELL_PHASES] = 0.2 / DWELL_PHASES * self.uniform  # a first reading from inside the store
+        self.birth[DWELL_PHASES - 1] += 0.05 * self.uniform  # (a phone on a border from the start)
+        self.birth /= self.birth.sum()
+        self.birth[DWELL_PHASES + 2] = 0.8 * (outside / outside.sum()).ravel()  # walking in through the door
         self.theta = np.array(self.thresholds)
 
     @property
@@ -221,20 +246,30 @@ class Oracle:
     def _move(self) -> None:
         """One step of the motion model for every phone."""
         n, g = self.n, self.grid
+        self.steps += 1
         if not n:
             return
         p = self.p[:n].reshape(n, self.k, MODES, g.ny, g.nx)
-        stand, walk = p[:, :, 0], p[:, :, 1:]
+        stand, walk = p[:, :, :DWELL_PHASES], p[:, :, DWELL_PHASES:]
         keep = 1.0 - self.p_turn - self.p_stop
         across = ((2, 3), (2, 3), (0, 1), (0, 1))  # the directions a walker turns to from each
         new = np.zeros_like(p)
-        new[:, :, 0] = stand * (1 - self.p_go) + walk.sum(axis=2) * self.p_stop
+        off = stand * self.walk_off[:, None, None]
+        new[:, :, :DWELL_PHASES] = stand - off
+        starts = off.sum(axis=2)  # walking off, along an open way
+        if self.steps % self.phase_steps == 0:  # the clock: every standing phase moves on
+            starts += new[:, :, DWELL_PHASES - 1]
+            new[:, :, 1:DWELL_PHASES] = new[:, :, :DWELL_PHASES - 1].copy()
+            new[:, :, 0] = 0.0
+        new[:, :, 0] += walk.sum(axis=2) * self.p_stop
         for d in range(4):
             a, b = across[d]
-            pre = walk[:, :, d] * keep + (walk[:, :, a] + walk[:, :, b]) * (self.p_turn / 2) + stand * (self.p_go / 4)
+            pre = walk[:, :, d] * keep + (walk[:, :, a] + walk[:, :, b]) * (self.p_turn / 2) + starts * self.share[d]
             go = pre * self.dest[d]
-            new[:, :, 0] += pre - go  # a wall stops a walker
-            target = new[:, :, d + 1]
+            blocked = (pre - go) / 2  # a walker at a wall turns (in place this step)
+            new[:, :, DWELL_PHASES + a] += blocked
+            new[:, :, DWELL_PHASES + b] += blocked
+            target = new[:, :, DWELL_PHASES + d]
             if d == 0:
                 target[..., :, 1:] += go[..., :, :-1]
             elif d == 1:
@@ -244,7 +279,7 @@ class Oracle:
             else:
                 target[..., :-1, :] += go[..., 1:, :]
         new *= 1 - TELEPORT
-        new[:, :, 0] += (TELEPORT * self.uniform).reshape(g.ny, g.nx)
+        new[:, :, 0] += (TELEPORT * self.uniform).reshape(g.ny, g.nx)  # in a first standing phase
         self.p[:n] = new.reshape(n, self.k, MODES, -1)
 
     def batch(self, now: float, gateway: str, payload: bytes) -> None:
@@ -335,12 +370,12 @@ def _erfinv(y: float) -> float:
 
 
 def run(layout: pq.Layout, minutes: float, seed: int, shoppers_at_once: int = 20, offset: str = "known",
-        thresholds: tuple[float, ...] = THRESHOLDS) -> dict[str, Any]:
+        thresholds: tuple[float, ...] = THRESHOLDS, spots: bool = False) -> dict[str, Any]:
     """The oracle over one simulated run: the scores per threshold (the same scoring as the engine's)."""
     store, shoppers, msgs, seconds = pq.simulate(layout, minutes, shoppers_at_once, seed)
     started = time.process_time()
     oracle = Oracle(Grid(store), layout.sigma,
-                    {s.subject: s.tx for s in shoppers} if offset == "known" else None, thresholds)
+                    {s.subject: s.tx for s in shoppers} if offset == "known" else None, thresholds, spots)
     for t, gateway, payload in msgs:
         oracle.batch(t, gateway, payload)
     frontier = []
@@ -350,7 +385,7 @@ def run(layout: pq.Layout, minutes: float, seed: int, shoppers_at_once: int = 20
         res["targets_met"] = pq.targets_met(res)
         frontier.append(res)
     return {"layout": layout.name, "spacing_m": layout.spacing, "sigma_db": layout.sigma, "seed": seed,
-            "minutes": minutes, "offset": offset, "frontier": frontier, "best_within_1_false_per_h": best(frontier),
+            "minutes": minutes, "offset": offset, "spots": spots, "frontier": frontier, "best_within_1_false_per_h": best(frontier),
             "cpu_s": round(time.process_time() - started, 1)}
 
 
@@ -367,7 +402,8 @@ def best(frontier: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def table(res: dict[str, Any]) -> str:
     """One layout's frontier (markdown): a row per threshold."""
-    lines = [f"{res['layout']}, seed {res['seed']}, {res['minutes']:g} min, offset {res['offset']}:",
+    lines = [f"{res['layout']}, seed {res['seed']}, {res['minutes']:g} min, offset {res['offset']}"
+             f"{', stops at displays only' if res['spots'] else ''}:",
              "| threshold | right | false/h | p50 | p90 | missed | border flips/h | targets |",
              "|---|---|---|---|---|---|---|---|"]
     for r in res["frontier"]:
@@ -387,13 +423,15 @@ def main() -> int:
     ap.add_argument("--offset", choices=("known", "unknown"), default="known",
                     help="known: the genie hands the filter each phone's offset; unknown: 7 hypotheses per phone")
     ap.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
+    ap.add_argument("--spots", action="store_true",
+                    help="the genie also says shoppers stop only in the inner half of a zone (where the displays are)")
     args = ap.parse_args()
     results = []
     for seed in args.seeds:
         for spacing in args.spacing:
             for sigma in args.sigma:
                 res = run(pq.Layout(spacing, sigma), args.minutes, seed, args.shoppers, args.offset,
-                          tuple(args.thresholds))
+                          tuple(args.thresholds), args.spots)
                 results.append(res)
                 print(table(res))
                 print(f"at most 1 false change/h: {res['best_within_1_false_per_h']} ({res['cpu_s']} CPU s)\n",
