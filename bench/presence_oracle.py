@@ -61,6 +61,13 @@ GONE_AFTER_S = 20.0
 FADE_SD_DB = 3.0
 THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.98, 0.99, 0.995, 0.999)
 OFFSET_HYPOTHESES = 7
+WITHOUT = {  # what `--without` can withhold from the oracle
+    "silence": "a reading a gateway did not report says nothing (the engine's view)",
+    "fades": "a reading is faded one time in ten, independently (the engine's mixture), not a per-link chain",
+    "dwell": "a standing shopper walks off at any moment (a memoryless 32.5 s dwell)",
+    "position": "a zone predicts each gateway's mean over the zone's inner half, its spread added to the noise "
+                "(a perfect per-zone hearing map, as the engine's)",
+}
 OFFSET_STEP_DB = 0.25  # the silence likelihoods are tabled per offset, this fine
 OFFSET_MAX_DB = 16.0
 
@@ -132,6 +139,7 @@ class Oracle:
     offsets: dict[str, float] | None  # subject -> its true offset (the genie), None: unknown
     thresholds: tuple[float, ...] = THRESHOLDS
     spots: bool = False  # the genie says shoppers stop only in the inner half of a zone (at its displays)
+    without: frozenset[str] = frozenset()  # knowledge withheld, to see what it is worth (see WITHOUT)
     rows: list[list[tuple]] = field(default_factory=list)  # per threshold: (subject, kind, zone, ts)
 
     def __post_init__(self) -> None:
@@ -160,22 +168,33 @@ class Oracle:
         self.walk_off = np.zeros(DWELL_PHASES, dtype=np.float32)  # per step, by phase
         for k, share in WALK_OFF.items():
             self.walk_off[k] = 1 - (1 - share) ** (1 / self.phase_steps)
+        if "dwell" in self.without:
+            self.walk_off[:] = 1 - math.exp(-self.step_s / (sum(pq.DWELL_S) / 2))
+        self.fade_p = pq.FADE_P
         self.p_turn = g.cell / s
         stop = np.full(g.valid.shape, g.cell / s, dtype=np.float32)
         if self.spots:
-            h = g.cell
-            xs, ys = (np.arange(g.nx) + 0.5) * h, (np.arange(g.ny) - g.out_rows + 0.5) * h
-            X, Y = np.meshgrid(xs, ys)
-            half = s * pq.INNER / 2
-            near = (np.abs((X % s) - s / 2) < half) & (np.abs((Y % s) - s / 2) < half) & (Y > 0)
-            stop *= near
+            stop *= self._inner(s)
         self.p_stop = stop  # per cell
         # P(silence | cell, offset), without and with a fade: (gateways, offsets, cells)
         self.table_off = np.arange(-OFFSET_MAX_DB, OFFSET_MAX_DB + OFFSET_STEP_DB / 2, OFFSET_STEP_DB)
-        sd1 = math.sqrt(self.sigma ** 2 + FADE_SD_DB ** 2)
-        m = g.mean[:, None, :] + self.table_off[None, :, None]
-        self.silent0 = (pq.LOSS + (1 - pq.LOSS) * _phi((pq.FLOOR_DBM - m) / self.sigma)).astype(np.float32)
-        self.silent1 = (pq.LOSS + (1 - pq.LOSS) * _phi((pq.FLOOR_DBM - m + pq.FADE_DB) / sd1)).astype(np.float32)
+        self.mean, spread = g.mean, np.zeros_like(g.mean)  # (gateways, cells): expected RSSI, its spread (dB²)
+        if "position" in self.without:
+            self.mean, spread = self.mean.copy(), spread.copy()
+            inner = np.ravel(self._inner(s))
+            for z in range(len(self.store.zones)):
+                cells = g.zone == z
+                self.mean[:, cells] = g.mean[:, cells & inner].mean(axis=1)[:, None]
+                spread[:, cells] = g.mean[:, cells & inner].var(axis=1)[:, None]
+        self.sd0 = np.sqrt(self.sigma ** 2 + spread).astype(np.float32)
+        self.sd1 = np.sqrt(self.sigma ** 2 + FADE_SD_DB ** 2 + spread).astype(np.float32)
+        m = self.mean[:, None, :] + self.table_off[None, :, None]
+        self.silent0 = (pq.LOSS + (1 - pq.LOSS) * _phi((pq.FLOOR_DBM - m) / self.sd0[:, None, :])).astype(np.float32)
+        self.silent1 = (pq.LOSS + (1 - pq.LOSS)
+                        * _phi((pq.FLOOR_DBM - m + pq.FADE_DB) / self.sd1[:, None, :])).astype(np.float32)
+        if "silence" in self.without:
+            self.silent0[:] = 1.0
+            self.silent1[:] = 1.0
         valid = g.valid
         # dest[d]: the cell one step in direction d is open (same order as the walking modes)
         self.dest = np.zeros((4,) + valid.shape, dtype=np.float32)
@@ -194,6 +213,14 @@ class Oracle:
         self.birth /= self.birth.sum()
         self.birth[DWELL_PHASES + 2] = 0.8 * (outside / outside.sum()).ravel()  # walking in through the door
         self.theta = np.array(self.thresholds)
+
+    def _inner(self, s: float) -> np.ndarray:
+        """(ny, nx): the cells in the inner half of their zone, where the simulated shoppers stop."""
+        g = self.grid
+        xs, ys = (np.arange(g.nx) + 0.5) * g.cell, (np.arange(g.ny) - g.out_rows + 0.5) * g.cell
+        X, Y = np.meshgrid(xs, ys)
+        half = s * pq.INNER / 2
+        return (np.abs((X % s) - s / 2) < half) & (np.abs((Y % s) - s / 2) < half) & (Y > 0)
 
     @property
     def store(self) -> pq.Store:
@@ -257,7 +284,7 @@ class Oracle:
         off = stand * self.walk_off[:, None, None]
         new[:, :, :DWELL_PHASES] = stand - off
         starts = off.sum(axis=2)  # walking off, along an open way
-        if self.steps % self.phase_steps == 0:  # the clock: every standing phase moves on
+        if self.steps % self.phase_steps == 0 and "dwell" not in self.without:  # the clock: every standing phase moves on
             starts += new[:, :, DWELL_PHASES - 1]
             new[:, :, 1:DWELL_PHASES] = new[:, :, :DWELL_PHASES - 1].copy()
             new[:, :, 0] = 0.0
@@ -305,7 +332,7 @@ class Oracle:
         r = np.full(n, np.nan, dtype=np.float32)
         for subject, rssi in heard.items():
             r[self.slot[subject]] = rssi
-        sd0, sd1 = self.sigma, math.sqrt(self.sigma ** 2 + FADE_SD_DB ** 2)
+        sd0, sd1 = self.sd0[gi], self.sd1[gi]
         seen = ~np.isnan(r)
         if seen.all():
             p0 = np.empty((n, self.k, self.grid.zone.size), dtype=np.float32)
@@ -314,16 +341,18 @@ class Oracle:
             p0 = self.silent0[gi][self.off_index[:n]]  # (n, k, cells)
             p1 = self.silent1[gi][self.off_index[:n]]
         if seen.any():
-            d = (r[seen][:, None] - self.off[:n][seen])[:, :, None] - self.grid.mean[gi][None, None, :]
-            p0[seen] = np.exp(-0.5 * (d / sd0) ** 2) * ((1 - pq.LOSS) / (sd0 * math.sqrt(2 * math.pi)))
+            d = (r[seen][:, None] - self.off[:n][seen])[:, :, None] - self.mean[gi][None, None, :]
+            p0[seen] = np.exp(-0.5 * (d / sd0) ** 2) * ((1 - pq.LOSS) / math.sqrt(2 * math.pi) / sd0)
             d += pq.FADE_DB
-            p1[seen] = np.exp(-0.5 * (d / sd1) ** 2) * ((1 - pq.LOSS) / (sd1 * math.sqrt(2 * math.pi)))
+            p1[seen] = np.exp(-0.5 * (d / sd1) ** 2) * ((1 - pq.LOSS) / math.sqrt(2 * math.pi) / sd1)
         p = self.p[:n]
         marg = p.sum(axis=2)  # (n, k, cells)
         e0 = np.einsum("nkc,nkc->nk", marg, p0)
         e1 = np.einsum("nkc,nkc->nk", marg, p1)
         f = self.fade[:n, :, gi]  # (n, k, 5): readings of the current fade still to come
         q = (f[..., 0] * pq.FADE_P + (1 - f[..., 0]))  # this reading is faded
+        if "fades" in self.without:
+            q = np.full_like(q, 0.1)
         norm = np.maximum((1 - q) * e0 + q * e1, 1e-300)
         a, b = ((1 - q) / norm).astype(np.float32), (q / norm).astype(np.float32)
         like = a[..., None] * p0 + b[..., None] * p1  # normalized
@@ -370,12 +399,14 @@ def _erfinv(y: float) -> float:
 
 
 def run(layout: pq.Layout, minutes: float, seed: int, shoppers_at_once: int = 20, offset: str = "known",
-        thresholds: tuple[float, ...] = THRESHOLDS, spots: bool = False) -> dict[str, Any]:
+        thresholds: tuple[float, ...] = THRESHOLDS, spots: bool = False, without: frozenset[str] = frozenset()
+        ) -> dict[str, Any]:
     """The oracle over one simulated run: the scores per threshold (the same scoring as the engine's)."""
     store, shoppers, msgs, seconds = pq.simulate(layout, minutes, shoppers_at_once, seed)
     started = time.process_time()
     oracle = Oracle(Grid(store), layout.sigma,
-                    {s.subject: s.tx for s in shoppers} if offset == "known" else None, thresholds, spots)
+                    {s.subject: s.tx for s in shoppers} if offset == "known" else None, thresholds, spots,
+                    without)
     for t, gateway, payload in msgs:
         oracle.batch(t, gateway, payload)
     frontier = []
@@ -385,7 +416,8 @@ def run(layout: pq.Layout, minutes: float, seed: int, shoppers_at_once: int = 20
         res["targets_met"] = pq.targets_met(res)
         frontier.append(res)
     return {"layout": layout.name, "spacing_m": layout.spacing, "sigma_db": layout.sigma, "seed": seed,
-            "minutes": minutes, "offset": offset, "spots": spots, "frontier": frontier, "best_within_1_false_per_h": best(frontier),
+            "minutes": minutes, "offset": offset, "spots": spots, "without": sorted(without),
+            "frontier": frontier, "best_within_1_false_per_h": best(frontier),
             "cpu_s": round(time.process_time() - started, 1)}
 
 
@@ -403,7 +435,8 @@ def best(frontier: list[dict[str, Any]]) -> dict[str, Any] | None:
 def table(res: dict[str, Any]) -> str:
     """One layout's frontier (markdown): a row per threshold."""
     lines = [f"{res['layout']}, seed {res['seed']}, {res['minutes']:g} min, offset {res['offset']}"
-             f"{', stops at displays only' if res['spots'] else ''}:",
+             f"{', stops at displays only' if res['spots'] else ''}"
+             f"{''.join(f', without {w}' for w in res['without'])}:",
              "| threshold | right | false/h | p50 | p90 | missed | border flips/h | targets |",
              "|---|---|---|---|---|---|---|---|"]
     for r in res["frontier"]:
@@ -425,13 +458,15 @@ def main() -> int:
     ap.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
     ap.add_argument("--spots", action="store_true",
                     help="the genie also says shoppers stop only in the inner half of a zone (where the displays are)")
+    ap.add_argument("--without", nargs="+", choices=sorted(WITHOUT), default=[],
+                    help="withhold this knowledge: " + "; ".join(f"{k}: {v}" for k, v in WITHOUT.items()))
     args = ap.parse_args()
     results = []
     for seed in args.seeds:
         for spacing in args.spacing:
             for sigma in args.sigma:
                 res = run(pq.Layout(spacing, sigma), args.minutes, seed, args.shoppers, args.offset,
-                          tuple(args.thresholds), args.spots)
+                          tuple(args.thresholds), args.spots, frozenset(args.without))
                 results.append(res)
                 print(table(res))
                 print(f"at most 1 false change/h: {res['best_within_1_false_per_h']} ({res['cpu_s']} CPU s)\n",
