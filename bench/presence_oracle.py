@@ -220,6 +220,7 @@ class Oracle:
         xs, ys = (np.arange(g.nx) + 0.5) * g.cell, (np.arange(g.ny) - g.out_rows + 0.5) * g.cell
         X, Y = np.meshgrid(xs, ys)
         half = s * pq.INNER / 2
+        half += g.cell / 2  # every cell that holds part of it
         return (np.abs((X % s) - s / 2) < half) & (np.abs((Y % s) - s / 2) < half) & (Y > 0)
 
     @property
