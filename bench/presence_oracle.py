@@ -285,7 +285,7 @@ class Oracle:
         off = stand * self.walk_off[:, None, None]
         new[:, :, :DWELL_PHASES] = stand - off
         starts = off.sum(axis=2)  # walking off, along an open way
-        if self.steps % self.phase_steps == 0 and "dwell" not in self.without:  # the clock: every standing phase moves on
+        if self.steps % self.phase_steps == 0 and "dwell" not in self.without:  # every standing phase moves on
             starts += new[:, :, DWELL_PHASES - 1]
             new[:, :, 1:DWELL_PHASES] = new[:, :, :DWELL_PHASES - 1].copy()
             new[:, :, 0] = 0.0
