@@ -29,6 +29,9 @@ A phone unheard for 20 s is gone (visit_end).
     python bench/presence_oracle.py --spacing 8 --sigma 8 --minutes 60           # one layout, seed 1
     python bench/presence_oracle.py --spacing 5 8 12 --sigma 8 --seeds 1 2        # the 8 dB frontier
     python bench/presence_oracle.py --spacing 5 --sigma 8 --offset unknown        # without the genie offset
+    python bench/presence_oracle.py --spacing 8 --without silence                  # what the silences are worth
+
+`--without` withholds one piece of knowledge or more (WITHOUT says how each is replaced by the engine's view).
 
 The last line printed is a JSON object with every figure.
 """
