@@ -532,14 +532,20 @@ def targets_met(res: dict[str, Any]) -> bool:
 
 # --- runs ------------------------------------------------------------------------------------------
 
-def run(layout: Layout, minutes: float, shoppers_at_once: int, seed: int, engine: str = "pipeline",
-        border: int = 4) -> dict[str, Any]:
+def simulate(layout: Layout, minutes: float, shoppers_at_once: int, seed: int, border: int = 4
+             ) -> tuple[Store, list[Shopper], list[tuple[float, str, bytes]], float]:
+    """The store, its shoppers and every gateway batch of a run (bench/presence_oracle.py replays the same)."""
     rng = random.Random(f"{seed}:{layout.spacing:g}:{layout.sigma:g}")
     store = Store(layout)
     seconds = minutes * 60.0
     shoppers = make_shoppers(store, shoppers_at_once, seconds, rng)
     shoppers += make_border_standers(store, border, seconds, len(shoppers) + 1, rng)
-    msgs = radio(store, shoppers, seconds, rng)
+    return store, shoppers, radio(store, shoppers, seconds, rng), seconds
+
+
+def run(layout: Layout, minutes: float, shoppers_at_once: int, seed: int, engine: str = "pipeline",
+        border: int = 4) -> dict[str, Any]:
+    store, shoppers, msgs, seconds = simulate(layout, minutes, shoppers_at_once, seed, border)
     sightings = sum(m[2].count(b'"rssi"') for m in msgs)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="presence-quality-") as tmp:
