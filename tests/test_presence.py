@@ -316,6 +316,61 @@ def test_a_shopper_standing_in_a_zone_heard_by_six_gateways_stays_there():
     assert changes <= 2, changes
 
 
+def reports(cfg: Config, rng: random.Random, where: dict[str, Callable[[float], tuple[float, float]]],
+            seconds: float, sigma: float, floor: float) -> list[Event]:
+    """Every grid gateway's report once a second, as in `heard`, of several phones at once (where: subject ->
+    position at t); a gateway does not report a reading below `floor` dBm."""
+    out = []
+    for zone, (gx, gy) in GRID.items():
+        phase, fades = rng.random(), dict.fromkeys(where, 0)
+        for second in range(int(seconds)):
+            t = second + phase
+            for subject, at in where.items():
+                if fades[subject] == 0 and rng.random() < 0.02:
+                    fades[subject] = rng.randint(2, 5)
+                faded = 15.0 if fades[subject] else 0.0
+                fades[subject] = max(0, fades[subject] - 1)
+                if rng.random() < 0.10:
+                    continue
+                x, y = at(t)
+                rssi = -59.0 - 24.0 * math.log10(math.sqrt((x - gx) ** 2 + (y - gy) ** 2 + 1.5 ** 2))
+                rssi += rng.gauss(0, sigma) - faded
+                if rssi >= floor:
+                    out.append(sighting(cfg, f"gw-{zone}", rssi, T0 + t, subject))
+    return out
+
+
+def test_a_gateway_that_stops_hearing_a_shopper_who_walked_off_shows_them_moved_sooner():
+    """A gateway's report without a phone is evidence too. Shoppers walk from a1 to b1 at 8 dB of noise; once
+    they are past the border, a shelf hides them from a1's gateway. When that gateway keeps reporting (a
+    phone lies next to it), its reports without the shopper say they are not near it any more: they are
+    shown in b1 sooner than when it falls quiet and says nothing (30 shoppers: on average 4.5 s after
+    crossing the border against 5.0 s; the same without silences as evidence)."""
+    lying = "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:100:2"
+    a, b = (9.8, 3.7), (8.6, 9.9)
+    crossed = 40.0 + (6.0 - a[1]) / (b[1] - a[1]) * math.dist(a, b) / 1.2  # into b1
+
+    def where(t: float) -> tuple[float, float]:
+        f = min(max(t - 40.0, 0.0) * 1.2 / math.dist(a, b), 1.0)
+        return a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f
+
+    def shown_after(seed: int, reporting: bool) -> float:
+        cfg = grid_config()
+        clock = Clock(PresenceTracker(cfg))
+        sightings = [e for e in reports(cfg, random.Random(seed), {SUBJECT: where, lying: lambda t: (9.0, 3.0)},
+                                        80.0, 8.0, -95.0)
+                     if e.source == "gw-a1" or e.subject == SUBJECT]
+        clock.feed(e for e in sightings if e.source != "gw-a1" or e.received_at < T0 + crossed
+                   or (reporting and e.subject == lying))
+        enters = [e for e in clock.events if e.subject == SUBJECT and e.kind == "zone_enter"]
+        assert enters[-1].zone == "b1", kinds(enters)
+        return enters[-1].ts - T0 - crossed  # when the shopper was shown in b1 for good
+
+    quiet = sorted(shown_after(seed, False) for seed in range(1, 31))
+    reporting = sorted(shown_after(seed, True) for seed in range(1, 31))
+    assert sum(reporting) / 30 <= sum(quiet) / 30 - 0.33, (quiet, reporting)
+
+
 def test_the_hearing_map_learns_what_each_gateway_hears_from_phones_settled_in_a_zone():
     """The prior says a neighbouring zone's gateway hears a phone 10 dB below the phone's own; phones
     standing in a1 teach the map what the gateways really hear of them there."""

@@ -22,6 +22,11 @@ counting at most FADE_CLIP_DB below its slow reference), so each zone predicts r
 its expected levels e; r is scored as Gaussian noise around that, or, with odds FADE_SHARE, a body fade
 FADE_MEAN_DB down (a fade on the current zone's gateway then costs a little, not a move). A phone's offset
 cancels; the presence engine sums these ratios into a forward filter over the two zones.
+
+Heard-rates: per (zone, gateway), the share of that gateway's reports that include a phone surely in the
+zone (of the phones it heard in the last few seconds), learned from the same settled phones (PRIOR_HEARD
+first: its own zone's phones nearly always, a touching zone's less, others less still). `silence_llr`
+turns a report without the phone into a log-likelihood ratio of two zones: the presence engine's silences.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ FADE_SHARE = 0.1  # a reading is a body fade with these odds ...
 FADE_MEAN_DB = 15.0  # ... taking about this much off
 FADE_SD_DB = 5.0  # ... give or take this much
 _FADE_VAR = FADE_SD_DB * FADE_SD_DB
+PRIOR_HEARD = (0.9, 0.8, 0.6)  # share of a gateway's reports that include a phone in its own, a touching, another zone
+HEARD_N = 400.0  # a heard-rate cell averages about this many reports
+HEARD_CLIP = (0.05, 0.9)  # a rate counts as at least / at most this (a report misses any phone now and then)
 
 
 class Heard(Protocol):
@@ -59,6 +67,7 @@ class HearingMap:
         self._touches = touches
         self._rel: dict[str, dict[str, float]] = {}  # zone -> gateway -> expected level (dB, own best = 0)
         self._n: dict[str, dict[str, float]] = {}  # zone -> gateway -> readings the cell stands for
+        self._heard: dict[tuple[str, str], list[float]] = {}  # (zone, gateway) -> [heard-rate, reports it stands for]
 
     def expected(self, zone: str, gateway: str, gateway_zone: str) -> float:
         """The level gateway hears of a phone in zone, relative to the zone's own best gateway."""
@@ -89,6 +98,32 @@ class HearingMap:
             n = LEARN_N
         ns[gateway] = n
         self._rel[zone][gateway] = v + (relative - v) / n
+
+    def _rate(self, zone: str, gateway: str, gateway_zone: str) -> list[float]:
+        cell = self._heard.get((zone, gateway))
+        if cell is None:
+            near = self._touches is None or gateway_zone in self._touches.get(zone, ())
+            prior = PRIOR_HEARD[0 if gateway_zone == zone else 1 if near else 2]
+            cell = self._heard[(zone, gateway)] = [prior, PRIOR_N]
+        return cell
+
+    def learn_heard(self, zone: str, gateway: str, gateway_zone: str, heard: bool) -> None:
+        """One report of gateway about a phone surely in zone: it included the phone, or not."""
+        cell = self._rate(zone, gateway, gateway_zone)
+        n = cell[1] + 1.0
+        if n > HEARD_N:
+            n = HEARD_N
+        cell[1] = n
+        cell[0] += ((1.0 if heard else 0.0) - cell[0]) / n
+
+    def silence_llr(self, cur: str, zone: str, gateway: str, gateway_zone: str) -> float:
+        """Log-likelihood ratio of zone against cur from a report of gateway without the phone (nats)."""
+        lo, hi = HEARD_CLIP
+        a = self._rate(zone, gateway, gateway_zone)[0]
+        b = self._rate(cur, gateway, gateway_zone)[0]
+        a = lo if a < lo else hi if a > hi else a
+        b = lo if b < lo else hi if b > hi else b
+        return math.log((1.0 - a) / (1.0 - b))
 
     def llr(self, cur: str, zone: str, gateways: list[tuple[str, Heard]], source: str, reading: float,
             mean_level: float, var: float) -> float:
