@@ -137,6 +137,8 @@ class Puller:
                 self.long_polling = False
                 page = self._page(line)
                 applied += self._follow(page, cursor)
+                if self.stop.is_set():
+                    return applied  # stopping: not back to a wait of up to long_poll_s
                 if page.reset or self.local.cursor() != page.next:
                     return applied  # a resync, or another pull went further: ask again from the kept cursor
                 cursor = page.next
