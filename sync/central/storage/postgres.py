@@ -96,13 +96,19 @@ _PUSH_PLAIN = (
     "%(cust_ids)s::text[], %(cust_keys)s::text[], %(fresh_after)s, %(cutoff)s, %(unhomed)s, %(channel)s, "
     "%(notify)s)")
 _FEED_COLUMNS = "xid, seq, customer_id, version, op"
+
+
+def _store_feed(store: str, x: str, s: str, n: str) -> str:
+    """A store's entries after (x, s), at most n: the broadcast ones and its own (SQL expressions given)."""
+    return (f"(SELECT {_FEED_COLUMNS} FROM feed WHERE target = '*' AND (xid, seq) > ({x}, {s}) ORDER BY xid, seq "
+            f"LIMIT {n}) UNION ALL (SELECT {_FEED_COLUMNS} FROM feed WHERE target = {store} AND (xid, seq) > "
+            f"({x}, {s}) ORDER BY xid, seq LIMIT {n})")
+
+
 _FEED_FOR_STORE = (
     f"SELECT f.xid, f.seq, f.customer_id, f.version, f.op, pr.body, "
     f"pg_snapshot_xmin(pg_current_snapshot())::text::bigint FROM ("
-    f"(SELECT {_FEED_COLUMNS} FROM feed WHERE target = '*' AND (xid, seq) > (%(x)s, %(s)s) ORDER BY xid, seq "
-    f"LIMIT %(n)s) UNION ALL "
-    f"(SELECT {_FEED_COLUMNS} FROM feed WHERE target = %(store)s AND (xid, seq) > (%(x)s, %(s)s) "
-    f"ORDER BY xid, seq LIMIT %(n)s)) f "
+    f"{_store_feed('%(store)s', '%(x)s', '%(s)s', '%(n)s')}) f "
     f"LEFT JOIN profiles pr ON pr.customer_id = f.customer_id AND f.op = 'upsert' ORDER BY f.xid, f.seq LIMIT %(n)s")
 # The pages of several stores in one statement (storage/coalesce.py): _FEED_FOR_STORE for each (store, position,
 # limit), the rows tagged with the request's index.
@@ -111,10 +117,7 @@ _FEED_FOR_STORES = (
     f"pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
     f"FROM unnest(%(stores)s::text[], %(xs)s::bigint[], %(ss)s::bigint[], %(ns)s::int[]) "
     f"WITH ORDINALITY AS q(store, x, s, n, i) CROSS JOIN LATERAL (SELECT u.* FROM ("
-    f"(SELECT {_FEED_COLUMNS} FROM feed WHERE target = '*' AND (xid, seq) > (q.x, q.s) ORDER BY xid, seq "
-    f"LIMIT q.n) UNION ALL "
-    f"(SELECT {_FEED_COLUMNS} FROM feed WHERE target = q.store AND (xid, seq) > (q.x, q.s) "
-    f"ORDER BY xid, seq LIMIT q.n)) u ORDER BY u.xid, u.seq LIMIT q.n) f "
+    f"{_store_feed('q.store', 'q.x', 'q.s', 'q.n')}) u ORDER BY u.xid, u.seq LIMIT q.n) f "
     f"LEFT JOIN profiles pr ON pr.customer_id = f.customer_id AND f.op = 'upsert' ORDER BY q.i, f.xid, f.seq")
 _FEED_ALL = (
     f"SELECT f.xid, f.seq, f.customer_id, f.version, f.op, pr.body, "
