@@ -339,8 +339,8 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
         if store is not None:
             note_pull(store)
         if flag_arg(p.STREAM_PARAM):
-            body = feed_stream.pages(lambda since, wait: central.changes(since, limit, store=store, wait_s=wait),
-                                     request.args.get("since"), wait_s, closed=lambda: central.signal.closed,
+            body = feed_stream.pages(central.change_stream(request.args.get("since"), limit, store=store,
+                                                           wait_s=wait_s), closed=lambda: central.signal.closed,
                                      on_page=(lambda: note_pull(store)) if store is not None else lambda: None)
             return Response(tracked(body), mimetype=p.NDJSON,
                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
