@@ -17,7 +17,9 @@ when the run ends (a burst no fleet makes). Where a steady-state push's time wen
 `Server-Timing` answer header: from the request's start in the app to its answer), "db" (of that, in the
 storage: a connection, the statement, the commit) and "outside" (the push's time less `app`: waiting for a
 worker thread and a CPU in the central, the network, the client); "gen lag" is how late the generator's
-own threads wake from a 10 ms sleep (what a CPU-starved client adds to every figure it measures).
+own threads wake from a 10 ms sleep (what a CPU-starved client adds to every figure it measures); "push
+every s" the interval the central's answers asked for (median; the longest in the JSON): events reach the
+central up to that late.
 `--trace FILE` writes every push (sent at, seconds, events, app, db) for a closer look.
 
 Each simulated store has its own token and its own event stream and behaves like an edge: events arrive
@@ -91,6 +93,7 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
     latencies: list[float] = []
     warmup: list[float] = []  # pushes begun in the first WARMUP_S (see the module docstring)
     drain: list[float] = []  # the last push, every store's at the same moment
+    intervals: list[float] = []  # the push interval each steady-state answer asked for (seconds)
     inside: list[tuple[float, float]] = []  # steady-state pushes: (app, db) seconds from the answer's Server-Timing
     trace: list[tuple[str, float, float, int, float, float]] = []  # every push: key, sent at, seconds, events, app, db
     next_push = start + rnd.random() * PUSH_EVERY_S
@@ -131,9 +134,11 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
         rejected += len(result["rejected"])
         sent += n
         asked = link.last_headers.get(PUSH_EVERY_HEADER) if link.last_headers is not None else None
+        if steady:
+            intervals.append(float(asked) if asked else PUSH_EVERY_S)
         next_push = time.time() + max(PUSH_EVERY_S, min(float(asked), MAX_PUSH_EVERY_S) if asked else 0.0)
     out.update(sent=sent, accepted=accepted, rejected=rejected, errors=errors, latencies=latencies, warmup=warmup,
-               drain=drain, trace=trace, inside=inside,
+               drain=drain, trace=trace, inside=inside, intervals=intervals,
                drained_at=time.time())
 
 
@@ -314,6 +319,7 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
     in_db = [d for _, d in inside if d == d]
     outside = [took - a for took, (a, _) in zip(latencies, inside) if a == a]
     lags = [x for r in results for x in r.get("lags", ())]
+    intervals = [x for r in results for x in r["intervals"]]
     ms = lambda xs, q: round(percentile(xs, q) * 1000, 1) if xs else None  # noqa: E731
     spread = []
     for cid, t0 in made.items():
@@ -344,6 +350,9 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
         "app_p50_ms": ms(app, 50), "app_p99_ms": ms(app, 99), "db_p99_ms": ms(in_db, 99),
         "outside_p50_ms": ms(outside, 50), "outside_p99_ms": ms(outside, 99),
         "generator_lag_p99_ms": ms(lags, 99), "generator_lag_max_ms": ms(lags, 100),
+        # the push interval the central asked for (pacing), median and longest: how late events may reach it
+        "push_every_p50_s": percentile(intervals, 50) if intervals else None,
+        "push_every_max_s": max(intervals) if intervals else None,
         "warmup_p99_ms": round(percentile(warmup, 99) * 1000, 1) if warmup else None,
         "drain_p99_ms": round(percentile(drain, 99) * 1000, 1) if drain else None,
         "errors": sum(r["errors"] for r in results),
@@ -363,7 +372,8 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
 
 COLUMNS = [("config", "config"), ("stores", "S"), ("events_s", "events/s"), ("push_p50_ms", "p50 ms"),
            ("push_p99_ms", "p99 ms"), ("app_p99_ms", "app p99"), ("db_p99_ms", "db p99"),
-           ("outside_p99_ms", "outside p99"), ("generator_lag_p99_ms", "gen lag p99"), ("warmup_p99_ms", "warm-up p99 ms"), ("change_to_all_max_s", "change→all max s"),
+           ("outside_p99_ms", "outside p99"), ("generator_lag_p99_ms", "gen lag p99"),
+           ("push_every_p50_s", "push every s"), ("warmup_p99_ms", "warm-up p99 ms"), ("change_to_all_max_s", "change→all max s"),
            ("central_rss_mb", "RSS MB"),
            ("db_mb_per_million_events", "DB MB/1M ev"), ("cores_central", "cpu central"),
            ("cores_postgres", "cpu pg"), ("cores_generator", "cpu gen"), ("cores_others", "cpu others"),
