@@ -324,9 +324,7 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
             response.headers[p.PUSH_EVERY_HEADER] = f"{every_s:g}"
         # Where the push's time went inside this process (a slow push with a short `app` waited for a thread or
         # a CPU before it got here): the standard header, read by the fleet benchmark and a browser's tools.
-        took = time.perf_counter() - g.get("started", stored_at)
-        pacer.observe(took)
-        response.headers["Server-Timing"] = server_timing(took, in_db)
+        response.headers["Server-Timing"] = server_timing(time.perf_counter() - g.get("started", stored_at), in_db)
         if answer["accepted"] or answer["rejected"]:
             log.debug("store %s: %d accepted, %d duplicates, %d rejected", store, len(answer["accepted"]),
                       len(answer["duplicates"]), len(answer["rejected"]))

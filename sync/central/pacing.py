@@ -7,13 +7,6 @@ central's push budget (`--push-budget`, pushes a second for the whole fleet), ea
 `Instore-Push-Every-S` (protocol.PUSH_EVERY_HEADER): the interval that keeps the fleet within the budget,
 which the edges follow. Events then travel in fewer, larger pushes; a backlog still goes back to back, and
 nothing waits longer than the interval. Below the budget no header is sent and nothing changes.
-
-The budget is what the central should take; what it can take depends on its machine and on what else runs
-there. So each process also watches its own pushes: when they took longer than SLOW_PUSH_S on average over
-the last RECOUNT_S, it acts as if its budget were a third smaller (down to a quarter of it), and gives that
-back when they are quick again. A push costs about as much per request as per hundred events (the cost
-model), so fewer, larger pushes free CPU when it is short, instead of a queue of pushes growing on a full
-machine while stores behind push back to back (#12: p99 of seconds at 300 stores on a shared 2-core box).
 """
 
 from __future__ import annotations
@@ -30,9 +23,6 @@ log = logging.getLogger("instore_central")
 
 ACTIVE_WINDOW_S = 120.0  # a store that pushed within this window counts (an edge reports at least every 30 s)
 RECOUNT_S = 2.0  # how often a process counts the active stores again (one count over the stores' status)
-SLOW_PUSH_S = 0.25  # pushes slower than this on average (time in the app): the process is short of CPU or database
-STRETCH_STEP = 1.5  # the budget is divided by this at each slow count, multiplied by it at each quick one
-MAX_STRETCH = 4.0  # at most a quarter of the budget: events reach the central at most 4x the budget's interval late
 
 
 class Pacer:
@@ -44,15 +34,6 @@ class Pacer:
         self._lock = threading.Lock()
         self._counted_at = -math.inf
         self._every_s: float | None = None
-        self._took = 0.0  # seconds of the pushes observed since the last count, and how many
-        self._pushes = 0
-        self.stretch = 1.0  # the budget in use is budget / stretch
-
-    def observe(self, seconds: float) -> None:
-        """A push answered in `seconds` (from its start in the app to its answer)."""
-        with self._lock:
-            self._took += seconds
-            self._pushes += 1
 
     def every_s(self, now: float | None = None) -> float | None:
         """Seconds between pushes to ask of a store (a multiple of 0.5, at most protocol.MAX_PUSH_EVERY_S),
@@ -64,19 +45,12 @@ class Pacer:
             if now - self._counted_at < RECOUNT_S:
                 return self._every_s
             self._counted_at = now
-            mean = self._took / self._pushes if self._pushes else 0.0
-            self._took, self._pushes = 0.0, 0
-            if mean > SLOW_PUSH_S:
-                self.stretch = min(MAX_STRETCH, self.stretch * STRETCH_STEP)
-            elif mean < SLOW_PUSH_S / 2:
-                self.stretch = max(1.0, self.stretch / STRETCH_STEP)
-            budget = self.budget / self.stretch
         try:
             active = self._stores_pushing(now - ACTIVE_WINDOW_S)
         except Exception:  # the database is away: the push itself will say so; keep the last advice
             log.warning("could not count the stores pushing; keeping the last push interval", exc_info=True)
             return self._every_s
-        every = interval_for(active, budget)
+        every = interval_for(active, self.budget)
         with self._lock:
             self._every_s = every
         return every
