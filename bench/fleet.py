@@ -13,7 +13,14 @@ and p99 are the steady state: over the pushes begun after the first WARMUP_S (10
 run) and before the end. Apart: "warmup p99", those first seconds, when every store starts in the same
 second and pushes every second until the central's first pacing answers reach it (what a central restart
 under a full fleet looks like), and "drain p99", the last push of every store, all at the same moment
-when the run ends (a burst no fleet makes).
+when the run ends (a burst no fleet makes). Where a steady-state push's time went: "app" (the central's
+`Server-Timing` answer header: from the request's start in the app to its answer), "db" (of that, in the
+storage: a connection, the statement, the commit) and "outside" (the push's time less `app`: waiting for a
+worker thread and a CPU in the central, the network, the client); "gen lag" is how late the generator's
+own threads wake from a 10 ms sleep (what a CPU-starved client adds to every figure it measures); "push
+every s" the interval the central's answers asked for (median; the longest in the JSON): events reach the
+central up to that late.
+`--trace FILE` writes every push (sent at, seconds, events, app, db) for a closer look.
 
 Each simulated store has its own token and its own event stream and behaves like an edge: events arrive
 at `rate / S` per second; every second (sooner when behind), or at the interval the central asks for when
@@ -86,6 +93,9 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
     latencies: list[float] = []
     warmup: list[float] = []  # pushes begun in the first WARMUP_S (see the module docstring)
     drain: list[float] = []  # the last push, every store's at the same moment
+    intervals: list[float] = []  # the push interval each steady-state answer asked for (seconds)
+    inside: list[tuple[float, float]] = []  # steady-state pushes: (app, db) seconds from the answer's Server-Timing
+    trace: list[tuple[str, float, float, int, float, float]] = []  # every push: key, sent at, seconds, events, app, db
     next_push = start + rnd.random() * PUSH_EVERY_S
     path = f"/v1/stores/{store}/events"
     while rate > 0:
@@ -101,14 +111,20 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
         n = min(pending, MAX_PUSH)
         body = ('{"events":[' + ",".join(event_text(store, sent + i, now, rnd) for i in range(n)) + "]}").encode()
         key = f"{store}:{sent}-{sent + n - 1}"
-        t0 = time.perf_counter()
+        t0, sent_at = time.perf_counter(), time.time()
         try:
             status, answer = link.request("POST", path, body, {"Idempotency-Key": key})
         except (OSError, http.client.HTTPException):
             errors += 1
             time.sleep(0.2)
             continue
-        (drain if now >= end else warmup if now < start + min(WARMUP_S, (end - start) / 3) else latencies).append(time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        steady = start + min(WARMUP_S, (end - start) / 3) <= now < end
+        (drain if now >= end else latencies if steady else warmup).append(took)
+        app_s, db_s = server_timing(link.last_headers)
+        if steady:
+            inside.append((app_s, db_s))
+        trace.append((key, sent_at, took, n, app_s, db_s))
         if status != 200:
             errors += 1
             time.sleep(0.2)
@@ -118,10 +134,34 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
         rejected += len(result["rejected"])
         sent += n
         asked = link.last_headers.get(PUSH_EVERY_HEADER) if link.last_headers is not None else None
+        if steady:
+            intervals.append(float(asked) if asked else PUSH_EVERY_S)
         next_push = time.time() + max(PUSH_EVERY_S, min(float(asked), MAX_PUSH_EVERY_S) if asked else 0.0)
     out.update(sent=sent, accepted=accepted, rejected=rejected, errors=errors, latencies=latencies, warmup=warmup,
-               drain=drain,
+               drain=drain, trace=trace, inside=inside, intervals=intervals,
                drained_at=time.time())
+
+
+def server_timing(headers: http.client.HTTPMessage | None) -> tuple[float, float]:
+    """(app, db) seconds from a push answer's Server-Timing (NaN when absent: an older central)."""
+    found = {}
+    for part in (headers.get("Server-Timing", "") if headers is not None else "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        try:
+            found[name] = float(dur) / 1000
+        except ValueError:
+            continue
+    return found.get("app", float("nan")), found.get("db", float("nan"))
+
+
+def lag_watch(start: float, end: float, lags: list[float]) -> None:
+    """How late this generator process wakes up (a 10 ms sleep, measured over the steady state): what a
+    CPU-starved client adds to the push latencies it measures."""
+    while time.time() < end:
+        t0 = time.perf_counter()
+        time.sleep(0.01)
+        if time.time() >= start + min(WARMUP_S, (end - start) / 3):
+            lags.append(time.perf_counter() - t0 - 0.01)
 
 
 def store_puller(port: int, store: str, token: str, end: float, seen: dict[str, float], stop: threading.Event) -> None:
@@ -159,12 +199,15 @@ def generator(port: int, stores: list[tuple[str, str]], rate: float, start: floa
                                         daemon=True))
         threads.append(threading.Thread(target=store_puller, args=(port, store, token, end, seen, stop),
                                         daemon=True))
-    for t in threads:
+    lags: list[float] = []
+    watch = threading.Thread(target=lag_watch, args=(start, end, lags), daemon=True)
+    for t in [*threads, watch]:
         t.start()
     for t in threads[::2]:
         t.join()
     time.sleep(max(0.0, end - time.time()) + 2.5)  # the last changes reach the pullers
     stop.set()
+    results[0]["lags"] = lags
     queue.put(results)
 
 
@@ -216,7 +259,7 @@ def db_bytes(db: str) -> int:
 
 def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tmp: Path,
             profile: str | None = None, pool_size: int | None = None,
-            push_budget: float | None = None) -> dict[str, Any]:
+            push_budget: float | None = None, trace: str | None = None) -> dict[str, Any]:
     engine, workers = CONFIGS[config]
     db = pg.new_database() if engine == "postgresql" else str(tmp / f"{config}-{n_stores}.db")
     tokens = {f"store-{i:04d}": secrets.token_urlsafe(18) for i in range(n_stores)}
@@ -271,11 +314,25 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
     warmup = [x for r in results for x in r["warmup"]]
     drain = [x for r in results for x in r["drain"]]
     accepted = sum(r["accepted"] for r in results)
+    inside = [x for r in results for x in r["inside"]]
+    app = [a for a, _ in inside if a == a]  # NaN: no Server-Timing
+    in_db = [d for _, d in inside if d == d]
+    outside = [took - a for took, (a, _) in zip(latencies, inside) if a == a]
+    lags = [x for r in results for x in r.get("lags", ())]
+    intervals = [x for r in results for x in r["intervals"]]
+    ms = lambda xs, q: round(percentile(xs, q) * 1000, 1) if xs else None  # noqa: E731
     spread = []
     for cid, t0 in made.items():
         arrivals = [r["seen"].get(cid) for r in results]
         if all(a is not None for a in arrivals):
             spread.append(max(arrivals) - t0)  # type: ignore[type-var]
+    if trace:
+        with open(trace, "w") as f:
+            f.write(json.dumps({"start": start, "end": end, "changes": made}) + "\n")
+            for r in results:
+                for key, sent_at, took, n, app_s, db_s in r["trace"]:
+                    f.write(json.dumps({"key": key, "sent": sent_at, "took": took, "n": n, "app": app_s,
+                                        "db": db_s}) + "\n")
     if spy is not None:
         spy.wait(60)
     size = db_bytes(db) - size0
@@ -287,6 +344,15 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
         "push_p50_ms": round(percentile(latencies, 50) * 1000, 1) if latencies else None,
         "push_p99_ms": round(percentile(latencies, 99) * 1000, 1) if latencies else None,
         "pushes": len(latencies) + len(warmup) + len(drain),
+        # the steady-state pushes split: in the central's app (Server-Timing `app`), of it in the database (`db`),
+        # and outside the app (waiting for a worker thread and a CPU, the network, the client); and how late the
+        # generator's own threads wake (what a starved client adds)
+        "app_p50_ms": ms(app, 50), "app_p99_ms": ms(app, 99), "db_p99_ms": ms(in_db, 99),
+        "outside_p50_ms": ms(outside, 50), "outside_p99_ms": ms(outside, 99),
+        "generator_lag_p99_ms": ms(lags, 99), "generator_lag_max_ms": ms(lags, 100),
+        # the push interval the central asked for (pacing), median and longest: how late events may reach it
+        "push_every_p50_s": percentile(intervals, 50) if intervals else None,
+        "push_every_max_s": max(intervals) if intervals else None,
         "warmup_p99_ms": round(percentile(warmup, 99) * 1000, 1) if warmup else None,
         "drain_p99_ms": round(percentile(drain, 99) * 1000, 1) if drain else None,
         "errors": sum(r["errors"] for r in results),
@@ -305,7 +371,9 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
 
 
 COLUMNS = [("config", "config"), ("stores", "S"), ("events_s", "events/s"), ("push_p50_ms", "p50 ms"),
-           ("push_p99_ms", "p99 ms"), ("warmup_p99_ms", "warm-up p99 ms"), ("change_to_all_max_s", "change→all max s"),
+           ("push_p99_ms", "p99 ms"), ("app_p99_ms", "app p99"), ("db_p99_ms", "db p99"),
+           ("outside_p99_ms", "outside p99"), ("generator_lag_p99_ms", "gen lag p99"),
+           ("push_every_p50_s", "push every s"), ("warmup_p99_ms", "warm-up p99 ms"), ("change_to_all_max_s", "change→all max s"),
            ("central_rss_mb", "RSS MB"),
            ("db_mb_per_million_events", "DB MB/1M ev"), ("cores_central", "cpu central"),
            ("cores_postgres", "cpu pg"), ("cores_generator", "cpu gen"), ("cores_others", "cpu others"),
@@ -331,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="PostgreSQL connections per worker (the central's --pool-size; default: the central's)")
     ap.add_argument("--push-budget", type=float, default=None,
                     help="the central's --push-budget (pushes a second from the fleet; 0: every store every second)")
+    ap.add_argument("--trace", metavar="FILE", help="every push (key, sent at, seconds, events) as JSON lines to "
+                    "FILE.<config>-<S>, after a first line with the run's start, end and changes")
     ap.add_argument("--profile", metavar="FILE", help="py-spy the central (raw folded stacks to FILE.<config>-<S>)")
     args = ap.parse_args(argv)
     counts = [int(x) for x in (args.stores or ("50,300" if args.full else "50")).split(",")]
@@ -350,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                 for config in configs:
                     row = run_one(config, n, seconds, args.rate, pg, Path(tmp),
                                   f"{args.profile}.{config}-{n}" if args.profile else None, args.pool_size,
-                                  args.push_budget)
+                                  args.push_budget, f"{args.trace}.{config}-{n}" if args.trace else None)
                     rows.append(row)
                     print(table([row]).splitlines()[-1] if len(rows) > 1 else table([row]), flush=True)
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -241,6 +242,15 @@ def test_the_same_batch_twice_is_recorded_once(any_central: Central) -> None:
     assert central.push("s2", [event("e-1")]).json()["accepted"] == ["e-1"]
     stats = central.request("GET", "/v1/admin/stats").json()
     assert stats["events"] == {"total": 7, "by_store": {"s1": 6, "s2": 1}}
+
+
+def test_a_push_answer_says_how_long_the_app_and_the_database_took(any_central: Central) -> None:
+    r = any_central.push("s1", [event("timed-1"), event("timed-2")])
+    assert r.status_code == 200
+    timing = dict(re.fullmatch(r"(\w+);dur=([0-9.]+)", part.strip()).groups()  # type: ignore[union-attr]
+                  for part in r.headers["Server-Timing"].split(","))
+    assert set(timing) == {"app", "db"}
+    assert 0 <= float(timing["db"]) <= float(timing["app"]) and float(timing["app"]) > 0
 
 
 def test_a_duplicate_inside_one_batch_counts_once(central: Central) -> None:

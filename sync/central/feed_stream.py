@@ -15,34 +15,36 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 log = logging.getLogger("instore_central")
 
 
-def pages(read: Callable[[str | None, float], dict[str, Any]], since: str | None, wait_s: float, *,
-          closed: Callable[[], bool], on_page: Callable[[], None] = lambda: None) -> Iterator[bytes]:
-    """The stream's lines. `read(since, wait_s)` is the long-poll (answers at once when there is something,
-    else waits up to wait_s); `closed()` says the server is stopping; `on_page` runs after each line. The
-    first page is read here, before the answer begins, so a bad cursor is still a 400."""
-    deadline = time.monotonic() + wait_s
-    return _lines(read, read(since, 0.0), deadline, closed, on_page)
+def pages(answers: Iterator[dict[str, Any]], *, closed: Callable[[], bool],
+          on_page: Callable[[], None] = lambda: None) -> Iterator[bytes]:
+    """The stream's lines from `answers` (Storage.change_stream: the first page at once, then each page as it
+    comes); `closed()` says the server is stopping; `on_page` runs after each line. The first page is read
+    here, before the answer begins, so a bad cursor is still a 400."""
+    return _lines(next(answers), answers, closed, on_page)
 
 
-def _lines(read: Callable[[str | None, float], dict[str, Any]], page: dict[str, Any], deadline: float,
-           closed: Callable[[], bool], on_page: Callable[[], None]) -> Iterator[bytes]:
-    while True:
-        yield json.dumps(page, separators=(",", ":")).encode() + b"\n"
-        wait = deadline - time.monotonic()
-        if wait <= 0 or closed():
-            return
-        try:
-            on_page()
-            page = read(page["next"], wait)
-        except Exception as exc:  # noqa: BLE001 - the answer has begun: end it, the next request reports
-            log.warning("change feed stream ended early: %s", str(exc)[:200] or type(exc).__name__)
-            return
-        if not page["changes"] and not page.get("reset"):
-            return  # the wait ran out (or the server is stopping) with nothing new
+def _lines(page: dict[str, Any], answers: Iterator[dict[str, Any]], closed: Callable[[], bool],
+           on_page: Callable[[], None]) -> Iterator[bytes]:
+    try:
+        while True:
+            yield json.dumps(page, separators=(",", ":")).encode() + b"\n"
+            if closed():
+                return
+            try:
+                on_page()
+                page = next(answers)
+            except StopIteration:
+                return  # the wait ran out (or the server is stopping) with nothing new
+            except Exception as exc:  # noqa: BLE001 - the answer has begun: end it, the next request reports
+                log.warning("change feed stream ended early: %s", str(exc)[:200] or type(exc).__name__)
+                return
+    finally:
+        close = getattr(answers, "close", None)
+        if close is not None:
+            close()  # the stream's wake-up registration ends with it (a store gone mid-stream included)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sync.central.storage.wakeup import FeedSignal
@@ -133,6 +133,41 @@ class Storage(abc.ABC):
                     nap = PENDING_POLL_S if page.pending else FALLBACK_POLL_S if not self.signal.live else remaining
                 woken.wait(min(remaining, nap))
                 woken.clear()
+
+    def change_stream(self, since: str | None, limit: int, *, store: str | None = None,
+                      wait_s: float = 0.0) -> Iterator[dict[str, Any]]:
+        """The pages of a feed stream (feed_stream.py): the first at once, perhaps empty, then each page with
+        changes as they come, until `wait_s` runs out or the server stops."""
+        return self.follow(lambda position: self.feed_page(position, limit, store), since, store, wait_s)
+
+    def follow(self, read: Callable[[str | None], FeedPage], since: str | None, store: str | None,
+               wait_s: float) -> Iterator[dict[str, Any]]:
+        """read(since) now, then read(next) each time `store`'s feeds may have grown, yielding the pages with
+        something in them. One wake-up registration for the whole stream, made before the first read: a change
+        committed while a page is read or sent still wakes it, so after a page the stream waits at once instead
+        of reading its feed again to find it empty (long_poll's first read, once per change and store)."""
+        deadline = time.monotonic() + max(0.0, wait_s)
+        with self.signal.waiter(store) as woken:
+            page = read(since)
+            yield page.answer
+            while True:
+                answer = page.answer
+                if not answer["more"]:  # with `more`, the next page follows at once
+                    if page.pending and page.pending_xid is not None:
+                        self.await_horizon(page.pending_xid, store)  # a wake-up comes once it is servable
+                        nap = FALLBACK_POLL_S
+                    else:
+                        nap = PENDING_POLL_S if page.pending else FALLBACK_POLL_S if not self.signal.live else wait_s
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self.signal.closed:
+                        return
+                    woken.wait(min(remaining, nap))
+                if deadline - time.monotonic() <= 0 or self.signal.closed:
+                    return
+                woken.clear()  # before the read: what commits from here on wakes the next wait
+                page = read(answer["next"])
+                if page.answer["changes"] or page.answer.get("reset"):
+                    yield page.answer
 
     def await_horizon(self, xid: int, store: str | None = None) -> None:
         """Wake `store`'s waiters once the feed entries of transaction `xid` are servable (PostgreSQL)."""
