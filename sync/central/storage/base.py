@@ -126,12 +126,7 @@ class Storage(abc.ABC):
                 remaining = deadline - time.monotonic()
                 if page.answer["changes"] or page.answer.get("reset") or remaining <= 0 or self.signal.closed:
                     return page.answer
-                if page.pending and page.pending_xid is not None:
-                    self.await_horizon(page.pending_xid, store)  # a wake-up comes once it is servable
-                    nap = FALLBACK_POLL_S
-                else:
-                    nap = PENDING_POLL_S if page.pending else FALLBACK_POLL_S if not self.signal.live else remaining
-                woken.wait(min(remaining, nap))
+                woken.wait(min(remaining, self._nap(page, store, remaining)))
                 woken.clear()
 
     def change_stream(self, since: str | None, limit: int, *, store: str | None = None,
@@ -153,11 +148,7 @@ class Storage(abc.ABC):
             while True:
                 answer = page.answer
                 if not answer["more"]:  # with `more`, the next page follows at once
-                    if page.pending and page.pending_xid is not None:
-                        self.await_horizon(page.pending_xid, store)  # a wake-up comes once it is servable
-                        nap = FALLBACK_POLL_S
-                    else:
-                        nap = PENDING_POLL_S if page.pending else FALLBACK_POLL_S if not self.signal.live else wait_s
+                    nap = self._nap(page, store, wait_s)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self.signal.closed:
                         return
@@ -168,6 +159,14 @@ class Storage(abc.ABC):
                 page = read(answer["next"])
                 if page.answer["changes"] or page.answer.get("reset"):
                     yield page.answer
+
+    def _nap(self, page: FeedPage, store: str | None, longest: float) -> float:
+        """How long a feed wait may sleep after `page` before reading again, a wake-up aside: entries still
+        pending (a transaction not yet servable) are looked at again soon; without live notifications, polled."""
+        if page.pending and page.pending_xid is not None:
+            self.await_horizon(page.pending_xid, store)  # a wake-up comes once it is servable
+            return FALLBACK_POLL_S
+        return PENDING_POLL_S if page.pending else FALLBACK_POLL_S if not self.signal.live else longest
 
     def await_horizon(self, xid: int, store: str | None = None) -> None:
         """Wake `store`'s waiters once the feed entries of transaction `xid` are servable (PostgreSQL)."""
