@@ -483,17 +483,27 @@ def test_a_feed_stream_carries_each_change_as_it_comes_reading_the_feed_once_per
 
 
 def test_a_feed_stream_never_misses_a_change_under_concurrent_writers(db: str, store: Storage) -> None:
-    ids = [[f"C-{w}-{i:03d}" for i in range(40)] for w in range(4)]
+    def read(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        pages = list(store.change_stream(cursor, 7, store="s1", wait_s=0.5))  # small pages, short streams
+        return pages, pages[-1]["next"]
+
+    missing = _missed_while_writing(db, [[f"C-{w}-{i:03d}" for i in range(40)] for w in range(4)], read)
+    assert not missing, f"{len(missing)} changes missed by the stream, e.g. {sorted(missing)[:5]}"
+
+
+def _missed_while_writing(db: str, ids: list[list[str]],
+                          read: Callable[[str | None], tuple[list[dict[str, Any]], str | None]]) -> set[str]:
+    """Writer processes upsert `ids` (a list per process) while a thread follows store s1's feed with
+    read(cursor) -> (pages, next cursor); the ids the follower never saw."""
     seen: set[str] = set()
     stop = threading.Event()
 
     def follow() -> None:
         cursor: str | None = None
         while True:
-            pages = list(store.change_stream(cursor, 7, store="s1", wait_s=0.5))  # small pages, short streams
+            pages, cursor = read(cursor)
             for page in pages:
                 seen.update(names(page["changes"]))
-                cursor = page["next"]
             if stop.is_set() and not any(page["changes"] for page in pages):
                 return
 
@@ -505,8 +515,7 @@ def test_a_feed_stream_never_misses_a_change_under_concurrent_writers(db: str, s
         time.sleep(0.5)
         stop.set()
         reader.join(60)
-    missing = {cid for mine in ids for cid in mine} - seen
-    assert not missing, f"{len(missing)} changes missed by the stream, e.g. {sorted(missing)[:5]}"
+    return {cid for mine in ids for cid in mine} - seen
 
 
 # --- admin ------------------------------------------------------------------------------------------
@@ -642,30 +651,11 @@ def test_profile_versions_never_go_backwards_under_concurrent_writers(db: str, s
 
 
 def test_the_feed_cursor_never_skips_a_change_under_concurrent_writers(db: str, store: Storage) -> None:
-    writers = 6
-    ids = [[f"C-{w}-{i:03d}" for i in range(60)] for w in range(writers)]
-    seen: set[str] = set()
-    cursor: str | None = None
-    stop = threading.Event()
+    def read(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        page = store.changes(cursor, 7, store="s1")  # small pages, read as fast as it can
+        return [page], page["next"]
 
-    def follow() -> None:
-        nonlocal cursor
-        while True:
-            page = store.changes(cursor, 7, store="s1")  # small pages, read as fast as it can
-            seen.update(names(page["changes"]))
-            cursor = page["next"]
-            if stop.is_set() and not page["changes"]:
-                return
-
-    reader = threading.Thread(target=follow)
-    reader.start()
-    try:
-        run_workers(db, [("upsert", {"ids": mine}) for mine in ids])
-    finally:
-        time.sleep(0.5)
-        stop.set()
-        reader.join(60)
-    missing = {cid for mine in ids for cid in mine} - seen
+    missing = _missed_while_writing(db, [[f"C-{w}-{i:03d}" for i in range(60)] for w in range(6)], read)
     assert not missing, f"{len(missing)} changes skipped by the cursor, e.g. {sorted(missing)[:5]}"
 
 
