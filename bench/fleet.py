@@ -320,7 +320,9 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
     outside = [took - a for took, (a, _) in zip(latencies, inside) if a == a]
     lags = [x for r in results for x in r.get("lags", ())]
     intervals = [x for r in results for x in r["intervals"]]
-    ms = lambda xs, q: round(percentile(xs, q) * 1000, 1) if xs else None  # noqa: E731
+    def ms(xs: list[float], q: float) -> float | None:
+        return round(percentile(xs, q) * 1000, 1) if xs else None
+
     spread = []
     for cid, t0 in made.items():
         arrivals = [r["seen"].get(cid) for r in results]
@@ -341,8 +343,8 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
     return {
         "config": config, "engine": engine, "workers": workers, "stores": n_stores, "seconds": seconds,
         "offered_events_s": rate, "events_s": round(accepted / (max(r["drained_at"] for r in results) - start)),
-        "push_p50_ms": round(percentile(latencies, 50) * 1000, 1) if latencies else None,
-        "push_p99_ms": round(percentile(latencies, 99) * 1000, 1) if latencies else None,
+        "push_p50_ms": ms(latencies, 50),
+        "push_p99_ms": ms(latencies, 99),
         "pushes": len(latencies) + len(warmup) + len(drain),
         # the steady-state pushes split: in the central's app (Server-Timing `app`), of it in the database (`db`),
         # and outside the app (waiting for a worker thread and a CPU, the network, the client); and how late the
@@ -353,8 +355,8 @@ def run_one(config: str, n_stores: int, seconds: float, rate: float, pg: Any, tm
         # the push interval the central asked for (pacing), median and longest: how late events may reach it
         "push_every_p50_s": percentile(intervals, 50) if intervals else None,
         "push_every_max_s": max(intervals) if intervals else None,
-        "warmup_p99_ms": round(percentile(warmup, 99) * 1000, 1) if warmup else None,
-        "drain_p99_ms": round(percentile(drain, 99) * 1000, 1) if drain else None,
+        "warmup_p99_ms": ms(warmup, 99),
+        "drain_p99_ms": ms(drain, 99),
         "errors": sum(r["errors"] for r in results),
         "rejected": sum(r["rejected"] for r in results),
         "change_to_all_p50_s": round(percentile(spread, 50), 2) if spread else None,
