@@ -68,6 +68,7 @@ WAIT_S = 20
 # sync.protocol's PUSH_EVERY_HEADER and MAX_PUSH_EVERY_S (bench/sync.py shadows the sync package here)
 PUSH_EVERY_HEADER = "Instore-Push-Every-S"
 MAX_PUSH_EVERY_S = 60.0
+PUSH_SPREAD = 0.1  # sync.push's: the waits between pushes as an edge spreads them (next_push_at)
 CONFIGS = {"pg1": ("postgresql", 1), "pg2": ("postgresql", 2), "sqlite": ("sqlite", 1)}
 
 
@@ -97,6 +98,7 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
     inside: list[tuple[float, float]] = []  # steady-state pushes: (app, db) seconds from the answer's Server-Timing
     trace: list[tuple[str, float, float, int, float, float]] = []  # every push: key, sent at, seconds, events, app, db
     next_push = start + rnd.random() * PUSH_EVERY_S
+    last_asked: str | None = None
     path = f"/v1/stores/{store}/events"
     while rate > 0:
         now = time.time()
@@ -136,7 +138,10 @@ def store_pusher(port: int, store: str, token: str, rate: float, start: float, e
         asked = link.last_headers.get(PUSH_EVERY_HEADER) if link.last_headers is not None else None
         if steady:
             intervals.append(float(asked) if asked else PUSH_EVERY_S)
-        next_push = time.time() + max(PUSH_EVERY_S, min(float(asked), MAX_PUSH_EVERY_S) if asked else 0.0)
+        every = max(PUSH_EVERY_S, min(float(asked), MAX_PUSH_EVERY_S) if asked else 0.0)
+        # as an edge does (sync.push.next_push_at): from the push's start, spread, a new place in a new interval
+        spread = 1 + rnd.random() if asked != last_asked else rnd.uniform(1, 1 + PUSH_SPREAD)
+        next_push, last_asked = sent_at + every * spread, asked
     out.update(sent=sent, accepted=accepted, rejected=rejected, errors=errors, latencies=latencies, warmup=warmup,
                drain=drain, trace=trace, inside=inside, intervals=intervals,
                drained_at=time.time())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Health = Callable[[], Mapping[str, Any]]  # the health report sent with each push (SyncClient.health)
 PUSH_LINGER_S = 1.0  # at most one push a second while the outbox keeps up (see Pusher.run)
+PUSH_SPREAD = 0.1  # each wait between pushes is 1 to 1.1 times the interval (next_push_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,20 @@ def settlement(batch: OutboxBatch, result: p.PushResult) -> tuple[list[int], lis
     return delivered, refused
 
 
+def next_push_at(last_round_at: float, every_s: float, new_interval: bool, rnd: random.Random) -> float:
+    """When a store's next round of pushing may start: every_s after the last round started, times 1 to
+    1 + PUSH_SPREAD; the first time after the central asked for a new interval, times 1 to 2.
+
+    Why not every_s after the last answer: stores slowed by the same busy moment at the central get their
+    answers together, then push together every interval after, and bring the busy moment back with them
+    (at 300 stores, a hundred pushes in a few tenths of a second, then a second with none; docs/scale.md).
+    Counted from the start of a round, a slow answer does not move a store's place in the interval; the
+    spread keeps stores that happen to share a place from staying together; and a new interval, which the
+    central tells every store at once, puts each store at a place of its own in it rather than all at the
+    moment they heard it. Never sooner than every_s: the pace stays at most what the central asked."""
+    return last_round_at + every_s * (1.0 + rnd.random() if new_interval else rnd.uniform(1.0, 1.0 + PUSH_SPREAD))
+
+
 class Pusher:
     """Sends the outbox; counts what it did for status."""
 
@@ -91,6 +107,9 @@ class Pusher:
         self.health = health
         self.last_report = 0.0  # when the central store last took a push (and the health it carried)
         self.asked_every_s: float | None = None  # the interval the central asks for (None: linger_s holds)
+        self.round_at = 0.0  # when the latest round of pushing sent its first request
+        self.new_phase = False  # the interval asked changed: the next wait picks this store's place in it
+        self._random = random.Random()
         self.last_success: float | None = None
         self.last_attempt: float | None = None
         self.pushed = 0
@@ -131,6 +150,7 @@ class Pusher:
             asked = None
         asked = min(asked, p.MAX_PUSH_EVERY_S) if asked is not None else None
         if asked != self.asked_every_s:
+            self.new_phase = True
             log.info("the central store asks for a push every %s", f"{asked:g} s" if asked else "second at most")
             self.asked_every_s = asked
 
@@ -148,6 +168,8 @@ class Pusher:
                 break
             batch = post.batch
             self.last_attempt = time.time()
+            if batches == 0:
+                self.round_at = self.last_attempt
             result: p.PushResult | None
             try:
                 result = self._post(post)
@@ -186,6 +208,7 @@ class Pusher:
 
     def report_health(self) -> None:
         """An empty push that carries the health report: a store with nothing to push is still heard."""
+        self.round_at = time.time()
         r = self.transport.request("POST", p.EVENTS_PATH.format(store=self.transport.store_id),
                                    data=with_health(b'{"events":[]}', self.health()),
                                    timeout=(min(5.0, self.timeout_s), 10.0),
@@ -243,6 +266,12 @@ class Pusher:
             # Linger: a busy store's writer commits many small batches; what they add up to in linger_s travels
             # as one push (a backlog still goes back to back). At a chain's peak the central pays per push, and
             # a central with more stores than its push budget asks for a longer interval (central/pacing.py).
-            wait = self.last_report + max(linger_s, self.asked_every_s or 0.0) - time.time()
+            wait = self.next_wait_s(max(linger_s, self.asked_every_s or 0.0))
             if wait > 0 and self.stop.wait(wait):
                 return
+
+    def next_wait_s(self, every_s: float) -> float:
+        """Seconds until the next round of pushing may start (next_push_at)."""
+        at = next_push_at(self.round_at, every_s, self.new_phase, self._random)
+        self.new_phase = False
+        return at - time.time()
