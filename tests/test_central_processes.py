@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from sync import protocol as p
+from sync.central.app import STREAM_SPREAD
 from sync.central.storage import pg_schema
 from test_central import (ADMIN, TOKENS, Central, central, event, shopper, start_central,  # noqa: F401 (fixtures)
                           token_args)
@@ -181,9 +182,33 @@ def test_a_streamed_change_feed_carries_each_change_as_it_comes_on_one_open_requ
             page = json.loads(next(lines))
             assert [(ch["customer_id"], ch["profile"]["tier"]) for ch in page["changes"]] == [("C-1", tier)]
         assert list(lines) == []  # nothing else; the answer ends when the wait does
-    assert time.monotonic() - started >= 4.5
+    assert time.monotonic() - started >= 5 * (1 - STREAM_SPREAD) - 0.1
     after = c.request("GET", p.CHANGES_PATH, TOKENS["s2"], params={"since": page["next"]}).json()
     assert after["changes"] == []
+
+
+def test_streams_begun_together_end_at_different_moments(central: Central) -> None:
+    """Stores whose streams began at once (after a restart) must not all come back at once every wait_s:
+    each stream ends somewhere in the last quarter of its wait."""
+    ended: list[float] = []
+
+    def follow(store: str) -> None:
+        with requests.get(central.url + p.CHANGES_PATH, params={"stream": "1", "wait_s": "4"}, stream=True,
+                          timeout=30, headers={"Authorization": f"Bearer {TOKENS[store]}"}) as r:
+            assert r.status_code == 200
+            for _ in r.iter_lines(chunk_size=None):
+                pass
+        ended.append(time.monotonic() - started)
+
+    started = time.monotonic()
+    followers = [threading.Thread(target=follow, args=(store,)) for store in list(TOKENS) * 6]
+    for t in followers:
+        t.start()
+    for t in followers:
+        t.join(30)
+    assert len(ended) == len(followers)
+    assert all(4 * (1 - STREAM_SPREAD) - 0.1 <= at <= 4.5 for at in ended), ended
+    assert max(ended) - min(ended) >= 0.3, ended  # 12 ends over a second: all within 0.3 s, a chance in 50,000
 
 
 def test_a_bad_stream_request_is_refused_before_the_stream_begins(central: Central) -> None:

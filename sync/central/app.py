@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +36,7 @@ log = logging.getLogger("instore_central")
 
 ADMIN = "admin"
 QUIET_AFTER_S = 120.0  # a store not heard from for this long is "quiet" (it reports every 30 s at least)
+STREAM_SPREAD = 0.25  # a feed stream ends after 75-100 % of its wait_s, at random (see changes())
 PULL_NOTE_EVERY_S = 10.0  # a store's pulls are noted for the fleet view at most this often (per process)
 PULL_FLUSH_EVERY_S = 2.0  # the noted pulls are written together at most this often (per process)
 
@@ -339,8 +341,13 @@ def create_app(db: str | Path | Storage, admin_token: str, store_tokens: Mapping
         if store is not None:
             note_pull(store)
         if flag_arg(p.STREAM_PARAM):
+            # Streams begun together (every store after a restart, a fleet started at once) would end together
+            # every wait_s, and all come back in the same tenth of a second: a request and a feed read each, on
+            # top of the pushes (at 300 stores, a burst of slow pushes every 20 s; docs/scale.md). Each ends at
+            # a random share of its wait instead, which the edge takes as any stream's end.
+            held_s = wait_s * random.uniform(1.0 - STREAM_SPREAD, 1.0)
             body = feed_stream.pages(central.change_stream(request.args.get("since"), limit, store=store,
-                                                           wait_s=wait_s), closed=lambda: central.signal.closed,
+                                                           wait_s=held_s), closed=lambda: central.signal.closed,
                                      on_page=(lambda: note_pull(store)) if store is not None else lambda: None)
             return Response(tracked(body), mimetype=p.NDJSON,
                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
