@@ -30,6 +30,8 @@ A phone unheard for 20 s is gone (visit_end).
     python bench/presence_oracle.py --spacing 5 8 12 --sigma 8 --seeds 1 2        # the 8 dB frontier
     python bench/presence_oracle.py --spacing 5 --sigma 8 --offset unknown        # without the genie offset
     python bench/presence_oracle.py --spacing 8 --without silence                  # what the silences are worth
+    python bench/presence_oracle.py --spacing 12 --without dwell fades --offset unknown --exponent 2.0
+                                                         # positions with a radio model 0.4 off
 
 `--without` withholds one piece of knowledge or more (WITHOUT says how each is replaced by the engine's view).
 
@@ -93,6 +95,7 @@ class Grid:
     """The store as 0.5 m cells plus the strip outside the door; each cell's zone and each gateway's mean RSSI."""
 
     store: pq.Store
+    exponent: float = pq.PATH_LOSS_N  # the path-loss exponent the filter assumes (`--exponent`; the radio's: 2.4)
     cell: float = 0.5
     nx: int = 0
     ny: int = 0
@@ -129,7 +132,7 @@ class Grid:
         for z in store.zones:
             gx, gy = store.centre[z]
             d = np.sqrt((X - gx) ** 2 + (Y - gy) ** 2 + pq.HEIGHT_M ** 2)
-            means.append((pq.P0_DBM - 10 * pq.PATH_LOSS_N * np.log10(d) - np.where(Y < 0, pq.WALL_DB, 0.0)).ravel())
+            means.append((pq.P0_DBM - 10 * self.exponent * np.log10(d) - np.where(Y < 0, pq.WALL_DB, 0.0)).ravel())
         self.mean = np.array(means, dtype=np.float32)
 
 
@@ -403,12 +406,12 @@ def _erfinv(y: float) -> float:
 
 
 def run(layout: pq.Layout, minutes: float, seed: int, shoppers_at_once: int = 20, offset: str = "known",
-        thresholds: tuple[float, ...] = THRESHOLDS, spots: bool = False, without: frozenset[str] = frozenset()
-        ) -> dict[str, Any]:
+        thresholds: tuple[float, ...] = THRESHOLDS, spots: bool = False, without: frozenset[str] = frozenset(),
+        exponent: float = pq.PATH_LOSS_N) -> dict[str, Any]:
     """The oracle over one simulated run: the scores per threshold (the same scoring as the engine's)."""
     store, shoppers, msgs, seconds = pq.simulate(layout, minutes, shoppers_at_once, seed)
     started = time.process_time()
-    oracle = Oracle(Grid(store), layout.sigma,
+    oracle = Oracle(Grid(store, exponent), layout.sigma,
                     {s.subject: s.tx for s in shoppers} if offset == "known" else None, thresholds, spots,
                     without)
     for t, gateway, payload in msgs:
@@ -420,7 +423,7 @@ def run(layout: pq.Layout, minutes: float, seed: int, shoppers_at_once: int = 20
         res["targets_met"] = pq.targets_met(res)
         frontier.append(res)
     return {"layout": layout.name, "spacing_m": layout.spacing, "sigma_db": layout.sigma, "seed": seed,
-            "minutes": minutes, "offset": offset, "spots": spots, "without": sorted(without),
+            "minutes": minutes, "offset": offset, "spots": spots, "without": sorted(without), "exponent": exponent,
             "frontier": frontier, "best_within_1_false_per_h": best(frontier),
             "cpu_s": round(time.process_time() - started, 1)}
 
@@ -438,9 +441,11 @@ def best(frontier: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def table(res: dict[str, Any]) -> str:
     """One layout's frontier (markdown): a row per threshold."""
+    assumed = "" if res["exponent"] == pq.PATH_LOSS_N else f", assuming a path-loss exponent of {res['exponent']:g}"
     lines = [f"{res['layout']}, seed {res['seed']}, {res['minutes']:g} min, offset {res['offset']}"
              f"{', stops at displays only' if res['spots'] else ''}"
-             f"{''.join(f', without {w}' for w in res['without'])}:",
+             f"{''.join(f', without {w}' for w in res['without'])}"
+             f"{assumed}:",
              "| threshold | right | false/h | p50 | p90 | missed | border flips/h | targets |",
              "|---|---|---|---|---|---|---|---|"]
     for r in res["frontier"]:
@@ -464,13 +469,16 @@ def main() -> int:
                     help="the genie also says shoppers stop only in the inner half of a zone (where the displays are)")
     ap.add_argument("--without", nargs="+", choices=sorted(WITHOUT), default=[],
                     help="withhold this knowledge: " + "; ".join(f"{k}: {v}" for k, v in WITHOUT.items()))
+    ap.add_argument("--exponent", type=float, default=pq.PATH_LOSS_N,
+                    help=f"the path-loss exponent the filter assumes (the simulated radio's is {pq.PATH_LOSS_N}): "
+                         "how exactly a filter over positions must know the radio")
     args = ap.parse_args()
     results = []
     for seed in args.seeds:
         for spacing in args.spacing:
             for sigma in args.sigma:
                 res = run(pq.Layout(spacing, sigma), args.minutes, seed, args.shoppers, args.offset,
-                          tuple(args.thresholds), args.spots, frozenset(args.without))
+                          tuple(args.thresholds), args.spots, frozenset(args.without), args.exponent)
                 results.append(res)
                 print(table(res))
                 print(f"at most 1 false change/h: {res['best_within_1_false_per_h']} ({res['cpu_s']} CPU s)\n",
