@@ -73,6 +73,8 @@ CAMPAIGN_KIND = "campaign"
 CAMPAIGN_TYPES = ("applied", "refused", "impressions")
 SHOPPER_KIND = "shopper"
 SHOPPER_TYPES = ("wishlist_add", "wishlist_remove", "order_request", "return")
+# The kinds WireEvent._check_semantics looks into; every other kind is recorded as it comes.
+CHECKED_KINDS = frozenset({CONSENT_KIND, IDENTITY_LINK_KIND, ERASURE_KIND, CAMPAIGN_KIND, SHOPPER_KIND})
 FULFILMENTS = ("home", "pickup")
 MAX_ORDER_ITEMS = 100
 # Keys that only live for a visit or a kiosk session: recorded, never added to a profile's identities.
@@ -321,6 +323,8 @@ class WireEvent:
 
     def _check_semantics(self) -> None:
         """Events the central applies must be complete: a half-applied consent is worse than none."""
+        if self.kind not in CHECKED_KINDS:
+            return
         if self.is_consent:
             consent = self.data.get("consent")
             expected = 'data.consent: expected {"personalization": true|false, "marketing": true|false}'

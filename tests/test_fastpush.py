@@ -93,3 +93,34 @@ def test_any_event_decodes_the_same_on_both_paths_or_takes_the_exact_one(event: 
     if push is None:
         return
     assert push.events == [p.WireEvent.from_dict(json.loads(raw)["events"][0])]
+
+
+def test_a_nul_in_data_is_kept_by_the_exact_path_and_a_nul_in_an_id_refused() -> None:
+    kept = {"event_id": "e-nul", "kind": "presence", "ts": NOW, "data": {"note": "a\x00b"}}
+    assert fastpush.decode(body([kept])) is None  # the fast path does not look inside: it steps aside
+    assert p.WireEvent.from_dict(kept).data == {"note": "a\x00b"}
+    for field in ("event_id", "kind", "source", "zone", "subject", "customer", "type"):
+        bad = {"event_id": "e", "kind": "presence", "ts": NOW, field: "x\x00y"}
+        assert fastpush.decode(body([bad])) is None, field
+        try:
+            p.WireEvent.from_dict(bad)
+            raise AssertionError(f"a NUL in {field} is accepted")
+        except p.InvalidEvent:
+            pass
+
+
+def test_every_kind_the_central_applies_is_checked_on_the_fast_path_too() -> None:
+    """An event of a kind the central applies (consent, erasure, identity link, campaign report, shopper event)
+    with nothing in its data is refused, so the fast path, which checks only the kinds in CHECKED_KINDS, must
+    step aside for each of them."""
+    applied = [{"kind": p.CONSENT_KIND, "type": p.CONSENT_TYPE}, {"kind": p.ERASURE_KIND},
+               {"kind": p.IDENTITY_LINK_KIND, "customer": "C-1"}, {"kind": p.CAMPAIGN_KIND, "type": "applied"},
+               {"kind": p.SHOPPER_KIND, "type": "wishlist_add", "customer": "C-1"}]
+    for fields in applied:
+        event = {"event_id": "e", "ts": NOW, **fields}
+        try:
+            p.WireEvent.from_dict(event)
+            raise AssertionError(f"the exact path accepts {event!r}")
+        except p.InvalidEvent:
+            pass
+        assert fastpush.decode(body([VALID[0], event])) is None, event
