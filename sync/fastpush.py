@@ -106,6 +106,7 @@ def _checked(e: _Event) -> p.WireEvent | None:
             return None
     else:
         data = {}
+    # Positional, in WireEvent's field order (a third cheaper than by keyword; tests hold both paths' events equal).
     event = _WireEvent(e.event_id, e.kind, e.ts, e.seq, e.source, e.zone, e.subject, e.customer, e.type, data,
                        e.received_at, data_json)
     if e.kind in _CHECKED_KINDS:
