@@ -48,8 +48,6 @@ _EVENTS = msgspec.json.Decoder(list[_Event])
 _ANY = msgspec.json.Decoder()
 _ENCODE = msgspec.json.Encoder().encode
 _NUL_ESCAPE = b"\\u0000"
-_CHECKED_KINDS = p.CHECKED_KINDS
-_WireEvent = p.WireEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +104,11 @@ def _checked(e: _Event) -> p.WireEvent | None:
             return None
     else:
         data = {}
-    # Positional, in WireEvent's field order (a third cheaper than by keyword; tests hold both paths' events equal).
-    event = _WireEvent(e.event_id, e.kind, e.ts, e.seq, e.source, e.zone, e.subject, e.customer, e.type, data,
-                       e.received_at, data_json)
-    if e.kind in _CHECKED_KINDS:
-        try:
-            event._check_semantics()
-        except p.InvalidEvent:
-            return None
+    # Positional, in WireEvent's field order (a quarter cheaper than by keyword; tests hold both paths' events equal).
+    event = p.WireEvent(e.event_id, e.kind, e.ts, e.seq, e.source, e.zone, e.subject, e.customer, e.type, data,
+                        e.received_at, data_json)
+    try:
+        event._check_semantics()  # returns at once for the kinds the central only records (CHECKED_KINDS)
+    except p.InvalidEvent:
+        return None
     return event
