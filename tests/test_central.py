@@ -198,6 +198,45 @@ def test_tokens_can_come_from_the_environment(start_central: Callable[..., Centr
     assert c.request("GET", "/v1/admin/stats").status_code == 200
 
 
+def test_a_chain_gives_its_store_tokens_in_a_file(tmp_path: Path, start_central: Callable[..., Central]) -> None:
+    tokens = tmp_path / "store-tokens"
+    tokens.write_text(f"# one line a store\ns1={TOKENS['s1']}\n\n  s2 = {TOKENS['s2']}\n")
+    tokens.chmod(0o640)
+    # The environment's token for s2 gives way to the file's; the environment still adds s3.
+    c = start_central("--admin-token", ADMIN, "--store-tokens-file", str(tokens),
+                      env={"INSTORE_CENTRAL_STORE_TOKENS": "s2=an-old-token-for-s2-0000,s3=store-three-token-0123456789"})
+    assert c.push("s1", [event("a")]).json()["accepted"] == ["a"]
+    assert c.push("s2", [event("b")]).json()["accepted"] == ["b"]
+    assert c.push("s2", [event("c")], token="an-old-token-for-s2-0000").status_code == 401
+    assert c.push("s3", [event("d")], token="store-three-token-0123456789").json()["accepted"] == ["d"]
+    assert c.push("s1", [event("e")], token=TOKENS["s2"]).status_code == 403
+
+
+def test_a_store_tokens_file_that_cannot_be_used_stops_the_start_and_says_why(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTORE_CENTRAL_")}
+    tokens = tmp_path / "store-tokens"
+    base = [sys.executable, "-m", "sync.central.cli", "--db", str(tmp_path / "c.db"), "--port", "0",
+            "--admin-token", ADMIN, "--store-tokens-file", str(tokens)]
+
+    def start() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(base, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+
+    r = start()
+    assert r.returncode == 2 and "cannot read it" in r.stderr and str(tokens) in r.stderr
+    tokens.write_text("s1=a-token-for-s1-00000001\nbare-secret-token-0000002\n")
+    tokens.chmod(0o600)
+    r = start()
+    assert r.returncode == 2 and "line 2" in r.stderr and "STORE=TOKEN" in r.stderr
+    assert "bare-secret-token" not in r.stderr
+    tokens.write_text("s1=a-token-for-s1-00000001\ns2=a-token-for-s2-00000002\ns1=a-token-for-s1-00000003\n")
+    r = start()
+    assert r.returncode == 2 and "lines 1 and 3" in r.stderr and "a-token-for" not in r.stderr
+    tokens.write_text("s1=a-token-for-s1-00000001\n")
+    tokens.chmod(0o644)
+    r = start()
+    assert r.returncode == 2 and "every user of this machine can read it" in r.stderr and "chmod 640" in r.stderr
+
+
 def test_refuses_to_start_without_an_admin_token_or_with_a_malformed_store_token(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSTORE_CENTRAL_")}
     base = [sys.executable, "-m", "sync.central.cli", "--db", str(tmp_path / "c.db"), "--port", "0"]

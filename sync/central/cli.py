@@ -8,8 +8,10 @@
 (gunicorn, see prefork.py).
 
 Tokens may come from the environment instead of the command line (where `ps` would show them):
-INSTORE_CENTRAL_ADMIN_TOKEN, and INSTORE_CENTRAL_STORE_TOKENS="store1=token1,store2=token2". A
---store-token for a store replaces that store's token from the environment.
+INSTORE_CENTRAL_ADMIN_TOKEN, and INSTORE_CENTRAL_STORE_TOKENS="store1=token1,store2=token2"; a chain's
+store tokens from a file (--store-tokens-file, one STORE=TOKEN a line: 2,000 stores' tokens do not fit in
+one environment variable, which Linux caps at 128 KiB). A --store-token for a store replaces that store's
+token from the file, and the file's the environment's.
 Standalone: `python -m sync.central.cli ...` takes the same options.
 """
 
@@ -45,8 +47,40 @@ def _store_token(text: str) -> tuple[str, str]:
     return store, token
 
 
+def read_store_tokens(path: str) -> dict[str, str]:
+    """{store: token} from a tokens file: one `STORE=TOKEN` a line, blank lines and `#` comments skipped.
+    Refuses a file every user of the machine can read (the tokens let anyone push as a store), a store named
+    twice, and a line that is not STORE=TOKEN (by its number: the line itself may be a bare token)."""
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise TokenError(f"--store-tokens-file {path}: cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise TokenError(f"--store-tokens-file {path}: not UTF-8 text") from None
+    if mode & 0o004:
+        raise TokenError(f"--store-tokens-file {path}: every user of this machine can read it; make it readable "
+                         f"by the central's user only (chmod 640 {path}, owner root, group the service's)")
+    stores: dict[str, str] = {}
+    lines_of: dict[str, int] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            store, token = _store_token(line)
+        except TokenError as exc:
+            raise TokenError(f"--store-tokens-file {path}, line {number}: {exc}") from None
+        if store in stores:
+            raise TokenError(f"--store-tokens-file {path}: store {store[:64]!r} is on lines {lines_of[store]} and "
+                             f"{number}: keep one token per store")
+        stores[store], lines_of[store] = token, number
+    return stores
+
+
 def resolve_tokens(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """(admin token, {store: token}) from the arguments, else the environment; raises TokenError."""
+    """(admin token, {store: token}) from the arguments, the tokens file and the environment (in that order of
+    precedence); raises TokenError."""
     admin = (args.admin_token or environ.get(ENV_ADMIN, "")).strip()
     if not admin:
         raise TokenError(f"no admin token: pass --admin-token TOKEN or set {ENV_ADMIN}")
@@ -58,6 +92,8 @@ def resolve_tokens(args: argparse.Namespace, environ: Mapping[str, str]) -> tupl
             except TokenError as exc:
                 raise TokenError(f"{ENV_STORES}: {exc}") from None
             stores[store] = token
+    if getattr(args, "store_tokens_file", None):
+        stores.update(read_store_tokens(args.store_tokens_file))
     for item in args.store_token or []:
         store, token = _store_token(item)
         stores[store] = token
@@ -84,6 +120,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"bearer token of the admin API (or set {ENV_ADMIN})")
     p.add_argument("--store-token", action="append", metavar="STORE=TOKEN",
                    help=f"a store's bearer token, repeatable (or set {ENV_STORES}=\"s1=tok1,s2=tok2\")")
+    p.add_argument("--store-tokens-file", default=None, metavar="PATH",
+                   help="the stores' bearer tokens, one STORE=TOKEN a line (# comments); not readable by every "
+                        "user: a chain's tokens (the environment variable holds at most 128 KiB)")
     p.add_argument("--demo-data", action="store_true",
                    help="load the demo shoppers (C-0001.., device:app-<n>) when the database is empty")
     p.add_argument("--workers", type=_positive, default=1,
@@ -113,7 +152,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "central", help="run the reference central profile store (pilots, demo, tests)",
         description="The reference central profile store: the edge pushes events to it and pulls profile "
                     "changes from it. SQLite file or PostgreSQL, bearer token per store, admin API under /v1/admin.",
-        epilog=f"Tokens may come from the environment: {ENV_ADMIN}, {ENV_STORES}=\"s1=tok1,s2=tok2\".")
+        epilog=f"Tokens may come from the environment: {ENV_ADMIN}, {ENV_STORES}=\"s1=tok1,s2=tok2\"; the stores' "
+               "from --store-tokens-file.")
     _add_arguments(p)
     p.set_defaults(func=run)
     return p
