@@ -1,0 +1,199 @@
+"""The central store deployed as docs/deploy.md says, exercised for real: the shipped systemd unit (secrets off
+the command line, hardened, accepted by systemd-analyze), the database password taken from PGPASSWORD by a
+real PostgreSQL with password authentication, and the shipped nginx config in front of a central with two
+workers: pushes over TLS, a change streamed to a store as it is made, an oversized push refused at the door,
+metrics for the chain's networks only."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import requests
+
+from edge.broker import free_port, wait_for_port
+from sync import protocol as p
+from test_central import (ADMIN, TOKENS, Central, event, shopper, start_central,  # noqa: F401 (fixture)
+                          token_args)
+from test_nginx import Nginx, make_cert, tls_get
+from tests.conftest import ROOT, wait_until
+from tests.pgserver import PostgresServer
+
+UNIT = ROOT / "config" / "systemd" / "instore-central.service"
+NGINX_CONF = ROOT / "config" / "nginx" / "instore-central.conf"
+
+
+def read_unit() -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment, method-assign]
+    unit.read(UNIT)
+    return unit
+
+
+def test_the_central_unit_keeps_every_secret_off_the_command_line() -> None:
+    """`ps` shows a process's arguments to every user of the machine: tokens and the database password must
+    come from the root-only env file and tokens file, never from ExecStart."""
+    s = read_unit()["Service"]
+    argv = s["ExecStart"].split()
+    assert argv[:2] == ["/opt/instore-edge/.venv/bin/instore-edge", "central"]
+    assert "--admin-token" not in argv and "--store-token" not in argv
+    db = urlsplit(argv[argv.index("--db") + 1])
+    assert db.scheme == "postgresql" and db.username and db.password is None
+    assert argv[argv.index("--store-tokens-file") + 1] == "/etc/instore-central/store-tokens"
+    assert s["EnvironmentFile"] == "/etc/instore-central/env"  # required: no admin token, no start
+    assert int(argv[argv.index("--workers") + 1]) > 1
+
+
+def test_the_central_unit_is_hardened_and_systemd_accepts_it(tmp_path: Path) -> None:
+    unit = read_unit()
+    s = unit["Service"]
+    assert s["User"] == "instore-central" and s["Restart"] == "on-failure"
+    assert "postgresql.service" in unit["Unit"]["After"]
+    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+                       "PrivateTmp": "yes", "ReadWritePaths": "/var/lib/instore-central",
+                       "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX", "CapabilityBoundingSet": ""}.items():
+        assert s.get(key) == value, key
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    assert shutil.which("systemd-analyze"), "systemd-analyze is missing: scripts/test installs the systemd package"
+    copy = tmp_path / "instore-central.service"
+    copy.write_text(UNIT.read_text().replace("/opt/instore-edge/.venv/bin/instore-edge", "/bin/true"))
+    r = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+
+
+def test_the_central_takes_its_database_password_from_pgpassword(tmp_path: Path, postgres: PostgresServer) -> None:
+    """A PostgreSQL that asks for a password (scram-sha-256, as a chain's does): the central given a --db URL
+    without one connects with PGPASSWORD (as the unit's env file gives it), and without it stops with the
+    reason, before serving anything."""
+    role, password = "central_pw_role", "a-database-password-0123456789"
+    hba = postgres.root / "data" / "pg_hba.conf"
+    if f" {role} " not in hba.read_text():
+        # First match wins: this role, and only it, must give a password from 127.0.0.1.
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    postgres.execute(f"DROP DATABASE IF EXISTS {role}_db")
+    postgres.execute(f"DROP ROLE IF EXISTS {role}")
+    postgres.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    postgres.execute(f"CREATE DATABASE {role}_db OWNER {role}")
+    postgres.execute("SELECT pg_reload_conf()")
+    db = f"postgresql://{role}@127.0.0.1:{postgres.port}/{role}_db"
+    with pytest.raises(psycopg.OperationalError):  # the rule is in force: no password, no connection
+        psycopg.connect(db, connect_timeout=5).close()
+
+    refused = subprocess.run([sys.executable, "-m", "sync.central.cli", "--db", db, "--port", str(free_port()),
+                              "--admin-token", ADMIN], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert refused.returncode == 1, refused.stderr
+    assert "not starting" in refused.stderr and "password" in refused.stderr and "check --db" in refused.stderr
+
+    c = Central(tmp_path, *token_args(), db=db, env={"PGPASSWORD": password})
+    try:
+        assert c.push("s1", [event("e-1")]).json()["accepted"] == ["e-1"]
+        assert password not in " ".join(c.proc.args) and password not in c.log_path.read_text()
+    finally:
+        c.stop()
+
+
+def shipped_central_conf(central_port: int, http_port: int, tls_port: int, cert: Path, key: Path) -> str:
+    """The shipped file with its ports and certificate paths replaced, nothing else."""
+    text = NGINX_CONF.read_text()
+    for pattern, new in [
+        (r"(?m)^\s*listen \[::\]:\d+.*\n", ""),  # no IPv6 listeners in the sandbox
+        (r"server 127\.0\.0\.1:8600;", f"server 127.0.0.1:{central_port};"),
+        (r"listen 80;", f"listen 127.0.0.1:{http_port};"),
+        (r"listen 443 ssl http2;", f"listen 127.0.0.1:{tls_port} ssl http2;"),
+        (r"ssl_certificate \S+;", f"ssl_certificate {cert};"),
+        (r"ssl_certificate_key \S+;", f"ssl_certificate_key {key};"),
+    ]:
+        text, n = re.subn(pattern, new, text)
+        assert n >= 1, f"{pattern!r} not found in {NGINX_CONF.name}"
+    return text
+
+
+@pytest.fixture
+def central_behind_nginx(tmp_path: Path, pg_url: str, start_central: Callable[..., Central]
+                         ) -> Iterator[dict[str, Any]]:
+    central = start_central(*token_args(), "--workers", "2", db=pg_url)
+    http_port, tls_port = free_port(), free_port()
+    cert, key = make_cert(tmp_path / "tls")
+    nginx = Nginx(tmp_path / "nginx", shipped_central_conf(central.port, http_port, tls_port, cert, key))
+    checked = nginx.check()
+    assert checked.returncode == 0, checked.stderr
+    nginx.start()
+    try:
+        wait_for_port(tls_port, 15)
+        base = f"https://127.0.0.1:{tls_port}"
+
+        def up() -> bool:
+            try:
+                return requests.get(base + "/healthz", verify=str(cert), timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(up, timeout=30, what="the central to answer through nginx")
+        yield {"base": base, "cert": str(cert), "http_port": http_port, "central": central}
+    finally:
+        nginx.stop()
+
+
+def session(token: str, cert: str) -> requests.Session:
+    """A client that trusts the test certificate whatever the environment says (a session's `verify` gives
+    way to REQUESTS_CA_BUNDLE; an argument does not)."""
+    s = requests.Session()
+    s.headers["Authorization"] = f"Bearer {token}"
+    s.trust_env = False
+    s.verify = cert
+    return s
+
+
+def test_stores_push_and_hear_changes_through_the_shipped_nginx_config(central_behind_nginx: dict[str, Any]
+                                                                        ) -> None:
+    base, cert = central_behind_nginx["base"], central_behind_nginx["cert"]
+    store, admin = session(TOKENS["s1"], cert), session(ADMIN, cert)
+
+    r = store.post(base + "/v1/stores/s1/events", json={"events": [event("e-1"), event("e-2")]}, timeout=30,
+                   headers={p.IDEMPOTENCY_HEADER: "batch-1"})
+    assert r.status_code == 200 and r.json()["accepted"] == ["e-1", "e-2"]
+
+    # The feed stream: a change made at the centre reaches the store through the proxy as it is made, not
+    # when nginx's buffer fills or the stream ends (20 s later).
+    assert admin.post(base + "/v1/admin/profiles", json=shopper("C-1", home_store="s1"), timeout=30).ok
+    with store.get(base + p.CHANGES_PATH, params={"stream": "1", "wait_s": "20"}, stream=True, timeout=30) as feed:
+        assert feed.status_code == 200 and feed.headers["Content-Type"].startswith(p.NDJSON)
+        lines = feed.iter_lines(chunk_size=None)
+        first = json.loads(next(lines))
+        assert [ch["customer_id"] for ch in first["changes"]] == ["C-1"]
+        changed = time.monotonic()
+        assert admin.post(base + "/v1/admin/profiles", json={"customer_id": "C-1", "tier": "gold"}, timeout=30).ok
+        page = json.loads(next(lines))
+        arrived = time.monotonic() - changed
+    assert [(ch["customer_id"], ch["profile"]["tier"]) for ch in page["changes"]] == [("C-1", "gold")]
+    assert arrived < 2.0, f"the change took {arrived:.1f} s through nginx"
+
+    # A push beyond the central's 8 MiB is refused at the door, with nothing recorded.
+    big = json.dumps({"events": [event("e-big", data={"blob": "x" * (9 * 1024 * 1024)})]})
+    r = store.post(base + "/v1/stores/s1/events", data=big, timeout=60, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    events = admin.get(base + "/v1/admin/events", params={"store": "s1"}, timeout=30).json()["events"]
+    assert [e["event_id"] for e in events] == ["e-1", "e-2"]
+
+    # Metrics for the chain's monitoring, not for the internet.
+    tls_port = int(urlsplit(base).port or 0)
+    status, _, body = tls_get(tls_port, "/metrics", Path(cert), "127.0.0.1")
+    assert status == 200 and b"instore_central_" in body
+    assert tls_get(tls_port, "/metrics", Path(cert), "127.0.0.2")[0] == 403
+
+    # Plain http:// only says where to go: no token is taken over it.
+    r = requests.get(f"http://127.0.0.1:{central_behind_nginx['http_port']}/v1/admin/stores", timeout=10,
+                     headers={"Authorization": f"Bearer {ADMIN}"}, allow_redirects=False)
+    assert r.status_code == 301 and r.headers["Location"].startswith("https://")
