@@ -121,8 +121,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store-token", action="append", metavar="STORE=TOKEN",
                    help=f"a store's bearer token, repeatable (or set {ENV_STORES}=\"s1=tok1,s2=tok2\")")
     p.add_argument("--store-tokens-file", default=None, metavar="PATH",
-                   help="the stores' bearer tokens, one STORE=TOKEN a line (# comments); not readable by every "
-                        "user: a chain's tokens (the environment variable holds at most 128 KiB)")
+                   help="a file of the stores' bearer tokens, one STORE=TOKEN a line (# comments), readable by the "
+                        "central's user only: for a chain (an environment variable holds at most 128 KiB)")
     p.add_argument("--demo-data", action="store_true",
                    help="load the demo shoppers (C-0001.., device:app-<n>) when the database is empty")
     p.add_argument("--workers", type=_positive, default=1,
@@ -149,7 +149,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `central` subcommand to an `instore-edge` subparsers object; it runs `run(args)`."""
     p = subparsers.add_parser(
-        "central", help="run the reference central profile store (pilots, demo, tests)",
+        "central", help="run the central profile store (SQLite for pilots and the demo, PostgreSQL for a chain)",
         description="The reference central profile store: the edge pushes events to it and pulls profile "
                     "changes from it. SQLite file or PostgreSQL, bearer token per store, admin API under /v1/admin.",
         epilog=f"Tokens may come from the environment: {ENV_ADMIN}, {ENV_STORES}=\"s1=tok1,s2=tok2\"; the stores' "
