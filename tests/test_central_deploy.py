@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -22,12 +21,12 @@ import psycopg
 import pytest
 import requests
 
-from edge.broker import free_port, wait_for_port
+from edge.broker import free_port
 from sync import protocol as p
 from test_central import (ADMIN, TOKENS, Central, event, shopper, start_central,  # noqa: F401 (fixture)
                           token_args)
-from test_nginx import Nginx, make_cert, tls_get
-from tests.conftest import ROOT, wait_until
+from test_nginx import Nginx, localized, make_cert, running, tls_get
+from tests.conftest import ROOT
 from tests.pgserver import PostgresServer
 
 UNIT = ROOT / "config" / "systemd" / "instore-central.service"
@@ -104,51 +103,20 @@ def test_the_central_takes_its_database_password_from_pgpassword(tmp_path: Path,
         c.stop()
 
 
-def shipped_central_conf(central_port: int, http_port: int, tls_port: int, cert: Path, key: Path) -> str:
-    """The shipped file with its ports and certificate paths replaced, nothing else."""
-    text = NGINX_CONF.read_text()
-    for pattern, new in [
-        (r"(?m)^\s*listen \[::\]:\d+.*\n", ""),  # no IPv6 listeners in the sandbox
-        (r"server 127\.0\.0\.1:8600;", f"server 127.0.0.1:{central_port};"),
-        (r"listen 80;", f"listen 127.0.0.1:{http_port};"),
-        (r"listen 443 ssl http2;", f"listen 127.0.0.1:{tls_port} ssl http2;"),
-        (r"ssl_certificate \S+;", f"ssl_certificate {cert};"),
-        (r"ssl_certificate_key \S+;", f"ssl_certificate_key {key};"),
-    ]:
-        text, n = re.subn(pattern, new, text)
-        assert n >= 1, f"{pattern!r} not found in {NGINX_CONF.name}"
-    return text
-
-
 @pytest.fixture
 def central_behind_nginx(tmp_path: Path, pg_url: str, start_central: Callable[..., Central]
                          ) -> Iterator[dict[str, Any]]:
     central = start_central(*token_args(), "--workers", "2", db=pg_url)
     http_port, tls_port = free_port(), free_port()
     cert, key = make_cert(tmp_path / "tls")
-    nginx = Nginx(tmp_path / "nginx", shipped_central_conf(central.port, http_port, tls_port, cert, key))
-    checked = nginx.check()
-    assert checked.returncode == 0, checked.stderr
-    nginx.start()
-    try:
-        wait_for_port(tls_port, 15)
-        base = f"https://127.0.0.1:{tls_port}"
-
-        def up() -> bool:
-            try:
-                return requests.get(base + "/healthz", verify=str(cert), timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(up, timeout=30, what="the central to answer through nginx")
+    nginx = Nginx(tmp_path / "nginx", localized(NGINX_CONF, central.port, http_port, tls_port, cert, key))
+    with running(nginx, tls_port, cert, "the central") as base:
         yield {"base": base, "cert": str(cert), "http_port": http_port, "central": central}
-    finally:
-        nginx.stop()
 
 
 def session(token: str, cert: str) -> requests.Session:
-    """A client that trusts the test certificate whatever the environment says (a session's `verify` gives
-    way to REQUESTS_CA_BUNDLE; an argument does not)."""
+    """A client that trusts the test certificate (with the environment trusted, REQUESTS_CA_BUNDLE would
+    override a session's `verify`)."""
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {token}"
     s.trust_env = False

@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,13 @@ def make_cert(d: Path) -> tuple[Path, Path]:
     return d / "edge.crt", d / "edge.key"
 
 
-def shipped_conf(edge_port: int, http_port: int, tls_port: int, cert: Path, key: Path) -> str:
-    """The shipped file with its ports and certificate paths replaced, nothing else."""
-    text = CONF.read_text()
+def localized(conf: Path, upstream_port: int, http_port: int, tls_port: int, cert: Path, key: Path) -> str:
+    """A shipped nginx site with its upstream's port, its listen ports and its certificate paths replaced,
+    nothing else."""
+    text = conf.read_text()
     replacements = [
         (r"(?m)^\s*listen \[::\]:\d+.*\n", ""),  # no IPv6 listeners in the sandbox
-        (r"server 127\.0\.0\.1:8080;", f"server 127.0.0.1:{edge_port};"),
+        (r"server 127\.0\.0\.1:\d+;", f"server 127.0.0.1:{upstream_port};"),
         (r"listen 80;", f"listen 127.0.0.1:{http_port};"),
         (r"listen 443 ssl http2;", f"listen 127.0.0.1:{tls_port} ssl http2;"),
         (r"ssl_certificate \S+;", f"ssl_certificate {cert};"),
@@ -55,7 +57,7 @@ def shipped_conf(edge_port: int, http_port: int, tls_port: int, cert: Path, key:
     ]
     for pattern, new in replacements:
         text, n = re.subn(pattern, new, text)
-        assert n >= 1, f"{pattern!r} not found in {CONF.name}"
+        assert n >= 1, f"{pattern!r} not found in {conf.name}"
     return text
 
 
@@ -111,7 +113,16 @@ def proxied(tmp_path: Path, edge_process: Callable[..., Any]) -> Iterator[dict[s
                         qr={"secret": QR_SECRET, "base_url": f"https://127.0.0.1:{tls_port}"},
                         products=[{"sku": "runner-42", "name": "Trail runner", "zone": "shoes"}]).start()
     cert, key = make_cert(tmp_path / "tls")
-    nginx = Nginx(tmp_path / "nginx", shipped_conf(edge.port, http_port, tls_port, cert, key))
+    nginx = Nginx(tmp_path / "nginx", localized(CONF, edge.port, http_port, tls_port, cert, key))
+    with running(nginx, tls_port, cert, "the edge") as base:
+        yield {"base": base, "cert": cert, "tls_port": tls_port, "http_port": http_port, "edge": edge,
+               "nginx": nginx}
+
+
+@contextmanager
+def running(nginx: Nginx, tls_port: int, cert: Path, what: str) -> Iterator[str]:
+    """nginx checked (`-t`), started and stopped after; yields its https:// base once `what` behind it answers
+    /healthz through it."""
     checked = nginx.check()
     assert checked.returncode == 0, checked.stderr
     nginx.start()
@@ -125,9 +136,8 @@ def proxied(tmp_path: Path, edge_process: Callable[..., Any]) -> Iterator[dict[s
             except requests.RequestException:
                 return False
 
-        wait_until(up, timeout=30, what="the edge to answer through nginx")
-        yield {"base": base, "cert": cert, "tls_port": tls_port, "http_port": http_port, "edge": edge,
-               "nginx": nginx}
+        wait_until(up, timeout=30, what=f"{what} to answer through nginx")
+        yield base
     finally:
         nginx.stop()
 
