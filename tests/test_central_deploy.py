@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,13 +24,15 @@ import requests
 
 from edge.broker import free_port
 from sync import protocol as p
+from sync.text import network_reason
 from test_central import (ADMIN, TOKENS, Central, event, shopper, start_central,  # noqa: F401 (fixture)
                           token_args)
 from test_nginx import Nginx, localized, make_cert, running, tls_get
-from tests.conftest import ROOT
+from tests.conftest import ROOT, now_ms, sighting, wait_until
 from tests.pgserver import PostgresServer
 
 UNIT = ROOT / "config" / "systemd" / "instore-central.service"
+EDGE_TOKEN = "Qm7xT2vLp9RkWz4NcY8bHs3J"  # the test edge's store id is teststore
 NGINX_CONF = ROOT / "config" / "nginx" / "instore-central.conf"
 
 
@@ -106,7 +109,7 @@ def test_the_central_takes_its_database_password_from_pgpassword(tmp_path: Path,
 @pytest.fixture
 def central_behind_nginx(tmp_path: Path, pg_url: str, start_central: Callable[..., Central]
                          ) -> Iterator[dict[str, Any]]:
-    central = start_central(*token_args(), "--workers", "2", db=pg_url)
+    central = start_central(*token_args(), "--store-token", f"teststore={EDGE_TOKEN}", "--workers", "2", db=pg_url)
     http_port, tls_port = free_port(), free_port()
     cert, key = make_cert(tmp_path / "tls")
     nginx = Nginx(tmp_path / "nginx", localized(NGINX_CONF, central.port, http_port, tls_port, cert, key))
@@ -161,7 +164,50 @@ def test_stores_push_and_hear_changes_through_the_shipped_nginx_config(central_b
     assert status == 200 and b"instore_central_" in body
     assert tls_get(tls_port, "/metrics", Path(cert), "127.0.0.2")[0] == 403
 
+    # An edge that does not trust the certificate, or says https:// to a plain-HTTP port, is told what to do.
+    with pytest.raises(requests.exceptions.SSLError) as untrusted:
+        requests.get(base + "/healthz", timeout=10)  # the usual public CAs only
+    assert "not trusted here" in network_reason(untrusted.value) and "REQUESTS_CA_BUNDLE" in network_reason(
+        untrusted.value)
+    with pytest.raises(requests.exceptions.SSLError) as plain:
+        requests.get(central_behind_nginx["central"].url.replace("http://", "https://") + "/healthz", timeout=10)
+    assert "does that address speak https?" in network_reason(plain.value)
+
     # Plain http:// only says where to go: no token is taken over it.
     r = requests.get(f"http://127.0.0.1:{central_behind_nginx['http_port']}/v1/admin/stores", timeout=10,
                      headers={"Authorization": f"Bearer {ADMIN}"}, allow_redirects=False)
     assert r.status_code == 301 and r.headers["Location"].startswith("https://")
+
+
+def test_a_store_syncs_with_the_central_through_the_shipped_nginx_trusting_the_chain_ca(
+        central_behind_nginx: dict[str, Any], edge_process: Callable[..., Any], mqtt_client: Callable[..., Any],
+        tmp_path: Path) -> None:
+    """A real edge whose [central] url is the https:// name, trusting a chain's own CA the way docs/deploy.md
+    says (REQUESTS_CA_BUNDLE in its env file): its sightings reach the central, the fleet view hears it, and a
+    profile made at the centre for this store reaches its cache, all through the proxy."""
+    base, cert = central_behind_nginx["base"], central_behind_nginx["cert"]
+    admin = session(ADMIN, cert)
+    edge = edge_process(central={"url": base, "token": EDGE_TOKEN})
+    edge.start(env={"REQUESTS_CA_BUNDLE": cert})
+    status = mqtt_client()
+    status.subscribe("instore/teststore/edge/status")
+    status.wait_for(lambda t, d: d["state"] == "online", timeout=20)
+    mqtt_client("gateway").publish_many([("instore/teststore/beacon/gw-shoes", sighting(now_ms() - 50 + i, minor=i))
+                                         for i in range(50)])
+
+    def at_central() -> list[dict[str, Any]]:
+        return admin.get(base + "/v1/admin/events", params={"store": "teststore", "limit": 1000},
+                         timeout=10).json()["events"]
+
+    wait_until(lambda: len(at_central()) >= 50, timeout=60, what="the sightings at the central through nginx")
+    [row] = [r for r in admin.get(base + "/v1/admin/stores", timeout=10).json()["stores"] if r["store"] == "teststore"]
+    assert row["version"] and not row["quiet"]
+
+    assert admin.post(base + "/v1/admin/profiles", json=shopper("C-7", home_store="teststore"), timeout=30).ok
+
+    def cached() -> bool:
+        with sqlite3.connect(tmp_path / "edge.db", timeout=10) as conn:
+            return conn.execute("SELECT 1 FROM profiles WHERE customer_id = 'C-7'").fetchone() is not None
+
+    wait_until(cached, timeout=30, what="the profile in the store's cache")
+    assert "CERTIFICATE_VERIFY_FAILED" not in (tmp_path / "edge.log").read_text()
