@@ -158,6 +158,11 @@ def test_stores_push_and_hear_changes_through_the_shipped_nginx_config(central_b
     events = admin.get(base + "/v1/admin/events", params={"store": "s1"}, timeout=30).json()["events"]
     assert [e["event_id"] for e in events] == ["e-1", "e-2"]
 
+    # The fleet page over HTTPS remembers the admin token in a cookie the browser keeps off plain HTTP.
+    r = requests.get(base + "/", params={"token": ADMIN}, verify=cert, timeout=10)
+    assert r.status_code == 200
+    assert "Secure" in r.headers["Set-Cookie"] and "HttpOnly" in r.headers["Set-Cookie"]
+
     # Metrics for the chain's monitoring, not for the internet.
     tls_port = int(urlsplit(base).port or 0)
     status, _, body = tls_get(tls_port, "/metrics", Path(cert), "127.0.0.1")

@@ -29,7 +29,12 @@ def matches(token: str | None, expected: bytes) -> bool:
 
 
 def remember(resp: Response, token: str | None, source: str) -> Response:
-    """A token sent in the header or the address is kept in the cookie, for the next pages."""
+    """A token sent in the header or the address is kept in the cookie, for the next pages. Over HTTPS (here,
+    or at the proxy in front: X-Forwarded-Proto) the cookie is Secure, so the browser never sends the admin
+    token over plain HTTP, not even to the port that only redirects. The header is believed from anyone: it
+    can only add the flag, and a browser on plain HTTP then keeps no cookie, asking for the token again."""
     if token and source in ("header", "query"):
-        resp.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="Strict", path="/")
+        secure = request.is_secure or request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https"
+        resp.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="Strict", path="/",
+                        secure=secure)
     return resp
