@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -162,6 +163,11 @@ def test_stores_push_and_hear_changes_through_the_shipped_nginx_config(central_b
     r = requests.get(base + "/", params={"token": ADMIN}, verify=cert, timeout=10)
     assert r.status_code == 200
     assert "Secure" in r.headers["Set-Cookie"] and "HttpOnly" in r.headers["Set-Cookie"]
+    access_log = Path(cert).parent / "instore-central.access.log"
+    visit = re.compile(r'"GET /(\?\S*)? HTTP/1\.1" 200')
+    wait_until(lambda: access_log.exists() and visit.search(access_log.read_text()) is not None, timeout=10,
+               what="the fleet page's visit in nginx's access log")
+    assert ADMIN not in access_log.read_text() and "token=" not in access_log.read_text()
 
     # Metrics for the chain's monitoring, not for the internet.
     tls_port = int(urlsplit(base).port or 0)
