@@ -185,9 +185,11 @@ def test_stores_push_and_hear_changes_through_the_shipped_nginx_config(central_b
     assert "does that address speak https?" in network_reason(plain.value)
 
     # Plain http:// only says where to go: no token is taken over it.
-    r = requests.get(f"http://127.0.0.1:{central_behind_nginx['http_port']}/v1/admin/stores", timeout=10,
-                     headers={"Authorization": f"Bearer {ADMIN}"}, allow_redirects=False)
+    r = requests.get(f"http://127.0.0.1:{central_behind_nginx['http_port']}/", params={"token": ADMIN}, timeout=10,
+                     allow_redirects=False)
     assert r.status_code == 301 and r.headers["Location"].startswith("https://")
+    wait_until(lambda: '" 301 ' in access_log.read_text(), timeout=10, what="the redirect in the access log")
+    assert ADMIN not in access_log.read_text()  # not even from the redirecting port
 
 
 def test_a_store_syncs_with_the_central_through_the_shipped_nginx_trusting_the_chain_ca(

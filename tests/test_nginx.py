@@ -195,6 +195,14 @@ def test_shipped_nginx_config_in_front_of_the_edge(proxied: dict[str, Any], mqtt
                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN}"})
     assert big.status_code == 413 and "nginx" in big.text
 
+    # A token in the address (a signage screen's ?token=) stays out of nginx's access log.
+    assert requests.get(base + "/signage/entrance-1", params={"token": SIGNAGE}, verify=verify,
+                        timeout=10).status_code == 200
+    access_log = cert.parent / "instore-edge.access.log"
+    wait_until(lambda: access_log.exists() and "GET /signage/entrance-1 " in access_log.read_text(), timeout=10,
+               what="the signage page's visit in nginx's access log")
+    assert SIGNAGE not in access_log.read_text() and "token=" not in access_log.read_text()
+
     # A page stream flows through unbuffered: a rule's content arrives as soon as it is decided.
     stream = requests.get(base + "/signage/entrance-1/stream", headers={"Authorization": f"Bearer {SIGNAGE}"},
                           verify=verify, stream=True, timeout=10)
