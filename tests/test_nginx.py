@@ -43,11 +43,9 @@ def make_cert(d: Path) -> tuple[Path, Path]:
     return d / "edge.crt", d / "edge.key"
 
 
-def localized(conf: Path, upstream_port: int, http_port: int, tls_port: int, cert: Path, key: Path,
-              logs: Path | None = None) -> str:
+def localized(conf: Path, upstream_port: int, http_port: int, tls_port: int, cert: Path, key: Path) -> str:
     """A shipped nginx site with its upstream's port, its listen ports, its certificate paths and its own
-    access log's folder (to `logs`, by default beside the certificate) replaced, nothing else."""
-    logs = logs or cert.parent
+    access log's folder (to the certificate's) replaced, nothing else."""
     text = conf.read_text()
     replacements = [
         (r"(?m)^\s*listen \[::\]:\d+.*\n", ""),  # no IPv6 listeners in the sandbox
@@ -61,7 +59,7 @@ def localized(conf: Path, upstream_port: int, http_port: int, tls_port: int, cer
         text, n = re.subn(pattern, new, text)
         assert n >= 1, f"{pattern!r} not found in {conf.name}"
     # A site's own access log, if it has one, goes to the test's folder too.
-    return re.sub(r"access_log /var/log/nginx/(\S+)", lambda m: f"access_log {logs}/{m.group(1)}", text)
+    return re.sub(r"access_log /var/log/nginx/(\S+)", lambda m: f"access_log {cert.parent}/{m.group(1)}", text)
 
 
 class Nginx:
