@@ -6,10 +6,8 @@ metrics for the chain's networks only."""
 
 from __future__ import annotations
 
-import configparser
 import json
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +26,7 @@ from sync import protocol as p
 from sync.text import network_reason
 from test_central import (ADMIN, TOKENS, Central, event, shopper, start_central,  # noqa: F401 (fixture)
                           token_args)
+from test_deploy import assert_systemd_accepts, read_unit
 from test_nginx import Nginx, localized, make_cert, running, tls_get
 from tests.conftest import ROOT, now_ms, sighting, wait_until
 from tests.pgserver import PostgresServer
@@ -37,17 +36,10 @@ EDGE_TOKEN = "Qm7xT2vLp9RkWz4NcY8bHs3J"  # the test edge's store id is teststore
 NGINX_CONF = ROOT / "config" / "nginx" / "instore-central.conf"
 
 
-def read_unit() -> configparser.ConfigParser:
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str  # type: ignore[assignment, method-assign]
-    unit.read(UNIT)
-    return unit
-
-
 def test_the_central_unit_keeps_every_secret_off_the_command_line() -> None:
     """`ps` shows a process's arguments to every user of the machine: tokens and the database password must
     come from the root-only env file and tokens file, never from ExecStart."""
-    s = read_unit()["Service"]
+    s = read_unit(UNIT)["Service"]
     argv = s["ExecStart"].split()
     assert argv[:2] == ["/opt/instore-edge/.venv/bin/instore-edge", "central"]
     assert "--admin-token" not in argv and "--store-token" not in argv
@@ -59,7 +51,7 @@ def test_the_central_unit_keeps_every_secret_off_the_command_line() -> None:
 
 
 def test_the_central_unit_is_hardened_and_systemd_accepts_it(tmp_path: Path) -> None:
-    unit = read_unit()
+    unit = read_unit(UNIT)
     s = unit["Service"]
     assert s["User"] == "instore-central" and s["Restart"] == "on-failure"
     assert "postgresql.service" in unit["Unit"]["After"]
@@ -68,11 +60,7 @@ def test_the_central_unit_is_hardened_and_systemd_accepts_it(tmp_path: Path) -> 
                        "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX", "CapabilityBoundingSet": ""}.items():
         assert s.get(key) == value, key
     assert unit["Install"]["WantedBy"] == "multi-user.target"
-    assert shutil.which("systemd-analyze"), "systemd-analyze is missing: scripts/test installs the systemd package"
-    copy = tmp_path / "instore-central.service"
-    copy.write_text(UNIT.read_text().replace("/opt/instore-edge/.venv/bin/instore-edge", "/bin/true"))
-    r = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
-    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    assert_systemd_accepts(UNIT, tmp_path)
 
 
 def test_the_central_takes_its_database_password_from_pgpassword(tmp_path: Path, postgres: PostgresServer) -> None:
